@@ -1,0 +1,193 @@
+//! The command line: every command, flag and example `--help` shows.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use skiff_sdk::config::ProviderKind;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Readable text; errors on stderr.
+    Human,
+    /// One JSON envelope on stdout, keys sorted, deterministic.
+    Json,
+}
+
+const ABOUT: &str = "Skiff compiles a short service spec into visible cloud primitives and runs \
+deploys, rollbacks and repairs as resumable, approvable sagas.";
+
+const EXAMPLES: &str = "\
+Examples:
+  skiff init service payments-api        write a commented skiff.yaml
+  skiff validate                         check ./skiff.yaml
+  skiff plan -f examples/hello/skiff.yaml --format json
+  skiff config show                      which bucket and provider a command would use
+
+Every command answers in one envelope (`--format json`): ok, code, summary, facts,
+data, risk, recommended_actions. Exit codes follow the code (see README, \"Failure codes\").";
+
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about = ABOUT, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value = "human", env = "SKIFF_FORMAT")]
+    pub format: Format,
+    /// State bucket URL: file://PATH, s3://BUCKET/PREFIX or memory:// [else $SKIFF_STATE, the context, file://.skiff/state].
+    #[arg(long, global = true, value_name = "URL")]
+    pub bucket: Option<String>,
+    /// Provider that runs the primitives [else $SKIFF_PROVIDER, the context, local].
+    #[arg(long, global = true, value_parser = parse_provider)]
+    pub provider: Option<ProviderKind>,
+    /// Use this context instead of the current one [else $SKIFF_CONTEXT].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Cloud region [else $SKIFF_REGION, the context].
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Answer yes to confirmations (required for mutating commands without a terminal).
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
+}
+
+fn parse_provider(s: &str) -> Result<ProviderKind, String> {
+    s.parse()
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented skiff.yaml from a recipe.
+    #[command(after_help = "\
+Examples:
+  skiff init service payments-api              ./skiff.yaml for an HTTP service
+  skiff init service payments-api --port 9000 --dir services/payments
+  skiff init worker thumbnailer                a queue consumer, no port
+  skiff init stack api-db orders-api           an API with its own PostgreSQL database")]
+    Init {
+        #[command(subcommand)]
+        recipe: InitRecipe,
+    },
+    /// Check a spec: strict types, ranges and intent; every problem with line:column and a fix.
+    #[command(after_help = "\
+Examples:
+  skiff validate                               ./skiff.yaml
+  skiff validate -f examples/api-db/skiff.yaml --format json
+
+Exit code 0 when valid, 3 (SPEC_INVALID) with every problem listed otherwise.")]
+    Validate {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", default_value = "skiff.yaml")]
+        file: PathBuf,
+    },
+    /// Show what a spec compiles to: decisions with reasons, resources, and changes.
+    #[command(after_help = "\
+Examples:
+  skiff plan                                   ./skiff.yaml
+  skiff plan -f examples/api-db/skiff.yaml --format json
+
+Read-only: nothing is created or changed. The JSON is byte-identical across runs.")]
+    Plan {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", default_value = "skiff.yaml")]
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of skiff.yaml (for editors and CI).
+    #[command(after_help = "\
+Examples:
+  skiff schema > skiff.schema.json
+  # in skiff.yaml, for editor completion:
+  # yaml-language-server: $schema=./skiff.schema.json")]
+    Schema,
+    /// Print the version.
+    Version,
+    /// Contexts: named state buckets, providers, regions and servers.
+    #[command(after_help = "\
+Examples:
+  skiff config set-context prod --state s3://acme-skiff/prod --provider aws --region us-east-1
+  skiff config use-context prod
+  skiff config get-contexts
+  skiff config show                            resolved settings and where each came from
+
+Resolution order for each setting: flag, environment ($SKIFF_STATE, $SKIFF_PROVIDER,
+$SKIFF_REGION, $SKIFF_SERVER), the context, the default (file://.skiff/state, local).
+The contexts file is $SKIFF_CONFIG, else ~/.config/skiff/config.yaml.")]
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InitRecipe {
+    /// An HTTP service behind the load balancer.
+    Service(InitArgs),
+    /// A worker: no port, no load balancer.
+    Worker(InitArgs),
+    /// A multi-part recipe.
+    Stack {
+        /// The stack recipe.
+        #[arg(value_enum)]
+        stack: StackKind,
+        #[command(flatten)]
+        args: InitArgs,
+    },
+}
+
+/// Stack recipes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StackKind {
+    /// An HTTP API with its own PostgreSQL database.
+    #[value(name = "api-db")]
+    ApiDb,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The service name: a DNS label such as payments-api.
+    pub name: String,
+    /// Directory to write skiff.yaml into.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Port the service listens on (services only).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Overwrite an existing skiff.yaml.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// List contexts; the current one is marked.
+    GetContexts,
+    /// Make a context the current one.
+    UseContext {
+        /// The context's name.
+        name: String,
+    },
+    /// Create or update a context; `--provider` and `--region` set its provider and region.
+    SetContext {
+        /// The context's name.
+        name: String,
+        /// State bucket URL (`--bucket` works too).
+        #[arg(long, value_name = "URL")]
+        state: Option<String>,
+        /// skiffd server URL for this context.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// Also make it the current context.
+        #[arg(long = "use")]
+        make_current: bool,
+    },
+    /// Show the resolved bucket, provider, region and server, and where each came from.
+    Show,
+}

@@ -1,0 +1,84 @@
+//! One module per command; each returns an [`Outcome`] and prints nothing.
+
+pub(crate) mod config;
+mod init;
+mod plan;
+mod schema;
+mod validate;
+mod version;
+
+use std::path::Path;
+
+use skiff_sdk::{Code, Envelope, Safety};
+use skiff_spec::{Spec, SpecError};
+
+use crate::cli::Command;
+use crate::{Ctx, Outcome};
+
+pub(crate) fn run(ctx: &Ctx, command: Command) -> Outcome {
+    match command {
+        Command::Init { recipe } => init::run(ctx, recipe),
+        Command::Validate { file } => validate::run(ctx, &file),
+        Command::Plan { file } => plan::run(ctx, &file),
+        Command::Schema => schema::run(),
+        Command::Version => version::run(),
+        Command::Config { action } => config::run(ctx, action),
+    }
+}
+
+/// Reads and parses a spec file; `Err` is the outcome to answer with.
+pub(crate) fn load_spec(ctx: &Ctx, file: &Path) -> Result<(String, Spec), Box<Outcome>> {
+    let shown = file.display().to_string();
+    let path = ctx.cwd.join(file);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        Box::new(if e.kind() == std::io::ErrorKind::NotFound {
+            Envelope::failure(Code::NotFound, format!("no spec at {shown}"))
+                .fact(format!("{} does not exist", path.display()))
+                .action("init", "skiff init service NAME", false, Safety::ReadOnly, 0.6)
+                .action("validate-other", "skiff validate -f PATH/skiff.yaml", false, Safety::ReadOnly, 0.4)
+                .into()
+        } else {
+            Envelope::failure(Code::IoError, format!("cannot read {shown}"))
+                .fact(format!("{}: {e}", path.display()))
+                .into()
+        })
+    })?;
+    let spec = skiff_spec::parse(&shown, &bytes).map_err(|e| Box::new(spec_error(&shown, &e)))?;
+    Ok((shown, spec))
+}
+
+/// The SPEC_INVALID answer: one fact per problem, structured diagnostics in `data`,
+/// the full text with expectations and fixes for people.
+pub(crate) fn spec_error(file: &str, e: &SpecError) -> Outcome {
+    let n = e.diagnostics().len();
+    let diagnostics: Vec<serde_json::Value> = e
+        .diagnostics()
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "file": d.file,
+                "line": d.pos.line,
+                "column": d.pos.column,
+                "path": d.path.to_string(),
+                "message": d.message,
+                "expected": d.expected,
+                "fix": d.hint,
+            })
+        })
+        .collect();
+    let env = Envelope::failure(
+        Code::SpecInvalid,
+        format!("{file} is invalid: {n} problem{}", if n == 1 { "" } else { "s" }),
+    )
+    .facts(e.diagnostics().iter().map(|d| format!("{}:{}: {}: {}", d.file, d.pos, d.path, d.message)))
+    .data(serde_json::json!({ "file": file, "diagnostics": diagnostics }))
+    .action("validate", format!("skiff validate -f {file}"), false, Safety::ReadOnly, 0.9)
+    .action("schema", "skiff schema", false, Safety::ReadOnly, 0.3);
+    Outcome { body_replaces_facts: true, ..Outcome::from(env).body(e.to_string()) }
+}
+
+/// `n thing` or `n things`.
+pub(crate) fn plural(n: impl Into<u64>, thing: &str) -> String {
+    let n = n.into();
+    format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
+}

@@ -1,0 +1,115 @@
+//! The `skiff` command line: parses arguments, runs one command, prints its envelope.
+//! Commands are functions returning an [`Outcome`]; printing happens only in
+//! [`output`], so JSON and human output always describe the same result.
+
+pub mod cli;
+mod cmd;
+mod output;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use skiff_sdk::config::{self, ClientConfig, Flags, Resolved};
+use skiff_sdk::{Code, Envelope};
+
+pub use cli::Format;
+
+/// What a command produced: the envelope, plus text only humans see.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The envelope.
+    pub envelope: Envelope,
+    /// Detail for human output, printed after the summary and facts.
+    pub body: Option<String>,
+    /// Print only `body` in human mode (for output meant to be redirected).
+    pub raw: bool,
+    /// Leave the facts out of human mode because `body` says the same at more length.
+    pub body_replaces_facts: bool,
+}
+
+impl From<Envelope> for Outcome {
+    fn from(envelope: Envelope) -> Self {
+        Outcome { envelope, body: None, raw: false, body_replaces_facts: false }
+    }
+}
+
+impl Outcome {
+    /// Adds human-only detail.
+    #[must_use]
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+}
+
+/// Reads an environment variable; injected so tests can control the environment.
+pub(crate) type EnvLookup = Box<dyn Fn(&str) -> Option<String>>;
+
+/// Everything a command may consult about its invocation.
+pub(crate) struct Ctx {
+    pub(crate) flags: Flags,
+    pub(crate) cwd: PathBuf,
+    pub(crate) env: EnvLookup,
+    #[expect(dead_code, reason = "read by mutating commands of the ledger and saga issues")]
+    pub(crate) yes: bool,
+    #[expect(dead_code, reason = "read by mutating commands of the ledger and saga issues")]
+    pub(crate) interactive: bool,
+}
+
+impl Ctx {
+    pub(crate) fn config_path(&self) -> PathBuf {
+        let p = config::config_path(&*self.env);
+        if p.is_absolute() { p } else { self.cwd.join(p) }
+    }
+
+    /// Loads contexts and resolves bucket, provider, region and server.
+    pub(crate) fn resolve(&self) -> Result<(ClientConfig, Resolved), Box<Outcome>> {
+        let path = self.config_path();
+        let cfg = ClientConfig::load(&path).map_err(|e| Box::new(cmd::config::error_outcome(e)))?;
+        let resolved = config::resolve(&self.flags, &*self.env, &self.cwd, &path, &cfg)
+            .map_err(|e| Box::new(cmd::config::error_outcome(e)))?;
+        Ok((cfg, resolved))
+    }
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json_requested = wants_json(&args);
+    let cli = match cli::Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return output::clap_error(e, json_requested),
+    };
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            let env = Envelope::failure(Code::IoError, "cannot read the working directory").fact(e.to_string());
+            return output::print(cli.global.format, &env.into());
+        }
+    };
+    let ctx = Ctx {
+        flags: Flags {
+            state: cli.global.bucket.clone(),
+            provider: cli.global.provider,
+            context: cli.global.context.clone(),
+            region: cli.global.region.clone(),
+            server: None,
+        },
+        cwd,
+        env: Box::new(|k| std::env::var(k).ok()),
+        yes: cli.global.yes,
+        interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+    };
+    let outcome = cmd::run(&ctx, cli.command);
+    output::print(cli.global.format, &outcome)
+}
+
+/// Whether JSON output was asked for, read before parsing so a usage error can
+/// still answer in JSON.
+fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    let flag =
+        args.windows(2).any(|w| w[0] == "--format" && w[1] == "json") || args.iter().any(|a| a == "--format=json");
+    flag || std::env::var("SKIFF_FORMAT").is_ok_and(|v| v == "json")
+}

@@ -1,0 +1,5 @@
+//! The `skiff` binary: everything lives in the `skiff_cli` library.
+
+fn main() -> std::process::ExitCode {
+    skiff_cli::main()
+}

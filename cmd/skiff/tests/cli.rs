@@ -1,0 +1,281 @@
+//! End-to-end tests of the `skiff` binary: the JSON and human output of every command
+//! are snapshot-tested (temporary paths and the version redacted), and exit codes
+//! follow the failure taxonomy.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Sandbox { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::cargo_bin("skiff").unwrap();
+        cmd.current_dir(self.path()).args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SKIFF_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("HOME", self.path()).env("SKIFF_CONFIG", self.path().join("config.yaml")).env_remove("XDG_CONFIG_HOME");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: self.redact(&String::from_utf8_lossy(&out.stdout)),
+            stderr: self.redact(&String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        let tmp = self.path().display().to_string();
+        let canon = std::fs::canonicalize(self.path()).map(|p| p.display().to_string()).unwrap_or_default();
+        text.replace(&canon, "[TMP]")
+            .replace(&tmp, "[TMP]")
+            .replace(env!("CARGO_PKG_VERSION"), "[VERSION]")
+            .replace(&format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS), "[TARGET]")
+    }
+
+    fn copy_example(&self, name: &str) -> PathBuf {
+        let src = repo().join("examples").join(name).join("skiff.yaml");
+        let dst = self.path().join(format!("{name}.yaml"));
+        std::fs::copy(src, &dst).unwrap();
+        dst
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The human output of a run: stdout for successes, stderr for failures.
+fn human(r: &Run) -> String {
+    format!("exit {}\n{}{}", r.code, r.stdout, r.stderr)
+}
+
+fn json(r: &Run) -> serde_json::Value {
+    assert!(r.stderr.is_empty(), "JSON mode prints nothing on stderr: {}", r.stderr);
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("stdout is one JSON envelope ({e}):\n{}", r.stdout))
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let s = Sandbox::new();
+    let top = s.run(&["--help"]);
+    assert_eq!(top.code, 0);
+    insta::assert_snapshot!("help", top.stdout);
+    for cmd in ["init", "validate", "plan", "schema", "config"] {
+        let r = s.run(&[cmd, "--help"]);
+        assert_eq!(r.code, 0, "{cmd}");
+        assert!(r.stdout.contains("Examples:"), "`skiff {cmd} --help` must show examples");
+    }
+    insta::assert_snapshot!("help-plan", s.run(&["plan", "--help"]).stdout);
+}
+
+#[test]
+fn version() {
+    let s = Sandbox::new();
+    insta::assert_snapshot!("version-human", human(&s.run(&["version"])));
+    insta::assert_snapshot!("version-json", s.run(&["version", "--format", "json"]).stdout);
+}
+
+#[test]
+fn init_recipes_write_valid_commented_specs() {
+    let s = Sandbox::new();
+    let r = s.run(&["init", "service", "payments-api"]);
+    insta::assert_snapshot!("init-service-human", human(&r));
+    insta::assert_snapshot!("init-service-file", std::fs::read_to_string(s.path().join("skiff.yaml")).unwrap());
+    let r = s.run(&["init", "worker", "thumbnailer", "--dir", "worker", "--format", "json"]);
+    insta::assert_snapshot!("init-worker-json", r.stdout);
+    let r = s.run(&["init", "stack", "api-db", "orders-api", "--dir", "stack", "--port", "9000", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    insta::assert_snapshot!("init-stack-file", std::fs::read_to_string(s.path().join("stack/skiff.yaml")).unwrap());
+    for file in ["skiff.yaml", "worker/skiff.yaml", "stack/skiff.yaml"] {
+        let v = s.run(&["validate", "-f", file]);
+        assert_eq!(v.code, 0, "{file}: {}", human(&v));
+    }
+    let again = s.run(&["init", "service", "payments-api", "--format", "json"]);
+    assert_eq!(again.code, 5);
+    insta::assert_snapshot!("init-exists-json", again.stdout);
+    let bad = s.run(&["init", "service", "Payments_API"]);
+    assert_eq!(bad.code, 2);
+    insta::assert_snapshot!("init-bad-name-human", human(&bad));
+}
+
+#[test]
+fn validate_accepts_examples() {
+    let s = Sandbox::new();
+    for name in ["hello", "api-db", "worker", "mtls", "multiregion-db"] {
+        let file = s.copy_example(name);
+        let r = s.run(&["validate", "-f", file.file_name().unwrap().to_str().unwrap(), "--format", "json"]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stdout);
+        assert_eq!(json(&r)["code"], "OK");
+    }
+    s.copy_example("api-db");
+    insta::assert_snapshot!("validate-ok-human", human(&s.run(&["validate", "-f", "api-db.yaml"])));
+    insta::assert_snapshot!("validate-ok-json", s.run(&["validate", "-f", "api-db.yaml", "--format", "json"]).stdout);
+}
+
+#[test]
+fn validate_rejects_every_bad_fixture_with_spec_invalid_and_its_position() {
+    let s = Sandbox::new();
+    let dir = repo().join("tests/fixtures/bad");
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    fixtures.sort();
+    for path in fixtures {
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        std::fs::copy(&path, s.path().join(&name)).unwrap();
+        let r = s.run(&["validate", "-f", &name, "--format", "json"]);
+        assert_eq!(r.code, 3, "{name}: exit code of SPEC_INVALID");
+        let v = json(&r);
+        assert_eq!(v["code"], "SPEC_INVALID", "{name}");
+        let expected = std::fs::read_to_string(path.with_extension("expected")).unwrap();
+        let first = expected.lines().next().unwrap();
+        let d = &v["data"]["diagnostics"][0];
+        let got = format!(
+            "{}:{}:{}: {}: {}",
+            d["file"].as_str().unwrap(),
+            d["line"],
+            d["column"],
+            d["path"].as_str().unwrap(),
+            d["message"].as_str().unwrap()
+        );
+        assert_eq!(got, first, "{name}");
+        assert!(!d["fix"].as_str().unwrap().is_empty(), "{name}: every diagnostic has a fix");
+    }
+    std::fs::copy(dir.join("canary-not-ascending.yaml"), s.path().join("bad.yaml")).unwrap();
+    insta::assert_snapshot!("validate-bad-human", human(&s.run(&["validate", "-f", "bad.yaml"])));
+    insta::assert_snapshot!("validate-bad-json", s.run(&["validate", "-f", "bad.yaml", "--format", "json"]).stdout);
+}
+
+#[test]
+fn validate_missing_file_is_not_found() {
+    let s = Sandbox::new();
+    let r = s.run(&["validate"]);
+    assert_eq!(r.code, 4);
+    insta::assert_snapshot!("validate-missing-human", human(&r));
+    insta::assert_snapshot!("validate-missing-json", s.run(&["validate", "--format", "json"]).stdout);
+}
+
+#[test]
+fn plan_shows_decisions_and_resources_deterministically() {
+    let s = Sandbox::new();
+    s.copy_example("api-db");
+    s.copy_example("worker");
+    let a = s.run(&["plan", "-f", "api-db.yaml", "--format", "json"]);
+    let b = s.run(&["plan", "-f", "api-db.yaml", "--format", "json"]);
+    assert_eq!(a.code, 0);
+    assert_eq!(a.stdout, b.stdout, "plan JSON must be byte-identical across runs");
+    let v = json(&a);
+    assert_eq!(v["data"]["decision"]["availability_plan"]["instances"], 3);
+    assert!(v["data"]["decision"]["availability_plan"]["reasons"].as_array().unwrap().len() >= 2);
+    insta::assert_snapshot!("plan-api-db-json", a.stdout);
+    insta::assert_snapshot!("plan-api-db-human", human(&s.run(&["plan", "-f", "api-db.yaml"])));
+    insta::assert_snapshot!("plan-worker-human", human(&s.run(&["plan", "-f", "worker.yaml"])));
+}
+
+#[test]
+fn schema_matches_the_committed_file() {
+    let s = Sandbox::new();
+    let r = s.run(&["schema"]);
+    assert_eq!(r.code, 0);
+    let committed = std::fs::read_to_string(repo().join("skiff.schema.json")).unwrap();
+    assert_eq!(r.stdout, committed, "skiff.schema.json is stale: run `cargo xtask codegen`");
+    let j = s.run(&["schema", "--format", "json"]);
+    let v = json(&j);
+    assert_eq!(v["data"]["title"], "Skiff service spec");
+    assert_eq!(v["summary"], "JSON Schema of skiff.yaml (draft 2020-12)");
+}
+
+#[test]
+fn config_contexts_and_resolution_order() {
+    let s = Sandbox::new();
+    insta::assert_snapshot!("config-get-contexts-empty-human", human(&s.run(&["config", "get-contexts"])));
+    insta::assert_snapshot!("config-show-default-json", s.run(&["config", "show", "--format", "json"]).stdout);
+    let r = s.run(&[
+        "config",
+        "set-context",
+        "prod",
+        "--state",
+        "s3://acme-skiff/prod",
+        "--provider",
+        "aws",
+        "--region",
+        "us-east-1",
+    ]);
+    insta::assert_snapshot!("config-set-context-human", human(&r));
+    let r = s.run(&["config", "set-context", "dev", "--state", "file://dev-state", "--use", "--format", "json"]);
+    assert_eq!(r.code, 0);
+    insta::assert_snapshot!("config-get-contexts-human", human(&s.run(&["config", "get-contexts"])));
+    insta::assert_snapshot!("config-get-contexts-json", s.run(&["config", "get-contexts", "--format", "json"]).stdout);
+    insta::assert_snapshot!("config-use-context-human", human(&s.run(&["config", "use-context", "prod"])));
+    insta::assert_snapshot!("config-show-context-human", human(&s.run(&["config", "show"])));
+    // Environment beats the context; a flag beats the environment.
+    let env = s.run_env(
+        &["config", "show", "--format", "json"],
+        &[("SKIFF_STATE", "memory://env"), ("SKIFF_PROVIDER", "local")],
+    );
+    let v = json(&env);
+    assert_eq!(
+        (v["data"]["state"]["value"].as_str(), v["data"]["state"]["origin"].as_str()),
+        (Some("memory://env"), Some("env"))
+    );
+    assert_eq!(v["data"]["provider"]["origin"], "env");
+    let flag = s.run_env(
+        &["config", "show", "--bucket", "memory://flag", "--format", "json"],
+        &[("SKIFF_STATE", "memory://env")],
+    );
+    assert_eq!(json(&flag)["data"]["state"]["origin"], "flag");
+    let ctx = s.run_env(&["config", "show", "--format", "json"], &[("SKIFF_CONTEXT", "dev")]);
+    assert!(json(&ctx)["data"]["state"]["value"].as_str().unwrap().ends_with("/dev-state"));
+    let missing = s.run(&["config", "use-context", "staging", "--format", "json"]);
+    assert_eq!(missing.code, 4);
+    insta::assert_snapshot!("config-use-context-missing-json", missing.stdout);
+}
+
+#[test]
+fn invalid_contexts_file_is_config_invalid_with_position() {
+    let s = Sandbox::new();
+    std::fs::write(s.path().join("config.yaml"), "current-context: a\ncontexts:\n  - name: a\n    stat: file://x\n")
+        .unwrap();
+    let r = s.run(&["config", "show"]);
+    assert_eq!(r.code, 23);
+    insta::assert_snapshot!("config-invalid-human", human(&r));
+}
+
+#[test]
+fn usage_errors_answer_in_json_when_asked() {
+    let s = Sandbox::new();
+    let r = s.run(&["plan", "--bogus", "--format", "json"]);
+    assert_eq!(r.code, 2);
+    let v = json(&r);
+    assert_eq!(v["code"], "USAGE");
+    insta::assert_snapshot!("usage-json", r.stdout);
+    assert_eq!(s.run(&["plan", "--bogus"]).code, 2);
+}

@@ -1,0 +1,137 @@
+//! hello: a small real HTTP service for Skiff's quickstart and canary tests.
+//!
+//! Serves `/` and `/healthz` on `HOST:PORT` (default 127.0.0.1:8080). Environment
+//! switches make a bad release on purpose: `HELLO_ERROR_RATE` (0..=1, share of `/`
+//! answered 500), `HELLO_UNHEALTHY=1` (`/healthz` answers 500), `HELLO_LATENCY_MS`
+//! (delay on `/`), `HELLO_CRASH_AFTER_MS` (exit 1 after that long).
+#![expect(clippy::print_stdout, clippy::print_stderr, reason = "a service logs its requests to stdout")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+struct Config {
+    message: String,
+    error_rate: f64,
+    unhealthy: bool,
+    latency: Duration,
+    release: String,
+    instance: String,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn main() {
+    let host = env("HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
+    let port = env("PORT").unwrap_or_else(|| "8080".to_owned());
+    let config = Arc::new(Config {
+        message: env("HELLO_MESSAGE").unwrap_or_else(|| "hello from skiff".to_owned()),
+        error_rate: env("HELLO_ERROR_RATE").and_then(|v| v.parse().ok()).unwrap_or(0.0f64).clamp(0.0, 1.0),
+        unhealthy: env("HELLO_UNHEALTHY").is_some_and(|v| v == "1" || v == "true"),
+        latency: Duration::from_millis(env("HELLO_LATENCY_MS").and_then(|v| v.parse().ok()).unwrap_or(0)),
+        release: env("SKIFF_RELEASE").unwrap_or_else(|| "dev".to_owned()),
+        instance: env("SKIFF_INSTANCE").unwrap_or_else(|| "local".to_owned()),
+    });
+    if let Some(ms) = env("HELLO_CRASH_AFTER_MS").and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(ms));
+            eprintln!("hello: crashing on purpose after {ms}ms (HELLO_CRASH_AFTER_MS)");
+            std::process::exit(1);
+        });
+    }
+    let listener = match TcpListener::bind(format!("{host}:{port}")) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("hello: cannot listen on {host}:{port}: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("hello: listening on {host}:{port} release={} instance={}", config.release, config.instance);
+    let served = Arc::new(AtomicU64::new(0));
+    for stream in listener.incoming().flatten() {
+        let (config, served) = (Arc::clone(&config), Arc::clone(&served));
+        std::thread::spawn(move || {
+            let _ = serve(stream, &config, &served);
+        });
+    }
+}
+
+/// Serves requests on one connection until the client closes it or asks to.
+fn serve(stream: TcpStream, config: &Config, served: &AtomicU64) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/").to_owned());
+        let http10 = parts.next() == Some("HTTP/1.0");
+        let (mut length, mut close) = (0usize, http10);
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 {
+                return Ok(());
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_ascii_lowercase());
+                match name.as_str() {
+                    "content-length" => length = value.parse().unwrap_or(0),
+                    "connection" if value == "close" => close = true,
+                    "connection" if value == "keep-alive" => close = false,
+                    _ => {}
+                }
+            }
+        }
+        std::io::copy(&mut (&mut reader).take(length as u64), &mut std::io::sink())?;
+        let (status, body) = respond(method, &path, config, served);
+        println!("hello: {method} {path} {status}");
+        let reason = if status == 200 {
+            "OK"
+        } else if status == 404 {
+            "Not Found"
+        } else {
+            "Internal Server Error"
+        };
+        write!(
+            writer,
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-skiff-release: {}\r\n{}\r\n{body}",
+            body.len(),
+            config.release,
+            if close { "connection: close\r\n" } else { "" }
+        )?;
+        writer.flush()?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+fn respond(method: &str, path: &str, config: &Config, served: &AtomicU64) -> (u16, String) {
+    match (method, path) {
+        ("GET", "/healthz") if config.unhealthy => (500, "unhealthy (HELLO_UNHEALTHY)\n".to_owned()),
+        ("GET", "/healthz") => (200, "ok\n".to_owned()),
+        ("GET" | "HEAD", "/") => {
+            std::thread::sleep(config.latency);
+            // Deterministic error share: request n fails when floor(n * rate) steps up.
+            let n = served.fetch_add(1, Ordering::Relaxed) as f64;
+            if ((n + 1.0) * config.error_rate).floor() > (n * config.error_rate).floor() {
+                (500, "failing on purpose (HELLO_ERROR_RATE)\n".to_owned())
+            } else {
+                (200, format!("{} (release {}, instance {})\n", config.message, config.release, config.instance))
+            }
+        }
+        _ => (404, "not found\n".to_owned()),
+    }
+}

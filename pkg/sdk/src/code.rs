@@ -1,0 +1,104 @@
+//! The closed failure taxonomy: every command answers with exactly one [`Code`], and
+//! each code has a fixed process exit code, a meaning, and what to do about it.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! codes {
+    ($($variant:ident = $exit:literal, $name:literal, $meaning:literal, $fix:literal;)+) => {
+        /// One class of outcome. The set is closed: a new class is a new schema version.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        #[non_exhaustive]
+        pub enum Code {
+            $(
+                #[doc = $meaning]
+                $variant,
+            )+
+        }
+
+        impl Code {
+            /// Every code, in exit-code order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant),+];
+
+            /// The process exit code for this class.
+            pub const fn exit_code(self) -> u8 {
+                match self { $(Code::$variant => $exit),+ }
+            }
+
+            /// The name as it appears in JSON, e.g. `SPEC_INVALID`.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $name),+ }
+            }
+
+            /// What the code means.
+            pub const fn meaning(self) -> &'static str {
+                match self { $(Code::$variant => $meaning),+ }
+            }
+
+            /// What to do about it.
+            pub const fn fix(self) -> &'static str {
+                match self { $(Code::$variant => $fix),+ }
+            }
+        }
+    };
+}
+
+codes! {
+    Ok = 0, "OK", "The command did what was asked.", "Nothing to do.";
+    Internal = 1, "INTERNAL", "Skiff hit a bug it did not expect.", "Re-run with `--format json` and report the output; nothing was changed unless the output says so.";
+    Usage = 2, "USAGE", "The command line was not understood.", "Read `skiff <command> --help` for the flags and examples.";
+    SpecInvalid = 3, "SPEC_INVALID", "The service spec (skiff.yaml) is invalid.", "Fix the field named at file:line:column as the message says, then run `skiff validate` again.";
+    NotFound = 4, "NOT_FOUND", "A file, service, release, operation or context does not exist.", "Check the name; list what exists (`skiff status`, `skiff release list`, `skiff saga list`, `skiff config get-contexts`).";
+    AlreadyExists = 5, "ALREADY_EXISTS", "The thing to create is already there.", "Use the existing one, pick another name, or pass `--force` where the command offers it.";
+    Conflict = 6, "CONFLICT", "Another writer changed the same document first; retries ran out.", "Run the command again: it re-reads the latest state. Persistent conflicts mean a busy writer; check `skiff saga list`.";
+    LeaseHeld = 7, "LEASE_HELD", "Another operation holds the lease on this scope.", "Wait for it (`skiff saga show OP`), or cancel it (`skiff saga cancel OP`) if it is stuck.";
+    PolicyDenied = 8, "POLICY_DENIED", "A guardrail rejected the plan before anything changed.", "Change the spec as the rule's fix says, or ask an approver; `skiff policy check` explains each rule.";
+    ApprovalRequired = 9, "APPROVAL_REQUIRED", "The operation waits for an approver.", "An approver runs `skiff saga approve OP` (or `reject`).";
+    ConfirmationRequired = 10, "CONFIRMATION_REQUIRED", "A mutating command ran without a terminal to confirm on.", "Re-run with `--yes` once you have read the plan (`--dry-run` shows it).";
+    CanaryFailed = 11, "CANARY_FAILED", "The new release failed canary analysis and was rolled back to stable.", "Read the facts (error rate, latency, health), fix the release, and deploy again.";
+    AnalysisInconclusive = 12, "ANALYSIS_INCONCLUSIVE", "Too few requests reached the canary to judge it; the rollout paused.", "Send traffic and `skiff saga resume OP`, or `skiff rollback SERVICE`.";
+    DeadlineExceeded = 13, "DEADLINE_EXCEEDED", "A step missed its deadline; the operation was rolled back.", "Find the slow step in `skiff saga events OP`; raise `rollout.step_timeout` only if the step is healthy but slow.";
+    OperationFailed = 14, "OPERATION_FAILED", "An operation failed and was compensated (or could not be).", "Read `skiff saga show OP` for the failing step and its error; `skiff doctor` suggests repairs.";
+    Cancelled = 15, "CANCELLED", "The operation was cancelled.", "Start it again when ready.";
+    SignatureInvalid = 16, "SIGNATURE_INVALID", "A release signature is missing or does not verify.", "Re-create the release with the right key (`skiff release create`); check `skiff keys` and the trusted public key.";
+    DigestMismatch = 17, "DIGEST_MISMATCH", "An artifact or blob does not match its recorded sha256.", "Treat it as tampering or corruption: re-create the release from a clean build.";
+    StateUnavailable = 18, "STATE_UNAVAILABLE", "The state bucket cannot be reached or written.", "Check the bucket URL (`skiff config show`), credentials and network; `skiff doctor` tests access.";
+    StateCorrupt = 19, "STATE_CORRUPT", "The state bucket holds documents that fail verification.", "Run `skiff state verify` for the findings; restore the named objects from bucket versioning.";
+    ProviderError = 20, "PROVIDER_ERROR", "The cloud or local provider refused or failed a call.", "Read the provider's message in the facts; fix credentials, quotas or the resource, then resume.";
+    Unauthenticated = 21, "UNAUTHENTICATED", "The server needs a valid token.", "Set `SKIFF_TOKEN` (or the context's token) to a token issued for you.";
+    PermissionDenied = 22, "PERMISSION_DENIED", "Your role may not do this.", "Ask for the operator or approver role, or have someone with it run the command.";
+    ConfigInvalid = 23, "CONFIG_INVALID", "The client configuration (contexts file) is invalid.", "Fix the file at the line named, or recreate the context with `skiff config set-context`.";
+    Drifted = 24, "DRIFTED", "Actual state differs from desired state.", "Read the differences; repair with the recommended `repair` saga or re-deploy.";
+    Unhealthy = 25, "UNHEALTHY", "The service or its instances are unhealthy.", "Read the findings of `skiff doctor SERVICE` and follow their recommended actions.";
+    IoError = 26, "IO_ERROR", "A local file could not be read or written.", "Check the path, permissions and free disk space named in the facts.";
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The taxonomy as a markdown table: code, exit code, meaning, what to do.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| code | exit | meaning | what to do |\n|---|---|---|---|\n");
+    for c in Code::ALL {
+        out.push_str(&format!("| `{}` | {} | {} | {} |\n", c.as_str(), c.exit_code(), c.meaning(), c.fix()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_unique_and_json_names_match() {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in Code::ALL {
+            assert!(seen.insert(c.exit_code()), "duplicate exit code {}", c.exit_code());
+            assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(c.as_str()));
+        }
+        assert_eq!(Code::Ok.exit_code(), 0);
+    }
+}

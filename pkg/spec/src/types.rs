@@ -1,0 +1,346 @@
+//! The skiff.yaml document as written by a person: every field optional unless the
+//! service cannot exist without it. Defaults are applied later, by the IR.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::values::{
+    DnsLabel, Duration, EnvName, HttpPath, IamAction, InstanceType, Percentage, Region, SecretRef, Sha256Hex,
+};
+
+/// A service spec: one `skiff.yaml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Skiff service spec", description = "One skiff.yaml: a service or worker and how to run it.")]
+pub struct Spec {
+    /// The service name, a DNS label such as `payments-api`.
+    pub service: DnsLabel,
+    /// `service` (serves HTTP behind the load balancer) or `worker` (no port). Default `service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<WorkloadKind>,
+    /// The environment this spec deploys to, such as `production` or `staging`. Default `production`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<DnsLabel>,
+    /// Where the program comes from.
+    pub artifact: Artifact,
+    /// How to start the program.
+    pub run: Run,
+    /// The TCP port the service listens on (required for `kind: service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// How to tell that an instance is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    /// How many instances to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Instances>,
+    /// High-level knobs the compiler turns into concrete choices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Intent>,
+    /// Environment variables resolved from secrets on the instance: `NAME: secret://secret/key`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<EnvName, SecretRef>,
+    /// A managed database for this service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<Database>,
+    /// How a new release replaces the running one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    /// Regions to run in; the first is the primary. Default `[us-east-1]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<Region>,
+    /// Machine resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Extra permissions for the service's role, beyond what Skiff grants itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<Iam>,
+    /// Log retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Logs>,
+}
+
+/// What kind of workload a spec describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadKind {
+    /// Serves HTTP on `port` behind the load balancer.
+    Service,
+    /// Runs without a port or load balancer (queue consumers, schedulers).
+    Worker,
+}
+
+/// Where the program comes from: a local `path` (optionally built first) or a `url` pinned by `sha256`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// A shell command run before the release is made, such as `cargo build --release -p api`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+    /// The program file, relative to the spec's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Where to download the program from (needs `sha256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The program's SHA-256 digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Hex>,
+}
+
+/// How to start the program.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    /// The program and its arguments; `${PORT}` is replaced by the instance's port.
+    pub command: Vec<String>,
+    /// Plain environment variables (not secrets).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<EnvName, String>,
+}
+
+/// An HTTP health check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// The path probed with GET; a 2xx answer is healthy. Default `/healthz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<HttpPath>,
+    /// Time between probes. Default `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// How long one probe may take. Default `2s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Consecutive successes before an instance is healthy (1-10). Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold: Option<u32>,
+    /// Consecutive failures before an instance is unhealthy (1-10). Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<u32>,
+}
+
+/// Instance counts; `min <= desired <= max`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Instances {
+    /// Fewest instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u32>,
+    /// Most instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    /// Instances to run normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<u32>,
+}
+
+/// High-level knobs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    /// How much downtime is acceptable. Default `standard`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<Availability>,
+    /// Where to sit between cheap and fast. Default `balanced`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+}
+
+/// Availability intent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Availability {
+    /// At least 3 instances over at least 2 zones; multi-AZ database.
+    High,
+    /// 2 instances over 2 zones.
+    Standard,
+    /// 1 instance.
+    Low,
+}
+
+/// Cost intent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Cost {
+    /// Smaller machines; spot capacity for workers.
+    Low,
+    /// General-purpose machines.
+    Balanced,
+    /// Larger, compute-optimised machines.
+    Performance,
+}
+
+/// A managed database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// The database's name, a DNS label.
+    pub name: DnsLabel,
+    /// The engine; only `postgres`.
+    pub engine: DatabaseEngine,
+    /// The engine's major version, such as `"15"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `small`, `medium` or `large`. Default follows the cost intent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<DatabaseSize>,
+    /// Backup policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<Backups>,
+}
+
+/// Database engines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseEngine {
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Database size classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseSize {
+    /// 2 vCPU burstable, 20 GiB.
+    Small,
+    /// 2 vCPU, 100 GiB.
+    Medium,
+    /// 4 vCPU memory-optimised, 500 GiB.
+    Large,
+}
+
+/// Backup policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backups {
+    /// How long automated backups are kept (1d-35d). Default `7d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
+}
+
+/// How a new release replaces the running one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// `canary` (weighted steps with analysis) or `all_at_once`. Default `canary` for services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    /// Canary settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+    /// Deadline of each rollout step; a missed deadline rolls back. Default `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_timeout: Option<Duration>,
+    /// How long in-flight requests may finish when an instance leaves. Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<Duration>,
+    /// How long the previous release keeps running after a successful rollout. Default `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
+}
+
+/// Rollout strategies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Shift traffic in weighted steps, analysing each.
+    Canary,
+    /// Replace everything once the new instances are healthy.
+    AllAtOnce,
+}
+
+/// Canary settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    /// Traffic percentages, ascending in 1..=100, ending at 100. Default `[5, 25, 50, 100]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<u32>>,
+    /// How long each step runs before analysis. Default `2m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake: Option<Duration>,
+    /// Thresholds the canary must meet at each step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+}
+
+/// Canary analysis thresholds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis {
+    /// Highest acceptable share of 5xx answers. Default `1%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<Percentage>,
+    /// Highest acceptable 95th percentile latency. Default `500ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p95_latency: Option<Duration>,
+    /// Fewest canary requests for a verdict; fewer is inconclusive and pauses. Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u32>,
+}
+
+/// Machine resources.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// The machine class, such as `t4g.small`. Default follows the cost intent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<InstanceType>,
+}
+
+/// Extra permissions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Iam {
+    /// Statements allowed to the service's role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<IamStatement>,
+}
+
+/// One allowed action on one resource.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IamStatement {
+    /// A named action such as `s3:GetObject`.
+    pub action: IamAction,
+    /// The resource, such as `arn:aws:s3:::payments-assets/*`.
+    pub resource: String,
+}
+
+/// Log settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Logs {
+    /// How long logs are kept (1d-3650d). Default `30d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
+}
+
+macro_rules! names {
+    ($($ty:ident { $($variant:ident => $text:literal),+ $(,)? })+) => {$(
+        impl $ty {
+            /// The name as written in a spec.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $text),+ }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+names! {
+    WorkloadKind { Service => "service", Worker => "worker" }
+    Availability { High => "high", Standard => "standard", Low => "low" }
+    Cost { Low => "low", Balanced => "balanced", Performance => "performance" }
+    DatabaseEngine { Postgres => "postgres" }
+    DatabaseSize { Small => "small", Medium => "medium", Large => "large" }
+    Strategy { Canary => "canary", AllAtOnce => "all_at_once" }
+}

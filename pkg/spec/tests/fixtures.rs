@@ -1,0 +1,62 @@
+//! Data-driven spec tests: every example parses; every bad fixture fails with exactly
+//! the error recorded beside it (`NAME.expected`). Run with `SKIFF_BLESS=1` to rewrite
+//! the expectations after an intended change, then review the diff.
+
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn every_example_validates() {
+    let mut seen = 0;
+    for dir in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let path = dir.unwrap().path().join("skiff.yaml");
+        if path.exists() {
+            let bytes = std::fs::read(&path).unwrap();
+            if let Err(e) = skiff_spec::parse(&path.display().to_string(), &bytes) {
+                panic!("{} must validate:\n{e}", path.display());
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 5, "expected the five examples, saw {seen}");
+}
+
+#[test]
+fn every_bad_fixture_fails_with_its_recorded_error() {
+    let dir = repo().join("tests/fixtures/bad");
+    let bless = std::env::var_os("SKIFF_BLESS").is_some();
+    let fixtures = files(&dir, "yaml");
+    assert!(fixtures.len() >= 15, "need at least 15 bad fixtures, have {}", fixtures.len());
+    let mut failures = Vec::new();
+    for path in fixtures {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).unwrap();
+        let actual = match skiff_spec::parse(&name, &bytes) {
+            Ok(_) => "ACCEPTED (must be rejected)\n".to_owned(),
+            Err(e) => format!("{e}\n"),
+        };
+        let expected_path = path.with_extension("expected");
+        if bless {
+            std::fs::write(&expected_path, &actual).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if actual != expected {
+            failures.push(format!("--- {name}\nexpected:\n{expected}actual:\n{actual}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}\n(run with SKIFF_BLESS=1 to accept)", failures.join("\n"));
+}
