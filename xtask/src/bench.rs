@@ -6,17 +6,17 @@ use anyhow::{Context, Result, bail};
 use crate::{cargo_with, root};
 
 /// (suite, package, bench target)
-const SUITES: &[(&str, &str, &str)] = &[("compile", "skiff-compiler", "compile")];
+const SUITES: &[(&str, &str, &str)] = &[("compile", "skiff-compiler", "compile"), ("ledger", "skiff-state", "ledger")];
 
 pub(crate) fn run(only: &[String]) -> Result<()> {
     let out_dir = root().join("target").join("bench");
     std::fs::create_dir_all(&out_dir)?;
     let mut results = serde_json::Map::new();
     let results_path = root().join("bench").join("results.json");
-    if let Ok(old) = std::fs::read_to_string(&results_path) {
-        if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(&old) {
-            results = m;
-        }
+    if let Ok(old) = std::fs::read_to_string(&results_path)
+        && let Ok(serde_json::Value::Object(m)) = serde_json::from_str(&old)
+    {
+        results = m;
     }
     let selected: Vec<_> = SUITES.iter().filter(|(s, _, _)| only.is_empty() || only.iter().any(|o| o == s)).collect();
     if selected.is_empty() {

@@ -109,6 +109,43 @@ Examples:
     Schema,
     /// Print the version.
     Version,
+    /// The state bucket: initialize it, verify it.
+    #[command(after_help = "\
+Examples:
+  skiff state init --yes                       initialize ./.skiff/state (the default bucket)
+  skiff state init --bucket s3://acme-skiff/prod --yes
+  skiff state verify --format json             every log gap-free, every document and digest sound")]
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
+    /// An operation's event log, oldest first; --follow streams new events.
+    #[command(after_help = "\
+Examples:
+  skiff events --op op-01jd3x7k2a-7q0c5m1z
+  skiff events --op op-01jd3x7k2a-7q0c5m1z --follow --format json   one JSON object per line, then the envelope")]
+    Events {
+        /// The operation id.
+        #[arg(long)]
+        op: String,
+        /// Keep printing new events until the operation ends (or Ctrl-C).
+        #[arg(long)]
+        follow: bool,
+        /// Print only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Audit entries: who did what, when, with which outcome.
+    #[command(after_help = "\
+Examples:
+  skiff audit                                  everything
+  skiff audit --since 24h                      the last day
+  skiff audit --since 2026-11-01 --format json")]
+    Audit {
+        /// Only entries at or after: a date (2026-11-22), a time (2026-11-22T10:00:00Z) or an age (30m, 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Contexts: named state buckets, providers, regions and servers.
     #[command(after_help = "\
 Examples:
@@ -124,6 +161,14 @@ The contexts file is $SKIFF_CONFIG, else ~/.config/skiff/config.yaml.")]
         #[command(subcommand)]
         action: ConfigAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateAction {
+    /// Create the bucket's marker (and directory, for file://). Idempotent.
+    Init,
+    /// Check every document, event log, digest and reference; findings in the envelope.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]

@@ -49,12 +49,11 @@ pub(crate) type EnvLookup = Box<dyn Fn(&str) -> Option<String>>;
 
 /// Everything a command may consult about its invocation.
 pub(crate) struct Ctx {
+    pub(crate) format: Format,
     pub(crate) flags: Flags,
     pub(crate) cwd: PathBuf,
     pub(crate) env: EnvLookup,
-    #[expect(dead_code, reason = "read by mutating commands of the ledger and saga issues")]
     pub(crate) yes: bool,
-    #[expect(dead_code, reason = "read by mutating commands of the ledger and saga issues")]
     pub(crate) interactive: bool,
 }
 
@@ -71,6 +70,55 @@ impl Ctx {
         let resolved = config::resolve(&self.flags, &*self.env, &self.cwd, &path, &cfg)
             .map_err(|e| Box::new(cmd::config::error_outcome(e)))?;
         Ok((cfg, resolved))
+    }
+
+    /// Who is acting, for audit entries: `$SKIFF_ACTOR`, else `$USER`, else `$LOGNAME`.
+    pub(crate) fn actor(&self) -> String {
+        ["SKIFF_ACTOR", "USER", "LOGNAME"]
+            .iter()
+            .find_map(|k| (self.env)(k).filter(|a| !a.is_empty()))
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
+
+    /// A runtime for commands that talk to the bucket or providers.
+    pub(crate) fn runtime(&self) -> Result<tokio::runtime::Runtime, Box<Outcome>> {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+            Box::new(Envelope::failure(Code::Internal, "cannot start the async runtime").fact(e.to_string()).into())
+        })
+    }
+
+    /// Opens the resolved state bucket.
+    pub(crate) fn ledger(&self) -> Result<(Resolved, skiff_state::Ledger), Box<Outcome>> {
+        let (_, resolved) = self.resolve()?;
+        let ledger = skiff_state::Ledger::open(&resolved.state.value, &skiff_objstore::OpenOptions::default())
+            .map_err(|e| Box::new(cmd::state_error(&e)))?;
+        Ok((resolved, ledger))
+    }
+
+    /// Asks before a mutating command: `--yes` proceeds, a terminal is asked, and
+    /// anything else answers CONFIRMATION_REQUIRED with the command to re-run.
+    pub(crate) fn confirm(&self, question: &str, rerun: &str) -> Result<(), Box<Outcome>> {
+        if self.yes {
+            return Ok(());
+        }
+        if !self.interactive {
+            return Err(Box::new(
+                Envelope::failure(Code::ConfirmationRequired, format!("{question} needs confirmation"))
+                    .fact("no terminal to ask on, and --yes was not given; nothing was changed")
+                    .action("confirm", format!("{rerun} --yes"), true, skiff_sdk::Safety::Reversible, 0.7)
+                    .into(),
+            ));
+        }
+        if output::ask(&format!("{question} [y/N] ")) {
+            Ok(())
+        } else {
+            Err(Box::new(Envelope::failure(Code::Cancelled, "not confirmed; nothing was changed").into()))
+        }
+    }
+
+    /// Prints one streamed item (for `--follow`): a JSON line, or text for people.
+    pub(crate) fn emit(&self, json: &serde_json::Value, human: &str) {
+        output::emit(self.format, json, human);
     }
 }
 
@@ -90,6 +138,7 @@ pub fn main() -> ExitCode {
         }
     };
     let ctx = Ctx {
+        format: cli.global.format,
         flags: Flags {
             state: cli.global.bucket.clone(),
             provider: cli.global.provider,

@@ -29,10 +29,10 @@ pub(crate) fn print(format: Format, outcome: &Outcome) -> ExitCode {
 /// Renders an outcome for people.
 pub(crate) fn human(outcome: &Outcome) -> String {
     let env = &outcome.envelope;
-    if outcome.raw {
-        if let Some(body) = &outcome.body {
-            return ensure_newline(body.clone());
-        }
+    if outcome.raw
+        && let Some(body) = &outcome.body
+    {
+        return ensure_newline(body.clone());
     }
     let mut out = String::new();
     if env.ok {
@@ -97,4 +97,25 @@ pub(crate) fn clap_error(e: clap::Error, json: bool) -> ExitCode {
     }
     let _ = e.print();
     ExitCode::from(Code::Usage.exit_code())
+}
+
+/// Prints one streamed item: a compact JSON line in JSON mode, text otherwise.
+pub(crate) fn emit(format: Format, json: &serde_json::Value, human: &str) {
+    let line = match format {
+        Format::Json => json.to_string(),
+        Format::Human => human.to_owned(),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Asks a yes/no question on the terminal.
+pub(crate) fn ask(question: &str) -> bool {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{question}");
+    let _ = err.flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok()
+        && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }

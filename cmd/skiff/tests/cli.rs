@@ -37,7 +37,10 @@ impl Sandbox {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("HOME", self.path()).env("SKIFF_CONFIG", self.path().join("config.yaml")).env_remove("XDG_CONFIG_HOME");
+        cmd.env("HOME", self.path())
+            .env("SKIFF_CONFIG", self.path().join("config.yaml"))
+            .env("SKIFF_ACTOR", "tester")
+            .env_remove("XDG_CONFIG_HOME");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -52,10 +55,17 @@ impl Sandbox {
     fn redact(&self, text: &str) -> String {
         let tmp = self.path().display().to_string();
         let canon = std::fs::canonicalize(self.path()).map(|p| p.display().to_string()).unwrap_or_default();
-        text.replace(&canon, "[TMP]")
+        let text = text
+            .replace(&canon, "[TMP]")
             .replace(&tmp, "[TMP]")
             .replace(env!("CARGO_PKG_VERSION"), "[VERSION]")
-            .replace(&format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS), "[TARGET]")
+            .replace(&format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS), "[TARGET]");
+        let rules = [
+            (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", "[TIME]"),
+            (r#""(at_ms|since_ms|created_at_ms|updated_at_ms)": \d+"#, r#""$1": "[MS]""#),
+            (r"\b(au|ev|w)-[0-9a-z]{10}-[0-9a-z]{8}\b", "[$1-ID]"),
+        ];
+        rules.iter().fold(text, |t, (re, with)| regex::Regex::new(re).unwrap().replace_all(&t, *with).into_owned())
     }
 
     fn copy_example(&self, name: &str) -> PathBuf {
@@ -278,4 +288,143 @@ fn usage_errors_answer_in_json_when_asked() {
     assert_eq!(v["code"], "USAGE");
     insta::assert_snapshot!("usage-json", r.stdout);
     assert_eq!(s.run(&["plan", "--bogus"]).code, 2);
+}
+
+fn ledger(dir: &Path) -> skiff_state::Ledger {
+    let url = format!("file://{}", dir.join(".skiff/state").display());
+    skiff_state::Ledger::open(&url, &skiff_objstore::OpenOptions::default()).unwrap()
+}
+
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+#[test]
+fn state_init_is_confirmed_idempotent_and_audited() {
+    let s = Sandbox::new();
+    let r = s.run(&["state", "init", "--format", "json"]);
+    assert_eq!(r.code, 10, "non-interactive without --yes needs confirmation");
+    insta::assert_snapshot!("state-init-unconfirmed-json", r.stdout);
+    assert!(!s.path().join(".skiff").exists(), "nothing was written");
+    insta::assert_snapshot!("state-init-human", human(&s.run(&["state", "init", "--yes"])));
+    let again = s.run(&["state", "init", "--yes", "--format", "json"]);
+    assert_eq!(json(&again)["data"]["created"], false);
+    insta::assert_snapshot!("state-verify-clean-human", human(&s.run(&["state", "verify"])));
+    insta::assert_snapshot!("audit-human", human(&s.run(&["audit"])));
+    insta::assert_snapshot!("audit-json", s.run(&["audit", "--since", "1h", "--format", "json"]).stdout);
+    assert_eq!(s.run(&["audit", "--since", "last tuesday"]).code, 2);
+}
+
+#[test]
+fn state_verify_reports_corruption() {
+    let s = Sandbox::new();
+    assert_eq!(s.run(&["state", "init", "--yes"]).code, 0);
+    let bad = s.path().join(".skiff/state/v1/services/api");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("state.json"), "{\"kind\": \"skiff.lease\", \"schema_version\": 1}").unwrap();
+    let r = s.run(&["state", "verify"]);
+    assert_eq!(r.code, 19, "STATE_CORRUPT");
+    insta::assert_snapshot!("state-verify-corrupt-human", human(&r));
+    insta::assert_snapshot!("state-verify-corrupt-json", s.run(&["state", "verify", "--format", "json"]).stdout);
+}
+
+#[test]
+fn unusable_bucket_is_state_unavailable() {
+    let s = Sandbox::new();
+    let r = s.run(&["state", "init", "--yes", "--bucket", "file:///proc/skiff-cannot-write-here", "--format", "json"]);
+    assert_eq!(r.code, 18, "{}", r.stdout);
+    assert_eq!(json(&r)["code"], "STATE_UNAVAILABLE");
+}
+
+#[test]
+fn events_print_an_operations_log_and_follow_to_the_end() {
+    let s = Sandbox::new();
+    let l = ledger(s.path());
+    block(async {
+        l.init("t").await.unwrap();
+        let intent = skiff_state::docs::OperationIntent {
+            op_id: "op-demo".into(),
+            saga: "deploy".into(),
+            service: Some("hello".into()),
+            actor: "tester".into(),
+            reason: "demo".into(),
+            idempotency_key: "k".into(),
+            params: serde_json::json!({}),
+            created_at_ms: 0,
+        };
+        l.create(&skiff_state::keys::op_intent("op-demo"), &intent).await.unwrap();
+        for (t, d) in [
+            ("step_started", serde_json::json!({"step": "provision"})),
+            ("step_succeeded", serde_json::json!({"step": "provision"})),
+        ] {
+            l.append("op-demo", t, d).await.unwrap();
+        }
+    });
+    insta::assert_snapshot!("events-human", human(&s.run(&["events", "--op", "op-demo"])));
+    insta::assert_snapshot!("events-json", s.run(&["events", "--op", "op-demo", "--format", "json"]).stdout);
+    // Finish the operation while a follower runs: it prints the new event and exits.
+    let dir = s.path().to_path_buf();
+    let finisher = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let l = ledger(&dir);
+        block(async {
+            l.append("op-demo", "operation_succeeded", serde_json::json!({})).await.unwrap();
+            l.update::<skiff_state::docs::OperationState, _>(&skiff_state::keys::op_state("op-demo"), |_| {
+                Ok(skiff_state::Update::Write(skiff_state::docs::OperationState {
+                    cas: Default::default(),
+                    op_id: "op-demo".into(),
+                    saga: "deploy".into(),
+                    service: Some("hello".into()),
+                    status: skiff_state::docs::OpStatus::Succeeded,
+                    fence: 0,
+                    updated_at_ms: 0,
+                    detail: serde_json::json!({}),
+                }))
+            })
+            .await
+            .unwrap();
+        });
+    });
+    let followed = s.run(&["events", "--op", "op-demo", "--follow", "--format", "json"]);
+    finisher.join().unwrap();
+    let lines: Vec<&str> = followed.stdout.lines().filter(|l| l.starts_with("{\"")).collect();
+    assert_eq!(lines.len(), 3, "one JSON line per event: {}", followed.stdout);
+    assert!(followed.stdout.contains("\"status\": \"succeeded\""), "ends with the envelope: {}", followed.stdout);
+    let missing = s.run(&["events", "--op", "op-none"]);
+    assert_eq!(missing.code, 4);
+}
+
+#[test]
+fn plan_diffs_against_the_recorded_spec() {
+    let s = Sandbox::new();
+    s.copy_example("hello");
+    let recorded = skiff_spec::parse("hello.yaml", &std::fs::read(s.path().join("hello.yaml")).unwrap()).unwrap();
+    let ir = skiff_ir::compile(&recorded);
+    let l = ledger(s.path());
+    block(async {
+        let digest = l.put_spec(&ir).await.unwrap();
+        l.update::<skiff_state::docs::ServiceState, _>(&skiff_state::keys::service_state("hello"), |_| {
+            Ok(skiff_state::Update::Write(skiff_state::docs::ServiceState {
+                service: "hello".into(),
+                spec_digest: Some(digest.clone()),
+                current_release: Some("2026.11.22.1".into()),
+                ..Default::default()
+            }))
+        })
+        .await
+        .unwrap();
+    });
+    let same = s.run(&["plan", "-f", "hello.yaml", "--format", "json"]);
+    let v = json(&same);
+    assert_eq!(v["data"]["diff"]["changes"].as_array().unwrap().len(), 0, "unchanged spec: empty diff");
+    assert_eq!(v["risk"]["level"], "none");
+    let text = std::fs::read_to_string(s.path().join("hello.yaml"))
+        .unwrap()
+        .replace("desired: 2", "desired: 3")
+        .replace("steps: [5, 25, 50, 100]", "steps: [10, 50, 100]");
+    std::fs::write(s.path().join("hello.yaml"), text).unwrap();
+    insta::assert_snapshot!("plan-recorded-diff-human", human(&s.run(&["plan", "-f", "hello.yaml"])));
+    let v = json(&s.run(&["plan", "-f", "hello.yaml", "--format", "json"]));
+    assert_eq!(v["data"]["diff"]["change"], 2);
+    assert_eq!(v["risk"]["level"], "medium");
 }

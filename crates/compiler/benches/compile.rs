@@ -15,7 +15,7 @@ fn spec(i: usize) -> String {
     let mut s = format!(
         "service: svc-{i}\nartifact: {{path: target/release/svc-{i}}}\nrun:\n  command: [svc-{i}, --port, \"${{PORT}}\"]\n  env: {{RUST_LOG: info, N: \"{i}\"}}\n"
     );
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         s.push_str("kind: worker\nrollout: {strategy: all_at_once}\n");
     } else {
         s.push_str(&format!(
@@ -24,10 +24,10 @@ fn spec(i: usize) -> String {
         ));
     }
     s.push_str(&format!("intent: {{availability: {availability}, cost: {cost}}}\n"));
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         s.push_str(&format!("database: {{name: svc-{i}-db, engine: postgres, version: \"16\"}}\nsecrets:\n  DATABASE_URL: secret://svc-{i}-db/url\n"));
     }
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         s.push_str(&format!(
             "iam:\n  allow:\n    - {{action: \"s3:GetObject\", resource: \"arn:aws:s3:::svc-{i}/*\"}}\n"
         ));

@@ -114,6 +114,10 @@ fn walk(path: String, before: &Value, after: &Value, out: &mut Vec<Change>) {
                 }
             }
         }
+        // Lists of plain values read best as one change: `[5, 25] -> [10, 50]`.
+        (Value::Array(b), Value::Array(a)) if b != a && b.iter().chain(a).all(|v| !v.is_object() && !v.is_array()) => {
+            out.push(change(Op::Change, path, Some(before), Some(after)));
+        }
         (Value::Array(b), Value::Array(a)) => {
             for i in 0..b.len().max(a.len()) {
                 let p = format!("{path}[{i}]");
@@ -199,8 +203,8 @@ mod tests {
 
     #[test]
     fn paths_name_nested_fields_and_list_items() {
-        let b = json!({"a": {"x": 1, "gone": true}, "l": [1, 2, 3]});
-        let a = json!({"a": {"x": 2, "new": "v"}, "l": [1, 5]});
+        let b = json!({"a": {"x": 1, "gone": true}, "l": [1, 2, 3], "o": [{"k": 1}, {"k": 2}]});
+        let a = json!({"a": {"x": 2, "new": "v"}, "l": [1, 5], "o": [{"k": 1}]});
         let paths: Vec<(Op, String)> = diff_values(&b, &a).into_iter().map(|c| (c.op, c.path)).collect();
         assert_eq!(
             paths,
@@ -208,8 +212,8 @@ mod tests {
                 (Op::Remove, "a.gone".to_owned()),
                 (Op::Add, "a.new".to_owned()),
                 (Op::Change, "a.x".to_owned()),
-                (Op::Change, "l[1]".to_owned()),
-                (Op::Remove, "l[2]".to_owned()),
+                (Op::Change, "l".to_owned()),
+                (Op::Remove, "o[1]".to_owned()),
             ]
         );
     }

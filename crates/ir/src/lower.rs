@@ -214,7 +214,7 @@ fn capacity(
     let why = match availability {
         Availability::High => "availability high: at least 3 instances, so losing a zone leaves two serving",
         Availability::Standard => {
-            "availability standard: 2 instances, so one can fail or be replaced while the other serves"
+            "availability standard: at least 2 instances, so one can fail or be replaced while another serves"
         }
         Availability::Low => "availability low: one instance is enough; a failure means downtime until it is replaced",
     };

@@ -263,7 +263,7 @@ impl fmt::Display for Duration {
         if self.0 == 0 {
             return f.write_str("0s");
         }
-        let (unit, scale) = UNITS.iter().find(|(_, m)| self.0 % m == 0).copied().unwrap_or(("ms", 1));
+        let (unit, scale) = UNITS.iter().find(|(_, m)| self.0.is_multiple_of(*m)).copied().unwrap_or(("ms", 1));
         write!(f, "{}{unit}", self.0 / scale)
     }
 }

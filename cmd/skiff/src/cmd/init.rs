@@ -67,7 +67,7 @@ database:
   name: {{NAME}}-db
   engine: postgres
   version: "16"
-  backups: {retention: 7d}    # restores: `skiff saga start restore-database`
+  backups: {retention: 7d}    # automated backups, kept a week
 rollout:
   strategy: canary
   canary:

@@ -1,9 +1,12 @@
 //! One module per command; each returns an [`Outcome`] and prints nothing.
 
+mod audit;
 pub(crate) mod config;
+mod events;
 mod init;
 mod plan;
 mod schema;
+mod state;
 mod validate;
 mod version;
 
@@ -23,7 +26,55 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> Outcome {
         Command::Schema => schema::run(),
         Command::Version => version::run(),
         Command::Config { action } => config::run(ctx, action),
+        Command::State { action } => state::run(ctx, action),
+        Command::Events { op, follow, after } => events::run(ctx, &op, follow, after),
+        Command::Audit { since } => audit::run(ctx, since.as_deref()),
     }
+}
+
+/// Runs an async body with the resolved ledger on a fresh runtime; a setup failure
+/// is the outcome to answer with.
+pub(crate) fn with_ledger<T, F>(
+    ctx: &Ctx,
+    f: impl FnOnce(skiff_state::Ledger, skiff_sdk::config::Resolved) -> F,
+) -> Result<T, Box<Outcome>>
+where
+    F: std::future::Future<Output = T>,
+{
+    let runtime = ctx.runtime()?;
+    let (resolved, ledger) = ctx.ledger()?;
+    Ok(runtime.block_on(f(ledger, resolved)))
+}
+
+/// [`with_ledger`] for bodies that produce the command's outcome.
+pub(crate) fn block_on<F>(ctx: &Ctx, f: impl FnOnce(skiff_state::Ledger, skiff_sdk::config::Resolved) -> F) -> Outcome
+where
+    F: std::future::Future<Output = Outcome>,
+{
+    with_ledger(ctx, f).unwrap_or_else(|o| *o)
+}
+
+/// The answer for a ledger error, with what to do next.
+pub(crate) fn state_error(e: &skiff_state::StateError) -> Outcome {
+    use skiff_state::StateError as E;
+    let env = Envelope::failure(e.code(), e.to_string());
+    let env = match e {
+        E::Unavailable { .. } => env.action("show", "skiff config show", false, Safety::ReadOnly, 0.6).action(
+            "init",
+            "skiff state init --yes",
+            true,
+            Safety::Reversible,
+            0.3,
+        ),
+        E::Corrupt { .. } | E::DigestMismatch { .. } => {
+            env.action("verify", "skiff state verify", false, Safety::ReadOnly, 0.8)
+        }
+        E::Conflict { .. } => {
+            env.fact("nothing was changed by the failed attempt; running the command again re-reads the latest state")
+        }
+        _ => env,
+    };
+    env.into()
 }
 
 /// Reads and parses a spec file; `Err` is the outcome to answer with.

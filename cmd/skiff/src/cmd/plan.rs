@@ -16,9 +16,28 @@ pub(super) fn run(ctx: &Ctx, file: &Path) -> Outcome {
         Err(outcome) => return *outcome,
     };
     let Compiled { ir, plan } = skiff_compiler::compile(&spec);
-    let empty = ResourcePlan { resources: Vec::new(), ..plan.clone() };
-    let diff = skiff_compiler::diff_plans(&empty, &plan);
-    let (risk, reasons) = risk(None, &diff);
+    let service = ir.service.clone();
+    let recorded = match super::with_ledger(ctx, |ledger, _| async move { ledger.recorded(&service).await }) {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return super::state_error(&e),
+        Err(o) => return *o,
+    };
+    let current_release = recorded.as_ref().and_then(|(s, _)| s.current_release.clone());
+    let recorded_ir = recorded.and_then(|(_, ir)| ir);
+    let before = match &recorded_ir {
+        Some(old) => skiff_compiler::plan(old),
+        None => ResourcePlan { resources: Vec::new(), ..plan.clone() },
+    };
+    let diff = skiff_compiler::diff_plans(&before, &plan);
+    let (risk, reasons) = risk(recorded_ir.as_ref().map(|_| &before), &diff);
+    let against = recorded_ir
+        .as_ref()
+        .map(|old| serde_json::json!({ "spec_digest": old.digest(), "current_release": current_release }));
+    let context = match &recorded_ir {
+        Some(old) if diff.is_empty() => format!("matches the recorded spec {}", &old.digest()[..12]),
+        Some(old) => format!("compared with the recorded spec {}", &old.digest()[..12]),
+        None => "nothing recorded for this service yet: every resource is new".to_owned(),
+    };
     let env = Envelope::ok(format!(
         "plan for {} `{}`: {} resources, {}",
         ir.workload,
@@ -27,7 +46,7 @@ pub(super) fn run(ctx: &Ctx, file: &Path) -> Outcome {
         counts(&diff)
     ))
     .facts(facts(&ir))
-    .fact("nothing recorded for this service yet: every resource is new")
+    .fact(context)
     .data(serde_json::json!({
         "file": shown,
         "service": ir.service,
@@ -35,7 +54,7 @@ pub(super) fn run(ctx: &Ctx, file: &Path) -> Outcome {
         "decision": ir.decision,
         "resources": plan.resources,
         "diff": {
-            "against": serde_json::Value::Null,
+            "against": against,
             "add": diff.add,
             "change": diff.change,
             "remove": diff.remove,

@@ -1,0 +1,107 @@
+//! Reading, creating and compare-and-swap updating of typed documents.
+
+use skiff_objstore::{StoreError, Version};
+
+use crate::codec::{self, CasDocument, Document, RECENT_WRITES};
+use crate::{Ledger, Result, StateError};
+
+/// What an update function decides.
+#[derive(Debug)]
+pub enum Update<T> {
+    /// Write this new document.
+    Write(T),
+    /// Leave the document as it is.
+    Keep,
+}
+
+fn conflict(e: &StoreError) -> bool {
+    matches!(e, StoreError::PreconditionFailed { .. } | StoreError::AlreadyExists { .. })
+}
+
+impl Ledger {
+    /// Reads a document; `None` when absent.
+    pub async fn read<T: Document>(&self, key: &str) -> Result<Option<T>> {
+        Ok(self.read_versioned(key).await?.map(|(doc, _)| doc))
+    }
+
+    /// Reads a document and its version.
+    pub async fn read_versioned<T: Document>(&self, key: &str) -> Result<Option<(T, Version)>> {
+        match self.store.get(key).await? {
+            Some(obj) => Ok(Some((codec::decode(key, &obj.bytes)?, obj.version))),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates an immutable document. Creating it again with identical content is a
+    /// no-op (returns `false`); different content is [`StateError::AlreadyExists`].
+    pub async fn create<T: Document>(&self, key: &str, doc: &T) -> Result<bool> {
+        self.create_bytes(key, codec::encode(doc)).await
+    }
+
+    pub(crate) async fn create_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
+        match self.store.put_create(key, bytes.clone()).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::AlreadyExists { .. }) => {
+                let existing = self.store.get(key).await?;
+                if existing.is_some_and(|o| o.bytes == bytes) {
+                    Ok(false)
+                } else {
+                    Err(StateError::AlreadyExists { key: key.to_owned() })
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Read-modify-write with compare-and-swap. `f` sees the current document (or
+    /// `None`) and decides; on a lost race it runs again on the fresh document, up to
+    /// the ledger's attempt limit, then [`StateError::Conflict`]. Generation and write
+    /// ids are stamped here. A write whose response was lost is recognized by its
+    /// write id and not repeated.
+    pub async fn update<T, F>(&self, key: &str, mut f: F) -> Result<T>
+    where
+        T: CasDocument,
+        F: FnMut(Option<&T>) -> Result<Update<T>>,
+    {
+        for attempt in 0..self.cas_attempts {
+            let current = self.read_versioned::<T>(key).await?;
+            let mut next = match f(current.as_ref().map(|(doc, _)| doc))? {
+                Update::Keep => {
+                    return current
+                        .map(|(doc, _)| doc)
+                        .ok_or_else(|| StateError::NotFound { what: "document", key: key.to_owned() });
+                }
+                Update::Write(doc) => doc,
+            };
+            let write_id = self.ids.id("w");
+            let (generation, mut recent) = current
+                .as_ref()
+                .map_or((0, Vec::new()), |(doc, _)| (doc.cas().generation, doc.cas().recent_writes.clone()));
+            recent.push(write_id.clone());
+            if recent.len() > RECENT_WRITES {
+                recent.drain(..recent.len() - RECENT_WRITES);
+            }
+            next.cas_mut().generation = generation + 1;
+            next.cas_mut().recent_writes = recent;
+            let bytes = codec::encode(&next);
+            let written = match &current {
+                Some((_, version)) => self.store.put_if_match(key, bytes, version).await.map(drop),
+                None => self.store.put_create(key, bytes).await.map(drop),
+            };
+            match written {
+                Ok(()) => return Ok(next),
+                Err(e) if conflict(&e) => {
+                    if e.maybe_applied()
+                        && let Some((now, _)) = self.read_versioned::<T>(key).await?
+                        && now.cas().recent_writes.contains(&write_id)
+                    {
+                        return Ok(next);
+                    }
+                    self.pause(attempt).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StateError::Conflict { key: key.to_owned(), attempts: self.cas_attempts })
+    }
+}

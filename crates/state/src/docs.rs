@@ -1,0 +1,259 @@
+//! The ledger's document types. Each is stored through [`crate::codec`], which adds
+//! `kind` and `schema_version`; the stored form of each is snapshot-tested.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::codec::{Cas, CasDocument, Document};
+
+macro_rules! document {
+    ($ty:ident $(<$d:ident>)?, $kind:literal, $version:literal) => {
+        impl$(<$d: Serialize + serde::de::DeserializeOwned>)? Document for $ty$(<$d>)? {
+            const KIND: &'static str = $kind;
+            const SCHEMA_VERSION: u32 = $version;
+        }
+    };
+    ($ty:ident $(<$d:ident>)?, $kind:literal, $version:literal, cas) => {
+        document!($ty $(<$d>)?, $kind, $version);
+        impl$(<$d: Serialize + serde::de::DeserializeOwned>)? CasDocument for $ty$(<$d>)? {
+            fn cas(&self) -> &Cas {
+                &self.cas
+            }
+            fn cas_mut(&mut self) -> &mut Cas {
+                &mut self.cas
+            }
+        }
+    };
+}
+
+/// `bucket.json`: marks an initialized bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketDoc {
+    /// The key layout, `v1`.
+    pub layout: String,
+    /// When it was initialized (RFC 3339).
+    pub created_at: String,
+    /// Who initialized it.
+    pub created_by: String,
+}
+document!(BucketDoc, "skiff.bucket", 1);
+
+/// `services/<svc>/state.json`: what a service runs and wants.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceState {
+    /// CAS metadata.
+    pub cas: Cas,
+    /// The service.
+    pub service: String,
+    /// Digest of the desired IR (`specs/<digest>.json`).
+    pub spec_digest: Option<String>,
+    /// The release taking traffic now.
+    pub current_release: Option<String>,
+    /// The last release that finished a rollout healthy.
+    pub stable_release: Option<String>,
+    /// A release being rolled out.
+    pub candidate_release: Option<String>,
+    /// The operation working on the service, if any.
+    pub active_operation: Option<String>,
+    /// Last change, milliseconds since the epoch.
+    pub updated_at_ms: u64,
+}
+document!(ServiceState, "skiff.service_state", 1, cas);
+
+/// `operations/<op>/intent.json`: who asked for what, and why. Immutable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationIntent {
+    /// The operation id.
+    pub op_id: String,
+    /// The saga kind, e.g. `deploy`.
+    pub saga: String,
+    /// The service it acts on.
+    pub service: Option<String>,
+    /// Who asked.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// The caller's idempotency key.
+    pub idempotency_key: String,
+    /// Saga parameters.
+    pub params: Value,
+    /// When, milliseconds since the epoch.
+    pub created_at_ms: u64,
+}
+document!(OperationIntent, "skiff.operation_intent", 1);
+
+/// The status of an operation (DESIGN §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OpStatus {
+    /// Planned, not started.
+    Planned,
+    /// Waiting at an approval gate.
+    AwaitingApproval,
+    /// Steps are running.
+    Running,
+    /// Paused by a person or an inconclusive analysis.
+    Paused,
+    /// Undoing completed steps.
+    Compensating,
+    /// Finished; every step succeeded.
+    Succeeded,
+    /// Failed and could not be fully compensated.
+    Failed,
+    /// Failed and compensated back.
+    Compensated,
+    /// Cancelled by a person.
+    Cancelled,
+}
+
+impl OpStatus {
+    /// Whether the operation is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, OpStatus::Succeeded | OpStatus::Failed | OpStatus::Compensated | OpStatus::Cancelled)
+    }
+
+    /// The name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpStatus::Planned => "planned",
+            OpStatus::AwaitingApproval => "awaiting_approval",
+            OpStatus::Running => "running",
+            OpStatus::Paused => "paused",
+            OpStatus::Compensating => "compensating",
+            OpStatus::Succeeded => "succeeded",
+            OpStatus::Failed => "failed",
+            OpStatus::Compensated => "compensated",
+            OpStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// `operations/<op>/state.json`: status and progress; written only by the lease holder.
+/// `detail` belongs to the saga engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationState<D = Value> {
+    /// CAS metadata.
+    pub cas: Cas,
+    /// The operation id.
+    pub op_id: String,
+    /// The saga kind.
+    pub saga: String,
+    /// The service it acts on.
+    pub service: Option<String>,
+    /// Where it is.
+    pub status: OpStatus,
+    /// The highest lease token that wrote this document; lower tokens are fenced.
+    pub fence: u64,
+    /// Last change, milliseconds since the epoch.
+    pub updated_at_ms: u64,
+    /// Engine-owned progress (cursor, step results).
+    pub detail: D,
+}
+document!(OperationState<D>, "skiff.operation_state", 1, cas);
+
+/// `operations/<op>/events/<seq>.json`: one step of an operation's history. Immutable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// The operation.
+    pub op_id: String,
+    /// Position in the log, from 1, gap-free.
+    pub seq: u64,
+    /// Unique id; an ambiguous append is resolved by it.
+    pub event_id: String,
+    /// When, milliseconds since the epoch.
+    pub at_ms: u64,
+    /// What happened, e.g. `step_started`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Details.
+    pub data: Value,
+}
+document!(Event, "skiff.event", 1);
+
+/// `leases/<scope>.json`: who may act on a scope, until when, with which fencing token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lease {
+    /// CAS metadata.
+    pub cas: Cas,
+    /// The scope.
+    pub scope: String,
+    /// The holder's id.
+    pub holder: String,
+    /// Fencing token: grows by one each time the lease changes hands.
+    pub token: u64,
+    /// When the holder acquired it.
+    pub acquired_at_ms: u64,
+    /// When it lapses unless renewed.
+    pub expires_at_ms: u64,
+    /// Whether the holder gave it up.
+    pub released: bool,
+}
+document!(Lease, "skiff.lease", 1, cas);
+
+/// Health of an instance as its runner reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MemberHealth {
+    /// Started, not yet passing health checks.
+    Starting,
+    /// Passing health checks.
+    Healthy,
+    /// Failing health checks or crash-looping.
+    Unhealthy,
+    /// Leaving: finishing in-flight work.
+    Draining,
+    /// Stopped.
+    Stopped,
+    /// Refused to start (signature or digest check failed).
+    Refused,
+}
+
+/// `members/<svc>/<instance>.json`: a runner's heartbeat. `detail` belongs to the runner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member<D = Value> {
+    /// CAS metadata.
+    pub cas: Cas,
+    /// The service.
+    pub service: String,
+    /// The instance id.
+    pub instance: String,
+    /// The release it runs.
+    pub release: String,
+    /// Its health.
+    pub health: MemberHealth,
+    /// Last heartbeat, milliseconds since the epoch.
+    pub updated_at_ms: u64,
+    /// Runner-owned details (pid, port, restarts, RSS, CPU, refusal reason).
+    pub detail: D,
+}
+document!(Member<D>, "skiff.member", 1, cas);
+
+/// `audit/<date>/<ts>-<id>.json`: one audited action. Immutable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    /// Unique id.
+    pub id: String,
+    /// When, milliseconds since the epoch.
+    pub at_ms: u64,
+    /// Who.
+    pub actor: String,
+    /// What, e.g. `state.init`, `deploy.start`.
+    pub action: String,
+    /// On what, e.g. a service or operation.
+    pub target: String,
+    /// The outcome's failure code.
+    pub outcome: String,
+    /// Details.
+    pub details: Value,
+}
+document!(AuditEntry, "skiff.audit", 1);

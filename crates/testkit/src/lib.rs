@@ -1,0 +1,171 @@
+//! Test support shared by the crates' integration tests and benchmarks: free ports on
+//! 127.0.0.1, waiting on a condition with a deadline (never a bare sleep), and real
+//! servers — moto's AWS server — started on loopback and stopped with their guard,
+//! even if the test process is killed.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+///
+/// # Panics
+/// If the OS has no free port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port()
+}
+
+/// Polls `cond` every few milliseconds until it holds or `timeout` passes.
+/// Returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+/// A process that is stopped when the guard drops, and also when the test process
+/// dies: a watchdog shell polls the owner and terminates the child.
+#[derive(Debug)]
+pub struct Guarded {
+    child: Child,
+}
+
+impl Guarded {
+    /// Starts `command` (a shell command line) under a watchdog bound to this process.
+    ///
+    /// # Panics
+    /// If `sh` cannot be started.
+    pub fn spawn(command: &str, log: &std::path::Path) -> Self {
+        let owner = std::process::id();
+        let script = format!(
+            "{command} & child=$!; trap 'kill $child 2>/dev/null; wait $child 2>/dev/null' EXIT INT TERM; \
+             while kill -0 {owner} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.3; done"
+        );
+        let log = std::fs::File::create(log).expect("create log file");
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start sh");
+        Guarded { child }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // SIGTERM to the watchdog runs its trap, which stops the child; wait for it.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// moto's AWS server on 127.0.0.1, for S3 and the other AWS APIs.
+#[derive(Debug)]
+pub struct Moto {
+    port: u16,
+    _process: Guarded,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    #[derive(Debug)]
+    pub(crate) struct Dir(pub(crate) std::path::PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Moto {
+    /// Starts moto on a free port and waits until it answers.
+    ///
+    /// # Panics
+    /// If moto is not installed (`pip install 'moto[server]'`) or does not start within 60 s.
+    pub fn start() -> Self {
+        for _ in 0..3 {
+            let port = free_port();
+            let dir = tempdir::Dir(std::env::temp_dir().join(format!("skiff-moto-{}-{port}", std::process::id())));
+            std::fs::create_dir_all(&dir.0).expect("moto log dir");
+            let log = dir.0.join("moto.log");
+            let process = Guarded::spawn(&format!("exec python3 -m moto.server -H 127.0.0.1 -p {port}"), &log);
+            let moto = Moto { port, _process: process, _dir: dir };
+            if wait_until(Duration::from_secs(60), || moto.request("GET", "/moto-api/data.json", b"").is_ok()) {
+                return moto;
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("No module named") {
+                panic!("moto is not installed: pip install 'moto[server]'\n{text}");
+            }
+        }
+        panic!("moto did not start on 127.0.0.1 within 60 s");
+    }
+
+    /// The port moto listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment an AWS client needs to talk to this moto.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+        ]
+    }
+
+    /// Creates an S3 bucket.
+    ///
+    /// # Panics
+    /// If moto refuses.
+    pub fn create_bucket(&self, name: &str) {
+        let status = self.request("PUT", &format!("/{name}"), b"").expect("reach moto");
+        assert!(status == 200, "create bucket {name}: HTTP {status}");
+    }
+
+    /// Sends one HTTP/1.1 request to moto and returns the status code.
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<u16> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
+        )?;
+        stream.write_all(body)?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad response: {response:.80}")))
+    }
+}
