@@ -6,7 +6,8 @@ use anyhow::{Context, Result, bail};
 use crate::{cargo_with, root};
 
 /// (suite, package, bench target)
-const SUITES: &[(&str, &str, &str)] = &[("compile", "skiff-compiler", "compile"), ("ledger", "skiff-state", "ledger")];
+const SUITES: &[(&str, &str, &str)] =
+    &[("compile", "skiff-compiler", "compile"), ("ledger", "skiff-state", "ledger"), ("saga", "skiff-saga", "engine")];
 
 pub(crate) fn run(only: &[String]) -> Result<()> {
     let out_dir = root().join("target").join("bench");

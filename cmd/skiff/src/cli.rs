@@ -57,6 +57,9 @@ pub struct Global {
     /// Answer yes to confirmations (required for mutating commands without a terminal).
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,
+    /// No progress lines on stderr (human mode); the result is printed as usual.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
 }
 
 fn parse_provider(s: &str) -> Result<ProviderKind, String> {
@@ -146,6 +149,22 @@ Examples:
         #[arg(long)]
         since: Option<String>,
     },
+    /// Operations as sagas: plan, run, approve, reject, pause, resume, cancel, inspect.
+    #[command(after_help = "\
+Examples:
+  skiff saga start selftest --dry-run          the plan, with safety and risk, before anything mutates
+  skiff saga start selftest --param wait_ms=5000 --yes
+  skiff saga approve OP --yes                  let the operation past its approval gate
+  skiff saga pause OP --yes                    stop at the next step boundary; `resume` continues
+  skiff saga cancel OP --yes                   undo completed reversible steps, newest first
+  skiff saga show OP                           steps, status, failure and recent events
+  skiff saga list --status running
+
+Mutating subcommands ask on a terminal and need --yes otherwise.")]
+    Saga {
+        #[command(subcommand)]
+        action: SagaAction,
+    },
     /// Contexts: named state buckets, providers, regions and servers.
     #[command(after_help = "\
 Examples:
@@ -161,6 +180,92 @@ The contexts file is $SKIFF_CONFIG, else ~/.config/skiff/config.yaml.")]
         #[command(subcommand)]
         action: ConfigAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SagaAction {
+    /// Operations in the bucket, newest first.
+    List {
+        /// Only this service's operations.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only operations in this status (running, awaiting_approval, paused, succeeded, ...).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// One operation: intent, steps with safety and status, failure, recent events.
+    Show {
+        /// The operation id.
+        op: String,
+    },
+    /// Plan and run a saga kind in the foreground (`--dry-run`: plan only).
+    Start {
+        /// The saga kind (see `skiff saga kinds`).
+        kind: String,
+        /// The service it acts on.
+        #[arg(long)]
+        service: Option<String>,
+        /// A parameter of the saga kind, KEY=VALUE; repeatable.
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Print the plan and stop; nothing is recorded or changed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Makes the start idempotent: the same key returns the same operation.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Why, for the intent and the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// The saga kinds this build can run, with their parameters.
+    Kinds,
+    /// Approve the step the operation waits at (or `--step` ahead of time), then continue it.
+    Approve {
+        /// The operation id.
+        op: String,
+        /// Approve this step ahead of time instead of the one waiting.
+        #[arg(long)]
+        step: Option<String>,
+    },
+    /// Reject the operation at its approval gate; completed reversible steps are undone.
+    Reject {
+        /// The operation id.
+        op: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Pause at the next step boundary.
+    Pause {
+        /// The operation id.
+        op: String,
+    },
+    /// Continue a paused operation, or one whose engine died (after its lease lapses).
+    Resume {
+        /// The operation id.
+        op: String,
+    },
+    /// Cancel: undo completed reversible steps, newest first.
+    Cancel {
+        /// The operation id.
+        op: String,
+    },
+    /// The operation's events (same as `skiff events --op OP`).
+    Events {
+        /// The operation id.
+        op: String,
+        /// Keep printing new events until the operation ends.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
 }
 
 #[derive(Debug, Subcommand)]

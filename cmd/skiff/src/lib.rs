@@ -50,6 +50,7 @@ pub(crate) type EnvLookup = Box<dyn Fn(&str) -> Option<String>>;
 /// Everything a command may consult about its invocation.
 pub(crate) struct Ctx {
     pub(crate) format: Format,
+    pub(crate) quiet: bool,
     pub(crate) flags: Flags,
     pub(crate) cwd: PathBuf,
     pub(crate) env: EnvLookup,
@@ -116,6 +117,13 @@ impl Ctx {
         }
     }
 
+    /// A progress line for people (stderr, human mode only).
+    pub(crate) fn progress(&self, line: &str) {
+        if self.format == Format::Human && !self.quiet {
+            output::progress(line);
+        }
+    }
+
     /// Prints one streamed item (for `--follow`): a JSON line, or text for people.
     pub(crate) fn emit(&self, json: &serde_json::Value, human: &str) {
         output::emit(self.format, json, human);
@@ -139,6 +147,7 @@ pub fn main() -> ExitCode {
     };
     let ctx = Ctx {
         format: cli.global.format,
+        quiet: cli.global.quiet,
         flags: Flags {
             state: cli.global.bucket.clone(),
             provider: cli.global.provider,

@@ -119,3 +119,9 @@ pub(crate) fn ask(question: &str) -> bool {
     std::io::stdin().read_line(&mut answer).is_ok()
         && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
+
+/// A progress line for people, on stderr (never mixed into the data on stdout).
+pub(crate) fn progress(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+}

@@ -63,7 +63,9 @@ impl Sandbox {
         let rules = [
             (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", "[TIME]"),
             (r#""(at_ms|since_ms|created_at_ms|updated_at_ms)": \d+"#, r#""$1": "[MS]""#),
-            (r"\b(au|ev|w)-[0-9a-z]{10}-[0-9a-z]{8}\b", "[$1-ID]"),
+            (r"\b(au|ev|w|engine|key)-[0-9a-z]{10}-[0-9a-z]{8}\b", "[$1-ID]"),
+            // Parallel branches interleave: event numbers inside step summaries vary.
+            (r"at event \d+", "at event [N]"),
         ];
         rules.iter().fold(text, |t, (re, with)| regex::Regex::new(re).unwrap().replace_all(&t, *with).into_owned())
     }
@@ -427,4 +429,172 @@ fn plan_diffs_against_the_recorded_spec() {
     let v = json(&s.run(&["plan", "-f", "hello.yaml", "--format", "json"]));
     assert_eq!(v["data"]["diff"]["change"], 2);
     assert_eq!(v["risk"]["level"], "medium");
+}
+
+fn op_of(r: &Run) -> String {
+    json(r)["operation_id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn saga_dry_run_shows_the_plan_and_changes_nothing() {
+    let s = Sandbox::new();
+    insta::assert_snapshot!("saga-kinds-human", human(&s.run(&["saga", "kinds"])));
+    insta::assert_snapshot!("saga-dry-run-human", human(&s.run(&["saga", "start", "selftest", "--dry-run"])));
+    let r = s.run(&["saga", "start", "selftest", "--dry-run", "--format", "json"]);
+    insta::assert_snapshot!("saga-dry-run-json", r.stdout);
+    assert!(!s.path().join(".skiff").exists(), "a dry run writes nothing");
+    let r = s.run(&["saga", "start", "selftest", "--format", "json"]);
+    assert_eq!(r.code, 10, "mutating without --yes needs confirmation");
+    let r = s.run(&["saga", "start", "nope", "--format", "json"]);
+    assert_eq!(r.code, 4);
+    assert_eq!(json(&r)["recommended_actions"][0]["command"], "skiff saga kinds");
+    let r = s.run(&["saga", "start", "selftest", "--param", "colour=blue", "--dry-run"]);
+    assert_ne!(r.code, 0, "unknown parameters are refused");
+}
+
+#[test]
+fn saga_runs_to_its_approval_gate_then_approve_finishes_it() {
+    let s = Sandbox::new();
+    let r = s.run(&["saga", "start", "selftest", "--idempotency-key", "k1", "--yes", "--format", "json"]);
+    assert_eq!(r.code, 9, "APPROVAL_REQUIRED: {}", r.stdout);
+    insta::assert_snapshot!("saga-awaiting-json", r.stdout);
+    let op = op_of(&r);
+    let again = s.run(&["saga", "start", "selftest", "--idempotency-key", "k1", "--yes", "--format", "json"]);
+    assert_eq!(op_of(&again), op, "the same idempotency key continues the same operation");
+    let shown = human(&s.run(&["saga", "show", &op]));
+    let (head, events) = shown.split_once("Recent events:").unwrap();
+    assert!(events.contains("approval_requested"), "recent events are listed: {events}");
+    insta::assert_snapshot!("saga-show-awaiting-human", head);
+    let approved = s.run(&["saga", "approve", &op, "--yes", "--quiet"]);
+    assert_eq!(approved.code, 0);
+    insta::assert_snapshot!("saga-approved-human", human(&approved));
+    insta::assert_snapshot!("saga-list-human", human(&s.run(&["saga", "list"])));
+    let ev = s.run(&["saga", "events", &op, "--format", "json"]);
+    let types: Vec<String> = json(&ev)["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types.first().map(String::as_str), Some("operation_planned"));
+    assert_eq!(types.last().map(String::as_str), Some("operation_succeeded"));
+    assert!(types.iter().any(|t| t == "approved"));
+    let again = s.run(&["saga", "approve", &op, "--yes", "--format", "json"]);
+    assert_eq!(again.code, 6, "approving a finished operation is a conflict: {}", again.stdout);
+    assert_eq!(s.run(&["state", "verify"]).code, 0);
+    let audit = s.run(&["audit", "--format", "json"]);
+    let actions: Vec<String> = json(&audit)["data"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(actions.contains(&"saga.start".to_owned()) && actions.contains(&"saga.approve".to_owned()), "{actions:?}");
+}
+
+#[test]
+fn saga_failure_is_compensated_and_reject_compensates() {
+    let s = Sandbox::new();
+    let r = s.run(&[
+        "saga",
+        "start",
+        "selftest",
+        "--param",
+        "fail_at=record-end",
+        "--param",
+        "seal=false",
+        "--idempotency-key",
+        "f",
+        "--yes",
+    ]);
+    assert_eq!(r.code, 14, "OPERATION_FAILED");
+    insta::assert_snapshot!("saga-compensated-human", human(&r));
+    let r = s.run(&["saga", "start", "selftest", "--idempotency-key", "r", "--yes", "--format", "json"]);
+    let op = op_of(&r);
+    let rejected = s.run(&["saga", "reject", &op, "--reason", "not now", "--yes", "--format", "json"]);
+    let v = json(&rejected);
+    assert_eq!(v["data"]["status"], "compensated");
+    assert!(v["facts"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().contains("rejected by tester: not now")));
+}
+
+#[test]
+fn saga_pause_cancel_and_resume_after_the_cli_is_killed() {
+    let s = Sandbox::new();
+    let bin = assert_cmd::cargo::cargo_bin("skiff");
+    let spawn = |key: &str, wait_ms: &str| {
+        std::process::Command::new(&bin)
+            .current_dir(s.path())
+            .env("SKIFF_CONFIG", s.path().join("config.yaml"))
+            .env("SKIFF_LEASE_TTL_MS", "600")
+            .args([
+                "saga",
+                "start",
+                "selftest",
+                "--param",
+                &format!("wait_ms={wait_ms}"),
+                "--param",
+                "seal=false",
+                "--idempotency-key",
+                key,
+                "--yes",
+                "--format",
+                "json",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let waiting = |op: &str| {
+        let l = ledger(s.path());
+        let op = op.to_owned();
+        move || {
+            block(async {
+                l.events_after(&op, 0).await.map(|e| e.iter().any(|e| e.event_type == "step_progress")).unwrap_or(false)
+            })
+        }
+    };
+    let op_for = |key: &str| skiff_saga::Engine::op_id_for("selftest", key);
+
+    // Cancel while the long wait runs: the running engine undoes the completed notes.
+    let child = spawn("cancel-me", "60000");
+    let op = op_for("cancel-me");
+    assert!(skiff_testkit::wait_until(std::time::Duration::from_secs(30), waiting(&op)));
+    let c = s.run_env(&["saga", "cancel", &op, "--yes", "--format", "json"], &[("SKIFF_LEASE_TTL_MS", "600")]);
+    assert_eq!(json(&c)["summary"], format!("cancel recorded for operation {op}"));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(15), "CANCELLED");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["data"]["status"], "cancelled");
+
+    // SIGKILL the CLI mid-step; `skiff saga resume` waits out its lease and finishes.
+    let mut child = spawn("kill-me", "2000");
+    let op = op_for("kill-me");
+    assert!(skiff_testkit::wait_until(std::time::Duration::from_secs(30), waiting(&op)));
+    let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+    let _ = child.wait();
+    let resumed = s.run_env(&["saga", "resume", &op, "--yes", "--format", "json"], &[("SKIFF_LEASE_TTL_MS", "600")]);
+    let v = json(&resumed);
+    assert_eq!(v["data"]["status"], "succeeded", "{}", resumed.stdout);
+    let events = json(&s.run(&["saga", "events", &op, "--format", "json"]))["data"]["events"].clone();
+    let notes = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "selftest_note" && e["data"]["step"] == "record-start")
+        .count();
+    assert_eq!(notes, 1, "the note written before the kill is not written again");
+    assert!(events.as_array().unwrap().iter().any(|e| e["type"] == "operation_resumed"));
+    assert_eq!(s.run(&["state", "verify"]).code, 0);
+
+    // Pause with no engine running: recorded, and honoured by the next run; resume continues.
+    let r = s.run(&["saga", "start", "selftest", "--idempotency-key", "p", "--yes", "--format", "json"]);
+    let op = op_of(&r);
+    let paused = s.run(&["saga", "pause", &op, "--yes", "--format", "json"]);
+    assert_eq!(json(&paused)["summary"], format!("operation {op} will pause at its next step boundary"));
+    let approved = s.run(&["saga", "approve", &op, "--yes", "--format", "json"]);
+    assert_eq!(json(&approved)["data"]["status"], "paused", "the run stops at the boundary: {}", approved.stdout);
+    assert_eq!(json(&approved)["recommended_actions"][0]["id"], "resume");
+    let resumed = s.run(&["saga", "resume", &op, "--yes", "--format", "json"]);
+    assert_eq!(json(&resumed)["data"]["status"], "succeeded", "{}", resumed.stdout);
 }

@@ -215,8 +215,15 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Runs blocking file-system work off the async runtime.
+/// Runs blocking file-system work without stalling the async runtime: in place on a
+/// multi-threaded runtime (other tasks move to other workers), on the blocking pool
+/// otherwise.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi {
+        return tokio::task::block_in_place(f);
+    }
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
         Err(StoreError::Transient { key: String::new(), message: format!("file worker stopped: {e}") })
     })

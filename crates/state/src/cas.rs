@@ -58,50 +58,93 @@ impl Ledger {
     /// the ledger's attempt limit, then [`StateError::Conflict`]. Generation and write
     /// ids are stamped here. A write whose response was lost is recognized by its
     /// write id and not repeated.
-    pub async fn update<T, F>(&self, key: &str, mut f: F) -> Result<T>
+    pub async fn update<T, F>(&self, key: &str, f: F) -> Result<T>
+    where
+        T: CasDocument,
+        F: FnMut(Option<&T>) -> Result<Update<T>>,
+    {
+        self.update_versioned(key, f).await.map(|(doc, _)| doc)
+    }
+
+    /// [`Ledger::update`], also returning the version now stored.
+    pub async fn update_versioned<T, F>(&self, key: &str, mut f: F) -> Result<(T, Version)>
     where
         T: CasDocument,
         F: FnMut(Option<&T>) -> Result<Update<T>>,
     {
         for attempt in 0..self.cas_attempts {
             let current = self.read_versioned::<T>(key).await?;
-            let mut next = match f(current.as_ref().map(|(doc, _)| doc))? {
+            let next = match f(current.as_ref().map(|(doc, _)| doc))? {
                 Update::Keep => {
-                    return current
-                        .map(|(doc, _)| doc)
-                        .ok_or_else(|| StateError::NotFound { what: "document", key: key.to_owned() });
+                    return current.ok_or_else(|| StateError::NotFound { what: "document", key: key.to_owned() });
                 }
                 Update::Write(doc) => doc,
             };
-            let write_id = self.ids.id("w");
-            let (generation, mut recent) = current
-                .as_ref()
-                .map_or((0, Vec::new()), |(doc, _)| (doc.cas().generation, doc.cas().recent_writes.clone()));
-            recent.push(write_id.clone());
-            if recent.len() > RECENT_WRITES {
-                recent.drain(..recent.len() - RECENT_WRITES);
-            }
-            next.cas_mut().generation = generation + 1;
-            next.cas_mut().recent_writes = recent;
-            let bytes = codec::encode(&next);
-            let written = match &current {
-                Some((_, version)) => self.store.put_if_match(key, bytes, version).await.map(drop),
-                None => self.store.put_create(key, bytes).await.map(drop),
-            };
-            match written {
-                Ok(()) => return Ok(next),
-                Err(e) if conflict(&e) => {
-                    if e.maybe_applied()
-                        && let Some((now, _)) = self.read_versioned::<T>(key).await?
-                        && now.cas().recent_writes.contains(&write_id)
-                    {
-                        return Ok(next);
+            match &current {
+                Some((prev, version)) => {
+                    if let Some(written) = self.replace_if_match(key, prev, version, next).await? {
+                        return Ok(written);
                     }
-                    self.pause(attempt).await;
                 }
-                Err(e) => return Err(e.into()),
+                None => {
+                    if let Some(written) = self.create_cas(key, next).await? {
+                        return Ok(written);
+                    }
+                }
             }
+            self.pause(attempt).await;
         }
         Err(StateError::Conflict { key: key.to_owned(), attempts: self.cas_attempts })
+    }
+
+    /// Writes `next` over `prev` (read at `version`) in one conditional put, stamping
+    /// generation and write id. `None` when someone else wrote first.
+    pub async fn replace_if_match<T: CasDocument>(
+        &self,
+        key: &str,
+        prev: &T,
+        version: &Version,
+        mut next: T,
+    ) -> Result<Option<(T, Version)>> {
+        let write_id = self.stamp(&mut next, Some(prev));
+        match self.store.put_if_match(key, codec::encode(&next), version).await {
+            Ok(v) => Ok(Some((next, v))),
+            Err(e) if conflict(&e) => self.landed(key, &write_id, e.maybe_applied()).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn create_cas<T: CasDocument>(&self, key: &str, mut next: T) -> Result<Option<(T, Version)>> {
+        let write_id = self.stamp(&mut next, None);
+        match self.store.put_create(key, codec::encode(&next)).await {
+            Ok(v) => Ok(Some((next, v))),
+            Err(e) if conflict(&e) => self.landed(key, &write_id, e.maybe_applied()).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// After a conflict that may hide our own write, finds out whether it landed.
+    async fn landed<T: CasDocument>(&self, key: &str, write_id: &str, maybe: bool) -> Result<Option<(T, Version)>> {
+        if maybe
+            && let Some((now, v)) = self.read_versioned::<T>(key).await?
+            && now.cas().recent_writes.iter().any(|w| w == write_id)
+        {
+            return Ok(Some((now, v)));
+        }
+        Ok(None)
+    }
+
+    /// Sets generation and recent write ids from `prev`; returns this write's id.
+    fn stamp<T: CasDocument>(&self, next: &mut T, prev: Option<&T>) -> String {
+        let write_id = self.ids.id("w");
+        let (generation, mut recent) =
+            prev.map_or((0, Vec::new()), |p| (p.cas().generation, p.cas().recent_writes.clone()));
+        recent.push(write_id.clone());
+        if recent.len() > RECENT_WRITES {
+            recent.drain(..recent.len() - RECENT_WRITES);
+        }
+        next.cas_mut().generation = generation + 1;
+        next.cas_mut().recent_writes = recent;
+        write_id
     }
 }

@@ -103,6 +103,20 @@ impl Ledger {
         self.append_event(op, &id, event_type, data).await
     }
 
+    /// Events of an operation from `first` on, found by reading `first`, `first + 1`, ...
+    /// until one is missing. Logs are gap-free, so this sees every event without a
+    /// listing: O(new events), not O(log).
+    pub async fn events_from(&self, op: &str, first: u64) -> Result<Vec<Event>> {
+        keys::check_name("operation id", op)?;
+        let mut out = Vec::new();
+        let mut seq = first.max(1);
+        while let Some(e) = self.event_at(op, seq).await? {
+            out.push(e);
+            seq += 1;
+        }
+        Ok(out)
+    }
+
     /// Events of an operation with `seq > after`, in order.
     pub async fn events_after(&self, op: &str, after: u64) -> Result<Vec<Event>> {
         let mut out = Vec::new();

@@ -142,13 +142,27 @@ impl Ledger {
     /// A compare-and-swap update allowed only to the current lease holder: the lease
     /// must still carry `guard`'s token, and the document must not have been written
     /// under a newer one. The document records the token.
-    pub async fn fenced_update<T, F>(&self, key: &str, guard: &LeaseGuard, mut f: F) -> Result<T>
+    pub async fn fenced_update<T, F>(&self, key: &str, guard: &LeaseGuard, f: F) -> Result<T>
+    where
+        T: Fenced,
+        F: FnMut(Option<&T>) -> Result<Update<T>>,
+    {
+        self.fenced_update_versioned(key, guard, f).await.map(|(doc, _)| doc)
+    }
+
+    /// [`Ledger::fenced_update`], also returning the version written.
+    pub async fn fenced_update_versioned<T, F>(
+        &self,
+        key: &str,
+        guard: &LeaseGuard,
+        mut f: F,
+    ) -> Result<(T, skiff_objstore::Version)>
     where
         T: Fenced,
         F: FnMut(Option<&T>) -> Result<Update<T>>,
     {
         self.check_lease(guard).await?;
-        self.update::<T, _>(key, |current| {
+        self.update_versioned::<T, _>(key, |current| {
             if let Some(doc) = current
                 && doc.fence() > guard.token
             {

@@ -73,6 +73,14 @@ codes! {
     IoError = 26, "IO_ERROR", "A local file could not be read or written.", "Check the path, permissions and free disk space named in the facts.";
 }
 
+impl std::str::FromStr for Code {
+    type Err = String;
+    /// Parses a code name such as `SPEC_INVALID`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Code::ALL.iter().copied().find(|c| c.as_str() == s).ok_or_else(|| format!("unknown failure code `{s}`"))
+    }
+}
+
 impl std::fmt::Display for Code {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -2,9 +2,10 @@
 
 mod audit;
 pub(crate) mod config;
-mod events;
+pub(crate) mod events;
 mod init;
 mod plan;
+mod saga;
 mod schema;
 mod state;
 mod validate;
@@ -29,6 +30,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> Outcome {
         Command::State { action } => state::run(ctx, action),
         Command::Events { op, follow, after } => events::run(ctx, &op, follow, after),
         Command::Audit { since } => audit::run(ctx, since.as_deref()),
+        Command::Saga { action } => saga::run(ctx, action),
     }
 }
 

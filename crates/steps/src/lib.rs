@@ -1,0 +1,60 @@
+//! Step kinds and the catalog of saga kinds: what `skiff saga start KIND` can run.
+//! Each saga kind turns its parameters into a step graph; [`registry`] provides the
+//! step implementations the graphs name.
+#![warn(missing_docs)]
+
+mod selftest;
+
+use std::collections::BTreeMap;
+
+use skiff_saga::{Registry, SagaError, SagaGraph};
+
+/// Parameters given to a saga kind (`--param KEY=VALUE`).
+pub type Params = BTreeMap<String, String>;
+
+/// A saga kind in the catalog.
+#[derive(Clone, Copy, Debug)]
+pub struct SagaKind {
+    /// Its name, as in `skiff saga start NAME`.
+    pub name: &'static str,
+    /// One line for `skiff saga start --help` and listings.
+    pub description: &'static str,
+    /// The parameters it takes, with their meaning.
+    pub params: &'static [(&'static str, &'static str)],
+    /// Builds the step graph.
+    pub build: fn(&Params) -> Result<SagaGraph, SagaError>,
+}
+
+/// Every saga kind Skiff can run.
+pub fn catalog() -> Vec<SagaKind> {
+    vec![selftest::KIND]
+}
+
+/// The saga kind called `name`.
+pub fn saga(name: &str) -> Result<SagaKind, SagaError> {
+    catalog().into_iter().find(|k| k.name == name).ok_or_else(|| SagaError::UnknownSaga {
+        kind: name.to_owned(),
+        known: catalog().iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// Every step kind, ready for an engine.
+pub fn registry() -> Registry {
+    selftest::register(Registry::new())
+}
+
+/// Rejects parameters a saga kind does not take.
+pub fn check_params(kind: &SagaKind, params: &Params) -> Result<(), SagaError> {
+    for name in params.keys() {
+        if !kind.params.iter().any(|(p, _)| p == name) {
+            return Err(SagaError::InvalidGraph {
+                saga: kind.name.to_owned(),
+                why: format!(
+                    "unknown parameter `{name}`; it takes: {}",
+                    kind.params.iter().map(|(p, _)| *p).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
