@@ -506,9 +506,17 @@ fn saga_failure_is_compensated_and_reject_compensates() {
         "--idempotency-key",
         "f",
         "--yes",
+        "--quiet",
     ]);
     assert_eq!(r.code, 14, "OPERATION_FAILED");
     insta::assert_snapshot!("saga-compensated-human", human(&r));
+    let noisy =
+        s.run(&["saga", "start", "selftest", "--param", "fail_at=record-end", "--param", "seal=false", "--yes"]);
+    assert!(
+        noisy.stderr.contains("record-start: ✓") && noisy.stderr.contains("compensating: step `record-end` failed"),
+        "progress shows live on stderr: {}",
+        noisy.stderr
+    );
     let r = s.run(&["saga", "start", "selftest", "--idempotency-key", "r", "--yes", "--format", "json"]);
     let op = op_of(&r);
     let rejected = s.run(&["saga", "reject", &op, "--reason", "not now", "--yes", "--format", "json"]);
