@@ -511,9 +511,7 @@ impl Engine {
         let (engine, shared) = (self.clone(), sh.clone());
         *pending = Some(tokio::spawn(async move {
             if let Some(p) = previous {
-                p.await.unwrap_or_else(|e| {
-                    Err(SagaError::InvalidGraph { saga: String::new(), why: format!("cursor writer stopped: {e}") })
-                })?;
+                join_cursor(p).await?;
             }
             engine.write_cursor(&shared).await?;
             engine.hook(&point);
@@ -525,9 +523,7 @@ impl Engine {
     async fn flush(&self, sh: &Arc<Shared>) -> Result<(), SagaError> {
         let pending = sh.pending.lock().await.take();
         match pending {
-            Some(p) => p.await.unwrap_or_else(|e| {
-                Err(SagaError::InvalidGraph { saga: String::new(), why: format!("cursor writer stopped: {e}") })
-            }),
+            Some(p) => join_cursor(p).await,
             None => Ok(()),
         }
     }
@@ -853,6 +849,16 @@ impl Engine {
             .await?
             .filter(|l| !l.released && l.expires_at_ms > now)
             .map(|l| (l.holder, l.expires_at_ms)))
+    }
+}
+
+/// Joins a background cursor write. A panic in it is re-raised: a bug stops the run
+/// like any other panic would, instead of turning into an ordinary error.
+async fn join_cursor(handle: tokio::task::JoinHandle<Result<(), SagaError>>) -> Result<(), SagaError> {
+    match handle.await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(SagaError::InvalidGraph { saga: String::new(), why: format!("cursor writer stopped: {e}") }),
     }
 }
 
