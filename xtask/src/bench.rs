@@ -6,8 +6,12 @@ use anyhow::{Context, Result, bail};
 use crate::{cargo_with, root};
 
 /// (suite, package, bench target)
-const SUITES: &[(&str, &str, &str)] =
-    &[("compile", "skiff-compiler", "compile"), ("ledger", "skiff-state", "ledger"), ("saga", "skiff-saga", "engine")];
+const SUITES: &[(&str, &str, &str)] = &[
+    ("compile", "skiff-compiler", "compile"),
+    ("ledger", "skiff-state", "ledger"),
+    ("saga", "skiff-saga", "engine"),
+    ("local", "skiff-provider-local", "local"),
+];
 
 pub(crate) fn run(only: &[String]) -> Result<()> {
     let out_dir = root().join("target").join("bench");

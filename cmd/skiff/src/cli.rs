@@ -165,6 +165,52 @@ Mutating subcommands ask on a terminal and need --yes otherwise.")]
         #[command(subcommand)]
         action: SagaAction,
     },
+    /// Signing keys for releases (ECDSA P-256, cosign formats).
+    #[command(after_help = "\
+Examples:
+  skiff keys generate                          .skiff/keys/cosign.key and cosign.pub
+  SKIFF_KEY_PASSWORD=... skiff keys generate --force
+
+The private key is encrypted with $SKIFF_KEY_PASSWORD (empty if unset). Runners trust
+the public key; keep the private key out of the repository.")]
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Releases: build, upload, sign, list, show, verify.
+    #[command(after_help = "\
+Examples:
+  skiff release create -f examples/hello/skiff.yaml --yes
+  skiff release list hello
+  skiff release show hello 2026.11.22.1
+  skiff release verify hello 2026.11.22.1      signature, artifact, SBOM and provenance digests")]
+    Release {
+        #[command(subcommand)]
+        action: ReleaseAction,
+    },
+    /// The local provider's supervisor: instances and load balancers on this machine.
+    #[command(after_help = "\
+Examples:
+  skiff local up                               start the supervisor (idempotent)
+  skiff local status                           instances, load balancers, targets' health
+  skiff local down                             stop the supervisor; instances keep running
+  skiff local down --stop-instances            stop everything, databases included
+
+The supervisor outlives the CLI; any later `skiff` finds it through .skiff/local/supervisor.json.")]
+    Local {
+        #[command(subcommand)]
+        action: LocalAction,
+    },
+    /// Secret values for references (`secret://NAME/KEY`); values are never printed or recorded.
+    #[command(after_help = "\
+Examples:
+  printf '%s' \"$DB_URL\" | skiff secrets set secret://orders-db/url
+  skiff secrets list orders-db
+  skiff secrets delete secret://orders-db/url --yes")]
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
     /// Contexts: named state buckets, providers, regions and servers.
     #[command(after_help = "\
 Examples:
@@ -179,6 +225,91 @@ The contexts file is $SKIFF_CONFIG, else ~/.config/skiff/config.yaml.")]
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LocalAction {
+    /// Start the supervisor if it is not running.
+    Up,
+    /// Stop the supervisor.
+    Down {
+        /// Also stop every instance and local database.
+        #[arg(long)]
+        stop_instances: bool,
+    },
+    /// What the supervisor runs.
+    Status,
+    /// Run the supervisor in the foreground (what `up` starts).
+    #[command(hide = true)]
+    Serve {
+        /// Control port on 127.0.0.1 (0 picks one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsAction {
+    /// Store a value (read from stdin) under a reference.
+    Set {
+        /// The reference, `secret://NAME/KEY`.
+        reference: String,
+    },
+    /// References stored under a secret name (never values).
+    List {
+        /// The secret name.
+        name: Option<String>,
+    },
+    /// Remove a reference.
+    Delete {
+        /// The reference.
+        reference: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Generate a signing key pair.
+    Generate {
+        /// Replace an existing key pair.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseAction {
+    /// Build (unless --no-build), upload the artifact, SBOM and provenance, and sign.
+    Create {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", default_value = "skiff.yaml")]
+        file: PathBuf,
+        /// Use the artifact as it is; do not run `artifact.build`.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// A service's releases (every service's when none is named).
+    List {
+        /// The service.
+        service: Option<String>,
+    },
+    /// One release's manifest.
+    Show {
+        /// The service.
+        service: String,
+        /// The release id (default: the newest).
+        release: Option<String>,
+    },
+    /// Check the signature, then the artifact, SBOM, provenance and spec digests.
+    Verify {
+        /// The service.
+        service: String,
+        /// The release id (default: the newest).
+        release: Option<String>,
+        /// The trusted public key (default .skiff/keys/cosign.pub or $SKIFF_PUBLIC_KEY).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
     },
 }
 

@@ -2,95 +2,11 @@
 //! are snapshot-tested (temporary paths and the version redacted), and exit codes
 //! follow the failure taxonomy.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use assert_cmd::Command;
+mod common;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        Sandbox { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        self.run_env(args, &[])
-    }
-
-    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::cargo_bin("skiff").unwrap();
-        cmd.current_dir(self.path()).args(args);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SKIFF_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("HOME", self.path())
-            .env("SKIFF_CONFIG", self.path().join("config.yaml"))
-            .env("SKIFF_ACTOR", "tester")
-            .env_remove("XDG_CONFIG_HOME");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: self.redact(&String::from_utf8_lossy(&out.stdout)),
-            stderr: self.redact(&String::from_utf8_lossy(&out.stderr)),
-        }
-    }
-
-    fn redact(&self, text: &str) -> String {
-        let tmp = self.path().display().to_string();
-        let canon = std::fs::canonicalize(self.path()).map(|p| p.display().to_string()).unwrap_or_default();
-        let text = text
-            .replace(&canon, "[TMP]")
-            .replace(&tmp, "[TMP]")
-            .replace(env!("CARGO_PKG_VERSION"), "[VERSION]")
-            .replace(&format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS), "[TARGET]");
-        let rules = [
-            (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", "[TIME]"),
-            (r#""(at_ms|since_ms|created_at_ms|updated_at_ms)": \d+"#, r#""$1": "[MS]""#),
-            (r"\b(au|ev|w|engine|key)-[0-9a-z]{10}-[0-9a-z]{8}\b", "[$1-ID]"),
-            // Parallel branches interleave: event numbers inside step summaries vary.
-            (r"at event \d+", "at event [N]"),
-        ];
-        rules.iter().fold(text, |t, (re, with)| regex::Regex::new(re).unwrap().replace_all(&t, *with).into_owned())
-    }
-
-    fn copy_example(&self, name: &str) -> PathBuf {
-        let src = repo().join("examples").join(name).join("skiff.yaml");
-        let dst = self.path().join(format!("{name}.yaml"));
-        std::fs::copy(src, &dst).unwrap();
-        dst
-    }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The human output of a run: stdout for successes, stderr for failures.
-fn human(r: &Run) -> String {
-    format!("exit {}\n{}{}", r.code, r.stdout, r.stderr)
-}
-
-fn json(r: &Run) -> serde_json::Value {
-    assert!(r.stderr.is_empty(), "JSON mode prints nothing on stderr: {}", r.stderr);
-    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("stdout is one JSON envelope ({e}):\n{}", r.stdout))
-}
+use common::*;
 
 #[test]
 fn help_teaches_with_examples() {
@@ -98,7 +14,7 @@ fn help_teaches_with_examples() {
     let top = s.run(&["--help"]);
     assert_eq!(top.code, 0);
     insta::assert_snapshot!("help", top.stdout);
-    for cmd in ["init", "validate", "plan", "schema", "config"] {
+    for cmd in ["init", "validate", "plan", "schema", "config", "keys", "release", "local", "secrets", "saga"] {
         let r = s.run(&[cmd, "--help"]);
         assert_eq!(r.code, 0, "{cmd}");
         assert!(r.stdout.contains("Examples:"), "`skiff {cmd} --help` must show examples");
@@ -290,15 +206,6 @@ fn usage_errors_answer_in_json_when_asked() {
     assert_eq!(v["code"], "USAGE");
     insta::assert_snapshot!("usage-json", r.stdout);
     assert_eq!(s.run(&["plan", "--bogus"]).code, 2);
-}
-
-fn ledger(dir: &Path) -> skiff_state::Ledger {
-    let url = format!("file://{}", dir.join(".skiff/state").display());
-    skiff_state::Ledger::open(&url, &skiff_objstore::OpenOptions::default()).unwrap()
-}
-
-fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 
 #[test]

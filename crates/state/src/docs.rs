@@ -216,6 +216,36 @@ pub enum MemberHealth {
     Refused,
 }
 
+/// What the runner reports beyond health.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerDetail {
+    /// What the runner is doing: verifying, starting, running, backing-off, draining, stopped, refused.
+    pub phase: String,
+    /// The program's process id.
+    pub pid: Option<u32>,
+    /// The program's port.
+    pub port: u16,
+    /// The runner's own process id.
+    pub runner_pid: u32,
+    /// Times the program was restarted.
+    pub restarts: u32,
+    /// Restarting too often to be useful.
+    pub crash_loop: bool,
+    /// The program's resident memory, KiB.
+    pub rss_kb: Option<u64>,
+    /// The program's CPU use over the last heartbeat, percent of one core.
+    pub cpu_percent: Option<f64>,
+    /// A taxonomy code when refused or failing (SIGNATURE_INVALID, DIGEST_MISMATCH, ...).
+    pub code: Option<String>,
+    /// Why, for people.
+    pub reason: Option<String>,
+    /// How the program last exited.
+    pub last_exit: Option<String>,
+    /// When the runner started.
+    pub started_at_ms: u64,
+}
+
 /// `members/<svc>/<instance>.json`: a runner's heartbeat. `detail` belongs to the runner.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -36,6 +36,55 @@ pub fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 
+/// The workspace root.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// Builds (once per test process) and returns the path of a binary of this workspace,
+/// e.g. `skiff-runner` or `hello`, in the same target directory and debug profile.
+///
+/// # Panics
+/// If the build fails.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    built_bin(name, false)
+}
+
+/// [`workspace_bin`] in the release profile, for benchmarks that measure footprint.
+///
+/// # Panics
+/// If the build fails.
+pub fn workspace_release_bin(name: &str) -> std::path::PathBuf {
+    built_bin(name, true)
+}
+
+fn built_bin(name: &str, release: bool) -> std::path::PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashMap<(String, bool), std::path::PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(p) = built.get(&(name.to_owned(), release)) {
+        return p.clone();
+    }
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut args = vec!["build", "--quiet", "--workspace", "--bin", name];
+    if release {
+        args.push("--release");
+    }
+    let status = Command::new(cargo)
+        .args(&args)
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build --bin {name} failed");
+    let path = target.join(if release { "release" } else { "debug" }).join(name);
+    built.insert((name.to_owned(), release), path.clone());
+    path
+}
+
 /// A process that is stopped when the guard drops, and also when the test process
 /// dies: a watchdog shell polls the owner and terminates the child.
 #[derive(Debug)]

@@ -4,7 +4,10 @@ mod audit;
 pub(crate) mod config;
 pub(crate) mod events;
 mod init;
+mod keys;
+pub(crate) mod local;
 mod plan;
+mod release;
 mod saga;
 mod schema;
 mod state;
@@ -31,6 +34,10 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> Outcome {
         Command::Events { op, follow, after } => events::run(ctx, &op, follow, after),
         Command::Audit { since } => audit::run(ctx, since.as_deref()),
         Command::Saga { action } => saga::run(ctx, action),
+        Command::Keys { action } => keys::run(ctx, action),
+        Command::Local { action } => local::run(ctx, action),
+        Command::Secrets { action } => local::secrets(ctx, action),
+        Command::Release { action } => release::run(ctx, action),
     }
 }
 

@@ -1,0 +1,103 @@
+//! What the CLI's end-to-end tests share: a sandbox directory to run `skiff` in, with
+//! temporary paths, times and ids redacted from its output.
+
+#![allow(dead_code, unreachable_pub, reason = "shared by several test binaries")]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Sandbox { dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::cargo_bin("skiff").unwrap();
+        cmd.current_dir(self.path()).args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SKIFF_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("HOME", self.path())
+            .env("SKIFF_CONFIG", self.path().join("config.yaml"))
+            .env("SKIFF_ACTOR", "tester")
+            .env_remove("XDG_CONFIG_HOME");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: self.redact(&String::from_utf8_lossy(&out.stdout)),
+            stderr: self.redact(&String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let tmp = self.path().display().to_string();
+        let canon = std::fs::canonicalize(self.path()).map(|p| p.display().to_string()).unwrap_or_default();
+        let text = text
+            .replace(&canon, "[TMP]")
+            .replace(&tmp, "[TMP]")
+            .replace(env!("CARGO_PKG_VERSION"), "[VERSION]")
+            .replace(&format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS), "[TARGET]");
+        let rules = [
+            (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", "[TIME]"),
+            (r#""(at_ms|since_ms|created_at_ms|updated_at_ms)": \d+"#, r#""$1": "[MS]""#),
+            (r"\b(au|ev|w|engine|key)-[0-9a-z]{10}-[0-9a-z]{8}\b", "[$1-ID]"),
+            // Parallel branches interleave: event numbers inside step summaries vary.
+            (r"at event \d+", "at event [N]"),
+        ];
+        rules.iter().fold(text, |t, (re, with)| regex::Regex::new(re).unwrap().replace_all(&t, *with).into_owned())
+    }
+
+    pub fn copy_example(&self, name: &str) -> PathBuf {
+        let src = repo().join("examples").join(name).join("skiff.yaml");
+        let dst = self.path().join(format!("{name}.yaml"));
+        std::fs::copy(src, &dst).unwrap();
+        dst
+    }
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The human output of a run: stdout for successes, stderr for failures.
+pub fn human(r: &Run) -> String {
+    format!("exit {}\n{}{}", r.code, r.stdout, r.stderr)
+}
+
+pub fn json(r: &Run) -> serde_json::Value {
+    assert!(r.stderr.is_empty(), "JSON mode prints nothing on stderr: {}", r.stderr);
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("stdout is one JSON envelope ({e}):\n{}", r.stdout))
+}
+
+pub fn ledger(dir: &Path) -> skiff_state::Ledger {
+    let url = format!("file://{}", dir.join(".skiff/state").display());
+    skiff_state::Ledger::open(&url, &skiff_objstore::OpenOptions::default()).unwrap()
+}
+
+pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}

@@ -1,0 +1,201 @@
+//! The local provider's footprint and overhead: requests through the load balancer
+//! against the same requests sent straight to the instance (p50/p99 latency and
+//! requests/s, as ratios measured in one run), and a runner's idle RSS (target < 15 MB).
+//! Writes JSON to `$SKIFF_BENCH_OUT` (or stdout); run through `cargo xtask bench`.
+#![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+#![allow(dead_code, reason = "the shared test environment has more than the benchmark uses")]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use skiff_pluginapi::{Compute, HealthState, LoadBalancerSpec, Target, TargetGroupSpec, Traffic, Weight};
+
+use common::{Env, eventually, health};
+
+/// Requests per measured round, concurrent clients, and rounds per path (alternated).
+const REQUESTS: usize = 5_000;
+const CLIENTS: usize = 8;
+const ROUNDS: usize = 3;
+/// How long an instance sits idle before its runner's RSS is read.
+const IDLE: Duration = Duration::from_secs(5);
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let env = Env::start_with(
+        skiff_testkit::workspace_release_bin("skiff-runner"),
+        skiff_testkit::workspace_release_bin("hello"),
+    )
+    .await;
+    let release = env.release("bench", &[]).await;
+    let group = env.group("bench", &release, 1);
+    env.provider.create_group(&group).await.unwrap();
+    let instance = eventually("a running instance", 30, || async {
+        let g = env.provider.describe_group(&group.name).await.ok()??;
+        g.running().first().map(|i| (*i).clone())
+    })
+    .await;
+    let port = instance.port.unwrap();
+    let tg = TargetGroupSpec {
+        name: "bench-tg".into(),
+        service: "bench".into(),
+        port: 8080,
+        health: health(),
+        deregistration_delay_ms: 100,
+    };
+    env.provider.ensure_target_group(&tg).await.unwrap();
+    env.provider
+        .register("bench-tg", &[Target { id: instance.id.clone(), address: instance.address.clone(), port }])
+        .await
+        .unwrap();
+    let lb_port = skiff_testkit::free_port();
+    env.provider
+        .ensure_load_balancer(&LoadBalancerSpec { service: "bench".into(), listener_port: lb_port })
+        .await
+        .unwrap();
+    env.provider.set_weights("bench", &[Weight { target_group: "bench-tg".into(), weight: 100 }]).await.unwrap();
+    eventually("a healthy target", 30, || async {
+        let h = env.provider.target_health("bench-tg").await.ok()?;
+        h.iter().all(|t| t.state == HealthState::Healthy).then_some(())
+    })
+    .await;
+
+    tokio::time::sleep(IDLE).await;
+    let runner_pid: u32 = instance.provider_id.trim_start_matches("pid:").parse().unwrap();
+    let runner_kb = rss_kb(runner_pid);
+    let service_kb = children(runner_pid).into_iter().map(rss_kb).sum::<u64>();
+
+    let direct_url = format!("http://127.0.0.1:{port}/");
+    let lb_url = format!("http://127.0.0.1:{lb_port}/");
+    load(&direct_url, 500).await;
+    load(&lb_url, 500).await;
+    let (mut direct, mut via_lb) = (Measured::default(), Measured::default());
+    for _ in 0..ROUNDS {
+        direct.add(load(&direct_url, REQUESTS).await);
+        via_lb.add(load(&lb_url, REQUESTS).await);
+    }
+    let (d, l) = (direct.summary(), via_lb.summary());
+    let rss_mb = runner_kb as f64 / 1024.0;
+    let rps_ratio = l["requests_per_s"].as_f64().unwrap() / d["requests_per_s"].as_f64().unwrap();
+    let result = json!({
+        "suite": "local",
+        "description": format!(
+            "{ROUNDS} alternating rounds of {REQUESTS} GET / from {CLIENTS} keep-alive clients, straight to a hello instance and through the local load balancer; runner RSS after {}s idle",
+            IDLE.as_secs()
+        ),
+        "direct": d,
+        "via_load_balancer": l,
+        "ratios": {
+            "p50": l["p50_us"].as_f64().unwrap() / d["p50_us"].as_f64().unwrap(),
+            "p99": l["p99_us"].as_f64().unwrap() / d["p99_us"].as_f64().unwrap(),
+            "requests_per_s": rps_ratio,
+        },
+        "added_latency_us": {
+            "p50": l["p50_us"].as_f64().unwrap() - d["p50_us"].as_f64().unwrap(),
+            "p99": l["p99_us"].as_f64().unwrap() - d["p99_us"].as_f64().unwrap(),
+        },
+        "runner_idle_rss_mb": rss_mb,
+        "service_idle_rss_mb": service_kb as f64 / 1024.0,
+        "target": [
+            {"metric": "runner_idle_rss_mb", "below": 15.0, "met": rss_mb < 15.0},
+            {"metric": "ratios.requests_per_s", "at_least": 0.5, "met": rps_ratio >= 0.5},
+        ],
+    });
+    env.stop().await;
+    let text = serde_json::to_string_pretty(&result).unwrap();
+    match std::env::var_os("SKIFF_BENCH_OUT") {
+        Some(path) => std::fs::write(path, text + "\n").unwrap(),
+        None => println!("{text}"),
+    }
+}
+
+#[derive(Default)]
+struct Measured {
+    latencies_us: Vec<u64>,
+    secs: f64,
+    errors: usize,
+    /// The first few errors, to say what failed.
+    samples: Vec<String>,
+}
+
+impl Measured {
+    fn add(&mut self, other: Measured) {
+        self.latencies_us.extend(other.latencies_us);
+        self.secs += other.secs;
+        self.errors += other.errors;
+        let room = 5usize.saturating_sub(self.samples.len());
+        self.samples.extend(other.samples.into_iter().take(room));
+    }
+
+    fn summary(&mut self) -> serde_json::Value {
+        self.latencies_us.sort_unstable();
+        let at = |q: f64| self.latencies_us[((self.latencies_us.len() - 1) as f64 * q) as usize];
+        json!({
+            "requests": self.latencies_us.len(),
+            "errors": self.errors,
+            "error_samples": self.samples,
+            "p50_us": at(0.5),
+            "p99_us": at(0.99),
+            "requests_per_s": self.latencies_us.len() as f64 / self.secs,
+        })
+    }
+}
+
+/// `n` requests from [`CLIENTS`] concurrent keep-alive clients.
+async fn load(url: &str, n: usize) -> Measured {
+    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(CLIENTS).build().unwrap();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
+            tokio::spawn(async move {
+                let mut m = Measured::default();
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    let t = Instant::now();
+                    let failure = match client.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => r.bytes().await.err().map(|e| e.to_string()),
+                        Ok(r) => Some(format!("{}: {}", r.status(), r.text().await.unwrap_or_default().trim())),
+                        Err(e) => Some(format!("{e:?}")),
+                    };
+                    m.latencies_us.push(t.elapsed().as_micros() as u64);
+                    if let Some(f) = failure {
+                        m.errors += 1;
+                        if m.samples.len() < 5 {
+                            m.samples.push(f);
+                        }
+                    }
+                }
+                m
+            })
+        })
+        .collect();
+    let mut all = Measured::default();
+    for t in tasks {
+        all.add(t.await.unwrap());
+    }
+    all.secs = start.elapsed().as_secs_f64();
+    all
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}

@@ -1,0 +1,443 @@
+//! The local L7 load balancer: one HTTP/1.1 listener per service on 127.0.0.1, forward
+//! weights across target groups with smooth weighted round-robin (exact proportions,
+//! no randomness), round-robin across a group's healthy targets, active health checks
+//! with thresholds, draining on deregistration, and per-group request/error/latency
+//! counters. A target group without a healthy target gets no traffic; its share goes
+//! to the others. Weights answered by [`Balancers::weights`] are the ones the proxy
+//! uses for the next request.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use skiff_clock::{Clock, SystemClock};
+use skiff_pluginapi::{
+    HealthState, LATENCY_BUCKETS_MS, LoadBalancerInfo, LoadBalancerSpec, Target, TargetGroupSpec, TargetHealth,
+    TrafficStats, Weight,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+struct TargetState {
+    target: Target,
+    health: HealthState,
+    ok: u32,
+    bad: u32,
+    reason: Option<String>,
+    draining_until_ms: Option<u64>,
+}
+
+struct Tg {
+    spec: TargetGroupSpec,
+    targets: BTreeMap<String, TargetState>,
+    stats: TrafficStats,
+    next: usize,
+    checker: Option<JoinHandle<()>>,
+}
+
+struct Lb {
+    spec: LoadBalancerSpec,
+    weights: Vec<Weight>,
+    current: BTreeMap<String, i64>,
+    listener: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    lbs: BTreeMap<String, Lb>,
+    tgs: BTreeMap<String, Tg>,
+}
+
+/// Every load balancer and target group of the supervisor.
+#[derive(Clone, Default)]
+pub(crate) struct Balancers(Arc<Mutex<Inner>>);
+
+fn now() -> u64 {
+    SystemClock.now_ms()
+}
+
+fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))).map_err(|never| match never {}).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+impl Balancers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Creates the service's listener (rebinding if the port changed).
+    pub(crate) async fn ensure_load_balancer(&self, spec: LoadBalancerSpec) -> std::io::Result<LoadBalancerInfo> {
+        let same = self
+            .lock()
+            .lbs
+            .get(&spec.service)
+            .is_some_and(|lb| lb.spec.listener_port == spec.listener_port && lb.listener.is_some());
+        if !same {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", spec.listener_port)).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on 127.0.0.1:{}: {e}", spec.listener_port))
+            })?;
+            let task = tokio::spawn(accept(self.clone(), spec.service.clone(), listener));
+            let mut inner = self.lock();
+            let lb = inner.lbs.entry(spec.service.clone()).or_insert_with(|| Lb {
+                spec: spec.clone(),
+                weights: Vec::new(),
+                current: BTreeMap::new(),
+                listener: None,
+            });
+            if let Some(old) = lb.listener.replace(task) {
+                old.abort();
+            }
+            lb.spec = spec.clone();
+        }
+        Ok(self.lb_info(&spec.service).expect("just created"))
+    }
+
+    pub(crate) fn lb_info(&self, service: &str) -> Option<LoadBalancerInfo> {
+        self.lock().lbs.get(service).map(|lb| LoadBalancerInfo {
+            service: service.to_owned(),
+            address: format!("127.0.0.1:{}", lb.spec.listener_port),
+            weights: lb.weights.clone(),
+            provider_id: format!("local-lb:{service}:{}", lb.spec.listener_port),
+        })
+    }
+
+    pub(crate) fn all_lbs(&self) -> Vec<LoadBalancerInfo> {
+        let services: Vec<String> = self.lock().lbs.keys().cloned().collect();
+        services.iter().filter_map(|s| self.lb_info(s)).collect()
+    }
+
+    /// Replaces the weights; in effect for the next request.
+    pub(crate) fn set_weights(&self, service: &str, weights: Vec<Weight>) -> bool {
+        let mut inner = self.lock();
+        let Some(lb) = inner.lbs.get_mut(service) else { return false };
+        lb.current.retain(|tg, _| weights.iter().any(|w| &w.target_group == tg));
+        lb.weights = weights;
+        true
+    }
+
+    pub(crate) fn weights(&self, service: &str) -> Option<Vec<Weight>> {
+        self.lock().lbs.get(service).map(|lb| lb.weights.clone())
+    }
+
+    pub(crate) fn delete_load_balancer(&self, service: &str) {
+        if let Some(lb) = self.lock().lbs.remove(service)
+            && let Some(t) = lb.listener
+        {
+            t.abort();
+        }
+    }
+
+    /// Creates a target group and starts its health checks (idempotent).
+    pub(crate) fn ensure_target_group(&self, spec: TargetGroupSpec) {
+        let mut inner = self.lock();
+        if let Some(tg) = inner.tgs.get_mut(&spec.name) {
+            tg.spec = spec;
+            return;
+        }
+        let name = spec.name.clone();
+        let stats = TrafficStats { requests: 0, errors: 0, latency_buckets: vec![0; LATENCY_BUCKETS_MS.len()] };
+        inner.tgs.insert(name.clone(), Tg { spec, targets: BTreeMap::new(), stats, next: 0, checker: None });
+        let checker = tokio::spawn(check_health(self.clone(), name.clone()));
+        if let Some(tg) = inner.tgs.get_mut(&name) {
+            tg.checker = Some(checker);
+        }
+    }
+
+    /// Adds targets (new ones start `initial`, unjudged, and take no traffic).
+    pub(crate) fn register(&self, tg: &str, targets: &[Target]) -> bool {
+        let mut inner = self.lock();
+        let Some(tg) = inner.tgs.get_mut(tg) else { return false };
+        for t in targets {
+            let entry = tg.targets.entry(t.id.clone()).or_insert_with(|| TargetState {
+                target: t.clone(),
+                health: HealthState::Initial,
+                ok: 0,
+                bad: 0,
+                reason: None,
+                draining_until_ms: None,
+            });
+            if entry.health == HealthState::Draining {
+                entry.health = HealthState::Initial;
+                entry.draining_until_ms = None;
+            }
+            entry.target = t.clone();
+        }
+        true
+    }
+
+    /// Stops new requests to targets; they leave after the deregistration delay.
+    pub(crate) fn deregister(&self, tg: &str, ids: &[String]) -> bool {
+        let mut inner = self.lock();
+        let Some(tg) = inner.tgs.get_mut(tg) else { return false };
+        let until = now() + tg.spec.deregistration_delay_ms;
+        for id in ids {
+            if let Some(t) = tg.targets.get_mut(id) {
+                t.health = HealthState::Draining;
+                t.draining_until_ms = Some(until);
+            }
+        }
+        true
+    }
+
+    pub(crate) fn health(&self, tg: &str) -> Option<Vec<TargetHealth>> {
+        self.lock().tgs.get(tg).map(|tg| {
+            tg.targets
+                .values()
+                .map(|t| TargetHealth { id: t.target.id.clone(), state: t.health, reason: t.reason.clone() })
+                .collect()
+        })
+    }
+
+    pub(crate) fn stats(&self, tg: &str) -> Option<TrafficStats> {
+        self.lock().tgs.get(tg).map(|tg| tg.stats.clone())
+    }
+
+    pub(crate) fn target_groups(&self) -> Vec<(String, String, Vec<TargetHealth>)> {
+        let names: Vec<(String, String)> =
+            self.lock().tgs.values().map(|t| (t.spec.name.clone(), t.spec.service.clone())).collect();
+        names
+            .into_iter()
+            .map(|(n, s)| {
+                let h = self.health(&n).unwrap_or_default();
+                (n, s, h)
+            })
+            .collect()
+    }
+
+    pub(crate) fn delete_target_group(&self, name: &str) {
+        let mut inner = self.lock();
+        if let Some(tg) = inner.tgs.remove(name)
+            && let Some(c) = tg.checker
+        {
+            c.abort();
+        }
+        for lb in inner.lbs.values_mut() {
+            lb.weights.retain(|w| w.target_group != name);
+            lb.current.remove(name);
+        }
+    }
+
+    pub(crate) fn stop_all(&self) {
+        let mut inner = self.lock();
+        for lb in inner.lbs.values_mut() {
+            if let Some(t) = lb.listener.take() {
+                t.abort();
+            }
+        }
+        for tg in inner.tgs.values_mut() {
+            if let Some(c) = tg.checker.take() {
+                c.abort();
+            }
+        }
+    }
+
+    pub(crate) fn persisted_lbs(&self) -> BTreeMap<String, (LoadBalancerSpec, Vec<Weight>)> {
+        self.lock().lbs.iter().map(|(k, lb)| (k.clone(), (lb.spec.clone(), lb.weights.clone()))).collect()
+    }
+
+    pub(crate) fn persisted_tgs(&self) -> BTreeMap<String, (TargetGroupSpec, Vec<Target>)> {
+        self.lock()
+            .tgs
+            .iter()
+            .map(|(k, tg)| {
+                let targets = tg
+                    .targets
+                    .values()
+                    .filter(|t| t.health != HealthState::Draining)
+                    .map(|t| t.target.clone())
+                    .collect();
+                (k.clone(), (tg.spec.clone(), targets))
+            })
+            .collect()
+    }
+
+    /// Chooses the target group (smooth weighted round-robin among groups with a
+    /// healthy target) and the target (round-robin) for one request.
+    fn pick(&self, service: &str) -> Option<(String, SocketAddr)> {
+        let mut guard = self.lock();
+        let Inner { lbs, tgs } = &mut *guard;
+        let lb = lbs.get_mut(service)?;
+        let eligible: Vec<(String, i64)> = lb
+            .weights
+            .iter()
+            .filter(|w| w.weight > 0)
+            .filter(|w| {
+                tgs.get(&w.target_group).is_some_and(|tg| tg.targets.values().any(|t| t.health == HealthState::Healthy))
+            })
+            .map(|w| (w.target_group.clone(), i64::from(w.weight)))
+            .collect();
+        let total: i64 = eligible.iter().map(|(_, w)| w).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut best: Option<(String, i64)> = None;
+        for (name, w) in &eligible {
+            let c = lb.current.entry(name.clone()).or_insert(0);
+            *c += w;
+            if best.as_ref().is_none_or(|(_, bc)| *c > *bc) {
+                best = Some((name.clone(), *c));
+            }
+        }
+        let chosen = best?.0;
+        *lb.current.get_mut(&chosen)? -= total;
+        let tg = tgs.get_mut(&chosen)?;
+        let healthy: Vec<&TargetState> = tg.targets.values().filter(|t| t.health == HealthState::Healthy).collect();
+        let t = healthy[tg.next % healthy.len()];
+        tg.next = tg.next.wrapping_add(1);
+        let addr: SocketAddr = format!("{}:{}", t.target.address, t.target.port).parse().ok()?;
+        Some((chosen, addr))
+    }
+
+    fn record(&self, tg: &str, elapsed: Duration, error: bool) {
+        let mut inner = self.lock();
+        if let Some(tg) = inner.tgs.get_mut(tg) {
+            tg.stats.requests += 1;
+            if error {
+                tg.stats.errors += 1;
+            }
+            let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+            let i = LATENCY_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BUCKETS_MS.len() - 1);
+            tg.stats.latency_buckets[i] += 1;
+        }
+    }
+}
+
+async fn accept(bal: Balancers, service: String, listener: tokio::net::TcpListener) {
+    // No Nagle on either side: small proxied writes otherwise wait ~40 ms for delayed ACKs.
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors or a reset before accept: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (bal, service, client) = (bal.clone(), service.clone(), client.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| proxy(bal.clone(), service.clone(), client.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn proxy(
+    bal: Balancers,
+    service: String,
+    client: Client<HttpConnector, Incoming>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let Some((tg, addr)) = bal.pick(&service) else {
+        return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "no healthy targets"));
+    };
+    let start = Instant::now();
+    let (mut parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let Ok(uri) = format!("http://{addr}{path}").parse() else {
+        return Ok(text(StatusCode::BAD_REQUEST, "bad request path"));
+    };
+    parts.uri = uri;
+    parts.headers.remove(hyper::header::CONNECTION);
+    match client.request(Request::from_parts(parts, body)).await {
+        Ok(resp) => {
+            bal.record(&tg, start.elapsed(), resp.status().is_server_error());
+            let (mut parts, body) = resp.into_parts();
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&tg) {
+                parts.headers.insert("x-skiff-target-group", v);
+            }
+            Ok(Response::from_parts(parts, body.boxed()))
+        }
+        Err(e) => {
+            bal.record(&tg, start.elapsed(), true);
+            Ok(text(StatusCode::BAD_GATEWAY, &format!("target {addr} failed: {e}")))
+        }
+    }
+}
+
+/// One health probe: whether `GET path` answers 2xx in time.
+async fn probe(target: &Target, path: &str, timeout: Duration) -> Result<(), String> {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect((target.address.as_str(), target.port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", target.address).as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut head = [0u8; 32];
+        let n = s.read(&mut head).await.map_err(|e| e.to_string())?;
+        let code: u16 = String::from_utf8_lossy(&head[..n])
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or("no HTTP status")?;
+        if (200..300).contains(&code) { Ok(()) } else { Err(format!("{path} answered {code}")) }
+    };
+    tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| Err(format!("{path} timed out")))
+}
+
+/// Probes a target group's targets every interval and moves them between states.
+async fn check_health(bal: Balancers, name: String) {
+    loop {
+        let (spec, targets) = {
+            let inner = bal.lock();
+            let Some(tg) = inner.tgs.get(&name) else { return };
+            let targets: Vec<Target> =
+                tg.targets.values().filter(|t| t.health != HealthState::Draining).map(|t| t.target.clone()).collect();
+            (tg.spec.clone(), targets)
+        };
+        let timeout = Duration::from_millis(spec.health.timeout_ms.max(50));
+        let results = futures::future::join_all(targets.iter().map(|t| probe(t, &spec.health.path, timeout))).await;
+        {
+            let mut inner = bal.lock();
+            let Some(tg) = inner.tgs.get_mut(&name) else { return };
+            for (t, result) in targets.iter().zip(results) {
+                let Some(state) = tg.targets.get_mut(&t.id) else { continue };
+                if state.health == HealthState::Draining {
+                    continue;
+                }
+                match result {
+                    Ok(()) => {
+                        state.ok += 1;
+                        state.bad = 0;
+                        if state.health != HealthState::Healthy && state.ok >= spec.health.healthy_threshold {
+                            state.health = HealthState::Healthy;
+                            state.reason = None;
+                        }
+                    }
+                    Err(why) => {
+                        state.bad += 1;
+                        state.ok = 0;
+                        state.reason = Some(why);
+                        if state.health != HealthState::Unhealthy && state.bad >= spec.health.unhealthy_threshold {
+                            state.health = HealthState::Unhealthy;
+                        }
+                    }
+                }
+            }
+            let t = now();
+            tg.targets.retain(|_, s| s.draining_until_ms.is_none_or(|until| until > t));
+        }
+        tokio::time::sleep(Duration::from_millis(spec.health.interval_ms.max(100))).await;
+    }
+}

@@ -1,0 +1,155 @@
+//! What a provider must offer Skiff, as capability traits: [`Compute`] (instance groups
+//! per release), [`Traffic`] (a load balancer with weighted target groups, health and
+//! per-group stats), [`Logs`], [`Secrets`] (references only; values resolve on the
+//! instance), [`Identity`] and [`Database`]. [`conformance`] is the suite every
+//! provider runs against itself. Depends on nothing of Skiff's.
+#![warn(missing_docs)]
+
+pub mod conformance;
+mod types;
+
+use async_trait::async_trait;
+
+pub use types::*;
+
+/// A provider failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ProviderError {
+    /// A taxonomy code name, usually `PROVIDER_ERROR`, `NOT_FOUND` or `STATE_UNAVAILABLE`.
+    pub code: String,
+    /// What failed and what to check.
+    pub message: String,
+    /// Whether retrying may help.
+    pub retryable: bool,
+}
+
+impl ProviderError {
+    /// A provider call failed; `retryable` says whether trying again may help.
+    pub fn new(message: impl Into<String>, retryable: bool) -> Self {
+        ProviderError { code: "PROVIDER_ERROR".to_owned(), message: message.into(), retryable }
+    }
+
+    /// Something named does not exist.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ProviderError {
+            code: "NOT_FOUND".to_owned(),
+            message: format!("{} does not exist", what.into()),
+            retryable: false,
+        }
+    }
+}
+
+/// The result of a provider call.
+pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
+
+/// Instance groups: one per release, launched from a launch configuration.
+#[async_trait]
+pub trait Compute: Send + Sync {
+    /// Creates the group, or returns it unchanged if it exists (idempotent by name).
+    async fn create_group(&self, spec: &GroupSpec) -> Result<GroupInfo>;
+    /// Sets how many instances the group keeps running.
+    async fn set_desired(&self, group: &str, desired: u32) -> Result<()>;
+    /// The group and its members, as the provider sees them now.
+    async fn describe_group(&self, group: &str) -> Result<Option<GroupInfo>>;
+    /// Every group of a service.
+    async fn list_groups(&self, service: &str) -> Result<Vec<GroupInfo>>;
+    /// Terminates one instance (the group replaces it if below desired).
+    async fn terminate_instance(&self, group: &str, instance: &str) -> Result<()>;
+    /// Deletes the group and its instances (idempotent).
+    async fn delete_group(&self, group: &str) -> Result<()>;
+}
+
+/// A load balancer per service with weighted target groups.
+#[async_trait]
+pub trait Traffic: Send + Sync {
+    /// Creates the service's load balancer and listener (idempotent).
+    async fn ensure_load_balancer(&self, spec: &LoadBalancerSpec) -> Result<LoadBalancerInfo>;
+    /// Creates a target group with its health check (idempotent).
+    async fn ensure_target_group(&self, spec: &TargetGroupSpec) -> Result<()>;
+    /// Adds targets to a target group (idempotent).
+    async fn register(&self, target_group: &str, targets: &[Target]) -> Result<()>;
+    /// Removes targets; in-flight requests finish, new ones go elsewhere.
+    async fn deregister(&self, target_group: &str, target_ids: &[String]) -> Result<()>;
+    /// Sets the listener's forward weights (percent per target group).
+    async fn set_weights(&self, service: &str, weights: &[Weight]) -> Result<()>;
+    /// The weights in effect now, read back from the load balancer.
+    async fn weights(&self, service: &str) -> Result<Vec<Weight>>;
+    /// Health of each target of a target group.
+    async fn target_health(&self, target_group: &str) -> Result<Vec<TargetHealth>>;
+    /// Cumulative request, error and latency counters of a target group.
+    async fn stats(&self, target_group: &str) -> Result<TrafficStats>;
+    /// Deletes a target group (idempotent).
+    async fn delete_target_group(&self, target_group: &str) -> Result<()>;
+    /// Describes the service's load balancer, if it exists.
+    async fn describe_load_balancer(&self, service: &str) -> Result<Option<LoadBalancerInfo>>;
+}
+
+/// Log groups and reading logs back.
+#[async_trait]
+pub trait Logs: Send + Sync {
+    /// Creates the log group with its retention (idempotent).
+    async fn ensure_log_group(&self, name: &str, retention_days: u32) -> Result<()>;
+    /// Lines of a service's logs, oldest first.
+    async fn read(&self, query: &LogQuery) -> Result<Vec<LogLine>>;
+}
+
+/// Secrets by reference. Skiff stores references only; values are written by an
+/// operator and resolved on the instance by the runner.
+#[async_trait]
+pub trait Secrets: Send + Sync {
+    /// Stores a value under a reference (`secret://name/key`).
+    async fn put(&self, reference: &str, value: &str) -> Result<()>;
+    /// Whether a reference resolves (without revealing the value).
+    async fn exists(&self, reference: &str) -> Result<bool>;
+    /// References stored under a secret name.
+    async fn list(&self, name: &str) -> Result<Vec<String>>;
+    /// Removes a reference (idempotent).
+    async fn delete(&self, reference: &str) -> Result<()>;
+}
+
+/// Roles and their policies.
+#[async_trait]
+pub trait Identity: Send + Sync {
+    /// Creates or updates a role with exactly these permissions (idempotent).
+    async fn ensure_role(&self, role: &RoleSpec) -> Result<RoleInfo>;
+    /// The role, if it exists.
+    async fn describe_role(&self, name: &str) -> Result<Option<RoleInfo>>;
+    /// Deletes a role (idempotent).
+    async fn delete_role(&self, name: &str) -> Result<()>;
+}
+
+/// Managed databases.
+#[async_trait]
+pub trait Database: Send + Sync {
+    /// Creates a database instance (idempotent by id) and waits until it is available.
+    async fn create(&self, spec: &DatabaseSpec) -> Result<DatabaseInfo>;
+    /// The instance, if it exists.
+    async fn describe(&self, id: &str) -> Result<Option<DatabaseInfo>>;
+    /// Takes a snapshot (idempotent by snapshot id).
+    async fn snapshot(&self, id: &str, snapshot_id: &str) -> Result<SnapshotInfo>;
+    /// Restores a snapshot into a new instance.
+    async fn restore(&self, snapshot: &SnapshotInfo, spec: &DatabaseSpec) -> Result<DatabaseInfo>;
+    /// How to connect; the password stays behind a secret reference.
+    async fn connection(&self, id: &str) -> Result<ConnectionInfo>;
+    /// Deletes an instance (idempotent).
+    async fn delete(&self, id: &str) -> Result<()>;
+}
+
+/// A provider: its capabilities, by trait.
+pub trait Provider: Send + Sync {
+    /// The provider's name, `local` or `aws`.
+    fn name(&self) -> &str;
+    /// Instance groups.
+    fn compute(&self) -> &dyn Compute;
+    /// Load balancing.
+    fn traffic(&self) -> &dyn Traffic;
+    /// Logs.
+    fn logs(&self) -> &dyn Logs;
+    /// Secrets.
+    fn secrets(&self) -> &dyn Secrets;
+    /// Identity.
+    fn identity(&self) -> &dyn Identity;
+    /// Databases.
+    fn database(&self) -> &dyn Database;
+}

@@ -1,0 +1,435 @@
+//! The provider-neutral shapes passed to and returned by the capability traits.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// An HTTP health check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Path probed with GET; 2xx is healthy.
+    pub path: String,
+    /// Time between probes.
+    pub interval_ms: u64,
+    /// Time one probe may take.
+    pub timeout_ms: u64,
+    /// Successes before healthy.
+    pub healthy_threshold: u32,
+    /// Failures before unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+/// How instances find and verify their release (passed to the runner).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerConfig {
+    /// The state bucket URL.
+    pub bucket: String,
+    /// The public key releases must be signed with (PEM).
+    pub public_key_pem: String,
+    /// Heartbeat period.
+    pub heartbeat_ms: u64,
+}
+
+/// What each instance of a group runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchConfig {
+    /// Machine class.
+    pub instance_type: String,
+    /// Interruptible capacity.
+    pub spot: bool,
+    /// Program and arguments (placeholders `${PORT}`, `${SERVICE}`, `${RELEASE}`, `${INSTANCE}`).
+    pub command: Vec<String>,
+    /// Environment of the runner itself (e.g. `RUST_LOG`). The program's environment
+    /// comes from the signed release manifest, so it cannot change without a new signature.
+    pub env: BTreeMap<String, String>,
+    /// Environment filled from secrets on the instance: variable → `secret://…`.
+    pub secrets: BTreeMap<String, String>,
+    /// The port the program serves on, if any.
+    pub port: Option<u16>,
+    /// Health check of the program, if it serves.
+    pub health: Option<HealthCheck>,
+    /// Time to finish in-flight work on stop.
+    pub drain_timeout_ms: u64,
+    /// Role instances run as.
+    pub role: Option<String>,
+    /// Log group output goes to.
+    pub log_group: Option<String>,
+    /// Runner settings.
+    pub runner: RunnerConfig,
+}
+
+/// An instance group: the instances of one release of one service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    /// Group name, unique per provider (e.g. `hello-2026.11.22.1`).
+    pub name: String,
+    /// Service.
+    pub service: String,
+    /// Release.
+    pub release: String,
+    /// Instances to keep running.
+    pub desired: u32,
+    /// Zones to spread over.
+    pub zones: Vec<String>,
+    /// What each instance runs.
+    pub launch: LaunchConfig,
+}
+
+/// Where an instance is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum InstanceState {
+    /// Starting.
+    Pending,
+    /// Running.
+    Running,
+    /// Being stopped.
+    Stopping,
+    /// Gone.
+    Terminated,
+}
+
+/// One instance as the provider sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// Instance id.
+    pub id: String,
+    /// State.
+    pub state: InstanceState,
+    /// Address traffic reaches it at.
+    pub address: String,
+    /// Port the program serves on.
+    pub port: Option<u16>,
+    /// The provider's own id (a PID, an EC2 instance id).
+    pub provider_id: String,
+    /// Zone.
+    pub zone: String,
+}
+
+/// A group and its instances.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// Group name.
+    pub name: String,
+    /// Service.
+    pub service: String,
+    /// Release.
+    pub release: String,
+    /// Desired count.
+    pub desired: u32,
+    /// Instances.
+    pub instances: Vec<InstanceInfo>,
+    /// The provider's own id (an ASG name).
+    pub provider_id: String,
+}
+
+impl GroupInfo {
+    /// Instances in `Running` state.
+    pub fn running(&self) -> Vec<&InstanceInfo> {
+        self.instances.iter().filter(|i| i.state == InstanceState::Running).collect()
+    }
+}
+
+/// A service's load balancer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancerSpec {
+    /// Service.
+    pub service: String,
+    /// Port clients connect to.
+    pub listener_port: u16,
+}
+
+/// A load balancer as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancerInfo {
+    /// Service.
+    pub service: String,
+    /// Where clients connect (`host:port`).
+    pub address: String,
+    /// Forward weights in effect.
+    pub weights: Vec<Weight>,
+    /// The provider's own id (an ARN).
+    pub provider_id: String,
+}
+
+/// A target group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetGroupSpec {
+    /// Name, unique per provider.
+    pub name: String,
+    /// Service it belongs to.
+    pub service: String,
+    /// Port targets serve on.
+    pub port: u16,
+    /// Health check.
+    pub health: HealthCheck,
+    /// Drain time of a deregistered target.
+    pub deregistration_delay_ms: u64,
+}
+
+/// A target to send traffic to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// Target id (the instance id).
+    pub id: String,
+    /// Address.
+    pub address: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// A forward weight: percent of the listener's traffic to a target group.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Weight {
+    /// Target group.
+    pub target_group: String,
+    /// Percent, 0 to 100.
+    pub weight: u32,
+}
+
+/// A target's health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HealthState {
+    /// Registered, not yet judged.
+    Initial,
+    /// Passing.
+    Healthy,
+    /// Failing.
+    Unhealthy,
+    /// Deregistered; finishing in-flight requests.
+    Draining,
+}
+
+/// Health of one target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetHealth {
+    /// Target id.
+    pub id: String,
+    /// State.
+    pub state: HealthState,
+    /// Why, when not healthy.
+    pub reason: Option<String>,
+}
+
+/// Upper bounds (ms) of the latency histogram buckets; the last bucket is unbounded.
+pub const LATENCY_BUCKETS_MS: [u64; 24] = [
+    1,
+    2,
+    3,
+    5,
+    7,
+    10,
+    15,
+    20,
+    30,
+    50,
+    75,
+    100,
+    150,
+    200,
+    300,
+    500,
+    750,
+    1_000,
+    1_500,
+    2_000,
+    3_000,
+    5_000,
+    10_000,
+    u64::MAX,
+];
+
+/// Cumulative counters of a target group; subtract two readings for a window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficStats {
+    /// Requests answered (or failed).
+    pub requests: u64,
+    /// 5xx answers and failed connections.
+    pub errors: u64,
+    /// Request counts per [`LATENCY_BUCKETS_MS`] bucket.
+    pub latency_buckets: Vec<u64>,
+}
+
+impl TrafficStats {
+    /// What happened between `earlier` and `self`.
+    #[must_use]
+    pub fn since(&self, earlier: &TrafficStats) -> TrafficStats {
+        let buckets = self
+            .latency_buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.saturating_sub(earlier.latency_buckets.get(i).copied().unwrap_or(0)))
+            .collect();
+        TrafficStats {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            latency_buckets: buckets,
+        }
+    }
+
+    /// Share of errors, 0 to 1 (0 with no requests).
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 { 0.0 } else { self.errors as f64 / self.requests as f64 }
+    }
+
+    /// The `p`th percentile latency (0 < p ≤ 1) as a bucket upper bound in ms;
+    /// `None` without requests.
+    pub fn percentile_ms(&self, p: f64) -> Option<u64> {
+        let total: u64 = self.latency_buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (p * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.latency_buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(LATENCY_BUCKETS_MS.get(i).copied().unwrap_or(u64::MAX));
+            }
+        }
+        Some(u64::MAX)
+    }
+}
+
+/// Which logs to read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogQuery {
+    /// Service.
+    pub service: String,
+    /// One instance only.
+    pub instance: Option<String>,
+    /// Only lines at or after this time.
+    pub since_ms: Option<u64>,
+    /// At most this many lines (the newest).
+    pub limit: Option<usize>,
+}
+
+/// One log line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When it was written.
+    pub at_ms: u64,
+    /// Which instance wrote it.
+    pub instance: String,
+    /// The text.
+    pub line: String,
+}
+
+/// One permission of a role.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Permission {
+    /// Action.
+    pub action: String,
+    /// Resource.
+    pub resource: String,
+}
+
+/// A role with exactly these permissions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleSpec {
+    /// Role name.
+    pub name: String,
+    /// Service it belongs to.
+    pub service: String,
+    /// Permissions.
+    pub permissions: Vec<Permission>,
+}
+
+/// A role as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleInfo {
+    /// Role name.
+    pub name: String,
+    /// Permissions.
+    pub permissions: Vec<Permission>,
+    /// The provider's own id (an ARN).
+    pub provider_id: String,
+}
+
+/// A database instance to create.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseSpec {
+    /// Instance id (unique per provider).
+    pub id: String,
+    /// Database name inside the instance.
+    pub name: String,
+    /// Engine, `postgres`.
+    pub engine: String,
+    /// Engine major version.
+    pub version: String,
+    /// Instance class.
+    pub instance_class: String,
+    /// Storage.
+    pub storage_gib: u32,
+    /// Standby in a second zone.
+    pub multi_az: bool,
+    /// Backup retention in days.
+    pub backup_retention_days: u32,
+}
+
+/// A database instance as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    /// Instance id.
+    pub id: String,
+    /// Status, e.g. `available`.
+    pub status: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// The provider's own id.
+    pub provider_id: String,
+}
+
+/// A snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Snapshot id.
+    pub id: String,
+    /// Instance it was taken from.
+    pub database: String,
+    /// Where the provider keeps it (`sha256:<digest>` of a blob, or a snapshot id).
+    pub provider_ref: String,
+    /// Size, if known.
+    pub size_bytes: Option<u64>,
+}
+
+/// How to connect to a database; the password stays behind a reference.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// A secret reference holding the full connection URL (with its password).
+    pub url_ref: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_deltas() {
+        let mut a = TrafficStats { requests: 0, errors: 0, latency_buckets: vec![0; LATENCY_BUCKETS_MS.len()] };
+        let mut b = a.clone();
+        b.requests = 100;
+        b.errors = 3;
+        b.latency_buckets[2] = 90; // <= 3ms
+        b.latency_buckets[15] = 10; // <= 500ms
+        let d = b.since(&a);
+        assert_eq!(d.percentile_ms(0.5), Some(3));
+        assert_eq!(d.percentile_ms(0.95), Some(500));
+        assert!((d.error_rate() - 0.03).abs() < 1e-9);
+        a.requests = 100;
+        assert_eq!(b.since(&b).percentile_ms(0.95), None);
+    }
+}
