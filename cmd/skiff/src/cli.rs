@@ -103,6 +103,93 @@ Read-only: nothing is created or changed. The JSON is byte-identical across runs
         #[arg(short = 'f', long = "file", default_value = "skiff.yaml")]
         file: PathBuf,
     },
+    /// Build, sign and roll out a release with a health-gated canary.
+    #[command(after_help = "\
+Examples:
+  skiff deploy -f examples/hello/skiff.yaml --yes
+  skiff deploy --no-build --yes --format json   use the artifact as it is
+
+What happens: build (artifact.build) → signed release (artifact, SBOM, provenance)
+→ policy check → canary saga: start the new instance group, wait until every target
+is healthy, shift traffic in the spec's steps (e.g. 5 → 25 → 50 → 100%), reading the
+weights and health back after each change, bake and judge error rate and p95 against
+the spec and the stable group, then promote and retire the old group. A failing
+analysis rolls back to stable by itself (CANARY_FAILED, exit 11); too little traffic
+to judge pauses (ANALYSIS_INCONCLUSIVE, exit 12): send traffic, then
+`skiff saga resume OP`. `skiff saga pause OP` works mid-rollout from another terminal.
+On the local provider the supervisor is started when needed, and on the embedded
+default (./.skiff) the state bucket and a signing key are created on first use.")]
+    Deploy {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", default_value = "skiff.yaml")]
+        file: PathBuf,
+        /// Use the artifact as it is; do not run `artifact.build`.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Move a service back to an earlier release (re-creating its group if retired).
+    #[command(after_help = "\
+Examples:
+  skiff rollback hello --yes                   back to the previous stable release
+  skiff rollback hello --to 2026.11.22.3 --yes
+
+`previous-stable` is the stable release before the last rollout: after a rollout
+that failed or is still running, the current stable release; after one that
+succeeded, the release it replaced.")]
+    Rollback {
+        /// The service.
+        service: String,
+        /// `previous-stable` or a release id.
+        #[arg(long, default_value = "previous-stable")]
+        to: String,
+    },
+    /// What runs: release, instances healthy/total, p95, error rate, CPU, active operation.
+    #[command(after_help = "\
+Examples:
+  skiff status                                 every service, one line each
+  skiff status hello --format json")]
+    Status {
+        /// The service (all services when left out).
+        service: Option<String>,
+    },
+    /// A service's logs, from every instance (or one), oldest first.
+    #[command(after_help = "\
+Examples:
+  skiff logs hello --since 10m
+  skiff logs hello --instance i-01m8… --follow")]
+    Logs {
+        /// The service.
+        service: String,
+        /// Only this instance.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Keep printing new lines until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// Only lines since a date, a time or an age (10m, 24h).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Requests, errors and latency per target group; CPU, memory and restarts per instance.
+    #[command(after_help = "\
+Examples:
+  skiff metrics hello
+  skiff metrics hello --format json")]
+    Metrics {
+        /// The service.
+        service: String,
+    },
+    /// Find problems: bucket, keys, stuck operations, unhealthy or refusing instances, drift, failed canaries.
+    #[command(after_help = "\
+Examples:
+  skiff doctor                                 everything
+  skiff doctor hello --format json             findings with codes, facts and actions
+
+Exit 0 when nothing is wrong; otherwise the code of the first finding.")]
+    Doctor {
+        /// Only this service (plus the bucket and keys).
+        service: Option<String>,
+    },
     /// Print the JSON Schema of skiff.yaml (for editors and CI).
     #[command(after_help = "\
 Examples:
@@ -348,6 +435,9 @@ pub enum SagaAction {
         /// Why, for the intent and the audit log.
         #[arg(long, default_value = "")]
         reason: String,
+        /// For `rollback`: `previous-stable` or a release id.
+        #[arg(long)]
+        to: Option<String>,
     },
     /// The saga kinds this build can run, with their parameters.
     Kinds,

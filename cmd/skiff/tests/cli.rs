@@ -14,7 +14,10 @@ fn help_teaches_with_examples() {
     let top = s.run(&["--help"]);
     assert_eq!(top.code, 0);
     insta::assert_snapshot!("help", top.stdout);
-    for cmd in ["init", "validate", "plan", "schema", "config", "keys", "release", "local", "secrets", "saga"] {
+    for cmd in [
+        "init", "validate", "plan", "deploy", "rollback", "status", "logs", "metrics", "doctor", "schema", "config",
+        "keys", "release", "local", "secrets", "saga",
+    ] {
         let r = s.run(&[cmd, "--help"]);
         assert_eq!(r.code, 0, "{cmd}");
         assert!(r.stdout.contains("Examples:"), "`skiff {cmd} --help` must show examples");

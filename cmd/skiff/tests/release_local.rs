@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use common::*;
@@ -152,31 +152,6 @@ fn secrets_are_stored_encrypted_and_never_printed() {
     assert_eq!(s.run(&["secrets", "delete", "secret://billing/token"]).code, 10, "delete needs --yes");
     insta::assert_snapshot!("secrets-delete", human(&s.run(&["secrets", "delete", "secret://billing/token", "--yes"])));
     assert_eq!(s.run(&["secrets", "delete", "secret://billing/token", "--yes"]).code, 0, "idempotent");
-}
-
-/// Stops the sandbox's supervisor and everything it runs, even when the test fails.
-struct StopAll<'a>(&'a Sandbox, Vec<(&'static str, String)>);
-
-impl Drop for StopAll<'_> {
-    fn drop(&mut self) {
-        let env: Vec<(&str, &str)> = self.1.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let _ = self.0.run_env(&["local", "down", "--stop-instances", "--yes"], &env);
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
 }
 
 fn group_spec(s: &Sandbox, release: &str) -> GroupSpec {

@@ -184,6 +184,10 @@ pub struct SagaDetail {
     pub blocked_at: Option<String>,
     /// Why it failed.
     pub failure: Option<Failure>,
+    /// Why the operation paused itself at a step that could not decide, until the
+    /// step starts again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Failure>,
 }
 
 impl SagaDetail {
@@ -203,6 +207,7 @@ impl SagaDetail {
             rejected: false,
             blocked_at: None,
             failure: None,
+            held: None,
         }
     }
 

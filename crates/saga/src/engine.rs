@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use skiff_sagaapi::{CancelHandle, Cancellation, Extensions, Progress, Safety, StepContext, StepRequest, StepResult};
+use skiff_sagaapi::{
+    CancelHandle, Cancellation, ErrorClass, Extensions, Progress, Safety, StepContext, StepRequest, StepResult,
+};
 use skiff_state::docs::{Event, OpStatus, OperationIntent, OperationState};
 use skiff_state::{LeaseGuard, Ledger, StateError, Update, keys};
 use tokio::sync::Mutex;
@@ -612,6 +614,22 @@ impl Engine {
                     .await?;
                     self.hook(&format!("after:result:{id}"));
                     self.persist_behind(sh, format!("after:cursor:{id}")).await;
+                    return Ok(());
+                }
+                Ok(Err(e)) if e.class == ErrorClass::Hold && !sh.cancel.is_cancelled() => {
+                    self.emit(
+                        sh,
+                        SagaEvent::StepHeld {
+                            token,
+                            step: id.clone(),
+                            attempt,
+                            code: e.code,
+                            message: e.message,
+                            facts: e.facts,
+                        },
+                    )
+                    .await?;
+                    self.persist(sh).await?;
                     return Ok(());
                 }
                 Ok(Err(e)) if e.is_retryable() && attempt < def.retry.max_attempts && !sh.cancel.is_cancelled() => {

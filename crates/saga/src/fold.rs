@@ -39,6 +39,9 @@ pub enum SagaEvent {
         retrying: bool,
         uncertain: bool,
     },
+    /// A step could not decide (see `ErrorClass::Hold`): the operation pauses and the
+    /// step runs again on resume.
+    StepHeld { token: u64, step: String, attempt: u32, code: String, message: String, facts: Vec<String> },
     /// The engine stopped before a gated step.
     ApprovalRequested { token: u64, step: String },
     /// An approver approved the waiting step (or `step`).
@@ -90,6 +93,7 @@ impl SagaEvent {
             | StepProgress { token, .. }
             | StepSucceeded { token, .. }
             | StepFailed { token, .. }
+            | StepHeld { token, .. }
             | ApprovalRequested { token, .. }
             | Paused { token }
             | CompensationStarted { token, .. }
@@ -137,6 +141,9 @@ pub fn apply(d: &mut SagaDetail, seq: u64, event: &SagaEvent) {
             }
         }
         StepStarted { step, attempt, .. } => {
+            if d.held.as_ref().is_some_and(|h| h.step.as_ref() == Some(step)) {
+                d.held = None;
+            }
             let r = d.steps.entry(step.clone()).or_default();
             r.status = StepStatus::Running;
             r.attempts = r.attempts.max(*attempt);
@@ -165,6 +172,18 @@ pub fn apply(d: &mut SagaDetail, seq: u64, event: &SagaEvent) {
                     facts: facts.clone(),
                 });
             }
+        }
+        StepHeld { step, code, message, facts, .. } => {
+            let r = d.steps.entry(step.clone()).or_default();
+            r.status = StepStatus::Pending;
+            r.error = Some(format!("{code}: {message}"));
+            d.held = Some(Failure {
+                step: Some(step.clone()),
+                code: code.clone(),
+                message: message.clone(),
+                facts: facts.clone(),
+            });
+            d.pause_requested = true;
         }
         ApprovalRequested { step, .. } => {
             d.status = OpStatus::AwaitingApproval;

@@ -28,7 +28,17 @@ struct StepSpec {
 fn step_spec() -> impl Strategy<Value = StepSpec> {
     (
         prop::sample::select(vec!["reversible", "reversible", "reversible", "read_only", "irreversible"]),
-        prop::sample::select(vec!["ok", "ok", "ok", "ok", "terminal", "retry-once", "retry-forever", "timeout"]),
+        prop::sample::select(vec![
+            "ok",
+            "ok",
+            "ok",
+            "ok",
+            "terminal",
+            "retry-once",
+            "retry-forever",
+            "timeout",
+            "hold-once",
+        ]),
     )
         .prop_map(|(safety, behaviour)| StepSpec { safety, behaviour })
 }
@@ -45,6 +55,10 @@ fn params(s: &StepSpec) -> serde_json::Value {
         }
         "retry-forever" => p["fail"] = json!("retryable"),
         "timeout" => p["fail"] = json!("timeout"),
+        "hold-once" => {
+            p["fail"] = json!("hold");
+            p["fail_times"] = json!(1);
+        }
         _ => {}
     }
     p
@@ -99,10 +113,23 @@ async fn scenario(steps: Vec<StepSpec>, crashes: Vec<u32>, cancel_after: Option<
         match tokio::spawn(async move { engine.run(&op2).await }).await {
             Ok(r) => {
                 status = r.map_err(|e| TestCaseError::fail(format!("run failed: {e}")))?.status;
-                break;
+                if status != OpStatus::Paused {
+                    break;
+                }
             }
             Err(_) => clock.advance(TTL + 1),
         }
+    }
+    // A step that could not decide paused the operation: nothing was undone, and
+    // resuming (as often as it pauses) carries it on.
+    let mut holds = 0;
+    while status == OpStatus::Paused && holds < 10 {
+        let detail = first.load(&op).await.map_err(|e| TestCaseError::fail(e.to_string()))?.1;
+        prop_assert!(detail.held.is_some(), "paused without a step holding it");
+        prop_assert!(fx.lines().iter().all(|l| l.starts_with("apply")), "a hold compensates nothing");
+        first.request_resume(&op, "p").await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        status = make(None).run(&op).await.map_err(|e| TestCaseError::fail(format!("run failed: {e}")))?.status;
+        holds += 1;
     }
     prop_assert!(status.is_terminal(), "ended {status:?}");
     let count = |what: &str, i: usize| fx.count(&format!("{what} {op}:s{i}"));

@@ -53,14 +53,25 @@ pub struct ServiceState {
     pub current_release: Option<String>,
     /// The last release that finished a rollout healthy.
     pub stable_release: Option<String>,
-    /// A release being rolled out.
+    /// A release being rolled out, or whose rollout failed (cleared by promotion).
     pub candidate_release: Option<String>,
+    /// The stable release before the current one (what `rollback --to previous-stable` means
+    /// once the last rollout succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_stable: Option<String>,
     /// The operation working on the service, if any.
     pub active_operation: Option<String>,
     /// Last change, milliseconds since the epoch.
     pub updated_at_ms: u64,
 }
 document!(ServiceState, "skiff.service_state", 1, cas);
+
+impl ServiceState {
+    /// A service nothing has been recorded for yet.
+    pub fn new(service: &str) -> Self {
+        ServiceState { service: service.to_owned(), ..ServiceState::default() }
+    }
+}
 
 /// `operations/<op>/intent.json`: who asked for what, and why. Immutable.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

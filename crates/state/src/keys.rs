@@ -88,6 +88,16 @@ pub fn lease(scope: &str) -> String {
     format!("{ROOT}leases/{scope}.json")
 }
 
+/// Prefix of every lease.
+pub fn leases() -> String {
+    format!("{ROOT}leases/")
+}
+
+/// A short-lived object `skiff doctor` writes and deletes to prove the bucket is writable.
+pub fn probe(id: &str) -> String {
+    format!("{ROOT}probes/{id}.json")
+}
+
 /// A runner's heartbeat document.
 pub fn member(service: &str, instance: &str) -> String {
     format!("{ROOT}members/{service}/{instance}.json")

@@ -292,6 +292,7 @@ fn stored_forms() {
         current_release: Some("2026.11.22.1".into()),
         stable_release: Some("2026.11.21.4".into()),
         candidate_release: None,
+        previous_stable: None,
         active_operation: None,
         updated_at_ms: 1_795_388_532_000,
     };

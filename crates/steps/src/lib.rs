@@ -3,6 +3,7 @@
 //! step implementations the graphs name.
 #![warn(missing_docs)]
 
+pub mod deploy;
 mod selftest;
 
 use std::collections::BTreeMap;
@@ -27,7 +28,7 @@ pub struct SagaKind {
 
 /// Every saga kind Skiff can run.
 pub fn catalog() -> Vec<SagaKind> {
-    vec![selftest::KIND]
+    vec![deploy::DEPLOY_KIND, deploy::ROLLBACK_KIND, selftest::KIND]
 }
 
 /// The saga kind called `name`.
@@ -40,7 +41,7 @@ pub fn saga(name: &str) -> Result<SagaKind, SagaError> {
 
 /// Every step kind, ready for an engine.
 pub fn registry() -> Registry {
-    selftest::register(Registry::new())
+    deploy::register(selftest::register(Registry::new()))
 }
 
 /// Rejects parameters a saga kind does not take.

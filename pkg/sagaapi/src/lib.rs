@@ -111,6 +111,9 @@ pub enum ErrorClass {
     Retryable,
     /// Final: the operation fails (and compensates).
     Terminal,
+    /// Undecided (too little evidence, say): the operation pauses before this step,
+    /// nothing is compensated, and resuming runs the step again.
+    Hold,
 }
 
 /// A step's failure: a class, a code from Skiff's failure taxonomy (such as
@@ -144,6 +147,11 @@ impl StepError {
     pub fn fact(mut self, fact: impl Into<String>) -> Self {
         self.facts.push(fact.into());
         self
+    }
+
+    /// An undecided outcome: pause the operation here (see [`ErrorClass::Hold`]).
+    pub fn hold(code: &str, message: impl Into<String>) -> Self {
+        StepError { class: ErrorClass::Hold, code: code.to_owned(), message: message.into(), facts: Vec::new() }
     }
 
     /// Whether the engine should retry.

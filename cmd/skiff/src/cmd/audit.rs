@@ -8,7 +8,7 @@ use skiff_sdk::{Code, Envelope};
 use crate::{Ctx, Outcome};
 
 /// Parses `--since`: a date, an RFC 3339 time, or an age such as `24h` relative to `now`.
-fn since_ms(text: &str, now: u64) -> Option<u64> {
+pub(crate) fn since_ms(text: &str, now: u64) -> Option<u64> {
     if let Some(utc) = Utc::parse(text) {
         return Some(utc.to_ms());
     }

@@ -79,31 +79,36 @@ fn current_status(ctx: &Ctx, dir: &LocalDir) -> Result<Option<Status>, Box<Outco
     Ok(rt.block_on(provider.status()))
 }
 
+/// Whether a supervisor answers for `dir`.
+pub(crate) fn running(ctx: &Ctx, dir: &LocalDir) -> Result<bool, Box<Outcome>> {
+    current_status(ctx, dir).map(|s| s.is_some())
+}
+
 fn up(ctx: &Ctx, dir: &LocalDir) -> Outcome {
-    match current_status(ctx, dir) {
-        Err(o) => return *o,
-        Ok(Some(s)) => {
-            return status_envelope(dir, &s, format!("the local supervisor is already running (pid {})", s.pid)).into();
+    match ensure_up(ctx, dir) {
+        Ok((s, true)) => status_envelope(dir, &s, format!("started the local supervisor (pid {})", s.pid)).into(),
+        Ok((s, false)) => {
+            status_envelope(dir, &s, format!("the local supervisor is already running (pid {})", s.pid)).into()
         }
-        Ok(None) => {}
+        Err(o) => *o,
     }
-    let Some(runner) = runner_binary(ctx) else { return no_runner() };
-    let started = match spawn_supervisor(ctx, dir, &runner) {
-        Ok(child) => child,
-        Err(e) => {
-            return Envelope::failure(Code::IoError, "cannot start the local supervisor").fact(e).into();
-        }
-    };
+}
+
+/// The running supervisor's status, starting one first if none answers; `true` when
+/// this call started it.
+pub(crate) fn ensure_up(ctx: &Ctx, dir: &LocalDir) -> Result<(Status, bool), Box<Outcome>> {
+    if let Some(s) = current_status(ctx, dir)? {
+        return Ok((s, false));
+    }
+    let runner = runner_binary(ctx).ok_or_else(|| Box::new(no_runner()))?;
+    let mut child = spawn_supervisor(ctx, dir, &runner).map_err(|e| {
+        Box::new(Outcome::from(Envelope::failure(Code::IoError, "cannot start the local supervisor").fact(e)))
+    })?;
     ctx.progress("starting the local supervisor");
     let deadline = Instant::now() + START_TIMEOUT;
-    let mut child = started;
     loop {
-        match current_status(ctx, dir) {
-            Err(o) => return *o,
-            Ok(Some(s)) => {
-                return status_envelope(dir, &s, format!("started the local supervisor (pid {})", s.pid)).into();
-            }
-            Ok(None) => {}
+        if let Some(s) = current_status(ctx, dir)? {
+            return Ok((s, true));
         }
         let exited = child.try_wait().ok().flatten();
         if exited.is_some() || Instant::now() > deadline {
@@ -115,7 +120,7 @@ fn up(ctx: &Ctx, dir: &LocalDir) -> Outcome {
                 })
                 .facts(log.into_iter().map(|l| format!("log: {l}")))
                 .fact(format!("full log: {}", dir.supervisor_log().display()));
-            return env.into();
+            return Err(Box::new(env.into()));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

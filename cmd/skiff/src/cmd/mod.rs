@@ -2,10 +2,13 @@
 
 mod audit;
 pub(crate) mod config;
+mod deploy;
+mod doctor;
 pub(crate) mod events;
 mod init;
 mod keys;
 pub(crate) mod local;
+mod observe;
 mod plan;
 mod release;
 mod saga;
@@ -27,6 +30,14 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> Outcome {
         Command::Init { recipe } => init::run(ctx, recipe),
         Command::Validate { file } => validate::run(ctx, &file),
         Command::Plan { file } => plan::run(ctx, &file),
+        Command::Deploy { file, no_build } => deploy::deploy(ctx, &file, !no_build),
+        Command::Rollback { service, to } => deploy::rollback(ctx, &service, &to),
+        Command::Status { service } => observe::status(ctx, service),
+        Command::Logs { service, instance, follow, since } => {
+            observe::logs(ctx, &service, instance, follow, since.as_deref())
+        }
+        Command::Metrics { service } => observe::metrics(ctx, &service),
+        Command::Doctor { service } => doctor::run(ctx, service),
         Command::Schema => schema::run(),
         Command::Version => version::run(),
         Command::Config { action } => config::run(ctx, action),

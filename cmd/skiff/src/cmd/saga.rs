@@ -23,7 +23,10 @@ pub(super) fn run(ctx: &Ctx, action: SagaAction) -> Outcome {
         SagaAction::List { service, status } => list(ctx, service, status),
         SagaAction::Show { op } => show(ctx, &op),
         SagaAction::Kinds => kinds(),
-        SagaAction::Start { kind, service, params, dry_run, idempotency_key, reason } => {
+        SagaAction::Start { kind, service: Some(service), to, .. } if kind == "rollback" => {
+            super::deploy::rollback(ctx, &service, to.as_deref().unwrap_or("previous-stable"))
+        }
+        SagaAction::Start { kind, service, params, dry_run, idempotency_key, reason, to: _ } => {
             start(ctx, &kind, service, params.into_iter().collect(), dry_run, idempotency_key, reason)
         }
         SagaAction::Approve { op, step } => steer(ctx, &op, Steer::Approve(step)),
@@ -52,7 +55,7 @@ fn risk(r: skiff_sagaapi::Risk) -> RiskLevel {
     }
 }
 
-fn saga_error(e: &SagaError) -> Outcome {
+pub(crate) fn saga_error(e: &SagaError) -> Outcome {
     if let SagaError::State(s) = e {
         return super::state_error(s);
     }
@@ -74,12 +77,18 @@ fn lease_ttl_ms(ctx: &Ctx) -> u64 {
     (ctx.env)("SKIFF_LEASE_TTL_MS").and_then(|v| v.parse().ok()).unwrap_or(30_000)
 }
 
-fn engine(ctx: &Ctx, ledger: &Ledger) -> Engine {
+/// An engine for this invocation: the ledger, the resolved provider (when it can be
+/// reached from here) and the approval policy.
+pub(crate) fn engine(ctx: &Ctx, ledger: &Ledger) -> Engine {
     let mut ext = Extensions::default();
     ext.insert(ledger.clone());
+    if let Ok(p) = super::deploy::provider(ctx, ledger) {
+        ext.insert(p);
+    }
     let ttl = lease_ttl_ms(ctx);
     let engine = Engine::new(ledger.clone(), skiff_steps::registry())
         .with_extensions(ext)
+        .with_policy(Arc::new(skiff_steps::deploy::RoutinePolicy))
         .with_lease_ttl_ms(ttl)
         .with_lease_wait_ms(LEASE_WAIT_MS.max(ttl + 5_000));
     match ctx.format {
@@ -106,6 +115,7 @@ fn describe(e: &SagaEvent) -> Option<String> {
         StepFailed { step, code, message, retrying, .. } => {
             format!("{step}: ✗ {code}: {message}{}", if *retrying { " (retrying)" } else { "" })
         }
+        StepHeld { step, code, message, .. } => format!("{step}: ⏸ {code}: {message}; pausing"),
         ApprovalRequested { step, .. } => format!("{step}: waits for approval"),
         Paused { .. } => "paused".to_owned(),
         CompensationStarted { reason, .. } => format!("compensating: {reason}"),
@@ -259,7 +269,7 @@ fn param_args(params: &skiff_steps::Params) -> String {
 }
 
 /// The answer for where an operation stands.
-fn report_outcome(r: &RunReport, key: Option<&str>) -> Outcome {
+pub(crate) fn report_outcome(r: &RunReport, key: Option<&str>) -> Outcome {
     let op = &r.op_id;
     let d = &r.detail;
     let failure = d.failure.as_ref();

@@ -3,7 +3,9 @@
 
 #![allow(dead_code, unreachable_pub, reason = "shared by several test binaries")]
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use assert_cmd::Command;
 
@@ -100,4 +102,44 @@ pub fn ledger(dir: &Path) -> skiff_state::Ledger {
 
 pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+/// Stops the sandbox's supervisor and everything it runs, even when the test fails.
+pub struct StopAll<'a>(pub &'a Sandbox, pub Vec<(&'static str, String)>);
+
+impl Drop for StopAll<'_> {
+    fn drop(&mut self) {
+        let env: Vec<(&str, &str)> = self.1.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let _ = self.0.run_env(&["local", "down", "--stop-instances", "--yes"], &env);
+    }
+}
+
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+}
+
+/// One GET through a fresh connection: status and the `x-skiff-release` header.
+pub fn get_release(port: u16) -> Option<(u16, Option<String>)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let release = response
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("x-skiff-release:").map(|v| v.trim().to_owned()));
+    Some((status, release))
 }

@@ -93,7 +93,7 @@ pub type EffectHook = Arc<dyn Fn(&str) + Send + Sync>;
 #[serde(default)]
 struct Params {
     safety: Option<String>,
-    /// `terminal`, `retryable`, `timeout`
+    /// `terminal`, `retryable`, `timeout`, `hold` (undecided: the operation pauses)
     fail: Option<String>,
     /// for `retryable`: how many attempts fail before success (absent: always fail)
     fail_times: Option<u32>,
@@ -124,6 +124,12 @@ impl Counted {
             Some("terminal") => return Err(StepError::terminal("PROVIDER_ERROR", "told to fail")),
             Some("timeout") => {
                 cancel.sleep(Duration::from_secs(3600)).await?;
+            }
+            Some("hold") => {
+                let n = fx.bump_attempt(&req.idempotency_key);
+                if p.fail_times.is_none_or(|k| n <= k) {
+                    return Err(StepError::hold("ANALYSIS_INCONCLUSIVE", format!("undecided {n}")));
+                }
             }
             Some("retryable") => {
                 let n = fx.bump_attempt(&req.idempotency_key);

@@ -1,0 +1,545 @@
+//! `skiff deploy` and `skiff rollback`: resolve everything a rollout needs (release,
+//! stable group, thresholds), claim the service, and run the saga in the foreground.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use skiff_ir::ServiceIr;
+use skiff_pluginapi::{GroupSpec, HealthCheck, HealthState, LaunchConfig, Provider, RunnerConfig, TargetGroupSpec};
+use skiff_saga::{Engine, RunReport, SagaGraph, StepStatus, Submission};
+use skiff_sdk::config::{Origin, ProviderKind};
+use skiff_sdk::{Code, Envelope, Safety};
+use skiff_state::Ledger;
+use skiff_state::docs::{OpStatus, ServiceState};
+use skiff_steps::deploy::{Rollout, Stable, Thresholds, TrafficPlan, group_name};
+
+use crate::{Ctx, Outcome};
+
+/// Most instances one group may ask for on the local provider (a built-in guardrail).
+const LOCAL_MAX_INSTANCES: u32 = 16;
+
+/// The resolved provider as the capability traits, for steps.
+pub(crate) fn provider(ctx: &Ctx, ledger: &Ledger) -> Result<Arc<dyn Provider>, Box<Outcome>> {
+    let (_, resolved) = ctx.resolve()?;
+    match resolved.provider.value {
+        ProviderKind::Local => {
+            let dir = super::local::local_dir(ctx)?;
+            Ok(Arc::new(skiff_provider_local::LocalProvider::new(dir, ledger.clone())))
+        }
+        other => Err(Box::new(
+            Envelope::failure(Code::ProviderError, format!("the {other:?} provider is not part of this build"))
+                .fact("this build runs rollouts on the local provider")
+                .action("local", "skiff deploy --provider local --yes", true, Safety::Reversible, 0.5)
+                .into(),
+        )),
+    }
+}
+
+fn health_of(ir: &ServiceIr) -> Option<HealthCheck> {
+    ir.network.as_ref().map(|n| HealthCheck {
+        path: n.health.path.clone(),
+        interval_ms: n.health.interval.as_millis(),
+        timeout_ms: n.health.timeout.as_millis(),
+        healthy_threshold: n.health.healthy_threshold,
+        unhealthy_threshold: n.health.unhealthy_threshold,
+    })
+}
+
+/// The instance group a release of `ir` runs as.
+fn group_spec(ir: &ServiceIr, release: &str, bucket: &str, public_key_pem: &str) -> GroupSpec {
+    GroupSpec {
+        name: group_name(&ir.service, release),
+        service: ir.service.clone(),
+        release: release.to_owned(),
+        desired: ir.capacity.desired,
+        zones: ir.capacity.zones.clone(),
+        launch: LaunchConfig {
+            instance_type: ir.capacity.instance_type.clone(),
+            spot: ir.capacity.spot,
+            command: ir.run.command.clone(),
+            env: BTreeMap::new(),
+            secrets: ir.secrets.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            port: ir.network.as_ref().map(|n| n.port),
+            health: health_of(ir),
+            drain_timeout_ms: ir.rollout.drain_timeout.as_millis(),
+            role: None,
+            log_group: Some(ir.logs.group.clone()),
+            runner: RunnerConfig {
+                bucket: bucket.to_owned(),
+                public_key_pem: public_key_pem.to_owned(),
+                heartbeat_ms: 2_000,
+            },
+        },
+    }
+}
+
+fn traffic_plan(ir: &ServiceIr, release: &str) -> Option<TrafficPlan> {
+    let (network, health) = (ir.network.as_ref()?, health_of(ir)?);
+    Some(TrafficPlan {
+        target_group: TargetGroupSpec {
+            name: group_name(&ir.service, release),
+            service: ir.service.clone(),
+            port: network.port,
+            health,
+            deregistration_delay_ms: ir.rollout.drain_timeout.as_millis(),
+        },
+        listener_port: network.port,
+    })
+}
+
+fn rollout_for(ir: &ServiceIr, release: &str, spec_digest: &str, group: GroupSpec, stable: Option<Stable>) -> Rollout {
+    let a = &ir.rollout.analysis;
+    Rollout {
+        service: ir.service.clone(),
+        release: release.to_owned(),
+        spec_digest: spec_digest.to_owned(),
+        group,
+        traffic: traffic_plan(ir, release),
+        stable,
+        steps: if ir.rollout.strategy == skiff_spec::Strategy::AllAtOnce {
+            vec![100]
+        } else {
+            ir.rollout.steps.clone()
+        },
+        bake_ms: ir.rollout.bake.as_millis(),
+        thresholds: Thresholds {
+            max_error_rate: a.max_error_rate.fraction(),
+            max_p95_ms: a.max_p95_latency.as_millis(),
+            min_requests: u64::from(a.min_requests),
+        },
+        step_timeout_ms: ir.rollout.step_timeout.as_millis(),
+        drain_ms: ir.rollout.drain_timeout.as_millis(),
+        retention_ms: ir.rollout.retention.as_millis(),
+    }
+}
+
+/// A release's group as the provider has it: `None` when the group is gone;
+/// `serving` when it has healthy targets (else there is nothing to canary against,
+/// and the rollout only cleans it up).
+async fn serving(provider: &dyn Provider, ledger: &Ledger, service: &str, release: &str) -> Option<Stable> {
+    let group = group_name(service, release);
+    let info = provider.compute().describe_group(&group).await.ok().flatten()?;
+    let health = provider.traffic().target_health(&group).await.ok();
+    let healthy = health.as_ref().is_some_and(|h| h.iter().any(|t| t.state == HealthState::Healthy));
+    let serving = !info.running().is_empty() && (healthy || info.instances.iter().all(|i| i.port.is_none()));
+    let manifest = ledger
+        .read::<skiff_release::ReleaseManifest>(&skiff_state::keys::release(service, release))
+        .await
+        .ok()
+        .flatten();
+    Some(Stable {
+        release: release.to_owned(),
+        group: group.clone(),
+        target_group: health.map(|_| group),
+        spec_digest: manifest.map(|m| m.spec_digest),
+        serving,
+    })
+}
+
+/// Marks the service as worked on by `op`; another live operation answers LEASE_HELD.
+async fn claim(
+    ledger: &Ledger,
+    engine: &Engine,
+    service: &str,
+    op: &str,
+    candidate: Option<&str>,
+) -> Result<(), Box<Outcome>> {
+    let key = skiff_state::keys::service_state(service);
+    if let Some(s) = ledger.read::<ServiceState>(&key).await.map_err(|e| Box::new(super::state_error(&e)))?
+        && let Some(other) = s.active_operation.filter(|o| o != op)
+        && engine.load(&other).await.is_ok_and(|(_, d)| !d.status.is_terminal())
+    {
+        let status = engine.load(&other).await.map(|(_, d)| d.status.as_str().to_owned()).unwrap_or_default();
+        return Err(Box::new(
+            Envelope::failure(Code::LeaseHeld, format!("operation {other} is already working on {service}"))
+                .fact(format!("{other} is {status}; one operation changes a service at a time"))
+                .operation(other.clone())
+                .action("show", format!("skiff saga show {other}"), false, Safety::ReadOnly, 0.8)
+                .action("resume", format!("skiff saga resume {other} --yes"), true, Safety::Reversible, 0.5)
+                .action("cancel", format!("skiff saga cancel {other} --yes"), true, Safety::Reversible, 0.4)
+                .into(),
+        ));
+    }
+    ledger
+        .update::<ServiceState, _>(&key, |cur| {
+            let mut s = cur.cloned().unwrap_or_else(|| ServiceState::new(service));
+            s.active_operation = Some(op.to_owned());
+            if let Some(c) = candidate {
+                s.candidate_release = Some(c.to_owned());
+            }
+            Ok(skiff_state::Update::Write(s))
+        })
+        .await
+        .map_err(|e| Box::new(super::state_error(&e)))?;
+    Ok(())
+}
+
+/// Lets go of the service once the operation has ended.
+async fn release_claim(ledger: &Ledger, service: &str, op: &str) {
+    let key = skiff_state::keys::service_state(service);
+    let _ = ledger
+        .update::<ServiceState, _>(&key, |cur| match cur {
+            Some(s) if s.active_operation.as_deref() == Some(op) => {
+                let mut s = s.clone();
+                s.active_operation = None;
+                Ok(skiff_state::Update::Write(s))
+            }
+            _ => Ok(skiff_state::Update::Keep),
+        })
+        .await;
+}
+
+/// The signer, creating a key pair on first use of the embedded default.
+fn signer_or_generate(
+    ctx: &Ctx,
+    embedded: bool,
+    notes: &mut Vec<String>,
+) -> Result<skiff_release::Signer, Box<Outcome>> {
+    let private = super::keys::private_key_path(ctx);
+    if embedded && !private.exists() {
+        super::keys::write_pair(ctx, &private, &super::keys::public_key_path(ctx)).map_err(|e| {
+            Box::new(Outcome::from(Envelope::failure(Code::IoError, "cannot write a signing key").fact(e)))
+        })?;
+        notes.push(format!("generated a signing key pair in {}", private.parent().unwrap_or(Path::new(".")).display()));
+    }
+    super::release::signer(ctx)
+}
+
+fn public_key(ctx: &Ctx) -> Result<String, Box<Outcome>> {
+    let path = super::keys::public_key_path(ctx);
+    std::fs::read_to_string(&path).map_err(|e| {
+        Box::new(
+            Envelope::failure(Code::SignatureInvalid, format!("cannot read the public key {}", path.display()))
+                .fact(e.to_string())
+                .action("keys", "skiff keys generate", true, Safety::Reversible, 0.6)
+                .into(),
+        )
+    })
+}
+
+/// Built-in guardrails checked before anything changes.
+fn policy(ir: &ServiceIr, verified: Result<(), skiff_release::ReleaseError>) -> Result<Vec<String>, Box<Outcome>> {
+    if let Err(e) = verified {
+        return Err(Box::new(super::release::release_error(&e)));
+    }
+    if ir.capacity.desired > LOCAL_MAX_INSTANCES {
+        return Err(Box::new(
+            Envelope::failure(
+                Code::PolicyDenied,
+                format!("{} instances exceed the local provider's ceiling", ir.capacity.desired),
+            )
+            .fact(format!(
+                "rule instance-ceiling: at most {LOCAL_MAX_INSTANCES} instances per group on the local provider"
+            ))
+            .fact("fix: lower instances.desired (and instances.max)")
+            .into(),
+        ));
+    }
+    Ok(vec![
+        "policy: release signed and every digest verified".to_owned(),
+        format!("policy: {} instances within the ceiling of {LOCAL_MAX_INSTANCES}", ir.capacity.desired),
+    ])
+}
+
+pub(crate) fn deploy(ctx: &Ctx, file: &Path, build: bool) -> Outcome {
+    let (shown, spec) = match super::load_spec(ctx, file) {
+        Ok(v) => v,
+        Err(o) => return *o,
+    };
+    prepare_and_run(ctx, file, &shown, &spec, build).unwrap_or_else(|o| *o)
+}
+
+fn prepare_and_run(
+    ctx: &Ctx,
+    file: &Path,
+    shown: &str,
+    spec: &skiff_spec::Spec,
+    build: bool,
+) -> Result<Outcome, Box<Outcome>> {
+    let ir = skiff_ir::compile(spec);
+    let (_, resolved) = ctx.resolve()?;
+    let embedded = resolved.state.origin == Origin::Default;
+    ctx.confirm(&format!("deploy {}", ir.service), &format!("skiff deploy -f {shown}"))?;
+    let mut notes = Vec::new();
+    let signer = signer_or_generate(ctx, embedded, &mut notes)?;
+    let public_pem = public_key(ctx)?;
+    let verifier = skiff_release::Verifier::from_pem(public_pem.as_bytes())
+        .map_err(|e| Box::new(super::release::release_error(&e)))?;
+    if resolved.provider.value == ProviderKind::Local {
+        let dir = super::local::local_dir(ctx)?;
+        if let (_, true) = super::local::ensure_up(ctx, &dir)? {
+            notes.push("started the local supervisor".to_owned());
+        }
+    }
+    let runtime = ctx.runtime()?;
+    let (_, ledger) = ctx.ledger()?;
+    let provider = provider(ctx, &ledger)?;
+    let engine = super::saga::engine(ctx, &ledger);
+    let actor = ctx.actor();
+    let spec_path = ctx.cwd.join(file);
+    let bucket = resolved.state.value.clone();
+    runtime.block_on(async move {
+        ledger.init(&actor).await.map_err(|e| Box::new(super::state_error(&e)))?;
+        let state_key = skiff_state::keys::service_state(&ir.service);
+        let before = ledger.read::<ServiceState>(&state_key).await.map_err(|e| Box::new(super::state_error(&e)))?;
+        if let Some(active) = before.as_ref().and_then(|s| s.active_operation.clone()) {
+            // Fail before building a release nobody can roll out.
+            claim(&ledger, &engine, &ir.service, &active, None).await?;
+        }
+        if build && ir.artifact.build.is_some() {
+            ctx.progress(&format!("building: {}", ir.artifact.build.as_deref().unwrap_or_default()));
+        }
+        let input =
+            skiff_release::ReleaseInput { spec_path: &spec_path, spec_shown: shown, ir: &ir, actor: &actor, build };
+        let created = skiff_release::create(&ledger, &signer, &input)
+            .await
+            .map_err(|e| Box::new(super::release::release_error(&e)))?;
+        let m = created.manifest;
+        ctx.progress(&format!("release {} {} signed", m.service, m.release));
+        let verified = skiff_release::verify(&ledger, &verifier, &m.service, &m.release).await.map(|_| ());
+        notes.extend(policy(&ir, verified)?);
+        let stable = match before.as_ref().and_then(|s| s.stable_release.clone()) {
+            Some(r) => serving(provider.as_ref(), &ledger, &ir.service, &r).await,
+            None => None,
+        };
+        if let Some(r) = before.as_ref().and_then(|s| s.stable_release.clone())
+            && !stable.as_ref().is_some_and(|s| s.serving)
+        {
+            notes.push(format!("stable release {r} is not running: the new release takes all traffic at once"));
+        }
+        let group = group_spec(&ir, &m.release, &bucket, &public_pem);
+        let rollout = rollout_for(&ir, &m.release, &m.spec_digest, group, stable);
+        let graph = skiff_steps::deploy::deploy_graph(&rollout).map_err(|e| Box::new(super::saga::saga_error(&e)))?;
+        let key = format!("deploy:{}:{}", ir.service, m.release);
+        let outcome = run_rollout(ctx, &engine, &ledger, graph, &rollout, &key, &actor, "deploy").await?;
+        Ok(add_notes(outcome, &notes))
+    })
+}
+
+fn add_notes(mut o: Outcome, notes: &[String]) -> Outcome {
+    if o.envelope.ok {
+        o.envelope.facts.extend(notes.iter().cloned());
+    }
+    o
+}
+
+#[allow(clippy::too_many_arguments, reason = "one call site per saga kind; a struct would only rename them")]
+async fn run_rollout(
+    ctx: &Ctx,
+    engine: &Engine,
+    ledger: &Ledger,
+    graph: SagaGraph,
+    rollout: &Rollout,
+    key: &str,
+    actor: &str,
+    saga: &str,
+) -> Result<Outcome, Box<Outcome>> {
+    let op = Engine::op_id_for(saga, key);
+    let candidate = (saga == "deploy").then_some(rollout.release.as_str());
+    claim(ledger, engine, &rollout.service, &op, candidate).await?;
+    let params = serde_json::json!({"release": rollout.release, "stable": rollout.stable.as_ref().map(|s| &s.release)});
+    let submitted = engine
+        .submit(Submission {
+            graph,
+            service: Some(rollout.service.clone()),
+            actor: actor.to_owned(),
+            reason: format!("{saga} {} {}", rollout.service, rollout.release),
+            idempotency_key: Some(key.to_owned()),
+            params,
+        })
+        .await
+        .map_err(|e| Box::new(super::saga::saga_error(&e)))?;
+    let _ = ledger
+        .audit(actor, &format!("{saga}.start"), &op, Code::Ok, serde_json::json!({"release": rollout.release}))
+        .await;
+    ctx.progress(&format!("operation {op}: {} steps", submitted.plan.steps.len()));
+    let report = engine.run(&op).await.map_err(|e| Box::new(super::saga::saga_error(&e)))?;
+    if report.status.is_terminal() {
+        release_claim(ledger, &rollout.service, &op).await;
+    }
+    let stable_healthy = match rollout.stable.as_ref().and_then(|s| s.target_group.as_ref()) {
+        Some(tg) if report.status == OpStatus::Compensated => {
+            let provider = super::deploy::provider(ctx, ledger).ok();
+            let health = match provider {
+                Some(p) => p.traffic().target_health(tg).await.unwrap_or_default(),
+                None => Vec::new(),
+            };
+            Some(!health.is_empty() && health.iter().all(|t| t.state == HealthState::Healthy))
+        }
+        _ => None,
+    };
+    Ok(rollout_outcome(saga, &report, rollout, &submitted.idempotency_key, stable_healthy))
+}
+
+/// The highest weight the canary reached.
+fn reached(report: &RunReport) -> Option<u32> {
+    report
+        .plan
+        .steps
+        .iter()
+        .filter(|s| s.kind == "deploy.shift")
+        .filter(|s| {
+            let r = report.detail.step(&s.id);
+            r.attempts > 0 && r.status != StepStatus::Pending
+        })
+        .filter_map(|s| s.id.strip_prefix("shift-").and_then(|w| w.parse().ok()))
+        .max()
+}
+
+fn rollout_outcome(saga: &str, report: &RunReport, r: &Rollout, key: &str, stable_healthy: Option<bool>) -> Outcome {
+    let op = &report.op_id;
+    let d = &report.detail;
+    let data = |status: &str| {
+        serde_json::json!({
+            "op_id": op, "service": r.service, "release": r.release, "status": status,
+            "stable": r.stable.as_ref().map(|s| &s.release),
+            "url": r.traffic.as_ref().map(|t| format!("http://127.0.0.1:{}/", t.listener_port)),
+            "steps": report.plan.steps.iter().map(|s| {
+                let rec = d.step(&s.id);
+                serde_json::json!({"id": s.id, "status": rec.status, "summary": rec.summary, "error": rec.error})
+            }).collect::<Vec<_>>(),
+        })
+    };
+    let verb = if saga == "rollback" { "rolled back" } else { "deployed" };
+    match report.status {
+        OpStatus::Succeeded => {
+            let mut env = Envelope::ok(format!("{verb} {} {}", r.service, r.release)).operation(op.clone());
+            if let Some(t) = &r.traffic {
+                env = env.fact(format!("serving at http://127.0.0.1:{}/", t.listener_port));
+            }
+            env = env.fact(format!("{} instances of {} healthy", r.group.desired, r.release));
+            for s in &report.plan.steps {
+                if s.kind == "deploy.analyse"
+                    && let Some(sum) = &d.step(&s.id).summary
+                {
+                    env = env.fact(sum.clone());
+                }
+            }
+            if let Some(s) = &r.stable {
+                env = env.fact(format!(
+                    "previous release {} retired; `skiff rollback {}` brings it back",
+                    s.release, r.service
+                ));
+            }
+            env.data(data("succeeded"))
+                .action("status", format!("skiff status {}", r.service), false, Safety::ReadOnly, 0.7)
+                .action("logs", format!("skiff logs {}", r.service), false, Safety::ReadOnly, 0.4)
+                .into()
+        }
+        OpStatus::Compensated if d.failure.as_ref().is_some_and(|f| f.code == "CANARY_FAILED") => {
+            let f = d.failure.as_ref().expect("checked above");
+            let shifted = reached(report);
+            let at = shifted.map_or_else(|| "before any traffic shifted".to_owned(), |w| format!("at {w}%"));
+            let mut facts = vec![format!("rollout stopped {at}")];
+            facts.extend(f.facts.iter().filter(|x| !x.starts_with("rollout stopped")).cloned());
+            match &r.stable {
+                Some(s) => {
+                    let verb = if shifted.is_some() { "is back" } else { "stayed" };
+                    facts.push(format!("traffic {verb} on {}", s.release));
+                    facts.push(match stable_healthy {
+                        Some(false) => "previous stable release is NOT fully healthy: check `skiff status`".to_owned(),
+                        _ => "previous stable release is healthy".to_owned(),
+                    });
+                }
+                None => facts.push("there was no stable release; the new group was removed".to_owned()),
+            }
+            let mut env = Envelope::failure(Code::CanaryFailed, f.message.clone())
+                .facts(facts)
+                .data(data("compensated"))
+                .action(
+                    "rollback",
+                    format!(
+                        "skiff saga start rollback --service {} --to previous-stable --yes --format json",
+                        r.service
+                    ),
+                    true,
+                    Safety::Reversible,
+                    0.91,
+                )
+                .operation(op.clone());
+            env.idempotency_key = Some(key.to_owned());
+            env.into()
+        }
+        OpStatus::Paused if d.held.is_some() => {
+            let h = d.held.as_ref().expect("checked above");
+            let at = reached(report).map_or_else(String::new, |w| format!(" at {w}%"));
+            let code = h.code.parse::<Code>().unwrap_or(Code::AnalysisInconclusive);
+            Envelope::failure(code, format!("canary analysis was inconclusive; the rollout paused{at}"))
+                .fact(h.message.clone())
+                .facts(h.facts.clone())
+                .data(data("paused"))
+                .operation(op.clone())
+                .action("resume", format!("skiff saga resume {op} --yes"), true, Safety::Reversible, 0.7)
+                .action("rollback", format!("skiff rollback {} --yes", r.service), true, Safety::Reversible, 0.4)
+                .into()
+        }
+        _ => super::saga::report_outcome(report, Some(key)),
+    }
+}
+
+pub(crate) fn rollback(ctx: &Ctx, service: &str, to: &str) -> Outcome {
+    rollback_inner(ctx, service, to).unwrap_or_else(|o| *o)
+}
+
+fn rollback_inner(ctx: &Ctx, service: &str, to: &str) -> Result<Outcome, Box<Outcome>> {
+    ctx.confirm(&format!("roll {service} back to {to}"), &format!("skiff rollback {service} --to {to}"))?;
+    let (_, resolved) = ctx.resolve()?;
+    let public_pem = public_key(ctx)?;
+    if resolved.provider.value == ProviderKind::Local {
+        super::local::ensure_up(ctx, &super::local::local_dir(ctx)?)?;
+    }
+    let runtime = ctx.runtime()?;
+    let (_, ledger) = ctx.ledger()?;
+    let provider = provider(ctx, &ledger)?;
+    let engine = super::saga::engine(ctx, &ledger);
+    let actor = ctx.actor();
+    let bucket = resolved.state.value.clone();
+    runtime.block_on(async move {
+        let not_found = |why: String| {
+            Box::new(Outcome::from(Envelope::failure(Code::NotFound, why).action(
+                "releases",
+                format!("skiff release list {service}"),
+                false,
+                Safety::ReadOnly,
+                0.7,
+            )))
+        };
+        let state = ledger
+            .read::<ServiceState>(&skiff_state::keys::service_state(service))
+            .await
+            .map_err(|e| Box::new(super::state_error(&e)))?
+            .ok_or_else(|| not_found(format!("{service} has never been deployed")))?;
+        let target = if to == "previous-stable" {
+            let last_failed = state.candidate_release.is_some();
+            let t = if last_failed { state.stable_release.clone() } else { state.previous_stable.clone() };
+            t.ok_or_else(|| not_found(format!("{service} has no previous stable release")))?
+        } else {
+            to.to_owned()
+        };
+        let manifest = ledger
+            .read::<skiff_release::ReleaseManifest>(&skiff_state::keys::release(service, &target))
+            .await
+            .map_err(|e| Box::new(super::state_error(&e)))?
+            .ok_or_else(|| not_found(format!("{service} has no release {target}")))?;
+        let ir: ServiceIr =
+            ledger.get_spec(&manifest.spec_digest).await.map_err(|e| Box::new(super::state_error(&e)))?;
+        // Move away from whatever serves now: a failed candidate's group first, else the current release.
+        let mut from = None;
+        for r in [state.candidate_release.clone(), state.current_release.clone()].into_iter().flatten() {
+            if r != target
+                && let Some(s) = serving(provider.as_ref(), &ledger, service, &r).await
+                && s.serving
+            {
+                from = Some(s);
+                break;
+            }
+        }
+        let group = group_spec(&ir, &target, &bucket, &public_pem);
+        let mut rollout = rollout_for(&ir, &target, &manifest.spec_digest, group, from);
+        rollout.steps = vec![100];
+        let graph = skiff_steps::deploy::rollback_graph(&rollout).map_err(|e| Box::new(super::saga::saga_error(&e)))?;
+        let key = format!("rollback:{service}:{target}:{}", ledger.clock().now_ms());
+        run_rollout(ctx, &engine, &ledger, graph, &rollout, &key, &actor, "rollback").await
+    })
+}

@@ -1,0 +1,468 @@
+//! Diagnostics: looks at the bucket, the signing key, operations and their leases,
+//! runner heartbeats and the provider's actual state, and turns every problem into a
+//! [`Finding`] with a taxonomy code, the facts behind it and recommended actions.
+#![warn(missing_docs)]
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use skiff_pluginapi::{HealthState, Provider};
+use skiff_saga::{Engine, SagaDetail};
+use skiff_sdk::{Action, Code, Safety};
+use skiff_state::docs::{Lease, Member, MemberHealth, OperationState, RunnerDetail, ServiceState};
+use skiff_state::{Ledger, keys};
+
+/// One problem.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    /// Its taxonomy code.
+    pub code: Code,
+    /// What it concerns: `bucket`, `keys`, a service, an operation.
+    pub subject: String,
+    /// What is wrong.
+    pub summary: String,
+    /// Observations behind it.
+    pub facts: Vec<String>,
+    /// What to do, best first.
+    pub actions: Vec<Action>,
+}
+
+impl Finding {
+    fn new(code: Code, subject: impl Into<String>, summary: impl Into<String>) -> Self {
+        Finding { code, subject: subject.into(), summary: summary.into(), facts: Vec::new(), actions: Vec::new() }
+    }
+
+    fn fact(mut self, f: impl Into<String>) -> Self {
+        self.facts.push(f.into());
+        self
+    }
+
+    fn action(mut self, id: &str, command: impl Into<String>, mutating: bool, safety: Safety, confidence: f64) -> Self {
+        self.actions.push(Action { id: id.to_owned(), command: command.into(), mutating, safety, confidence });
+        self
+    }
+}
+
+/// Whether the signing key is usable, as the caller found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Present and readable.
+    Present,
+    /// Missing at this path.
+    Missing(String),
+}
+
+/// What the doctor looks at.
+pub struct Inputs<'a> {
+    /// The state bucket.
+    pub ledger: &'a Ledger,
+    /// The provider, or why it cannot be reached.
+    pub provider: Result<&'a dyn Provider, String>,
+    /// The signing key.
+    pub key: KeyCheck,
+    /// Only this service (and the bucket and keys).
+    pub service: Option<String>,
+    /// Now, milliseconds since the epoch.
+    pub now_ms: u64,
+    /// A running operation with no event for this long is stuck.
+    pub stuck_after_ms: u64,
+    /// A heartbeat older than this is stale.
+    pub heartbeat_stale_ms: u64,
+}
+
+impl std::fmt::Debug for Inputs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inputs")
+            .field("provider", &self.provider.as_ref().map(|p| p.name()))
+            .field("key", &self.key)
+            .field("service", &self.service)
+            .field("now_ms", &self.now_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every finding, bucket first, then keys, operations and services.
+pub async fn diagnose(i: &Inputs<'_>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(f) = bucket(i.ledger).await {
+        out.push(f);
+        return out;
+    }
+    if let KeyCheck::Missing(path) = &i.key {
+        out.push(
+            Finding::new(Code::SignatureInvalid, "keys", "no signing key: releases cannot be signed")
+                .fact(format!("{path} does not exist"))
+                .action("keys", "skiff keys generate", true, Safety::Reversible, 0.9),
+        );
+    }
+    let services = services(i).await;
+    out.extend(operations(i, &services).await);
+    if let Err(why) = &i.provider {
+        out.push(
+            Finding::new(Code::ProviderError, "provider", "the provider cannot be reached").fact(why.clone()).action(
+                "up",
+                "skiff local up",
+                true,
+                Safety::Reversible,
+                0.8,
+            ),
+        );
+    }
+    for s in &services {
+        out.extend(service(i, s).await);
+    }
+    out
+}
+
+/// The bucket answers, is initialized and takes writes.
+async fn bucket(ledger: &Ledger) -> Option<Finding> {
+    let unavailable = |why: String| {
+        Finding::new(Code::StateUnavailable, "bucket", "the state bucket cannot be used")
+            .fact(why)
+            .action("show", "skiff config show", false, Safety::ReadOnly, 0.6)
+            .action("init", "skiff state init --yes", true, Safety::Reversible, 0.4)
+    };
+    match ledger.store().get(&keys::bucket()).await {
+        Err(e) => return Some(unavailable(format!("reading {}: {e}", keys::bucket()))),
+        Ok(None) => {
+            return Some(
+                Finding::new(Code::StateUnavailable, "bucket", "the state bucket is not initialized")
+                    .fact(format!("{} is missing", keys::bucket()))
+                    .action("init", "skiff state init --yes", true, Safety::Reversible, 0.9),
+            );
+        }
+        Ok(Some(_)) => {}
+    }
+    let probe = keys::probe(&ledger.ids().id("probe"));
+    match ledger.store().put_create(&probe, b"{}".to_vec()).await {
+        Ok(v) => {
+            let _ = ledger.store().delete_if_match(&probe, &v).await;
+            None
+        }
+        Err(e) => Some(unavailable(format!("the bucket is not writable: {e}"))),
+    }
+}
+
+async fn services(i: &Inputs<'_>) -> Vec<ServiceState> {
+    let names: Vec<String> = match &i.service {
+        Some(s) => vec![s.clone()],
+        None => i.ledger.rebuild_index().await.map(|x| x.services.keys().cloned().collect()).unwrap_or_default(),
+    };
+    let mut out = Vec::new();
+    for n in names {
+        if let Ok(Some(s)) = i.ledger.read::<ServiceState>(&keys::service_state(&n)).await {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Stuck operations, expired leases still held, pauses and approvals waiting.
+async fn operations(i: &Inputs<'_>, services: &[ServiceState]) -> Vec<Finding> {
+    let wanted: BTreeSet<&str> = services.iter().map(|s| s.service.as_str()).collect();
+    let mut out = Vec::new();
+    let ops: BTreeSet<String> = i
+        .ledger
+        .store()
+        .list(&keys::operations())
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|l| l.key.strip_prefix(&keys::operations()).and_then(|r| r.split('/').next()).map(str::to_owned))
+        .collect();
+    for op in ops {
+        let Ok(Some(st)) = i.ledger.read::<OperationState<SagaDetail>>(&keys::op_state(&op)).await else { continue };
+        if st.status.is_terminal() {
+            continue;
+        }
+        if i.service.is_some() && !st.service.as_deref().is_some_and(|s| wanted.contains(s)) {
+            continue;
+        }
+        let lease = i.ledger.read::<Lease>(&keys::lease(&format!("operations/{op}"))).await.ok().flatten();
+        let live = lease.as_ref().is_some_and(|l| !l.released && l.expires_at_ms > i.now_ms);
+        let subject = format!("operation {op}");
+        let d = &st.detail;
+        use skiff_state::docs::OpStatus as S;
+        match st.status {
+            S::Paused => {
+                let mut f = Finding::new(
+                    d.held.as_ref().and_then(|h| h.code.parse().ok()).unwrap_or(Code::Ok),
+                    &subject,
+                    format!("{} {op} is paused", st.saga),
+                );
+                if f.code == Code::Ok {
+                    f.code = Code::OperationFailed;
+                }
+                if let Some(h) = &d.held {
+                    f = f
+                        .fact(format!("{}: {}", h.code, h.message))
+                        .fact(format!("held at step `{}`", h.step.clone().unwrap_or_default()));
+                }
+                out.push(
+                    f.action("resume", format!("skiff saga resume {op} --yes"), true, Safety::Reversible, 0.6).action(
+                        "cancel",
+                        format!("skiff saga cancel {op} --yes"),
+                        true,
+                        Safety::Reversible,
+                        0.3,
+                    ),
+                );
+            }
+            S::AwaitingApproval => out.push(
+                Finding::new(Code::ApprovalRequired, &subject, format!("{} {op} waits for approval", st.saga))
+                    .fact(format!("step `{}`", d.awaiting.clone().unwrap_or_default()))
+                    .action("approve", format!("skiff saga approve {op} --yes"), true, Safety::Irreversible, 0.5)
+                    .action("reject", format!("skiff saga reject {op} --yes"), true, Safety::Reversible, 0.4),
+            ),
+            _ if !live => {
+                let mut f = Finding::new(
+                    Code::LeaseHeld,
+                    &subject,
+                    format!("{} {op} is stuck: its engine stopped while it was {}", st.saga, st.status.as_str()),
+                );
+                f = match &lease {
+                    Some(l) if !l.released => f.fact(format!(
+                        "lease held by {} expired {}s ago and was never released",
+                        l.holder,
+                        i.now_ms.saturating_sub(l.expires_at_ms) / 1000
+                    )),
+                    _ => f.fact("no engine holds its lease"),
+                };
+                out.push(
+                    f.action("resume", format!("skiff saga resume {op} --yes"), true, Safety::Reversible, 0.8).action(
+                        "cancel",
+                        format!("skiff saga cancel {op} --yes"),
+                        true,
+                        Safety::Reversible,
+                        0.3,
+                    ),
+                );
+            }
+            _ => {
+                let last =
+                    i.ledger.events_from(&op, d.applied_seq.max(1)).await.ok().and_then(|e| e.last().map(|e| e.at_ms));
+                if let Some(at) = last
+                    && i.now_ms.saturating_sub(at) > i.stuck_after_ms
+                {
+                    out.push(
+                        Finding::new(
+                            Code::DeadlineExceeded,
+                            &subject,
+                            format!("{} {op} has made no progress", st.saga),
+                        )
+                        .fact(format!(
+                            "no event for {}s although its engine holds the lease",
+                            i.now_ms.saturating_sub(at) / 1000
+                        ))
+                        .action("events", format!("skiff saga events {op}"), false, Safety::ReadOnly, 0.6)
+                        .action(
+                            "cancel",
+                            format!("skiff saga cancel {op} --yes"),
+                            true,
+                            Safety::Reversible,
+                            0.3,
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn members(ledger: &Ledger, service: &str) -> Vec<Member<RunnerDetail>> {
+    let mut out = Vec::new();
+    for l in ledger.store().list(&keys::members(service)).await.unwrap_or_default() {
+        if let Ok(Some(m)) = ledger.read::<Member<RunnerDetail>>(&l.key).await {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// A service: its runners' heartbeats, the provider against the ledger, a failed canary.
+async fn service(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let svc = &s.service;
+    let subject = format!("service {svc}");
+    let group = s.current_release.as_deref().map(|r| skiff_steps::deploy::group_name(svc, r));
+    let live: Vec<String> = match (&i.provider, &group) {
+        (Ok(p), Some(g)) => p
+            .compute()
+            .describe_group(g)
+            .await
+            .ok()
+            .flatten()
+            .map(|info| {
+                info.instances
+                    .iter()
+                    .filter(|x| x.state != skiff_pluginapi::InstanceState::Terminated)
+                    .map(|x| x.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let mut refused = BTreeSet::new();
+    for m in members(i.ledger, svc).await {
+        let current =
+            Some(&m.release) == s.current_release.as_ref() || Some(&m.release) == s.candidate_release.as_ref();
+        if !current
+            || m.health == MemberHealth::Stopped
+            || (i.provider.is_ok() && !live.is_empty() && !live.contains(&m.instance))
+        {
+            continue;
+        }
+        let who = format!("instance {} of {svc} ({})", m.instance, m.release);
+        let logs = format!("skiff logs {svc} --instance {}", m.instance);
+        if m.health == MemberHealth::Refused {
+            let code = m.detail.code.as_deref().and_then(|c| c.parse().ok()).unwrap_or(Code::SignatureInvalid);
+            if refused.insert(code.as_str()) {
+                out.push(
+                    Finding::new(code, &subject, format!("{who} refused its release"))
+                        .fact(m.detail.reason.clone().unwrap_or_default())
+                        .fact("runners verify the signature and digests before starting anything")
+                        .action(
+                            "verify",
+                            format!("skiff release verify {svc} {}", m.release),
+                            false,
+                            Safety::ReadOnly,
+                            0.8,
+                        )
+                        .action("rollback", format!("skiff rollback {svc} --yes"), true, Safety::Reversible, 0.5),
+                );
+            }
+        } else if m.detail.crash_loop {
+            out.push(
+                Finding::new(Code::Unhealthy, &subject, format!("{who} is crash looping"))
+                    .fact(format!(
+                        "{} restarts; last exit: {}",
+                        m.detail.restarts,
+                        m.detail.last_exit.clone().unwrap_or_default()
+                    ))
+                    .action("logs", logs, false, Safety::ReadOnly, 0.8)
+                    .action("rollback", format!("skiff rollback {svc} --yes"), true, Safety::Reversible, 0.5),
+            );
+        } else if m.health == MemberHealth::Unhealthy {
+            out.push(
+                Finding::new(Code::Unhealthy, &subject, format!("{who} is unhealthy"))
+                    .fact(m.detail.reason.clone().unwrap_or_else(|| "its health check fails".to_owned()))
+                    .action("logs", logs, false, Safety::ReadOnly, 0.8),
+            );
+        } else if i.now_ms.saturating_sub(m.updated_at_ms) > i.heartbeat_stale_ms {
+            out.push(
+                Finding::new(Code::Unhealthy, &subject, format!("{who} stopped heartbeating"))
+                    .fact(format!("last heartbeat {}s ago", i.now_ms.saturating_sub(m.updated_at_ms) / 1000))
+                    .action("status", format!("skiff status {svc}"), false, Safety::ReadOnly, 0.6),
+            );
+        }
+    }
+    if let (Ok(p), Some(g), Some(release)) = (&i.provider, &group, &s.current_release) {
+        out.extend(drift(*p, s, g, release).await);
+    }
+    if let Some(c) = &s.candidate_release
+        && s.active_operation.is_none()
+    {
+        let op = Engine::op_id_for("deploy", &format!("deploy:{svc}:{c}"));
+        let failure = i
+            .ledger
+            .read::<OperationState<SagaDetail>>(&keys::op_state(&op))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|st| st.detail.failure.clone())
+            .filter(|f| f.code == "CANARY_FAILED");
+        if let Some(f) = failure {
+            out.push(
+                Finding::new(
+                    Code::CanaryFailed,
+                    &subject,
+                    format!("release {c} failed its canary and was rolled back"),
+                )
+                .fact(f.message.clone())
+                .facts(f.facts.iter().cloned())
+                .fact(format!("{} keeps serving", s.stable_release.clone().unwrap_or_default()))
+                .action("show", format!("skiff saga show {op}"), false, Safety::ReadOnly, 0.6)
+                .action("deploy", "skiff deploy -f skiff.yaml --yes", true, Safety::Reversible, 0.4),
+            );
+        }
+    }
+    out
+}
+
+impl Finding {
+    fn facts(mut self, f: impl IntoIterator<Item = String>) -> Self {
+        self.facts.extend(f);
+        self
+    }
+}
+
+/// The provider against the ledger: the current release's group exists and runs,
+/// and (with no operation under way) takes all of the service's traffic.
+async fn drift(p: &dyn Provider, s: &ServiceState, group: &str, release: &str) -> Vec<Finding> {
+    let svc = &s.service;
+    let subject = format!("service {svc}");
+    let repair = |f: Finding| {
+        f.action("rollback", format!("skiff rollback {svc} --to {release} --yes"), true, Safety::Reversible, 0.6)
+    };
+    let mut out = Vec::new();
+    match p.compute().describe_group(group).await {
+        Ok(None) => {
+            out.push(repair(
+                Finding::new(Code::Drifted, &subject, format!("the provider has no instance group for {release}"))
+                    .fact(format!("the ledger says {release} serves, but group {group} does not exist")),
+            ));
+            return out;
+        }
+        Ok(Some(info)) if info.running().len() < info.desired as usize => out.push(
+            Finding::new(
+                Code::Drifted,
+                &subject,
+                format!("{group} runs {} of {} instances", info.running().len(), info.desired),
+            )
+            .fact("the provider is replacing instances, or cannot start them")
+            .action("status", format!("skiff status {svc}"), false, Safety::ReadOnly, 0.6),
+        ),
+        _ => {}
+    }
+    if let Ok(h) = p.traffic().target_health(group).await {
+        let bad: Vec<_> = h.iter().filter(|t| t.state == HealthState::Unhealthy).collect();
+        if !bad.is_empty() {
+            out.push(
+                Finding::new(
+                    Code::Unhealthy,
+                    &subject,
+                    format!("{} of {} targets of {group} fail health checks", bad.len(), h.len()),
+                )
+                .facts(bad.iter().filter_map(|t| t.reason.clone().map(|r| format!("{}: {r}", t.id))))
+                .action("logs", format!("skiff logs {svc}"), false, Safety::ReadOnly, 0.7),
+            );
+        }
+        if !h.is_empty()
+            && s.active_operation.is_none()
+            && let Ok(w) = p.traffic().weights(svc).await
+        {
+            let ours: u32 = w.iter().filter(|w| w.target_group == group).map(|w| w.weight).sum();
+            let total: u32 = w.iter().map(|w| w.weight).sum();
+            if total == 0 || ours * 100 / total.max(1) != 100 {
+                out.push(repair(
+                    Finding::new(
+                        Code::Drifted,
+                        &subject,
+                        format!("the load balancer does not send all traffic to {release}"),
+                    )
+                    .fact(format!(
+                        "weights: {}",
+                        if w.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            w.iter().map(|x| format!("{} {}%", x.target_group, x.weight)).collect::<Vec<_>>().join(", ")
+                        }
+                    ))
+                    .fact("no operation is changing them"),
+                ));
+            }
+        }
+    }
+    out
+}
