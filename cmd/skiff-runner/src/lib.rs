@@ -77,7 +77,13 @@ pub struct Config {
 
 /// Parses the configuration and runs until stopped.
 pub fn main() -> ExitCode {
-    let config = match Config::try_parse() {
+    main_from(std::env::args_os())
+}
+
+/// [`main`] with explicit arguments (the first is the program name): `skiff __runner`
+/// runs the runner from the `skiff` binary when no `skiff-runner` is installed.
+pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let config = match Config::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();

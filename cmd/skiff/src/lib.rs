@@ -130,9 +130,17 @@ impl Ctx {
     }
 }
 
+/// The hidden first argument that makes `skiff` act as `skiff-runner`.
+pub(crate) const RUNNER_ARG: &str = "__runner";
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == RUNNER_ARG) {
+        // The local supervisor runs instances with `skiff __runner` when no separate
+        // `skiff-runner` binary is installed (e.g. straight after `cargo run`).
+        return skiff_runner::main_from(args.into_iter().skip(1));
+    }
     let json_requested = wants_json(&args);
     let cli = match cli::Cli::try_parse_from(&args) {
         Ok(cli) => cli,

@@ -13,6 +13,7 @@ use common::*;
 
 struct Service<'a> {
     s: &'a Sandbox,
+    name: &'static str,
     port: u16,
     env: Vec<(&'static str, String)>,
     _stop: StopAll<'a>,
@@ -22,7 +23,18 @@ impl<'a> Service<'a> {
     fn new(s: &'a Sandbox) -> Self {
         let runner = skiff_testkit::workspace_bin("skiff-runner").display().to_string();
         let env = vec![("SKIFF_RUNNER_BIN", runner), ("SKIFF_LEASE_TTL_MS", "1500".to_owned())];
-        Service { s, port: skiff_testkit::free_port(), env: env.clone(), _stop: StopAll(s, env) }
+        Service { s, name: "web", port: skiff_testkit::free_port(), env: env.clone(), _stop: StopAll(s, env) }
+    }
+
+    /// Another service in the same sandbox.
+    fn another(&self, name: &'static str) -> Service<'a> {
+        Service {
+            s: self.s,
+            name,
+            port: skiff_testkit::free_port(),
+            env: self.env.clone(),
+            _stop: StopAll(self.s, vec![]),
+        }
     }
 
     fn env(&self) -> Vec<(&str, &str)> {
@@ -33,14 +45,15 @@ impl<'a> Service<'a> {
     fn spec(&self, env: &str, bake: &str, min_requests: u32) -> String {
         let hello = skiff_testkit::workspace_bin("hello");
         let yaml = format!(
-            "service: web\nartifact: {{path: {}}}\nrun: {{command: [hello], env: {{{env}}}}}\nport: {}\n\
+            "service: {}\nartifact: {{path: {}}}\nrun: {{command: [hello], env: {{{env}}}}}\nport: {}\n\
              health: {{path: /healthz, interval: 1s, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 2}}\n\
              instances: {{min: 1, max: 4, desired: 2}}\n\
              rollout:\n  canary: {{steps: [5, 50, 100], bake: {bake}, analysis: {{max_error_rate: 1%, max_p95_latency: 250ms, min_requests: {min_requests}}}}}\n  drain_timeout: 1s\n  step_timeout: 1m\n",
+            self.name,
             hello.display(),
             self.port
         );
-        let path = self.s.path().join("web.yaml");
+        let path = self.s.path().join(format!("{}.yaml", self.name));
         std::fs::write(&path, yaml).unwrap();
         path.display().to_string()
     }
@@ -308,4 +321,123 @@ fn a_killed_cli_mid_deploy_is_resumed_to_the_end() {
     assert!(seen.iter().all(|(c, _)| *c == 200), "no failed request while the CLI died and resumed");
     assert_eq!(svc.run(&["state", "verify"]).code, 0);
     assert_eq!(svc.run(&["doctor", "web"]).code, 0);
+}
+
+fn doctor(svc: &Service<'_>, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["doctor"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--format", "json"]);
+    json(&svc.run(&all))
+}
+
+fn has_finding(v: &serde_json::Value, code: &str, text: &str) -> bool {
+    v["data"]["findings"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f["code"] == code && f["summary"].as_str().unwrap_or("").contains(text)))
+}
+
+#[test]
+fn doctor_finds_each_problem_as_it_really_happens() {
+    let s = Sandbox::new();
+    let svc = Service::new(&s);
+
+    // Bucket not initialized, then not writable (a file where the probe goes).
+    let v = doctor(&svc, &[]);
+    assert_eq!(v["code"], "STATE_UNAVAILABLE", "{v}");
+    assert_eq!(svc.run(&["state", "init", "--yes"]).code, 0);
+    std::fs::write(s.path().join(".skiff/state/v1/probes"), b"in the way").unwrap();
+    let v = doctor(&svc, &[]);
+    assert!(has_finding(&v, "STATE_UNAVAILABLE", "cannot be used"), "{v}");
+    std::fs::remove_file(s.path().join(".skiff/state/v1/probes")).unwrap();
+
+    // No signing key, and no local supervisor.
+    let v = doctor(&svc, &[]);
+    assert!(has_finding(&v, "SIGNATURE_INVALID", "no signing key"), "{v}");
+    assert!(has_finding(&v, "PROVIDER_ERROR", "cannot be reached"), "{v}");
+    assert_eq!(svc.run(&["keys", "generate"]).code, 0);
+
+    // A dead engine's expired lease: the operation is stuck until resumed.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("skiff"))
+        .current_dir(s.path())
+        .env("SKIFF_CONFIG", s.path().join("config.yaml"))
+        .env("SKIFF_LEASE_TTL_MS", "500")
+        .args(["saga", "start", "selftest", "--param", "wait_ms=60000", "--param", "seal=false", "--yes"])
+        .args(["--idempotency-key", "stuck"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let op = skiff_saga::Engine::op_id_for("selftest", "stuck");
+    let l = ledger(s.path());
+    assert!(skiff_testkit::wait_until(Duration::from_secs(30), || {
+        block(l.events_after(&op, 0)).is_ok_and(|e| e.iter().any(|e| e.event_type == "step_progress"))
+    }));
+    let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(700));
+    let v = doctor(&svc, &[]);
+    assert!(has_finding(&v, "LEASE_HELD", "is stuck"), "{v}");
+    assert!(
+        v["recommended_actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["command"] == format!("skiff saga resume {op} --yes")),
+        "{v}"
+    );
+    assert_eq!(svc.run(&["saga", "cancel", &op, "--yes"]).code, 15);
+
+    // A healthy service: nothing to find.
+    assert_eq!(svc.deploy("HELLO_MESSAGE: v1", "1s", 1).code, 0);
+    let v = doctor(&svc, &["web"]);
+    assert_eq!(v["code"], "OK", "{v}");
+
+    // Weights changed by hand: the provider differs from the ledger.
+    let provider = skiff_provider_local::LocalProvider::new(
+        skiff_provider_local::LocalDir::new(s.path().join(".skiff/local")),
+        ledger(s.path()),
+    );
+    use skiff_pluginapi::{Compute, Traffic};
+    let weights = block(provider.weights("web")).unwrap();
+    block(provider.set_weights("web", &[])).unwrap();
+    let v = doctor(&svc, &["web"]);
+    assert!(has_finding(&v, "DRIFTED", "does not send all traffic"), "{v}");
+    block(provider.set_weights("web", &weights)).unwrap();
+
+    // A tampered artifact: a replacement instance refuses to start it.
+    let release =
+        json(&svc.run(&["status", "web", "--format", "json"]))["data"]["release"].as_str().unwrap().to_owned();
+    let manifest = json(&svc.run(&["release", "show", "web", &release, "--format", "json"]));
+    let digest =
+        manifest["data"]["manifest"]["artifact"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_owned();
+    let blob = s.path().join(format!(".skiff/state/v1/blobs/sha256/{digest}"));
+    let original = std::fs::read(&blob).unwrap();
+    std::fs::write(&blob, b"#!/bin/sh\necho tampered\n").unwrap();
+    let group = format!("web-{}", release.replace('.', "-"));
+    let first = block(provider.describe_group(&group)).unwrap().unwrap().instances[0].id.clone();
+    block(provider.terminate_instance(&group, &first)).unwrap();
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(60), || has_finding(
+            &doctor(&svc, &["web"]),
+            "DIGEST_MISMATCH",
+            "refused"
+        )),
+        "{}",
+        doctor(&svc, &["web"])
+    );
+
+    std::fs::write(&blob, original).unwrap();
+
+    // A program that keeps crashing: a crash loop, and the member turns unhealthy.
+    let crashy = svc.another("crashy");
+    assert_eq!(crashy.deploy("HELLO_CRASH_AFTER_MS: \"1500\"", "1s", 1).code, 0);
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(90), || has_finding(
+            &doctor(&crashy, &["crashy"]),
+            "UNHEALTHY",
+            "crash looping"
+        )),
+        "{}",
+        doctor(&crashy, &["crashy"])
+    );
 }

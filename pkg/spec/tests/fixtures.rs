@@ -22,13 +22,19 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 fn every_example_validates() {
     let mut seen = 0;
     for dir in std::fs::read_dir(repo().join("examples")).unwrap() {
-        let path = dir.unwrap().path().join("skiff.yaml");
-        if path.exists() {
-            let bytes = std::fs::read(&path).unwrap();
-            if let Err(e) = skiff_spec::parse(&path.display().to_string(), &bytes) {
-                panic!("{} must validate:\n{e}", path.display());
+        let dir = dir.unwrap().path();
+        if !dir.join("skiff.yaml").exists() {
+            continue;
+        }
+        seen += 1;
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let bytes = std::fs::read(&path).unwrap();
+                if let Err(e) = skiff_spec::parse(&path.display().to_string(), &bytes) {
+                    panic!("{} must validate:\n{e}", path.display());
+                }
             }
-            seen += 1;
         }
     }
     assert!(seen >= 5, "expected the five examples, saw {seen}");

@@ -47,24 +47,26 @@ pub(crate) fn provider(ctx: &Ctx) -> Result<LocalProvider, Box<Outcome>> {
     Ok(LocalProvider::new(dir, ledger))
 }
 
-/// The `skiff-runner` binary: `$SKIFF_RUNNER_BIN`, else beside this executable, else on `PATH`.
-fn runner_binary(ctx: &Ctx) -> Option<PathBuf> {
+/// The runner to launch instances with: `$SKIFF_RUNNER_BIN`, else `skiff-runner`
+/// beside this executable, else on `PATH`, else this `skiff` itself (`skiff __runner`).
+fn runner_command(ctx: &Ctx) -> Result<(PathBuf, Vec<String>), Box<Outcome>> {
     if let Some(p) = (ctx.env)("SKIFF_RUNNER_BIN").filter(|p| !p.is_empty()) {
-        return Some(ctx.cwd.join(p));
+        return Ok((ctx.cwd.join(p), Vec::new()));
     }
-    let sibling = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("skiff-runner")));
+    let exe = std::env::current_exe().map_err(|e| {
+        Box::new(Outcome::from(
+            Envelope::failure(Code::IoError, "cannot find the skiff executable").fact(e.to_string()),
+        ))
+    })?;
+    let sibling = exe.parent().map(|d| d.join("skiff-runner"));
     if let Some(s) = sibling.filter(|s| s.is_file()) {
-        return Some(s);
+        return Ok((s, Vec::new()));
     }
     let path = (ctx.env)("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|d| d.join("skiff-runner")).find(|c| c.is_file())
-}
-
-fn no_runner() -> Outcome {
-    Envelope::failure(Code::NotFound, "cannot find the skiff-runner binary")
-        .fact("looked at $SKIFF_RUNNER_BIN, beside the skiff executable, and on PATH")
-        .action("build", "cargo build --bin skiff-runner", false, Safety::ReadOnly, 0.7)
-        .into()
+    if let Some(found) = std::env::split_paths(&path).map(|d| d.join("skiff-runner")).find(|c| c.is_file()) {
+        return Ok((found, Vec::new()));
+    }
+    Ok((exe, vec![crate::RUNNER_ARG.to_owned()]))
 }
 
 fn runtime(ctx: &Ctx) -> Result<tokio::runtime::Runtime, Box<Outcome>> {
@@ -100,8 +102,7 @@ pub(crate) fn ensure_up(ctx: &Ctx, dir: &LocalDir) -> Result<(Status, bool), Box
     if let Some(s) = current_status(ctx, dir)? {
         return Ok((s, false));
     }
-    let runner = runner_binary(ctx).ok_or_else(|| Box::new(no_runner()))?;
-    let mut child = spawn_supervisor(ctx, dir, &runner).map_err(|e| {
+    let mut child = spawn_supervisor(ctx, dir).map_err(|e| {
         Box::new(Outcome::from(Envelope::failure(Code::IoError, "cannot start the local supervisor").fact(e)))
     })?;
     ctx.progress("starting the local supervisor");
@@ -127,7 +128,7 @@ pub(crate) fn ensure_up(ctx: &Ctx, dir: &LocalDir) -> Result<(Status, bool), Box
 }
 
 /// Starts `skiff local serve` in its own process group, detached from this terminal.
-fn spawn_supervisor(ctx: &Ctx, dir: &LocalDir, runner: &Path) -> Result<std::process::Child, String> {
+fn spawn_supervisor(ctx: &Ctx, dir: &LocalDir) -> Result<std::process::Child, String> {
     use std::os::unix::process::CommandExt;
     let log_path = dir.supervisor_log();
     if let Some(parent) = log_path.parent() {
@@ -147,7 +148,6 @@ fn spawn_supervisor(ctx: &Ctx, dir: &LocalDir, runner: &Path) -> Result<std::pro
     };
     std::process::Command::new(exe)
         .args(["local", "serve", "--bucket", &state])
-        .env("SKIFF_RUNNER_BIN", runner)
         .current_dir(&ctx.cwd)
         .stdin(std::process::Stdio::null())
         .stdout(log)
@@ -277,14 +277,17 @@ fn status_body(s: &Status) -> String {
 }
 
 fn serve(ctx: &Ctx, dir: LocalDir, port: u16) -> Outcome {
-    let Some(runner) = runner_binary(ctx) else { return no_runner() };
+    let (runner, runner_args) = match runner_command(ctx) {
+        Ok(r) => r,
+        Err(o) => return *o,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             return Envelope::failure(Code::Internal, "cannot start the async runtime").fact(e.to_string()).into();
         }
     };
-    let config = SupervisorConfig { dir, runner, port, instances_exit_with: None };
+    let config = SupervisorConfig { dir, runner, runner_args, port, instances_exit_with: None };
     match rt.block_on(skiff_provider_local::serve(config)) {
         Ok(()) => Envelope::ok("the local supervisor stopped").into(),
         Err(e) => Envelope::failure(Code::IoError, "the local supervisor failed").fact(e.to_string()).into(),

@@ -30,6 +30,8 @@ pub struct SupervisorConfig {
     pub dir: LocalDir,
     /// The `skiff-runner` binary instances run.
     pub runner: PathBuf,
+    /// Arguments before the runner's own (e.g. `__runner` when `skiff` itself runs it).
+    pub runner_args: Vec<String>,
     /// Control port on 127.0.0.1 (0 picks a free one).
     pub port: u16,
     /// Stop instances when this process exits (tests), instead of letting them run on.
@@ -278,6 +280,7 @@ impl Shared {
         std::fs::create_dir_all(&dir)?;
         let out = std::fs::File::create(dir.join("runner.out"))?;
         let mut cmd = std::process::Command::new(&self.config.runner);
+        cmd.args(&self.config.runner_args);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("SKIFF_STATE", &spec.launch.runner.bucket)

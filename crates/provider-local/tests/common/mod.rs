@@ -39,8 +39,13 @@ impl Env {
         let keys = skiff_release::generate(b"").unwrap();
         let signer = Signer::from_encrypted_pem(keys.private_pem.as_bytes(), b"").unwrap();
         let local = LocalDir::new(dir.path().join("local"));
-        let config =
-            SupervisorConfig { dir: local.clone(), runner, port: 0, instances_exit_with: Some(std::process::id()) };
+        let config = SupervisorConfig {
+            dir: local.clone(),
+            runner,
+            runner_args: Vec::new(),
+            port: 0,
+            instances_exit_with: Some(std::process::id()),
+        };
         let supervisor = tokio::spawn(skiff_provider_local::serve(config));
         let provider = LocalProvider::new(local, ledger.clone());
         for _ in 0..200 {
