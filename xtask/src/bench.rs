@@ -11,6 +11,7 @@ const SUITES: &[(&str, &str, &str)] = &[
     ("ledger", "skiff-state", "ledger"),
     ("saga", "skiff-saga", "engine"),
     ("local", "skiff-provider-local", "local"),
+    ("deploy", "skiff-cli", "deploy"),
 ];
 
 pub(crate) fn run(only: &[String]) -> Result<()> {

@@ -108,6 +108,7 @@ Read-only: nothing is created or changed. The JSON is byte-identical across runs
 Examples:
   skiff deploy -f examples/hello/skiff.yaml --yes
   skiff deploy --no-build --yes --format json   use the artifact as it is
+  skiff deploy --watch                         follow the rollout another terminal started
 
 What happens: build (artifact.build) → signed release (artifact, SBOM, provenance)
 → policy check → canary saga: start the new instance group, wait until every target
@@ -126,6 +127,10 @@ default (./.skiff) the state bucket and a signing key are created on first use."
         /// Use the artifact as it is; do not run `artifact.build`.
         #[arg(long)]
         no_build: bool,
+        /// Start nothing: follow the rollout already running for this spec's service
+        /// (from another terminal or a killed CLI) until it ends.
+        #[arg(long)]
+        watch: bool,
     },
     /// Move a service back to an earlier release (re-creating its group if retired).
     #[command(after_help = "\

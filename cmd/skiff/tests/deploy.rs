@@ -125,6 +125,9 @@ fn stable(text: &str) -> String {
         (r"\d+ requests", "[N] requests"),
         (r"p95 \d+ ms", "p95 [N] ms"),
         (r"\d+/(\d+) new targets healthy after \d+s", "[N]/$1 new targets healthy after [N]s"),
+        (r#""cpu [^"]*""#, r#""cpu [MEASURED]""#),
+        (r"\d+ log lines", "[N] log lines"),
+        (r"\d+ restarts", "[N] restarts"),
     ];
     rules
         .iter()
@@ -200,26 +203,33 @@ fn canaries_pass_without_failed_requests_and_a_bad_release_rolls_back_by_itself(
 
     // status, metrics, logs and doctor see it all.
     let status = svc.run(&["status", "web", "--format", "json"]);
+    insta::assert_snapshot!("status", shape(&status));
     let st = json(&status);
     assert_eq!(st["data"]["release"], v2.as_str());
     assert_eq!((st["data"]["instances_healthy"].as_u64(), st["data"]["instances_total"].as_u64()), (Some(2), Some(2)));
     assert_eq!(st["data"]["candidate_release"], v3.as_str());
     let all = svc.run(&["status"]);
     assert!(all.stdout.contains("web") && all.stdout.contains(&v2), "{}", all.stdout);
-    let metrics = json(&svc.run(&["metrics", "web", "--format", "json"]));
+    let metrics = svc.run(&["metrics", "web", "--format", "json"]);
+    insta::assert_snapshot!("metrics", shape(&metrics));
+    let metrics = json(&metrics);
     assert!(metrics["data"]["target_groups"][0]["requests"].as_u64().unwrap() > 0);
-    let logs = json(&svc.run(&["logs", "web", "--format", "json"]));
+    let logs = svc.run(&["logs", "web", "--format", "json"]);
+    insta::assert_snapshot!("logs", shape(&logs));
+    let logs = json(&logs);
     assert!(
         logs["data"]["lines"].as_array().unwrap().iter().any(|l| l["line"].as_str().unwrap().contains("GET / 200")),
         "service output is captured"
     );
     let doctor = svc.run(&["doctor", "web", "--format", "json"]);
     assert_eq!(doctor.code, 11, "{}", doctor.stdout);
+    insta::assert_snapshot!("doctor-canary-failed", shape(&doctor));
     assert!(json(&doctor)["facts"][0].as_str().unwrap().contains(&format!("release {v3} failed its canary")));
 
     // rollback --to previous-stable after a failed rollout: the stable release, cleaned up.
     let back = svc.run(&["rollback", "web", "--yes", "--format", "json"]);
     assert_eq!(back.code, 0, "{}", back.stdout);
+    insta::assert_snapshot!("rollback", shape(&back));
     assert_eq!(json(&back)["data"]["release"], v2.as_str());
     assert_eq!(svc.run(&["doctor", "web"]).code, 0, "nothing left to find");
     // Again: now previous-stable is v1, whose group was retired; it is re-created.
@@ -310,6 +320,10 @@ fn a_killed_cli_mid_deploy_is_resumed_to_the_end() {
         op.is_some()
     }));
     let op = op.unwrap();
+    // A second deploy while this one runs is refused, naming the running operation.
+    let second = svc.deploy("HELLO_MESSAGE: v9", "1s", 1);
+    assert_eq!(second.code, 7, "LEASE_HELD: {}", second.stdout);
+    assert_eq!(json(&second)["operation_id"], op.as_str());
     let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
     let _ = child.wait();
 
@@ -321,6 +335,52 @@ fn a_killed_cli_mid_deploy_is_resumed_to_the_end() {
     assert!(seen.iter().all(|(c, _)| *c == 200), "no failed request while the CLI died and resumed");
     assert_eq!(svc.run(&["state", "verify"]).code, 0);
     assert_eq!(svc.run(&["doctor", "web"]).code, 0);
+
+    // Pause mid-rollout from another terminal; resume it while `deploy --watch` follows.
+    let first_op = op.clone();
+    let client = Client::start(svc.port);
+    let child = svc.spawn_deploy("HELLO_MESSAGE: v3", "2s");
+    let l = ledger(s.path());
+    let running = || {
+        block(async {
+            let st =
+                l.read::<skiff_state::docs::ServiceState>(&skiff_state::keys::service_state("web")).await.ok()??;
+            let op = st.active_operation.filter(|o| *o != first_op)?;
+            let events = l.events_after(&op, 0).await.ok()?;
+            events.iter().any(|e| e.event_type == "step_started" && e.data["step"] == "analyse-5").then_some(op)
+        })
+    };
+    let mut op = None;
+    assert!(skiff_testkit::wait_until(Duration::from_secs(60), || {
+        op = running();
+        op.is_some()
+    }));
+    let op = op.unwrap();
+    let paused = svc.run(&["saga", "pause", &op, "--yes", "--format", "json"]);
+    assert_eq!(paused.code, 0, "{}", paused.stdout);
+    let out = child.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["data"]["status"], "paused", "the deploy stops at the next step boundary: {v}");
+    let bin = assert_cmd::cargo::cargo_bin("skiff");
+    let mut resume = std::process::Command::new(bin);
+    resume
+        .current_dir(s.path())
+        .env("SKIFF_CONFIG", s.path().join("config.yaml"))
+        .args(["saga", "resume", &op, "--yes", "--format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in svc.env() {
+        resume.env(k, v);
+    }
+    let mut resume = resume.spawn().unwrap();
+    let spec = s.path().join("web.yaml").display().to_string();
+    let watched = svc.run(&["deploy", "-f", &spec, "--watch", "--format", "json"]);
+    assert!(resume.wait().unwrap().success());
+    assert_eq!(watched.code, 0, "{}", watched.stdout);
+    assert!(watched.stdout.contains("\"step_started\""), "--watch streams the events: {}", watched.stdout);
+    let seen = client.finish();
+    assert!(seen.iter().all(|(c, _)| *c == 200), "no failed request across pause and resume");
+    assert!(serving_release(svc.port).is_some_and(|r| r.ends_with(".3")), "v3 took over");
 }
 
 fn doctor(svc: &Service<'_>, args: &[&str]) -> serde_json::Value {
@@ -372,6 +432,12 @@ fn doctor_finds_each_problem_as_it_really_happens() {
     assert!(skiff_testkit::wait_until(Duration::from_secs(30), || {
         block(l.events_after(&op, 0)).is_ok_and(|e| e.iter().any(|e| e.event_type == "step_progress"))
     }));
+    // While its engine lives but nothing happens for longer than allowed: no progress.
+    let quiet = || {
+        let r = svc.s.run_env(&["doctor", "--format", "json"], &[("SKIFF_DOCTOR_STUCK_AFTER_MS", "50")]);
+        has_finding(&json(&r), "DEADLINE_EXCEEDED", "has made no progress")
+    };
+    assert!(skiff_testkit::wait_until(Duration::from_secs(20), quiet), "a live but silent operation is reported");
     let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
     let _ = child.wait();
     std::thread::sleep(Duration::from_millis(700));

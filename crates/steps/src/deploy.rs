@@ -158,7 +158,9 @@ fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> 
         for w in weights {
             let shift = json!({"service": r.service, "canary": canary_tg, "stable": stable_tg, "weight": w});
             b = b.step(&format!("shift-{w}"), "deploy.shift", shift).timeout_ms(t);
-            if canary {
+            // A zero bake opts out of analysis: each shift still waits for its weights
+            // and the canary's health to be in effect.
+            if canary && r.bake_ms > 0 {
                 let analyse = json!({
                     "service": r.service, "canary": canary_tg, "stable": stable_tg, "weight": w,
                     "bake_ms": r.bake_ms, "thresholds": r.thresholds,
@@ -668,15 +670,20 @@ pub fn judge(t: &Thresholds, canary: &TrafficStats, stable: Option<&TrafficStats
         p95_ms: canary.percentile_ms(0.95),
         baseline: stable.map(|s| (s.requests, s.error_rate(), s.percentile_ms(0.95))),
     };
-    if canary.requests < t.min_requests.max(1) {
+    let floor = t.min_requests.max(1);
+    // Errors beyond what the threshold allows over the larger of the minimum sample and
+    // the requests seen: with fewer requests than the minimum, more traffic could not
+    // bring the rate back under the threshold, so the verdict need not wait.
+    let over_budget = canary.errors as f64 > t.max_error_rate * floor.max(canary.requests) as f64;
+    if canary.requests < floor && !over_budget {
         return Err(StepError::hold(
             "ANALYSIS_INCONCLUSIVE",
-            format!("{} canary requests during the bake; a verdict needs {}", canary.requests, t.min_requests.max(1)),
+            format!("{} canary requests during the bake; a verdict needs {floor}", canary.requests),
         )
         .fact("send traffic to the service, then resume the operation"));
     }
     let mut reasons = Vec::new();
-    if verdict.error_rate > t.max_error_rate {
+    if over_budget {
         reasons.push(format!(
             "canary error rate {} over {} requests exceeds {}",
             percent(verdict.error_rate),
@@ -686,20 +693,15 @@ pub fn judge(t: &Thresholds, canary: &TrafficStats, stable: Option<&TrafficStats
     }
     if let Some(p95) = verdict.p95_ms
         && p95 > t.max_p95_ms
+        && canary.requests >= floor
     {
         reasons.push(format!("canary p95 latency {p95} ms exceeds {} ms", t.max_p95_ms));
     }
     if let Some(s) = stable.filter(|s| s.requests >= t.min_requests.max(1)) {
-        let (se, sp) = (s.error_rate(), s.percentile_ms(0.95));
-        if verdict.error_rate > se + t.max_error_rate {
-            reasons.push(format!(
-                "canary error rate {} is above the stable group's {} by more than {}",
-                percent(verdict.error_rate),
-                percent(se),
-                percent(t.max_error_rate)
-            ));
-        }
-        if let (Some(cp), Some(sp)) = (verdict.p95_ms, sp)
+        // The error threshold is absolute (a worse stable group does not excuse a
+        // canary); latency is also judged against the stable group's, since the
+        // same requests should not become much slower.
+        if let (Some(cp), Some(sp)) = (verdict.p95_ms, s.percentile_ms(0.95))
             && cp > sp.saturating_mul(2).max(sp + 50)
         {
             reasons.push(format!("canary p95 {cp} ms is over twice the stable group's {sp} ms"));
@@ -768,6 +770,14 @@ impl Step for Analyse {
                 return Err(e);
             }
             let seen = stats(p.canary.clone()).await?.since(&canary_start);
+            let floor = p.thresholds.min_requests.max(1);
+            if seen.errors as f64 > p.thresholds.max_error_rate * floor.max(seen.requests) as f64 {
+                // Over the error budget already: stop now rather than at the end of the bake.
+                return Err(judge(&p.thresholds, &seen, None)
+                    .err()
+                    .unwrap_or_else(|| StepError::terminal("CANARY_FAILED", "new release failed canary analysis"))
+                    .fact(format!("rollout stopped at {}%", p.weight)));
+            }
             if elapsed >= last_report + 1_000 || elapsed >= p.bake_ms {
                 last_report = elapsed;
                 let p95 = seen.percentile_ms(0.95);
@@ -964,5 +974,115 @@ impl Step for Retire {
 
     async fn compensate(&self, _: &StepContext, _: &StepRequest, _: &StepResult) -> Result<StepResult, StepError> {
         Err(StepError::terminal("INTERNAL", "retiring is irreversible and never compensated"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_pluginapi::LATENCY_BUCKETS_MS;
+    use skiff_sagaapi::ErrorClass;
+
+    fn stats(requests: u64, errors: u64, latency_ms: u64) -> TrafficStats {
+        let mut buckets = vec![0; LATENCY_BUCKETS_MS.len()];
+        let i = LATENCY_BUCKETS_MS.iter().position(|b| latency_ms <= *b).unwrap();
+        buckets[i] = requests;
+        TrafficStats { requests, errors, latency_buckets: buckets }
+    }
+
+    const T: Thresholds = Thresholds { max_error_rate: 0.01, max_p95_ms: 250, min_requests: 20 };
+
+    #[test]
+    fn a_healthy_canary_passes() {
+        let v = judge(&T, &stats(100, 0, 10), Some(&stats(1900, 1, 10))).unwrap();
+        assert_eq!((v.requests, v.p95_ms), (100, Some(10)));
+    }
+
+    #[test]
+    fn too_few_requests_hold_unless_the_error_budget_is_spent() {
+        let e = judge(&T, &stats(8, 0, 10), None).unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Hold, "ANALYSIS_INCONCLUSIVE"));
+        let e = judge(&T, &stats(8, 1, 10), None).unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Terminal, "CANARY_FAILED"));
+    }
+
+    #[test]
+    fn thresholds_and_the_baseline_fail_a_canary() {
+        let e = judge(&T, &stats(100, 5, 10), None).unwrap_err();
+        assert!(e.facts[0].contains("error rate 5.0%"), "{e:?}");
+        let e = judge(&T, &stats(100, 0, 300), None).unwrap_err();
+        assert!(e.facts[0].contains("p95 latency 300 ms exceeds 250 ms"), "{e:?}");
+        // Within the absolute limit, but far slower than stable.
+        let e = judge(&T, &stats(100, 0, 200), Some(&stats(1000, 0, 20))).unwrap_err();
+        assert!(e.facts.iter().any(|f| f.contains("over twice the stable group's")), "{e:?}");
+    }
+
+    #[test]
+    fn weights_compare_without_zero_entries_or_order() {
+        let w = |t: &str, n| Weight { target_group: t.into(), weight: n };
+        assert!(same_weights(&[w("a", 100), w("b", 0)], &[w("a", 100)]));
+        assert!(same_weights(&[w("b", 5), w("a", 95)], &[w("a", 95), w("b", 5)]));
+        assert!(!same_weights(&[w("a", 100)], &[w("a", 95), w("b", 5)]));
+    }
+
+    #[test]
+    fn the_graph_canaries_only_against_a_serving_stable_group() {
+        let group: GroupSpec = serde_json::from_value(json!({
+            "name": "web-r2", "service": "web", "release": "r2", "desired": 2, "zones": ["local-a"],
+            "launch": {"instance_type": "t", "spot": false, "command": ["x"], "env": {}, "secrets": {}, "port": 8080,
+                "health": null, "drain_timeout_ms": 0, "role": null, "log_group": null,
+                "runner": {"bucket": "memory://", "public_key_pem": "", "heartbeat_ms": 1000}}
+        }))
+        .unwrap();
+        let health = skiff_pluginapi::HealthCheck {
+            path: "/healthz".into(),
+            interval_ms: 1000,
+            timeout_ms: 500,
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+        };
+        let tg = TargetGroupSpec {
+            name: "web-r2".into(),
+            service: "web".into(),
+            port: 8080,
+            health,
+            deregistration_delay_ms: 0,
+        };
+        let mut r = Rollout {
+            service: "web".into(),
+            release: "r2".into(),
+            spec_digest: "d".into(),
+            group,
+            traffic: Some(TrafficPlan { target_group: tg, listener_port: 8080 }),
+            stable: Some(Stable {
+                release: "r1".into(),
+                group: "web-r1".into(),
+                target_group: Some("web-r1".into()),
+                spec_digest: None,
+                serving: true,
+            }),
+            steps: vec![5, 100],
+            bake_ms: 1000,
+            thresholds: T,
+            step_timeout_ms: 1000,
+            drain_ms: 0,
+            retention_ms: 0,
+        };
+        let ids = |g: SagaGraph| {
+            serde_json::to_value(&g).unwrap()["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(deploy_graph(&r).unwrap()),
+            ["provision", "register", "shift-5", "analyse-5", "shift-100", "analyse-100", "promote", "retire"]
+        );
+        r.stable.as_mut().unwrap().serving = false;
+        assert_eq!(ids(deploy_graph(&r).unwrap()), ["provision", "register", "shift-100", "promote", "retire"]);
+        r.stable = None;
+        assert_eq!(ids(rollback_graph(&r).unwrap()), ["provision", "register", "shift-100", "promote"]);
     }
 }

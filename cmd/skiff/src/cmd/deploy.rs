@@ -137,7 +137,31 @@ async fn serving(provider: &dyn Provider, ledger: &Ledger, service: &str, releas
     })
 }
 
-/// Marks the service as worked on by `op`; another live operation answers LEASE_HELD.
+/// LEASE_HELD when a live operation other than `except` works on the service.
+async fn check_free(
+    engine: &Engine,
+    service: &str,
+    state: &ServiceState,
+    except: Option<&str>,
+) -> Result<(), Box<Outcome>> {
+    let Some(other) = state.active_operation.clone().filter(|o| Some(o.as_str()) != except) else { return Ok(()) };
+    let Ok((_, d)) = engine.load(&other).await else { return Ok(()) };
+    if d.status.is_terminal() {
+        return Ok(());
+    }
+    Err(Box::new(
+        Envelope::failure(Code::LeaseHeld, format!("operation {other} is already working on {service}"))
+            .fact(format!("{other} is {}; one operation changes a service at a time", d.status.as_str()))
+            .operation(other.clone())
+            .action("show", format!("skiff saga show {other}"), false, Safety::ReadOnly, 0.8)
+            .action("resume", format!("skiff saga resume {other} --yes"), true, Safety::Reversible, 0.5)
+            .action("cancel", format!("skiff saga cancel {other} --yes"), true, Safety::Reversible, 0.4)
+            .into(),
+    ))
+}
+
+/// Marks the service as worked on by `op` in one conditional write, so two deploys
+/// racing for it cannot both win; another live operation answers LEASE_HELD.
 async fn claim(
     ledger: &Ledger,
     engine: &Engine,
@@ -146,37 +170,33 @@ async fn claim(
     candidate: Option<&str>,
 ) -> Result<(), Box<Outcome>> {
     let key = skiff_state::keys::service_state(service);
-    if let Some(s) = ledger.read::<ServiceState>(&key).await.map_err(|e| Box::new(super::state_error(&e)))?
-        && let Some(other) = s.active_operation.filter(|o| o != op)
-        && engine.load(&other).await.is_ok_and(|(_, d)| !d.status.is_terminal())
-    {
-        let status = engine.load(&other).await.map(|(_, d)| d.status.as_str().to_owned()).unwrap_or_default();
-        return Err(Box::new(
-            Envelope::failure(Code::LeaseHeld, format!("operation {other} is already working on {service}"))
-                .fact(format!("{other} is {status}; one operation changes a service at a time"))
-                .operation(other.clone())
-                .action("show", format!("skiff saga show {other}"), false, Safety::ReadOnly, 0.8)
-                .action("resume", format!("skiff saga resume {other} --yes"), true, Safety::Reversible, 0.5)
-                .action("cancel", format!("skiff saga cancel {other} --yes"), true, Safety::Reversible, 0.4)
-                .into(),
-        ));
-    }
+    let fail = |e: skiff_state::StateError| Box::new(super::state_error(&e));
     ledger
         .update::<ServiceState, _>(&key, |cur| {
-            let mut s = cur.cloned().unwrap_or_else(|| ServiceState::new(service));
-            s.active_operation = Some(op.to_owned());
-            if let Some(c) = candidate {
-                s.candidate_release = Some(c.to_owned());
-            }
-            Ok(skiff_state::Update::Write(s))
+            Ok(match cur {
+                Some(_) => skiff_state::Update::Keep,
+                None => skiff_state::Update::Write(ServiceState::new(service)),
+            })
         })
         .await
-        .map_err(|e| Box::new(super::state_error(&e)))?;
-    Ok(())
+        .map_err(fail)?;
+    for _ in 0..50 {
+        let Some((cur, version)) = ledger.read_versioned::<ServiceState>(&key).await.map_err(fail)? else { continue };
+        check_free(engine, service, &cur, Some(op)).await?;
+        let mut next = cur.clone();
+        next.active_operation = Some(op.to_owned());
+        if let Some(c) = candidate {
+            next.candidate_release = Some(c.to_owned());
+        }
+        if ledger.replace_if_match(&key, &cur, &version, next).await.map_err(fail)?.is_some() {
+            return Ok(());
+        }
+    }
+    Err(fail(skiff_state::StateError::Conflict { key, attempts: 50 }))
 }
 
 /// Lets go of the service once the operation has ended.
-async fn release_claim(ledger: &Ledger, service: &str, op: &str) {
+pub(crate) async fn release_claim(ledger: &Ledger, service: &str, op: &str) {
     let key = skiff_state::keys::service_state(service);
     let _ = ledger
         .update::<ServiceState, _>(&key, |cur| match cur {
@@ -283,9 +303,9 @@ fn prepare_and_run(
         ledger.init(&actor).await.map_err(|e| Box::new(super::state_error(&e)))?;
         let state_key = skiff_state::keys::service_state(&ir.service);
         let before = ledger.read::<ServiceState>(&state_key).await.map_err(|e| Box::new(super::state_error(&e)))?;
-        if let Some(active) = before.as_ref().and_then(|s| s.active_operation.clone()) {
+        if let Some(st) = &before {
             // Fail before building a release nobody can roll out.
-            claim(&ledger, &engine, &ir.service, &active, None).await?;
+            check_free(&engine, &ir.service, st, None).await?;
         }
         if build && ir.artifact.build.is_some() {
             ctx.progress(&format!("building: {}", ir.artifact.build.as_deref().unwrap_or_default()));
@@ -471,10 +491,31 @@ fn rollout_outcome(saga: &str, report: &RunReport, r: &Rollout, key: &str, stabl
                 .data(data("paused"))
                 .operation(op.clone())
                 .action("resume", format!("skiff saga resume {op} --yes"), true, Safety::Reversible, 0.7)
-                .action("rollback", format!("skiff rollback {} --yes", r.service), true, Safety::Reversible, 0.4)
+                .action("cancel", format!("skiff saga cancel {op} --yes"), true, Safety::Reversible, 0.4)
                 .into()
         }
         _ => super::saga::report_outcome(report, Some(key)),
+    }
+}
+
+/// `skiff deploy --watch`: follows the service's running operation to its end.
+pub(crate) fn watch(ctx: &Ctx, file: &Path) -> Outcome {
+    let (_, spec) = match super::load_spec(ctx, file) {
+        Ok(v) => v,
+        Err(o) => return *o,
+    };
+    let service = spec.service.to_string();
+    let active = super::with_ledger(ctx, |ledger, _| async move {
+        ledger.read::<ServiceState>(&skiff_state::keys::service_state(&service)).await.map(|s| (service, s))
+    });
+    match active {
+        Err(o) => *o,
+        Ok(Err(e)) => super::state_error(&e),
+        Ok(Ok((_, Some(ServiceState { active_operation: Some(op), .. })))) => super::events::run(ctx, &op, true, 0),
+        Ok(Ok((service, _))) => Envelope::failure(Code::NotFound, format!("no operation is running for {service}"))
+            .action("deploy", format!("skiff deploy -f {} --yes", file.display()), true, Safety::Reversible, 0.6)
+            .action("status", format!("skiff status {service}"), false, Safety::ReadOnly, 0.5)
+            .into(),
     }
 }
 

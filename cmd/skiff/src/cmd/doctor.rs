@@ -7,7 +7,7 @@ use skiff_sdk::{Code, Envelope};
 
 use crate::{Ctx, Outcome};
 
-/// A running operation with no event for this long is stuck.
+/// A running operation with no event for this long is stuck (`$SKIFF_DOCTOR_STUCK_AFTER_MS`).
 const STUCK_AFTER_MS: u64 = 15 * 60 * 1000;
 /// A heartbeat older than this (runners beat every 2 s) is stale.
 const HEARTBEAT_STALE_MS: u64 = 30_000;
@@ -44,7 +44,9 @@ pub(crate) fn run(ctx: &Ctx, service: Option<String>) -> Outcome {
             key,
             service: service.clone(),
             now_ms: skiff_clock::SystemClock.now_ms(),
-            stuck_after_ms: STUCK_AFTER_MS,
+            stuck_after_ms: (ctx.env)("SKIFF_DOCTOR_STUCK_AFTER_MS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(STUCK_AFTER_MS),
             heartbeat_stale_ms: HEARTBEAT_STALE_MS,
         };
         let findings = skiff_doctor::diagnose(&inputs).await;

@@ -19,7 +19,7 @@ async fn status(ledger: &Ledger, op: &str) -> Result<Option<OpStatus>, skiff_sta
     Ok(ledger.read::<OperationState>(&keys::op_state(op)).await?.map(|s| s.status))
 }
 
-pub(super) fn run(ctx: &Ctx, op: &str, follow: bool, after: u64) -> Outcome {
+pub(crate) fn run(ctx: &Ctx, op: &str, follow: bool, after: u64) -> Outcome {
     let op = op.to_owned();
     super::block_on(ctx, |ledger, _| async move {
         let known = match ledger.store().get(&keys::op_intent(&op)).await {

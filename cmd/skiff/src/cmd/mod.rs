@@ -30,7 +30,8 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> Outcome {
         Command::Init { recipe } => init::run(ctx, recipe),
         Command::Validate { file } => validate::run(ctx, &file),
         Command::Plan { file } => plan::run(ctx, &file),
-        Command::Deploy { file, no_build } => deploy::deploy(ctx, &file, !no_build),
+        Command::Deploy { file, watch: true, .. } => deploy::watch(ctx, &file),
+        Command::Deploy { file, no_build, watch: false } => deploy::deploy(ctx, &file, !no_build),
         Command::Rollback { service, to } => deploy::rollback(ctx, &service, &to),
         Command::Status { service } => observe::status(ctx, service),
         Command::Logs { service, instance, follow, since } => {

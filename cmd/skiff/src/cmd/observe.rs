@@ -219,9 +219,10 @@ pub(crate) fn status(ctx: &Ctx, service: Option<String>) -> Outcome {
                     v.error_rate * 100.0,
                     p95(v.p95_ms)
                 ));
-                if let Some(c) = v.cpu_percent {
-                    env = env.fact(format!("cpu {c:.1}% per instance, {:.1} MB memory", v.rss_mb.unwrap_or(0.0)));
-                }
+                env = env.fact(match v.cpu_percent {
+                    Some(c) => format!("cpu {c:.1}% per instance, {:.1} MB memory", v.rss_mb.unwrap_or(0.0)),
+                    None => "cpu and memory not measured yet (instances report them with their heartbeats)".to_owned(),
+                });
                 if v.restarts > 0 {
                     env = env.fact(format!("{} restarts", v.restarts));
                 }
@@ -293,9 +294,9 @@ pub(crate) fn metrics(ctx: &Ctx, service: &str) -> Outcome {
             );
         }
         let env = Envelope::ok(format!(
-            "metrics of {service}: {} target groups, {} instances",
-            groups.len(),
-            v.members.len()
+            "metrics of {service}: {}, {}",
+            super::plural(u64::try_from(groups.len()).unwrap_or(0), "target group"),
+            super::plural(u64::try_from(v.members.len()).unwrap_or(0), "instance")
         ))
         .fact("request counts, errors and latency percentiles are since each target group was created")
         .data(serde_json::json!({"service": service, "target_groups": groups, "members": v.members}));

@@ -415,7 +415,14 @@ fn steer(ctx: &Ctx, op: &str, action: Steer) -> Outcome {
                 .into();
         }
         match e.run(&op).await {
-            Ok(report) => report_outcome(&report, None),
+            Ok(report) => {
+                if report.status.is_terminal()
+                    && let Some(service) = &report.plan.service
+                {
+                    super::deploy::release_claim(&ledger, service, &op).await;
+                }
+                report_outcome(&report, None)
+            }
             Err(err) => saga_error(&err),
         }
     })
