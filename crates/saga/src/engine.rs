@@ -102,6 +102,10 @@ struct Shared {
     last: Mutex<Option<(OperationState<SagaDetail>, skiff_objstore::Version)>>,
     /// A cursor write still in flight (see [`Engine::persist_behind`]).
     pending: Mutex<Option<tokio::task::JoinHandle<Result<(), SagaError>>>>,
+    /// A cursor write is queued behind the pending one and has not read the fold yet.
+    queued: AtomicBool,
+    /// Crash-test points the queued write covers.
+    queued_points: std::sync::Mutex<Vec<String>>,
     lost: AtomicBool,
     cancel: Cancellation,
 }
@@ -358,6 +362,8 @@ impl Engine {
             detail: Mutex::new(detail),
             last: Mutex::new(None),
             pending: Mutex::new(None),
+            queued: AtomicBool::new(false),
+            queued_points: std::sync::Mutex::new(Vec::new()),
             lost: AtomicBool::new(false),
             cancel,
         });
@@ -506,17 +512,31 @@ impl Engine {
     /// Writes the cursor in the background: the next step's `step_started` event may be
     /// written meanwhile (the cursor is a snapshot of the event fold; the events carry
     /// the order). Cursor writes stay in order, and every status change or return
-    /// [`Engine::flush`]es first. `point` is the hook fired once the write is durable.
+    /// [`Engine::flush`]es first. While one write is in flight, later requests coalesce
+    /// into a single queued write that reads the newest fold when it starts, so a slow
+    /// store writes fewer snapshots instead of falling behind. `point` is the hook fired
+    /// once a write covering it is durable.
     async fn persist_behind(&self, sh: &Arc<Shared>, point: String) {
         let mut pending = sh.pending.lock().await;
+        sh.queued_points.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(point);
+        if pending.is_some() && sh.queued.load(Ordering::SeqCst) {
+            // A write is already queued and will read the newest fold: nothing to add.
+            return;
+        }
         let previous = pending.take();
+        sh.queued.store(true, Ordering::SeqCst);
         let (engine, shared) = (self.clone(), sh.clone());
         *pending = Some(tokio::spawn(async move {
             if let Some(p) = previous {
                 join_cursor(p).await?;
             }
+            shared.queued.store(false, Ordering::SeqCst);
+            let points: Vec<String> =
+                std::mem::take(&mut *shared.queued_points.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
             engine.write_cursor(&shared).await?;
-            engine.hook(&point);
+            for p in &points {
+                engine.hook(p);
+            }
             Ok(())
         }));
     }
