@@ -162,3 +162,24 @@ fn write_program(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     drop(f);
     std::fs::rename(&tmp, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn placeholders_are_filled_from_the_instance() {
+        let config = crate::Config::try_parse_from([
+            "skiff-runner",
+            "--bucket=memory://",
+            "--service=web",
+            "--release=2026.11.23.4",
+            "--instance=i-1",
+            "--port=18080",
+            "--dir=/tmp",
+        ])
+        .unwrap();
+        let filled = super::fill("--listen=127.0.0.1:${PORT} ${SERVICE}/${RELEASE}/${INSTANCE} $HOME", &config);
+        assert_eq!(filled, "--listen=127.0.0.1:18080 web/2026.11.23.4/i-1 $HOME");
+    }
+}

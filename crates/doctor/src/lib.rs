@@ -9,7 +9,7 @@ use serde::Serialize;
 use skiff_pluginapi::{HealthState, Provider};
 use skiff_saga::{Engine, SagaDetail};
 use skiff_sdk::{Action, Code, Safety};
-use skiff_state::docs::{Lease, Member, MemberHealth, OperationState, RunnerDetail, ServiceState};
+use skiff_state::docs::{Lease, MemberHealth, OperationState, RunnerDetail, ServiceState};
 use skiff_state::{Ledger, keys};
 
 /// One problem.
@@ -270,16 +270,6 @@ async fn operations(i: &Inputs<'_>, services: &[ServiceState]) -> Vec<Finding> {
     out
 }
 
-async fn members(ledger: &Ledger, service: &str) -> Vec<Member<RunnerDetail>> {
-    let mut out = Vec::new();
-    for l in ledger.store().list(&keys::members(service)).await.unwrap_or_default() {
-        if let Ok(Some(m)) = ledger.read::<Member<RunnerDetail>>(&l.key).await {
-            out.push(m);
-        }
-    }
-    out
-}
-
 /// A service: its runners' heartbeats, the provider against the ledger, a failed canary.
 async fn service(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -304,7 +294,7 @@ async fn service(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
         _ => Vec::new(),
     };
     let mut refused = BTreeSet::new();
-    for m in members(i.ledger, svc).await {
+    for m in i.ledger.members::<RunnerDetail>(svc).await.unwrap_or_default() {
         let current =
             Some(&m.release) == s.current_release.as_ref() || Some(&m.release) == s.candidate_release.as_ref();
         if !current

@@ -24,6 +24,21 @@ impl Ledger {
         Ok(self.read_versioned(key).await?.map(|(doc, _)| doc))
     }
 
+    /// Every readable member document of `service` (runner heartbeats), by instance id;
+    /// documents that fail to parse are skipped (`state verify` reports them).
+    pub async fn members<D>(&self, service: &str) -> Result<Vec<crate::docs::Member<D>>>
+    where
+        crate::docs::Member<D>: Document,
+    {
+        let mut out = Vec::new();
+        for l in self.store.list(&crate::keys::members(service)).await? {
+            if let Ok(Some(m)) = self.read::<crate::docs::Member<D>>(&l.key).await {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads a document and its version.
     pub async fn read_versioned<T: Document>(&self, key: &str) -> Result<Option<(T, Version)>> {
         match self.store.get(key).await? {

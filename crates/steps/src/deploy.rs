@@ -10,6 +10,7 @@
 //! new stable release; the old group is drained and retired only after that. A
 //! rollback is the same graph towards an older release, with one 100% shift.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +18,10 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use skiff_ir::ServiceIr;
 use skiff_pluginapi::{
-    GroupSpec, HealthState, LoadBalancerSpec, Provider, ProviderError, Target, TargetGroupSpec, TargetHealth,
-    TrafficStats, Weight,
+    GroupSpec, HealthCheck, HealthState, LaunchConfig, LoadBalancerSpec, Provider, ProviderError, RunnerConfig, Target,
+    TargetGroupSpec, TargetHealth, TrafficStats, Weight,
 };
 use skiff_saga::{Registry, SagaBuilder, SagaError, SagaGraph};
 use skiff_sagaapi::{Risk, Safety, Step, StepContext, StepError, StepPlan, StepRequest, StepResult};
@@ -126,6 +128,88 @@ pub fn group_name(service: &str, release: &str) -> String {
     format!("{service}-{}", release.replace('.', "-"))
 }
 
+fn health_of(ir: &ServiceIr) -> Option<HealthCheck> {
+    ir.network.as_ref().map(|n| HealthCheck {
+        path: n.health.path.clone(),
+        interval_ms: n.health.interval.as_millis(),
+        timeout_ms: n.health.timeout.as_millis(),
+        healthy_threshold: n.health.healthy_threshold,
+        unhealthy_threshold: n.health.unhealthy_threshold,
+    })
+}
+
+/// The instance group a release of `ir` runs as.
+pub fn group_spec(ir: &ServiceIr, release: &str, runner: RunnerConfig) -> GroupSpec {
+    GroupSpec {
+        name: group_name(&ir.service, release),
+        service: ir.service.clone(),
+        release: release.to_owned(),
+        desired: ir.capacity.desired,
+        zones: ir.capacity.zones.clone(),
+        launch: LaunchConfig {
+            instance_type: ir.capacity.instance_type.clone(),
+            spot: ir.capacity.spot,
+            command: ir.run.command.clone(),
+            env: BTreeMap::new(),
+            secrets: ir.secrets.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            port: ir.network.as_ref().map(|n| n.port),
+            health: health_of(ir),
+            drain_timeout_ms: ir.rollout.drain_timeout.as_millis(),
+            role: None,
+            log_group: Some(ir.logs.group.clone()),
+            runner,
+        },
+    }
+}
+
+fn traffic_plan(ir: &ServiceIr, release: &str) -> Option<TrafficPlan> {
+    let (network, health) = (ir.network.as_ref()?, health_of(ir)?);
+    Some(TrafficPlan {
+        target_group: TargetGroupSpec {
+            name: group_name(&ir.service, release),
+            service: ir.service.clone(),
+            port: network.port,
+            health,
+            deregistration_delay_ms: ir.rollout.drain_timeout.as_millis(),
+        },
+        listener_port: network.port,
+    })
+}
+
+/// Everything a rollout of `release` needs, from its IR: group, traffic, canary steps,
+/// thresholds and deadlines.
+pub fn rollout_for(
+    ir: &ServiceIr,
+    release: &str,
+    spec_digest: &str,
+    group: GroupSpec,
+    stable: Option<Stable>,
+) -> Rollout {
+    let a = &ir.rollout.analysis;
+    Rollout {
+        service: ir.service.clone(),
+        release: release.to_owned(),
+        spec_digest: spec_digest.to_owned(),
+        group,
+        traffic: traffic_plan(ir, release),
+        stable,
+        steps: if ir.rollout.strategy == skiff_spec::Strategy::AllAtOnce {
+            vec![100]
+        } else {
+            ir.rollout.steps.clone()
+        },
+        bake_ms: ir.rollout.bake.as_millis(),
+        thresholds: Thresholds {
+            max_error_rate: a.max_error_rate.fraction(),
+            max_p95_ms: a.max_p95_latency.as_millis(),
+            min_requests: u64::from(a.min_requests),
+        },
+        step_timeout_ms: ir.rollout.step_timeout.as_millis(),
+        drain_ms: ir.rollout.drain_timeout.as_millis(),
+        retention_ms: ir.rollout.retention.as_millis(),
+    }
+}
+
 /// The deploy graph: provision, register, then shift/analyse per canary step,
 /// promote, retire.
 pub fn deploy_graph(r: &Rollout) -> Result<SagaGraph, SagaError> {
@@ -224,16 +308,6 @@ fn params<T: DeserializeOwned>(req: &StepRequest) -> Result<T, StepError> {
 
 fn provider_error(e: ProviderError) -> StepError {
     if e.retryable { StepError::retryable(&e.code, e.message) } else { StepError::terminal(&e.code, e.message) }
-}
-
-fn state_error(e: skiff_state::StateError) -> StepError {
-    let code = e.code().as_str();
-    match e {
-        skiff_state::StateError::Unavailable { .. } | skiff_state::StateError::Conflict { .. } => {
-            StepError::retryable(code, e.to_string())
-        }
-        other => StepError::terminal(code, other.to_string()),
-    }
 }
 
 fn percent(rate: f64) -> String {
@@ -865,7 +939,7 @@ async fn set_stable(
             Ok(skiff_state::Update::Write(s))
         })
         .await
-        .map_err(state_error)?;
+        .map_err(crate::ledger_error)?;
     Ok(())
 }
 

@@ -44,6 +44,18 @@ pub fn registry() -> Registry {
     deploy::register(selftest::register(Registry::new()))
 }
 
+/// Ledger trouble that may pass (unreachable bucket, contention) is retryable; the rest is final.
+pub(crate) fn ledger_error(e: skiff_state::StateError) -> skiff_sagaapi::StepError {
+    use skiff_state::StateError;
+    let code = e.code().as_str();
+    match e {
+        StateError::Unavailable { .. } | StateError::Conflict { .. } => {
+            skiff_sagaapi::StepError::retryable(code, e.to_string())
+        }
+        other => skiff_sagaapi::StepError::terminal(code, other.to_string()),
+    }
+}
+
 /// Rejects parameters a saga kind does not take.
 pub fn check_params(kind: &SagaKind, params: &Params) -> Result<(), SagaError> {
     for name in params.keys() {

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use serde_json::json;
 use skiff_saga::{Registry, SagaBuilder, SagaError, SagaGraph};
 use skiff_sagaapi::{Risk, Safety, Step, StepContext, StepError, StepPlan, StepRequest, StepResult};
-use skiff_state::{Ledger, StateError};
+use skiff_state::Ledger;
 
-use crate::{Params, SagaKind};
+use crate::{Params, SagaKind, ledger_error};
 
 pub(crate) const KIND: SagaKind = SagaKind {
     name: "selftest",
@@ -67,15 +67,6 @@ fn fail_if_asked(req: &StepRequest) -> Result<(), StepError> {
 
 fn ledger(req: &StepRequest) -> Result<&Ledger, StepError> {
     req.extensions.require::<Ledger>()
-}
-
-/// Ledger trouble that may pass (unreachable bucket, contention) is retryable.
-fn ledger_error(e: StateError) -> StepError {
-    let code = e.code().as_str();
-    match e {
-        StateError::Unavailable { .. } | StateError::Conflict { .. } => StepError::retryable(code, e.to_string()),
-        other => StepError::terminal(code, other.to_string()),
-    }
 }
 
 /// Appends a note to the operation's own log; the event id is the idempotency key,

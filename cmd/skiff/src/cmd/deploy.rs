@@ -1,18 +1,17 @@
 //! `skiff deploy` and `skiff rollback`: resolve everything a rollout needs (release,
 //! stable group, thresholds), claim the service, and run the saga in the foreground.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use skiff_ir::ServiceIr;
-use skiff_pluginapi::{GroupSpec, HealthCheck, HealthState, LaunchConfig, Provider, RunnerConfig, TargetGroupSpec};
+use skiff_pluginapi::{HealthState, Provider, RunnerConfig};
 use skiff_saga::{Engine, RunReport, SagaGraph, StepStatus, Submission};
 use skiff_sdk::config::{Origin, ProviderKind};
 use skiff_sdk::{Code, Envelope, Safety};
 use skiff_state::Ledger;
 use skiff_state::docs::{OpStatus, ServiceState};
-use skiff_steps::deploy::{Rollout, Stable, Thresholds, TrafficPlan, group_name};
+use skiff_steps::deploy::{Rollout, Stable, group_name};
 
 use crate::{Ctx, Outcome};
 
@@ -36,82 +35,9 @@ pub(crate) fn provider(ctx: &Ctx, ledger: &Ledger) -> Result<Arc<dyn Provider>, 
     }
 }
 
-fn health_of(ir: &ServiceIr) -> Option<HealthCheck> {
-    ir.network.as_ref().map(|n| HealthCheck {
-        path: n.health.path.clone(),
-        interval_ms: n.health.interval.as_millis(),
-        timeout_ms: n.health.timeout.as_millis(),
-        healthy_threshold: n.health.healthy_threshold,
-        unhealthy_threshold: n.health.unhealthy_threshold,
-    })
-}
-
-/// The instance group a release of `ir` runs as.
-fn group_spec(ir: &ServiceIr, release: &str, bucket: &str, public_key_pem: &str) -> GroupSpec {
-    GroupSpec {
-        name: group_name(&ir.service, release),
-        service: ir.service.clone(),
-        release: release.to_owned(),
-        desired: ir.capacity.desired,
-        zones: ir.capacity.zones.clone(),
-        launch: LaunchConfig {
-            instance_type: ir.capacity.instance_type.clone(),
-            spot: ir.capacity.spot,
-            command: ir.run.command.clone(),
-            env: BTreeMap::new(),
-            secrets: ir.secrets.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
-            port: ir.network.as_ref().map(|n| n.port),
-            health: health_of(ir),
-            drain_timeout_ms: ir.rollout.drain_timeout.as_millis(),
-            role: None,
-            log_group: Some(ir.logs.group.clone()),
-            runner: RunnerConfig {
-                bucket: bucket.to_owned(),
-                public_key_pem: public_key_pem.to_owned(),
-                heartbeat_ms: 2_000,
-            },
-        },
-    }
-}
-
-fn traffic_plan(ir: &ServiceIr, release: &str) -> Option<TrafficPlan> {
-    let (network, health) = (ir.network.as_ref()?, health_of(ir)?);
-    Some(TrafficPlan {
-        target_group: TargetGroupSpec {
-            name: group_name(&ir.service, release),
-            service: ir.service.clone(),
-            port: network.port,
-            health,
-            deregistration_delay_ms: ir.rollout.drain_timeout.as_millis(),
-        },
-        listener_port: network.port,
-    })
-}
-
-fn rollout_for(ir: &ServiceIr, release: &str, spec_digest: &str, group: GroupSpec, stable: Option<Stable>) -> Rollout {
-    let a = &ir.rollout.analysis;
-    Rollout {
-        service: ir.service.clone(),
-        release: release.to_owned(),
-        spec_digest: spec_digest.to_owned(),
-        group,
-        traffic: traffic_plan(ir, release),
-        stable,
-        steps: if ir.rollout.strategy == skiff_spec::Strategy::AllAtOnce {
-            vec![100]
-        } else {
-            ir.rollout.steps.clone()
-        },
-        bake_ms: ir.rollout.bake.as_millis(),
-        thresholds: Thresholds {
-            max_error_rate: a.max_error_rate.fraction(),
-            max_p95_ms: a.max_p95_latency.as_millis(),
-            min_requests: u64::from(a.min_requests),
-        },
-        step_timeout_ms: ir.rollout.step_timeout.as_millis(),
-        drain_ms: ir.rollout.drain_timeout.as_millis(),
-        retention_ms: ir.rollout.retention.as_millis(),
-    }
+/// How instances reach the bucket and check signatures.
+fn runner_config(bucket: &str, public_key_pem: &str) -> RunnerConfig {
+    RunnerConfig { bucket: bucket.to_owned(), public_key_pem: public_key_pem.to_owned(), heartbeat_ms: 2_000 }
 }
 
 /// A release's group as the provider has it: `None` when the group is gone;
@@ -328,8 +254,8 @@ fn prepare_and_run(
         {
             notes.push(format!("stable release {r} is not running: the new release takes all traffic at once"));
         }
-        let group = group_spec(&ir, &m.release, &bucket, &public_pem);
-        let rollout = rollout_for(&ir, &m.release, &m.spec_digest, group, stable);
+        let group = skiff_steps::deploy::group_spec(&ir, &m.release, runner_config(&bucket, &public_pem));
+        let rollout = skiff_steps::deploy::rollout_for(&ir, &m.release, &m.spec_digest, group, stable);
         let graph = skiff_steps::deploy::deploy_graph(&rollout).map_err(|e| Box::new(super::saga::saga_error(&e)))?;
         let key = format!("deploy:{}:{}", ir.service, m.release);
         let outcome = run_rollout(ctx, &engine, &ledger, graph, &rollout, &key, &actor, "deploy").await?;
@@ -576,8 +502,8 @@ fn rollback_inner(ctx: &Ctx, service: &str, to: &str) -> Result<Outcome, Box<Out
                 break;
             }
         }
-        let group = group_spec(&ir, &target, &bucket, &public_pem);
-        let mut rollout = rollout_for(&ir, &target, &manifest.spec_digest, group, from);
+        let group = skiff_steps::deploy::group_spec(&ir, &target, runner_config(&bucket, &public_pem));
+        let mut rollout = skiff_steps::deploy::rollout_for(&ir, &target, &manifest.spec_digest, group, from);
         rollout.steps = vec![100];
         let graph = skiff_steps::deploy::rollback_graph(&rollout).map_err(|e| Box::new(super::saga::saga_error(&e)))?;
         let key = format!("rollback:{service}:{target}:{}", ledger.clock().now_ms());

@@ -36,16 +36,6 @@ pub(crate) struct ServiceView {
     pub(crate) weights: Vec<skiff_pluginapi::Weight>,
 }
 
-async fn members(ledger: &Ledger, service: &str) -> Vec<Member<RunnerDetail>> {
-    let mut out = Vec::new();
-    for l in ledger.store().list(&skiff_state::keys::members(service)).await.unwrap_or_default() {
-        if let Ok(Some(m)) = ledger.read::<Member<RunnerDetail>>(&l.key).await {
-            out.push(m);
-        }
-    }
-    out
-}
-
 pub(crate) async fn view(ledger: &Ledger, provider: &dyn Provider, s: &ServiceState) -> ServiceView {
     let release = s.current_release.clone();
     let group = release.as_deref().map(|r| group_name(&s.service, r));
@@ -65,8 +55,10 @@ pub(crate) async fn view(ledger: &Ledger, provider: &dyn Provider, s: &ServiceSt
         stats = provider.traffic().stats(g).await.unwrap_or_default();
     }
     let weights = provider.traffic().weights(&s.service).await.unwrap_or_default();
-    let current: Vec<Member<RunnerDetail>> = members(ledger, &s.service)
+    let current: Vec<Member<RunnerDetail>> = ledger
+        .members::<RunnerDetail>(&s.service)
         .await
+        .unwrap_or_default()
         .into_iter()
         .filter(|m| Some(&m.release) == release.as_ref() && m.health != MemberHealth::Stopped)
         .collect();
