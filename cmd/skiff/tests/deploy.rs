@@ -122,7 +122,7 @@ fn stable(text: &str) -> String {
         (r"\b\d{4}-\d{2}-\d{2}-(\d+)\b", "[DATE]-$1"),
         (r"op-[0-9a-f]{20}", "op-[ID]"),
         (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
-        (r"\d+ requests", "[N] requests"),
+        (r"\d+ requests?\b", "[N] requests"),
         (r"p95 \d+ ms", "p95 [N] ms"),
         (r"\d+/(\d+) new targets healthy after \d+s", "[N]/$1 new targets healthy after [N]s"),
         (r#""cpu [^"]*""#, r#""cpu [MEASURED]""#),

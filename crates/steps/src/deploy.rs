@@ -759,9 +759,10 @@ pub fn judge(t: &Thresholds, canary: &TrafficStats, stable: Option<&TrafficStats
     let mut reasons = Vec::new();
     if over_budget {
         reasons.push(format!(
-            "canary error rate {} over {} requests exceeds {}",
+            "canary error rate {} over {} request{} exceeds {}",
             percent(verdict.error_rate),
             canary.requests,
+            if canary.requests == 1 { "" } else { "s" },
             percent(t.max_error_rate)
         ));
     }
