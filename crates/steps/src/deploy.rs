@@ -316,11 +316,13 @@ fn percent(rate: f64) -> String {
 
 /// "new targets return 500 on /healthz" from a health reason such as "/healthz answered 500".
 fn health_fact(health: &[TargetHealth]) -> Option<String> {
-    let reason = health.iter().find(|h| h.state == HealthState::Unhealthy).and_then(|h| h.reason.clone())?;
-    Some(match reason.split_once(" answered ") {
-        Some((path, code)) => format!("new targets return {code} on {path}"),
-        None => format!("new targets fail their health check: {reason}"),
-    })
+    let reasons: Vec<&str> =
+        health.iter().filter(|h| h.state == HealthState::Unhealthy).filter_map(|h| h.reason.as_deref()).collect();
+    // An answered status says more than a transport error on one target, so it wins.
+    if let Some((path, code)) = reasons.iter().find_map(|r| r.split_once(" answered ")) {
+        return Some(format!("new targets return {code} on {path}"));
+    }
+    reasons.first().map(|r| format!("new targets fail their health check: {r}"))
 }
 
 fn healthy_count(health: &[TargetHealth]) -> usize {
@@ -1066,6 +1068,19 @@ mod tests {
     }
 
     const T: Thresholds = Thresholds { max_error_rate: 0.01, max_p95_ms: 250, min_requests: 20 };
+
+    fn unhealthy(reason: &str) -> TargetHealth {
+        TargetHealth { id: reason.into(), state: HealthState::Unhealthy, reason: Some(reason.into()) }
+    }
+
+    #[test]
+    fn an_answered_status_outranks_a_transport_error_in_the_health_fact() {
+        let h = [unhealthy("connection closed before a response"), unhealthy("/healthz answered 500")];
+        assert_eq!(health_fact(&h).as_deref(), Some("new targets return 500 on /healthz"));
+        let h = [unhealthy("/healthz timed out")];
+        assert_eq!(health_fact(&h).as_deref(), Some("new targets fail their health check: /healthz timed out"));
+        assert_eq!(health_fact(&[]), None);
+    }
 
     #[test]
     fn a_healthy_canary_passes() {

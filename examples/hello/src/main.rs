@@ -104,14 +104,14 @@ fn serve(stream: TcpStream, config: &Config, served: &AtomicU64) -> std::io::Res
         } else {
             "Internal Server Error"
         };
-        write!(
-            writer,
+        // One write per response: `write!` on a bare socket sends every fragment as its own segment.
+        let response = format!(
             "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-skiff-release: {}\r\n{}\r\n{body}",
             body.len(),
             config.release,
             if close { "connection: close\r\n" } else { "" }
-        )?;
-        writer.flush()?;
+        );
+        writer.write_all(response.as_bytes())?;
         if close {
             return Ok(());
         }

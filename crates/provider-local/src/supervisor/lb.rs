@@ -384,16 +384,32 @@ async fn probe(target: &Target, path: &str, timeout: Duration) -> Result<(), Str
         s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", target.address).as_bytes())
             .await
             .map_err(|e| e.to_string())?;
-        let mut head = [0u8; 32];
-        let n = s.read(&mut head).await.map_err(|e| e.to_string())?;
-        let code: u16 = String::from_utf8_lossy(&head[..n])
+        let line = status_line(&mut s).await?;
+        let code: u16 = line
             .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())
-            .ok_or("no HTTP status")?;
+            .ok_or_else(|| format!("{path}: no HTTP status line in the response"))?;
         if (200..300).contains(&code) { Ok(()) } else { Err(format!("{path} answered {code}")) }
     };
     tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| Err(format!("{path} timed out")))
+}
+
+/// Reads until the end of the status line (a response may arrive in several segments).
+async fn status_line(s: &mut tokio::net::TcpStream) -> Result<String, String> {
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 64];
+    while !head.contains(&b'\n') && head.len() < 256 {
+        let n = s.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    if head.is_empty() {
+        return Err("connection closed before a response".into());
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
 }
 
 /// Probes a target group's targets every interval and moves them between states.
