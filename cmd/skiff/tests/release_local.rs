@@ -179,6 +179,7 @@ fn group_spec(s: &Sandbox, release: &str) -> GroupSpec {
                 heartbeat_ms: 500,
             },
         },
+        operation: None,
     }
 }
 

@@ -159,6 +159,7 @@ pub fn group_spec(ir: &ServiceIr, release: &str, runner: RunnerConfig) -> GroupS
             log_group: Some(ir.logs.group.clone()),
             runner,
         },
+        operation: None,
     }
 }
 

@@ -124,6 +124,25 @@ impl Drop for Guarded {
     }
 }
 
+/// `python3 -m moto.server`'s own application and server, with one change: requests
+/// are handled one at a time. moto checks `If-Match`/`If-None-Match` and then writes
+/// in two steps, so two threads can both pass the check; S3 itself makes a
+/// conditional write atomic. Serialising requests gives the tests S3's guarantee.
+const MOTO_SERIAL: &str = r#"
+import sys, threading
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+inner = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+
+def app(environ, start_response):
+    with lock:
+        return list(inner(environ, start_response))
+
+run_simple("127.0.0.1", int(sys.argv[1]), app, threaded=True)
+"#;
+
 /// moto's AWS server on 127.0.0.1, for S3 and the other AWS APIs.
 #[derive(Debug)]
 pub struct Moto {
@@ -155,7 +174,9 @@ impl Moto {
             let dir = tempdir::Dir(std::env::temp_dir().join(format!("skiff-moto-{}-{port}", std::process::id())));
             std::fs::create_dir_all(&dir.0).expect("moto log dir");
             let log = dir.0.join("moto.log");
-            let process = Guarded::spawn(&format!("exec python3 -m moto.server -H 127.0.0.1 -p {port}"), &log);
+            let launcher = dir.0.join("moto_serial.py");
+            std::fs::write(&launcher, MOTO_SERIAL).expect("moto launcher");
+            let process = Guarded::spawn(&format!("exec python3 {} {port}", launcher.display()), &log);
             let moto = Moto { port, _process: process, _dir: dir };
             if wait_until(Duration::from_secs(60), || moto.request("GET", "/moto-api/data.json", b"").is_ok()) {
                 return moto;

@@ -73,6 +73,9 @@ pub struct GroupSpec {
     pub zones: Vec<String>,
     /// What each instance runs.
     pub launch: LaunchConfig,
+    /// The operation creating it, recorded on what the provider creates (tags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
 }
 
 /// Where an instance is in its life.

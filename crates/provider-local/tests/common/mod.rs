@@ -108,6 +108,7 @@ impl Env {
                     heartbeat_ms: 500,
                 },
             },
+            operation: None,
         }
     }
 

@@ -1,0 +1,249 @@
+//! Databases on RDS for PostgreSQL: create (encrypted, tagged, password generated and
+//! kept in Secrets Manager as `secret://db-ID/…`), snapshot, restore into a new
+//! instance, delete with a final snapshot. Waits poll `DescribeDBInstances`.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_rds::types::{DbInstance, Tag};
+use skiff_pluginapi::{
+    ConnectionInfo, Database, DatabaseInfo, DatabaseSpec, ProviderError, Result, Secrets, SnapshotInfo,
+};
+
+use crate::names::TAG_SERVICE;
+use crate::{AwsProvider, code, fail, now_ms};
+
+/// How long creation, restore and snapshots may take before the call gives up.
+const WAIT: Duration = Duration::from_secs(45 * 60);
+const POLL: Duration = Duration::from_secs(5);
+const USER: &str = "skiff";
+
+fn secret_name(id: &str) -> String {
+    format!("db-{id}")
+}
+
+fn info(d: &DbInstance) -> DatabaseInfo {
+    DatabaseInfo {
+        id: d.db_instance_identifier().unwrap_or_default().to_owned(),
+        status: d.db_instance_status().unwrap_or_default().to_owned(),
+        host: d.endpoint().and_then(|e| e.address()).unwrap_or_default().to_owned(),
+        port: d.endpoint().and_then(|e| e.port()).and_then(|p| u16::try_from(p).ok()).unwrap_or(5432),
+        provider_id: d.db_instance_arn().unwrap_or_default().to_owned(),
+    }
+}
+
+fn password() -> Result<String> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| ProviderError::new(format!("no randomness for a password: {e}"), true))?;
+    Ok(hex::encode(bytes))
+}
+
+impl AwsProvider {
+    async fn db(&self, id: &str) -> Result<Option<DbInstance>> {
+        match self.c.rds.describe_db_instances().db_instance_identifier(id).send().await {
+            Ok(out) => Ok(out.db_instances().first().cloned()),
+            Err(e) if code(&e) == Some("DBInstanceNotFound") => Ok(None),
+            Err(e) => Err(fail(&format!("describe database {id}"), e)),
+        }
+    }
+
+    async fn wait_available(&self, id: &str) -> Result<DatabaseInfo> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let d = self.db(id).await?.ok_or_else(|| ProviderError::not_found(format!("database {id}")))?;
+            let i = info(&d);
+            match i.status.as_str() {
+                "available" => return Ok(i),
+                "failed" | "incompatible-restore" | "incompatible-parameters" | "storage-full" => {
+                    return Err(ProviderError::new(
+                        format!("database {id} is {}; see the RDS console events", i.status),
+                        false,
+                    ));
+                }
+                _ if Instant::now() > deadline => {
+                    return Err(ProviderError::new(
+                        format!("database {id} still {} after {}m", i.status, WAIT.as_secs() / 60),
+                        true,
+                    ));
+                }
+                _ => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    /// Writes the connection URL (with its password) behind `secret://db-ID/url`.
+    async fn store_url(&self, d: &DatabaseInfo, db_name: &str, pass: &str) -> Result<()> {
+        let name = secret_name(&d.id);
+        self.put(&format!("secret://{name}/password"), pass).await?;
+        let url = format!("postgres://{USER}:{pass}@{}:{}/{db_name}", d.host, d.port);
+        self.put(&format!("secret://{name}/url"), &url).await
+    }
+
+    fn tags(spec: &DatabaseSpec) -> Vec<Tag> {
+        vec![
+            Tag::builder().key(TAG_SERVICE).value(&spec.name).build(),
+            Tag::builder().key("skiff:database").value(&spec.id).build(),
+        ]
+    }
+}
+
+#[async_trait]
+impl Database for AwsProvider {
+    async fn create(&self, spec: &DatabaseSpec) -> Result<DatabaseInfo> {
+        if self.db(&spec.id).await?.is_none() {
+            let pass = password()?;
+            let mut req = self
+                .c
+                .rds
+                .create_db_instance()
+                .db_instance_identifier(&spec.id)
+                .db_name(&spec.name)
+                .engine(&spec.engine)
+                .engine_version(&spec.version)
+                .db_instance_class(&spec.instance_class)
+                .allocated_storage(i32::try_from(spec.storage_gib).unwrap_or(20))
+                .multi_az(spec.multi_az)
+                .backup_retention_period(i32::try_from(spec.backup_retention_days).unwrap_or(7))
+                .master_username(USER)
+                .master_user_password(&pass)
+                .storage_encrypted(true)
+                .publicly_accessible(false)
+                .copy_tags_to_snapshot(true)
+                .set_tags(Some(Self::tags(spec)));
+            if let Some(key) = self.kms_key().await? {
+                req = req.kms_key_id(key);
+            }
+            match req.send().await {
+                Ok(_) => {
+                    let d = self.wait_available(&spec.id).await?;
+                    self.store_url(&d, &spec.name, &pass).await?;
+                    return Ok(d);
+                }
+                Err(e) if code(&e) == Some("DBInstanceAlreadyExists") => {}
+                Err(e) => return Err(fail(&format!("create database {}", spec.id), e)),
+            }
+        }
+        self.wait_available(&spec.id).await
+    }
+
+    async fn describe(&self, id: &str) -> Result<Option<DatabaseInfo>> {
+        Ok(self.db(id).await?.filter(|d| d.db_instance_status() != Some("deleting")).map(|d| info(&d)))
+    }
+
+    async fn snapshot(&self, id: &str, snapshot_id: &str) -> Result<SnapshotInfo> {
+        let existing = match self.c.rds.describe_db_snapshots().db_snapshot_identifier(snapshot_id).send().await {
+            Ok(out) => out.db_snapshots().first().cloned(),
+            Err(e) if code(&e) == Some("DBSnapshotNotFound") => None,
+            Err(e) => return Err(fail(&format!("describe snapshot {snapshot_id}"), e)),
+        };
+        let snap = match existing {
+            Some(s) => s,
+            None => self
+                .c
+                .rds
+                .create_db_snapshot()
+                .db_instance_identifier(id)
+                .db_snapshot_identifier(snapshot_id)
+                .send()
+                .await
+                .map_err(|e| fail(&format!("snapshot database {id}"), e))?
+                .db_snapshot
+                .ok_or_else(|| ProviderError::new(format!("snapshot {snapshot_id} was not returned"), true))?,
+        };
+        let deadline = Instant::now() + WAIT;
+        let mut status = snap.status().unwrap_or_default().to_owned();
+        while status != "available" {
+            if Instant::now() > deadline {
+                return Err(ProviderError::new(format!("snapshot {snapshot_id} still {status}"), true));
+            }
+            tokio::time::sleep(POLL).await;
+            let out = self
+                .c
+                .rds
+                .describe_db_snapshots()
+                .db_snapshot_identifier(snapshot_id)
+                .send()
+                .await
+                .map_err(|e| fail(&format!("describe snapshot {snapshot_id}"), e))?;
+            status = out.db_snapshots().first().and_then(|s| s.status()).unwrap_or_default().to_owned();
+        }
+        Ok(SnapshotInfo {
+            id: snapshot_id.to_owned(),
+            database: id.to_owned(),
+            provider_ref: snap.db_snapshot_arn().unwrap_or(snapshot_id).to_owned(),
+            size_bytes: snap.allocated_storage().and_then(|g| u64::try_from(g).ok()).map(|g| g << 30),
+        })
+    }
+
+    async fn restore(&self, snapshot: &SnapshotInfo, spec: &DatabaseSpec) -> Result<DatabaseInfo> {
+        if self.db(&spec.id).await?.is_none() {
+            let made = self
+                .c
+                .rds
+                .restore_db_instance_from_db_snapshot()
+                .db_instance_identifier(&spec.id)
+                .db_snapshot_identifier(&snapshot.id)
+                .db_instance_class(&spec.instance_class)
+                .multi_az(spec.multi_az)
+                .publicly_accessible(false)
+                .set_tags(Some(Self::tags(spec)))
+                .send()
+                .await;
+            match made {
+                Ok(_) => {}
+                Err(e) if code(&e) == Some("DBInstanceAlreadyExists") => {}
+                Err(e) => return Err(fail(&format!("restore {} into {}", snapshot.id, spec.id), e)),
+            }
+        }
+        let d = self.wait_available(&spec.id).await?;
+        // The restored instance keeps the source's password: point a URL at the new host.
+        let source = format!("secret://{}/password", secret_name(&snapshot.database));
+        if let Some(map) = self.secret_map(&secret_name(&snapshot.database)).await?
+            && let Some(pass) = map.get("password")
+        {
+            self.store_url(&d, &spec.name, pass).await?;
+        } else {
+            return Err(ProviderError::new(
+                format!(
+                    "restored {} but {source} is gone, so no connection URL was written; reset the password in RDS",
+                    spec.id
+                ),
+                false,
+            ));
+        }
+        Ok(d)
+    }
+
+    async fn connection(&self, id: &str) -> Result<ConnectionInfo> {
+        let d = self.db(id).await?.ok_or_else(|| ProviderError::not_found(format!("database {id}")))?;
+        let i = info(&d);
+        Ok(ConnectionInfo {
+            host: i.host,
+            port: i.port,
+            database: d.db_name().unwrap_or_default().to_owned(),
+            user: d.master_username().unwrap_or(USER).to_owned(),
+            url_ref: format!("secret://{}/url", secret_name(id)),
+        })
+    }
+
+    async fn delete(&self, id: &str) -> Result<()> {
+        let Some(d) = self.db(id).await? else { return Ok(()) };
+        if d.db_instance_status() == Some("deleting") {
+            return Ok(());
+        }
+        let r = self
+            .c
+            .rds
+            .delete_db_instance()
+            .db_instance_identifier(id)
+            .skip_final_snapshot(false)
+            .final_db_snapshot_identifier(format!("{id}-final-{}", now_ms() / 1000))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if code(&e) == Some("DBInstanceNotFound") => Ok(()),
+            Err(e) => Err(fail(&format!("delete database {id}"), e)),
+        }
+    }
+}

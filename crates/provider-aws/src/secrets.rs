@@ -1,0 +1,109 @@
+//! Secrets: every key of `secret://NAME/KEY` lives in one Secrets Manager secret
+//! `skiff/NAME` (a JSON object), encrypted with Skiff's KMS key when there is one.
+//! Instances read whole secrets with their role; the CLI never prints values.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use skiff_pluginapi::{ProviderError, Result, Secrets};
+
+use crate::names::{self, TAG_SERVICE};
+use crate::{AwsProvider, code, fail};
+
+fn bad_ref(reference: &str) -> ProviderError {
+    ProviderError::new(format!("{reference} is not a secret reference; write secret://NAME/KEY"), false)
+}
+
+impl AwsProvider {
+    /// The keys and values of `skiff/NAME`; `None` when it does not exist.
+    pub(crate) async fn secret_map(&self, name: &str) -> Result<Option<BTreeMap<String, String>>> {
+        let id = names::secret(name);
+        match self.c.secrets.get_secret_value().secret_id(&id).send().await {
+            Ok(v) => {
+                let text = v.secret_string().unwrap_or("{}");
+                serde_json::from_str(text).map(Some).map_err(|_| {
+                    ProviderError::new(
+                        format!("secret {id} is not a JSON object of strings; Skiff did not write it"),
+                        false,
+                    )
+                })
+            }
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(fail(&format!("read secret {id}"), e)),
+        }
+    }
+
+    async fn write_secret_map(&self, name: &str, map: &BTreeMap<String, String>, exists: bool) -> Result<()> {
+        let id = names::secret(name);
+        let body = serde_json::to_string(map).map_err(|e| ProviderError::new(e.to_string(), false))?;
+        if exists {
+            self.c
+                .secrets
+                .put_secret_value()
+                .secret_id(&id)
+                .secret_string(body)
+                .send()
+                .await
+                .map_err(|e| fail(&format!("write secret {id}"), e))?;
+            return Ok(());
+        }
+        let mut req = self
+            .c
+            .secrets
+            .create_secret()
+            .name(&id)
+            .description("Skiff secret; values are resolved on instances only")
+            .secret_string(body)
+            .tags(aws_sdk_secretsmanager::types::Tag::builder().key(TAG_SERVICE).value(name).build());
+        if let Some(key) = self.kms_key().await? {
+            req = req.kms_key_id(key);
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            // Created concurrently: write the value as a new version instead.
+            Err(e) if code(&e) == Some("ResourceExistsException") => {
+                Box::pin(self.write_secret_map(name, map, true)).await
+            }
+            Err(e) => Err(fail(&format!("create secret {id}"), e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Secrets for AwsProvider {
+    async fn put(&self, reference: &str, value: &str) -> Result<()> {
+        let (name, key) = names::parse_secret_ref(reference).ok_or_else(|| bad_ref(reference))?;
+        let existing = self.secret_map(name).await?;
+        let exists = existing.is_some();
+        let mut map = existing.unwrap_or_default();
+        map.insert(key.to_owned(), value.to_owned());
+        self.write_secret_map(name, &map, exists).await
+    }
+
+    async fn exists(&self, reference: &str) -> Result<bool> {
+        let (name, key) = names::parse_secret_ref(reference).ok_or_else(|| bad_ref(reference))?;
+        Ok(self.secret_map(name).await?.is_some_and(|m| m.contains_key(key)))
+    }
+
+    async fn list(&self, name: &str) -> Result<Vec<String>> {
+        let map = self.secret_map(name).await?.unwrap_or_default();
+        Ok(map.keys().map(|k| format!("secret://{name}/{k}")).collect())
+    }
+
+    async fn delete(&self, reference: &str) -> Result<()> {
+        let (name, key) = names::parse_secret_ref(reference).ok_or_else(|| bad_ref(reference))?;
+        let Some(mut map) = self.secret_map(name).await? else { return Ok(()) };
+        if map.remove(key).is_none() {
+            return Ok(());
+        }
+        if !map.is_empty() {
+            return self.write_secret_map(name, &map, true).await;
+        }
+        let id = names::secret(name);
+        match self.c.secrets.delete_secret().secret_id(&id).force_delete_without_recovery(true).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(fail(&format!("delete secret {id}"), e)),
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The AWS provider against moto's server on 127.0.0.1: the conformance suite, one
+//! resource per double create, the launch template's contents, the generated IAM
+//! policies, and the state bucket's settings. moto reports every target healthy and
+//! every database available at once, and carries no traffic: health-gated behaviour is
+//! proven on the local provider; here the API calls and their idempotency are.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use skiff_pluginapi::conformance::{Fixture, run};
+use skiff_pluginapi::{
+    DatabaseSpec, GroupSpec, HealthCheck, LaunchConfig, LoadBalancerSpec, Permission, Provider, RoleSpec, RunnerConfig,
+    TargetGroupSpec,
+};
+use skiff_provider_aws::{AwsProvider, AwsSettings, RunnerArtifact, ensure_state_bucket};
+use skiff_testkit::Moto;
+
+/// A default moto AMI (moto cannot resolve `resolve:ssm:` image ids).
+const AMI: &str = "ami-12c6146b";
+
+async fn sdk(moto: &Moto) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "moto"))
+        .load()
+        .await
+}
+
+async fn provider(moto: &Moto, conf: &aws_config::SdkConfig) -> AwsProvider {
+    let _ = moto;
+    let settings = AwsSettings {
+        region: Some("us-east-1".into()),
+        state: "s3://skiff-state/prod".into(),
+        ami: AMI.into(),
+        subnets: Vec::new(),
+        runner: RunnerArtifact { url: "s3://skiff-state/prod/tools/skiff-runner".into(), sha256: Some("0".repeat(64)) },
+    };
+    AwsProvider::with_config(settings, conf).expect("provider")
+}
+
+fn group(service: &str, release: &str, desired: u32) -> GroupSpec {
+    GroupSpec {
+        name: format!("{service}-{release}"),
+        service: service.into(),
+        release: release.into(),
+        desired,
+        zones: vec!["us-east-1a".into(), "us-east-1b".into()],
+        launch: LaunchConfig {
+            instance_type: "t3.micro".into(),
+            spot: false,
+            command: vec!["./app".into()],
+            env: BTreeMap::new(),
+            secrets: BTreeMap::from([("DATABASE_URL".into(), "secret://db/url".into())]),
+            port: Some(8080),
+            health: Some(HealthCheck {
+                path: "/healthz".into(),
+                interval_ms: 5_000,
+                timeout_ms: 2_000,
+                healthy_threshold: 2,
+                unhealthy_threshold: 2,
+            }),
+            drain_timeout_ms: 5_000,
+            role: None,
+            log_group: Some(format!("/skiff/production/{service}")),
+            runner: RunnerConfig {
+                bucket: "s3://skiff-state/prod".into(),
+                public_key_pem: "-----BEGIN PUBLIC KEY-----\nMFkwEw\n-----END PUBLIC KEY-----\n".into(),
+                heartbeat_ms: 2_000,
+            },
+        },
+        operation: Some("op-1".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_provider_conforms_on_moto() {
+    let moto = Moto::start();
+    let conf = sdk(&moto).await;
+    let p = provider(&moto, &conf).await;
+    let fixture = Fixture {
+        group: group("conform", "2026.11.23.1", 2),
+        listener_port: 80,
+        // moto's load balancer carries no traffic and publishes no metrics.
+        probe_traffic: false,
+        database: Some(DatabaseSpec {
+            id: "conform-db".into(),
+            name: "app".into(),
+            engine: "postgres".into(),
+            version: "16".into(),
+            instance_class: "db.t4g.small".into(),
+            storage_gib: 20,
+            multi_az: false,
+            backup_retention_days: 7,
+        }),
+        settle: Duration::from_secs(30),
+    };
+    run(&p, &fixture).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_create_twice_makes_one_resource() {
+    let moto = Moto::start();
+    let conf = sdk(&moto).await;
+    let p = provider(&moto, &conf).await;
+    let g = group("web", "2026.11.23.1", 2);
+    for _ in 0..2 {
+        p.compute().create_group(&g).await.expect("create_group");
+        p.traffic().ensure_load_balancer(&LoadBalancerSpec { service: "web".into(), listener_port: 80 }).await.unwrap();
+        p.traffic()
+            .ensure_target_group(&TargetGroupSpec {
+                name: g.name.clone(),
+                service: "web".into(),
+                port: 8080,
+                health: g.launch.health.clone().unwrap(),
+                deregistration_delay_ms: 5_000,
+            })
+            .await
+            .unwrap();
+        p.identity().ensure_role(&role("web")).await.unwrap();
+        p.logs().ensure_log_group("/skiff/production/web", 14).await.unwrap();
+        p.secrets().put("secret://db/url", "postgres://x").await.unwrap();
+    }
+    let asg = aws_sdk_autoscaling::Client::new(&conf);
+    let groups = asg.describe_auto_scaling_groups().send().await.unwrap();
+    assert_eq!(groups.auto_scaling_groups().len(), 1, "one auto scaling group");
+    let g0 = &groups.auto_scaling_groups()[0];
+    assert_eq!(g0.instances().len(), 2, "desired instances");
+    let tags: BTreeMap<&str, &str> = g0.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))).collect();
+    assert_eq!(tags.get("skiff:service"), Some(&"web"));
+    assert_eq!(tags.get("skiff:release"), Some(&"2026.11.23.1"));
+    assert_eq!(tags.get("skiff:operation"), Some(&"op-1"));
+
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    assert_eq!(ec2.describe_launch_templates().send().await.unwrap().launch_templates().len(), 1, "one template");
+    let sgs = ec2.describe_security_groups().send().await.unwrap();
+    let skiff_sgs =
+        sgs.security_groups().iter().filter(|s| s.group_name().is_some_and(|n| n.starts_with("skiff-"))).count();
+    assert_eq!(skiff_sgs, 2, "one security group for the load balancer, one for instances");
+
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&conf);
+    assert_eq!(elb.describe_load_balancers().send().await.unwrap().load_balancers().len(), 1, "one load balancer");
+    assert_eq!(elb.describe_target_groups().send().await.unwrap().target_groups().len(), 1, "one target group");
+
+    let iam = aws_sdk_iam::Client::new(&conf);
+    assert_eq!(iam.list_roles().send().await.unwrap().roles().len(), 1, "one role");
+    assert_eq!(iam.list_instance_profiles().send().await.unwrap().instance_profiles().len(), 1, "one profile");
+
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
+    let lg = logs.describe_log_groups().send().await.unwrap();
+    assert_eq!(lg.log_groups().len(), 1, "one log group");
+    assert_eq!(lg.log_groups()[0].retention_in_days(), Some(14));
+
+    let sm = aws_sdk_secretsmanager::Client::new(&conf);
+    assert_eq!(sm.list_secrets().send().await.unwrap().secret_list().len(), 1, "one secret");
+}
+
+fn role(service: &str) -> RoleSpec {
+    let p = |a: &str, r: &str| Permission { action: a.into(), resource: r.into() };
+    RoleSpec {
+        name: format!("skiff-{service}"),
+        service: service.into(),
+        permissions: vec![
+            p("logs:write", &format!("/skiff/production/{service}")),
+            p("secrets:read", "db"),
+            p("state:read", "blobs/sha256/*"),
+            p("state:read", &format!("releases/{service}/*")),
+            p("state:write", &format!("members/{service}/*")),
+        ],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launch_template_requires_imdsv2_has_no_ssh_and_starts_the_runner() {
+    let moto = Moto::start();
+    let conf = sdk(&moto).await;
+    let p = provider(&moto, &conf).await;
+    let mut g = group("api", "2026.11.23.7", 1);
+    p.identity().ensure_role(&role("api")).await.unwrap();
+    g.launch.role = Some("skiff-api".into());
+    p.compute().create_group(&g).await.unwrap();
+
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    let versions =
+        ec2.describe_launch_template_versions().launch_template_name("skiff-api-2026.11.23.7").send().await.unwrap();
+    let data = versions.launch_template_versions()[0].launch_template_data().unwrap();
+    assert_eq!(data.image_id(), Some(AMI));
+    assert_eq!(data.instance_type().map(|t| t.as_str()), Some("t3.micro"));
+    assert_eq!(
+        data.metadata_options().and_then(|m| m.http_tokens()).map(|t| t.as_str()),
+        Some("required"),
+        "IMDSv2 only"
+    );
+    assert_eq!(data.key_name(), None, "no SSH key");
+    assert_eq!(data.iam_instance_profile().and_then(|i| i.name()), Some("skiff-api"));
+    let script = String::from_utf8(
+        base64::engine::general_purpose::STANDARD.decode(data.user_data().expect("user data")).unwrap(),
+    )
+    .unwrap();
+    for want in [
+        "'SKIFF_STATE=s3://skiff-state/prod'",
+        "'SKIFF_SERVICE=api'",
+        "'SKIFF_RELEASE=2026.11.23.7'",
+        "SKIFF_INSTANCE=$INSTANCE",
+        "aws s3 cp --only-show-errors 's3://skiff-state/prod/tools/skiff-runner'",
+        "systemctl enable --now skiff-runner.service",
+    ] {
+        assert!(script.contains(want), "user data lacks {want}:\n{script}");
+    }
+
+    // No security group Skiff made lets anyone reach port 22.
+    let sgs = ec2.describe_security_groups().send().await.unwrap();
+    for sg in sgs.security_groups().iter().filter(|s| s.group_name().is_some_and(|n| n.starts_with("skiff-"))) {
+        for perm in sg.ip_permissions() {
+            let (from, to) = (perm.from_port().unwrap_or(0), perm.to_port().unwrap_or(65535));
+            assert!(!(from..=to).contains(&22), "{} opens port 22", sg.group_name().unwrap());
+        }
+    }
+    // The instances' group admits the service port from the load balancer's group only.
+    let inst = sgs.security_groups().iter().find(|s| s.group_name() == Some("skiff-api-instances")).unwrap();
+    let perm = &inst.ip_permissions()[0];
+    assert_eq!(perm.from_port(), Some(8080));
+    assert!(perm.ip_ranges().is_empty(), "no CIDR ingress to instances");
+    assert_eq!(perm.user_id_group_pairs().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_iam_policies_name_no_wildcard_action() {
+    let moto = Moto::start();
+    let conf = sdk(&moto).await;
+    let p = provider(&moto, &conf).await;
+    p.identity().ensure_role(&role("api")).await.unwrap();
+    let iam = aws_sdk_iam::Client::new(&conf);
+    let doc = iam.get_role_policy().role_name("skiff-api").policy_name("skiff").send().await.unwrap();
+    let text = doc.policy_document().to_owned();
+    let text = if text.starts_with('%') { urlencoding_decode(&text) } else { text };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let scope = p.scope().await.unwrap().clone();
+    let mut docs = vec![v, serde_json::to_value(skiff_provider_aws::skiff_policy(&scope)).unwrap()];
+    for doc in &mut docs {
+        for st in doc["Statement"].as_array().unwrap() {
+            for a in st["Action"].as_array().unwrap() {
+                let a = a.as_str().unwrap();
+                assert!(!a.contains('*'), "{} allows {a}", st["Sid"]);
+            }
+        }
+    }
+    // The role reaches only its own prefixes of the state bucket.
+    let resources = docs[0]["Statement"].to_string();
+    assert!(resources.contains("arn:aws:s3:::skiff-state/prod/releases/api/*"), "{resources}");
+    assert!(resources.contains("arn:aws:s3:::skiff-state/prod/members/api/*"), "{resources}");
+    assert!(!resources.contains("\"arn:aws:s3:::skiff-state/*\""), "{resources}");
+}
+
+fn urlencoding_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_bucket_is_versioned_encrypted_private_and_conditional() {
+    let moto = Moto::start();
+    let conf = sdk(&moto).await;
+    let p = provider(&moto, &conf).await;
+    let first = ensure_state_bucket(&p).await.expect("bucket");
+    let again = ensure_state_bucket(&p).await.expect("bucket again");
+    assert!(first.created && !again.created, "created once");
+    assert_eq!(first.kms_key, again.kms_key, "one KMS key");
+    for r in [&first, &again] {
+        assert!(r.versioning && r.public_access_blocked && r.conditional_writes, "{r:?}");
+        assert!(!r.tls_only, "no TLS-only policy on moto's plain-http endpoint: it could not be reached");
+    }
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build());
+    let enc = s3.get_bucket_encryption().bucket("skiff-state").send().await.unwrap();
+    let rule = &enc.server_side_encryption_configuration().unwrap().rules()[0];
+    let default = rule.apply_server_side_encryption_by_default().unwrap();
+    assert_eq!(default.sse_algorithm().as_str(), "aws:kms");
+    assert_eq!(default.kms_master_key_id(), Some(first.kms_key.as_str()));
+    let kms = aws_sdk_kms::Client::new(&conf);
+    let aliases = kms.list_aliases().send().await.unwrap();
+    assert_eq!(aliases.aliases().iter().filter(|a| a.alias_name() == Some("alias/skiff")).count(), 1);
+}
