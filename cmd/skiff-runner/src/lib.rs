@@ -64,7 +64,8 @@ pub struct Config {
     /// Where logs go (default: DIR/logs).
     #[arg(long, env = "SKIFF_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
-    /// Where secrets resolve from: `local:DIR` (the local provider's store).
+    /// Where secrets resolve from: `local:DIR` (the local provider's store) or `dir:DIR`
+    /// (JSON files fetched at boot, as the AWS launch template writes them).
     #[arg(long, env = "SKIFF_SECRETS")]
     pub secrets: Option<String>,
     /// Heartbeat period, milliseconds.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use skiff_ir::HealthIr;
 use skiff_release::{ReleaseError, Verifier};
-use skiff_secrets::{LocalSecrets, Resolver};
+
 use skiff_state::docs::MemberHealth;
 
 use crate::logs::Log;
@@ -99,8 +99,7 @@ pub(crate) async fn prepare(config: &Config, member: &Member, log: &Log) -> Resu
 
     let mut env: Vec<(String, String)> = manifest.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     if !manifest.secrets.is_empty() {
-        let resolver: Option<LocalSecrets> =
-            config.secrets.as_deref().and_then(|s| s.strip_prefix("local:")).map(LocalSecrets::new);
+        let resolver = config.secrets.as_deref().and_then(skiff_secrets::resolver);
         for (name, reference) in &manifest.secrets {
             let value = match &resolver {
                 Some(r) => r.resolve(reference).map_err(|e| e.to_string()),

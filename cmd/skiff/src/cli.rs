@@ -269,6 +269,20 @@ the public key; keep the private key out of the repository.")]
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// AWS identity: the least-privilege policy Skiff itself needs.
+    #[command(after_help = "\
+Examples:
+  skiff iam policy --provider aws --bucket s3://acme-skiff/prod > skiff-policy.json
+  aws iam create-policy --policy-name skiff --policy-document file://skiff-policy.json
+  skiff iam policy --account 123456789012 --region eu-west-1 --format json
+
+The account is looked up with your credentials (sts:GetCallerIdentity) unless
+--account names it. No statement grants a wildcard action; resources are limited
+to the state bucket prefix and to what Skiff names (skiff-*, sk-*, /skiff/*).")]
+    Iam {
+        #[command(subcommand)]
+        action: IamAction,
+    },
     /// Releases: build, upload, sign, list, show, verify.
     #[command(after_help = "\
 Examples:
@@ -357,6 +371,16 @@ pub enum SecretsAction {
     Delete {
         /// The reference.
         reference: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IamAction {
+    /// Print the IAM policy document the identity running Skiff needs.
+    Policy {
+        /// The AWS account id (default: asked of STS with your credentials).
+        #[arg(long)]
+        account: Option<String>,
     },
 }
 

@@ -7,7 +7,9 @@ mod diff;
 mod plan;
 
 pub use diff::{Change, Op, PlanDiff, diff_irs, diff_plans, diff_values};
-pub use plan::{Ingress, KIND, Permission, Resource, ResourcePlan, ResourceSpec, SCHEMA_VERSION, plan};
+pub use plan::{
+    Ingress, KIND, Permission, Resource, ResourcePlan, ResourceSpec, SCHEMA_VERSION, permissions, plan, role_name,
+};
 
 use skiff_ir::ServiceIr;
 use skiff_spec::Spec;

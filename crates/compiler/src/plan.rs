@@ -218,7 +218,7 @@ impl ResourcePlan {
 pub fn plan(ir: &ServiceIr) -> ResourcePlan {
     let svc = &ir.service;
     let id = |ty: &str, name: &str| format!("{ty}/{name}");
-    let role_name = format!("skiff-{}-{svc}", ir.environment);
+    let role_name = role_name(ir);
     let mut resources = Vec::new();
     let mut push = |id: String, depends_on: Vec<String>, spec: ResourceSpec| {
         resources.push(Resource { id, depends_on, spec });
@@ -330,10 +330,15 @@ pub fn plan(ir: &ServiceIr) -> ResourcePlan {
     }
 }
 
+/// The name of the role a service's instances run as.
+pub fn role_name(ir: &ServiceIr) -> String {
+    format!("skiff-{}-{}", ir.environment, ir.service)
+}
+
 /// The least-privilege permissions of a service's role: read its own releases and
 /// artifacts, heartbeat its own members, write its own logs, read its named secrets,
 /// plus exactly what the spec's `iam.allow` names.
-fn permissions(ir: &ServiceIr) -> Vec<Permission> {
+pub fn permissions(ir: &ServiceIr) -> Vec<Permission> {
     let svc = &ir.service;
     let p = |action: &str, resource: String| Permission { action: action.to_owned(), resource };
     let mut out = vec![

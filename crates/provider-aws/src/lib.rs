@@ -48,12 +48,16 @@ pub struct AwsSettings {
 }
 
 impl AwsSettings {
-    /// Settings for a state bucket, from the environment: `SKIFF_AWS_AMI`,
-    /// `SKIFF_AWS_SUBNETS` (comma-separated), `SKIFF_AWS_RUNNER_URL` (default: the
-    /// bucket's `tools/skiff-runner`), `SKIFF_AWS_RUNNER_SHA256`.
-    pub fn from_env(state: &str, region: Option<String>) -> Result<Self, ProviderError> {
+    /// Settings for a state bucket, from environment variables (looked up with `env`):
+    /// `SKIFF_AWS_AMI`, `SKIFF_AWS_SUBNETS` (comma-separated), `SKIFF_AWS_RUNNER_URL`
+    /// (default: the bucket's `tools/skiff-runner`), `SKIFF_AWS_RUNNER_SHA256`.
+    pub fn from_vars(
+        state: &str,
+        region: Option<String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ProviderError> {
         let (bucket, prefix) = split_bucket(state)?;
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let var = |k: &str| env(k).filter(|v| !v.trim().is_empty());
         Ok(AwsSettings {
             region,
             state: state.to_owned(),
@@ -73,7 +77,7 @@ impl AwsSettings {
 pub fn split_bucket(state: &str) -> Result<(String, String), ProviderError> {
     let rest = state.strip_prefix("s3://").ok_or_else(|| {
         ProviderError::new(
-            format!("the AWS provider keeps state in S3, not at {state}; use --state s3://BUCKET[/PREFIX]"),
+            format!("the AWS provider keeps state in S3, not at {state}; use --bucket s3://BUCKET[/PREFIX]"),
             false,
         )
     })?;
@@ -262,6 +266,6 @@ mod tests {
     fn state_urls_split_into_bucket_and_prefix() {
         assert_eq!(split_bucket("s3://b").unwrap(), ("b".into(), String::new()));
         assert_eq!(split_bucket("s3://b/p/q/").unwrap(), ("b".into(), "p/q/".into()));
-        assert!(split_bucket("file:///tmp/x").unwrap_err().message.contains("--state s3://"));
+        assert!(split_bucket("file:///tmp/x").unwrap_err().message.contains("--bucket s3://"));
     }
 }

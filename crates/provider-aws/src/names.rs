@@ -67,10 +67,10 @@ pub fn secret(name: &str) -> String {
     format!("skiff/{name}")
 }
 
-/// Splits `secret://name/key` into its name and key.
+/// Splits `secret://name/key` into its name and key; `secret://name` is the key `value`.
 pub fn parse_secret_ref(reference: &str) -> Option<(&str, &str)> {
     let rest = reference.strip_prefix("secret://")?;
-    let (name, key) = rest.split_once('/')?;
+    let (name, key) = rest.split_once('/').unwrap_or((rest, "value"));
     (!name.is_empty() && !key.is_empty()).then_some((name, key))
 }
 
@@ -97,7 +97,8 @@ mod tests {
     #[test]
     fn secret_references_split_into_name_and_key() {
         assert_eq!(parse_secret_ref("secret://db/url"), Some(("db", "url")));
-        assert_eq!(parse_secret_ref("secret://db"), None);
+        assert_eq!(parse_secret_ref("secret://db"), Some(("db", "value")));
+        assert_eq!(parse_secret_ref("secret://"), None);
         assert_eq!(parse_secret_ref("db/url"), None);
     }
 }

@@ -165,11 +165,9 @@ impl AwsProvider {
             .iter()
             .filter_map(|d| {
                 let at = d.timestamp()?.secs();
-                let v = match (stat.is_some(), extended) {
-                    (true, _) => d.sum().or(d.average())?,
-                    (false, Some(x)) => d.extended_statistics().and_then(|m| m.get(x).copied())?,
-                    (false, None) => return None,
-                };
+                // The extended statistic when asked for and present, else the plain one.
+                let extended = extended.and_then(|x| d.extended_statistics().and_then(|m| m.get(x).copied()));
+                let v = extended.or_else(|| d.sum().filter(|_| stat == Some(Statistic::Sum))).or(d.average())?;
                 Some((at, v))
             })
             .collect())
@@ -185,15 +183,17 @@ fn health_state(s: Option<&elb::TargetHealthStateEnum>) -> HealthState {
     }
 }
 
-/// Per-minute request counts placed in the bucket of that minute's p95: cumulative
-/// counters whose percentiles are upper bounds of what CloudWatch reports.
+/// Per-minute request counts placed in the bucket of that minute's p95 (its average
+/// where CloudWatch has no p95): cumulative counters whose percentiles are upper
+/// bounds of what CloudWatch reports.
 fn stats_from(requests: &BTreeMap<i64, f64>, errors: &BTreeMap<i64, f64>, p95_s: &BTreeMap<i64, f64>) -> TrafficStats {
     let mut buckets = vec![0u64; LATENCY_BUCKETS_MS.len()];
     let mut total = 0u64;
     for (at, n) in requests {
         let n = n.max(0.0).round() as u64;
         total += n;
-        let ms = p95_s.get(at).map_or(0, |s| (s * 1000.0).ceil().max(0.0) as u64);
+        // A minute without a latency figure counts as slow, never as fast.
+        let ms = p95_s.get(at).map_or(u64::MAX, |s| (s * 1000.0).ceil().max(0.0) as u64);
         let i = LATENCY_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BUCKETS_MS.len() - 1);
         buckets[i] += n;
     }
@@ -429,25 +429,31 @@ impl Traffic for AwsProvider {
             .await?
             .ok_or_else(|| ProviderError::not_found(format!("target group {target_group}")))?;
         let arn = tg.target_group_arn().unwrap_or_default().to_owned();
-        let created = self
-            .elb_tags(std::slice::from_ref(&arn))
-            .await?
-            .get(&arn)
-            .and_then(|t| t.get(TAG_CREATED))
+        let tags = self.elb_tags(std::slice::from_ref(&arn)).await?.remove(&arn).unwrap_or_default();
+        let created = tags
+            .get(TAG_CREATED)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or_else(|| now_ms().saturating_sub(3_600_000));
+        // The ALB publishes per-target-group metrics with both dimensions; CloudWatch
+        // matches the exact set, so the service's load balancer is named too.
+        let lb_arn = match tags.get(TAG_SERVICE) {
+            Some(service) => {
+                self.load_balancer(service).await?.and_then(|lb| lb.load_balancer_arn().map(str::to_owned))
+            }
+            None => tg.load_balancer_arns().first().cloned(),
+        };
         let mut dims = vec![
             Dimension::builder()
                 .name("TargetGroup")
                 .set_value(dimension_of(&arn, ":targetgroup/").map(|d| format!("targetgroup/{d}")))
                 .build(),
         ];
-        if let Some(lb) = tg.load_balancer_arns().first().and_then(|a| dimension_of(a, ":loadbalancer/")) {
+        if let Some(lb) = lb_arn.as_deref().and_then(|a| dimension_of(a, ":loadbalancer/")) {
             dims.push(Dimension::builder().name("LoadBalancer").value(lb).build());
         }
         let requests = self.metric("RequestCount", &dims, created, Some(Statistic::Sum), None).await?;
         let errors = self.metric("HTTPCode_Target_5XX_Count", &dims, created, Some(Statistic::Sum), None).await?;
-        let p95 = self.metric("TargetResponseTime", &dims, created, None, Some("p95")).await?;
+        let p95 = self.metric("TargetResponseTime", &dims, created, Some(Statistic::Average), Some("p95")).await?;
         Ok(stats_from(&requests, &errors, &p95))
     }
 
@@ -496,5 +502,11 @@ mod tests {
         assert_eq!((s.requests, s.errors), (150, 5));
         assert_eq!(s.percentile_ms(0.5), Some(50));
         assert_eq!(s.percentile_ms(0.95), Some(500));
+    }
+
+    #[test]
+    fn a_minute_without_latency_counts_as_slow() {
+        let s = stats_from(&BTreeMap::from([(0, 10.0)]), &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(s.percentile_ms(0.5), Some(u64::MAX));
     }
 }

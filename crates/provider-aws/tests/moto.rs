@@ -292,3 +292,55 @@ async fn the_state_bucket_is_versioned_encrypted_private_and_conditional() {
     let aliases = kms.list_aliases().send().await.unwrap();
     assert_eq!(aliases.aliases().iter().filter(|a| a.alias_name() == Some("alias/skiff")).count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_group_stats_come_from_the_alb_metrics_in_cloudwatch() {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+
+    let moto = Moto::start();
+    let conf = sdk(&moto).await;
+    let p = provider(&moto, &conf).await;
+    let g = group("web", "2026.11.23.1", 1);
+    p.traffic().ensure_load_balancer(&LoadBalancerSpec { service: "web".into(), listener_port: 80 }).await.unwrap();
+    let tg = TargetGroupSpec {
+        name: g.name.clone(),
+        service: "web".into(),
+        port: 8080,
+        health: g.launch.health.clone().unwrap(),
+        deregistration_delay_ms: 5_000,
+    };
+    p.traffic().ensure_target_group(&tg).await.unwrap();
+    p.traffic()
+        .set_weights("web", &[skiff_pluginapi::Weight { target_group: g.name.clone(), weight: 100 }])
+        .await
+        .unwrap();
+    assert_eq!(p.traffic().stats(&g.name).await.unwrap().requests, 0, "no traffic yet");
+
+    // What the ALB would publish for the target group: requests, 5xx and response times.
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&conf);
+    let t = elb.describe_target_groups().send().await.unwrap().target_groups()[0].clone();
+    let arn = t.target_group_arn().unwrap();
+    let tg_dim = &arn[arn.find("targetgroup/").unwrap()..];
+    let lbs = elb.describe_load_balancers().send().await.unwrap();
+    let lb_arn = lbs.load_balancers()[0].load_balancer_arn().unwrap();
+    let lb_dim = &lb_arn[lb_arn.find("loadbalancer/").unwrap() + "loadbalancer/".len()..];
+    let dims = vec![
+        Dimension::builder().name("TargetGroup").value(tg_dim).build(),
+        Dimension::builder().name("LoadBalancer").value(lb_dim).build(),
+    ];
+    let datum = |name: &str, value: f64, unit: StandardUnit| {
+        MetricDatum::builder().metric_name(name).set_dimensions(Some(dims.clone())).value(value).unit(unit).build()
+    };
+    let cw = aws_sdk_cloudwatch::Client::new(&conf);
+    cw.put_metric_data()
+        .namespace("AWS/ApplicationELB")
+        .metric_data(datum("RequestCount", 120.0, StandardUnit::Count))
+        .metric_data(datum("HTTPCode_Target_5XX_Count", 3.0, StandardUnit::Count))
+        .metric_data(datum("TargetResponseTime", 0.080, StandardUnit::Seconds))
+        .send()
+        .await
+        .unwrap();
+    let stats = p.traffic().stats(&g.name).await.unwrap();
+    assert_eq!((stats.requests, stats.errors), (120, 3), "{stats:?}");
+    assert_eq!(stats.percentile_ms(0.95), Some(100), "80 ms lands in the 100 ms bucket: {stats:?}");
+}

@@ -66,6 +66,49 @@ pub trait Resolver: Send + Sync {
     fn resolve(&self, reference: &str) -> Result<String>;
 }
 
+/// Secrets an instance fetched at boot from the cloud's secret manager: one JSON
+/// object per secret name (`DIR/NAME.json`, `{"KEY": "value"}`), readable by the
+/// runner only. The AWS launch template's user data writes them.
+#[derive(Clone, Debug)]
+pub struct FetchedSecrets {
+    dir: PathBuf,
+}
+
+impl FetchedSecrets {
+    /// The directory holding `NAME.json` files.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FetchedSecrets { dir: dir.into() }
+    }
+}
+
+impl Resolver for FetchedSecrets {
+    fn resolve(&self, reference: &str) -> Result<String> {
+        let r = parse(reference)?;
+        let path = self.dir.join(format!("{}.json", r.name()));
+        let store = |message: String| SecretError::Store { path: path.display().to_string(), message };
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SecretError::Missing(reference.to_owned()));
+            }
+            Err(e) => return Err(store(e.to_string())),
+        };
+        let map: BTreeMap<String, String> =
+            serde_json::from_str(&text).map_err(|e| store(format!("not a JSON object of strings: {e}")))?;
+        // `secret://NAME` without a key is the key `value`, as the providers store it.
+        map.get(r.key().unwrap_or("value")).cloned().ok_or_else(|| SecretError::Missing(reference.to_owned()))
+    }
+}
+
+/// The resolver a runner's `--secrets` setting names: `local:DIR` (the local
+/// provider's encrypted store) or `dir:DIR` ([`FetchedSecrets`]).
+pub fn resolver(setting: &str) -> Option<Box<dyn Resolver>> {
+    if let Some(dir) = setting.strip_prefix("local:") {
+        return Some(Box::new(LocalSecrets::new(dir)));
+    }
+    setting.strip_prefix("dir:").map(|dir| Box::new(FetchedSecrets::new(dir)) as Box<dyn Resolver>)
+}
+
 /// The local encrypted store in a directory.
 #[derive(Clone, Debug)]
 pub struct LocalSecrets {
@@ -253,6 +296,18 @@ impl Resolver for LocalSecrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetched_secrets_resolve_keys_of_their_json_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db.json"), r#"{"url": "postgres://u:p@h/db"}"#).unwrap();
+        let r = resolver(&format!("dir:{}", dir.path().display())).unwrap();
+        assert_eq!(r.resolve("secret://db/url").unwrap(), "postgres://u:p@h/db");
+        assert!(matches!(r.resolve("secret://db/password"), Err(SecretError::Missing(_))));
+        assert!(matches!(r.resolve("secret://other/url"), Err(SecretError::Missing(_))));
+        assert!(matches!(r.resolve("db/url"), Err(SecretError::BadReference(_))));
+        assert!(resolver("vault:x").is_none());
+    }
 
     #[test]
     fn round_trip_never_stores_plaintext_and_detects_tampering() {

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use skiff_ir::ServiceIr;
 use skiff_pluginapi::{
-    GroupSpec, HealthCheck, HealthState, LaunchConfig, LoadBalancerSpec, Provider, ProviderError, RunnerConfig, Target,
-    TargetGroupSpec, TargetHealth, TrafficStats, Weight,
+    GroupSpec, HealthCheck, HealthState, LaunchConfig, LoadBalancerSpec, Permission, Provider, ProviderError, RoleSpec,
+    RunnerConfig, Target, TargetGroupSpec, TargetHealth, TrafficStats, Weight,
 };
 use skiff_saga::{Registry, SagaBuilder, SagaError, SagaGraph};
 use skiff_sagaapi::{Risk, Safety, Step, StepContext, StepError, StepPlan, StepRequest, StepResult};
@@ -111,6 +111,10 @@ pub struct Rollout {
     pub drain_ms: u64,
     /// How long the old group is kept after promotion.
     pub retention_ms: u64,
+    /// The role instances run as, ensured before they start.
+    pub role: Option<RoleSpec>,
+    /// The log group (name, retention in days), ensured before instances start.
+    pub log_group: Option<(String, u32)>,
 }
 
 /// Where a serving release takes traffic.
@@ -155,7 +159,7 @@ pub fn group_spec(ir: &ServiceIr, release: &str, runner: RunnerConfig) -> GroupS
             port: ir.network.as_ref().map(|n| n.port),
             health: health_of(ir),
             drain_timeout_ms: ir.rollout.drain_timeout.as_millis(),
-            role: None,
+            role: Some(skiff_compiler::role_name(ir)),
             log_group: Some(ir.logs.group.clone()),
             runner,
         },
@@ -208,6 +212,18 @@ pub fn rollout_for(
         step_timeout_ms: ir.rollout.step_timeout.as_millis(),
         drain_ms: ir.rollout.drain_timeout.as_millis(),
         retention_ms: ir.rollout.retention.as_millis(),
+        role: Some(RoleSpec {
+            name: skiff_compiler::role_name(ir),
+            service: ir.service.clone(),
+            permissions: skiff_compiler::permissions(ir)
+                .into_iter()
+                .map(|p| Permission { action: p.action, resource: p.resource })
+                .collect(),
+        }),
+        log_group: Some((
+            ir.logs.group.clone(),
+            u32::try_from(ir.logs.retention.as_millis() / 86_400_000).unwrap_or(u32::MAX).max(1),
+        )),
     }
 }
 
@@ -227,7 +243,11 @@ pub fn rollback_graph(r: &Rollout) -> Result<SagaGraph, SagaError> {
 fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> {
     let t = r.step_timeout_ms;
     let mut b = SagaBuilder::new(saga)
-        .step("provision", "deploy.provision", json!({"group": r.group, "service": r.service}))
+        .step(
+            "provision",
+            "deploy.provision",
+            json!({"group": r.group, "service": r.service, "role": r.role, "log_group": r.log_group}),
+        )
         .timeout_ms(t);
     let canary_tg = r.traffic.as_ref().map(|tp| tp.target_group.name.clone());
     let stable_tg = r.stable.as_ref().and_then(|s| s.target_group.clone());
@@ -334,6 +354,10 @@ fn healthy_count(health: &[TargetHealth]) -> usize {
 struct ProvisionParams {
     group: GroupSpec,
     service: String,
+    #[serde(default)]
+    role: Option<RoleSpec>,
+    #[serde(default)]
+    log_group: Option<(String, u32)>,
 }
 
 /// What provisioning produced: the group and its running instances as targets.
@@ -418,7 +442,14 @@ impl Step for Provision {
 impl Provision {
     async fn start(&self, ctx: &StepContext, req: &StepRequest, p: &ProvisionParams) -> Result<StepResult, StepError> {
         let prov = provider(req)?;
-        prov.compute().create_group(&p.group).await.map_err(provider_error)?;
+        if let Some(role) = &p.role {
+            prov.identity().ensure_role(role).await.map_err(provider_error)?;
+        }
+        if let Some((name, days)) = &p.log_group {
+            prov.logs().ensure_log_group(name, *days).await.map_err(provider_error)?;
+        }
+        let group = GroupSpec { operation: Some(req.op_id.clone()), ..p.group.clone() };
+        prov.compute().create_group(&group).await.map_err(provider_error)?;
         let mut cancel = req.cancel.clone();
         let mut last = usize::MAX;
         loop {
@@ -1158,6 +1189,8 @@ mod tests {
             step_timeout_ms: 1000,
             drain_ms: 0,
             retention_ms: 0,
+            role: None,
+            log_group: None,
         };
         let ids = |g: SagaGraph| {
             serde_json::to_value(&g).unwrap()["steps"]

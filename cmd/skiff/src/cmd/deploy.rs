@@ -26,12 +26,48 @@ pub(crate) fn provider(ctx: &Ctx, ledger: &Ledger) -> Result<Arc<dyn Provider>, 
             let dir = super::local::local_dir(ctx)?;
             Ok(Arc::new(skiff_provider_local::LocalProvider::new(dir, ledger.clone())))
         }
+        ProviderKind::Aws => Ok(Arc::new(aws_provider(ctx)?)),
         other => Err(Box::new(
             Envelope::failure(Code::ProviderError, format!("the {other:?} provider is not part of this build"))
-                .fact("this build runs rollouts on the local provider")
+                .fact("this build runs rollouts on the local and aws providers")
                 .action("local", "skiff deploy --provider local --yes", true, Safety::Reversible, 0.5)
                 .into(),
         )),
+    }
+}
+
+/// The AWS provider for the resolved state bucket and region. Credentials come from
+/// the usual chain (environment, profile, IMDS); `AWS_ENDPOINT_URL` is honoured.
+pub(crate) fn aws_provider(ctx: &Ctx) -> Result<skiff_provider_aws::AwsProvider, Box<Outcome>> {
+    let (_, resolved) = ctx.resolve()?;
+    let region = resolved.region.map(|r| r.value);
+    let failed = |e: skiff_pluginapi::ProviderError| {
+        Box::new(Outcome::from(
+            Envelope::failure(Code::ProviderError, "cannot use the AWS provider").fact(e.message).action(
+                "config",
+                "skiff config show",
+                false,
+                Safety::ReadOnly,
+                0.6,
+            ),
+        ))
+    };
+    let settings =
+        skiff_provider_aws::AwsSettings::from_vars(&resolved.state.value, region, |k| (ctx.env)(k)).map_err(failed)?;
+    // Loading the configuration is async; it runs on its own thread so this works
+    // both inside and outside a runtime. No request is made until the first call.
+    let loaded = std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+                skiff_pluginapi::ProviderError::new(format!("cannot start the async runtime: {e}"), false)
+            })?;
+            rt.block_on(skiff_provider_aws::AwsProvider::connect(settings))
+        })
+        .join()
+    });
+    match loaded {
+        Ok(r) => r.map_err(failed),
+        Err(_) => Err(failed(skiff_pluginapi::ProviderError::new("loading the AWS configuration panicked", false))),
     }
 }
 

@@ -5,6 +5,7 @@ pub(crate) mod config;
 mod deploy;
 mod doctor;
 pub(crate) mod events;
+mod iam;
 mod init;
 mod keys;
 pub(crate) mod local;
@@ -47,6 +48,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> Outcome {
         Command::Audit { since } => audit::run(ctx, since.as_deref()),
         Command::Saga { action } => saga::run(ctx, action),
         Command::Keys { action } => keys::run(ctx, action),
+        Command::Iam { action } => iam::run(ctx, action),
         Command::Local { action } => local::run(ctx, action),
         Command::Secrets { action } => local::secrets(ctx, action),
         Command::Release { action } => release::run(ctx, action),

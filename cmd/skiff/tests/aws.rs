@@ -1,0 +1,156 @@
+//! `--provider aws` end to end against moto's server on 127.0.0.1: the state bucket
+//! prepared, releases signed into S3, the same canary saga creating launch templates,
+//! auto scaling groups, target groups and ALB weights, the old release retired, a
+//! rollback re-creating it, and `skiff iam policy`.
+//!
+//! moto reports every registered target healthy at once and publishes no ALB metrics,
+//! so these rollouts run with `bake: 0s` (no analysis); health-gated and analysed
+//! rollouts are proven on the local provider (tests/deploy.rs), and the AWS stats path
+//! is tested in crates/provider-aws against metrics put into moto's CloudWatch.
+
+mod common;
+
+use common::*;
+use skiff_pluginapi::{Provider, Weight};
+use skiff_testkit::Moto;
+
+const BUCKET: &str = "s3://skiff-e2e/prod";
+
+struct Aws<'a> {
+    s: &'a Sandbox,
+    moto: Moto,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Aws<'_> {
+    fn run(&self, args: &[&str]) -> Run {
+        let mut all = vec!["--provider", "aws", "--bucket", BUCKET];
+        all.extend_from_slice(args);
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.s.run_env(&all, &env)
+    }
+
+    fn spec(&self, message: &str) -> String {
+        let hello = skiff_testkit::workspace_bin("hello");
+        let yaml = format!(
+            "service: web\nartifact: {{path: {}}}\nrun: {{command: [hello], env: {{HELLO_MESSAGE: {message}}}}}\nport: 8080\n\
+             health: {{path: /healthz, interval: 5s, timeout: 2s, healthy_threshold: 2, unhealthy_threshold: 2}}\n\
+             instances: {{min: 2, max: 4, desired: 2}}\n\
+             rollout:\n  canary: {{steps: [10, 50, 100], bake: 0s}}\n  drain_timeout: 1s\n  step_timeout: 2m\n",
+            hello.display()
+        );
+        let path = self.s.path().join("web.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path.display().to_string()
+    }
+
+    fn deploy(&self, message: &str) -> Run {
+        let spec = self.spec(message);
+        self.run(&["deploy", "-f", &spec, "--yes", "--format", "json"])
+    }
+
+    fn provider(&self) -> skiff_provider_aws::AwsProvider {
+        let settings = skiff_provider_aws::AwsSettings::from_vars(BUCKET, Some("us-east-1".into()), |_| None).unwrap();
+        let conf = block(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(self.moto.endpoint())
+                .region(aws_config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "moto"))
+                .load(),
+        );
+        skiff_provider_aws::AwsProvider::with_config(settings, &conf).unwrap()
+    }
+}
+
+#[test]
+fn deploy_rollback_and_status_run_the_canary_saga_on_aws_apis() {
+    let s = Sandbox::new();
+    let moto = Moto::start();
+    let mut env = moto.env();
+    env.push(("SKIFF_AWS_AMI", "ami-12c6146b".to_owned()));
+    let aws = Aws { s: &s, moto, env };
+
+    assert_eq!(s.run(&["keys", "generate", "--format", "json"]).code, 0);
+    let init = aws.run(&["state", "init", "--yes", "--format", "json"]);
+    assert_eq!(init.code, 0, "{}", init.stdout);
+    let bucket = &json(&init)["data"]["bucket"];
+    assert_eq!(bucket["created"], true, "{bucket}");
+    assert_eq!(bucket["versioning"], true);
+    assert_eq!(bucket["public_access_blocked"], true);
+    assert_eq!(bucket["conditional_writes"], true);
+
+    // First release: nothing serves yet, so it takes all traffic at once.
+    let first = aws.deploy("v1");
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    let v1 = json(&first)["data"]["release"].as_str().unwrap().to_owned();
+
+    // Second release: the canary walks 10 → 50 → 100 with weights read back each time.
+    let second = aws.deploy("v2");
+    assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
+    let v2 = json(&second)["data"]["release"].as_str().unwrap().to_owned();
+    assert_ne!(v1, v2);
+    let events = aws.run(&["saga", "events", json(&second)["operation_id"].as_str().unwrap(), "--format", "json"]);
+    let shifts: Vec<String> = json(&events)["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "step_succeeded" && e["data"]["step"].as_str().is_some_and(|s| s.starts_with("shift")))
+        .map(|e| e["data"]["step"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(shifts, ["shift-10", "shift-50", "shift-100"], "{}", events.stdout);
+
+    let p = aws.provider();
+    let group = |release: &str| skiff_steps::deploy::group_name("web", release);
+    block(async {
+        let weights = p.traffic().weights("web").await.unwrap();
+        assert_eq!(weights, [Weight { target_group: group(&v2), weight: 100 }], "all traffic on v2");
+        let groups: Vec<String> = p.compute().list_groups("web").await.unwrap().into_iter().map(|g| g.name).collect();
+        assert_eq!(groups, [group(&v2)], "v1's auto scaling group retired");
+        let g = p.compute().describe_group(&group(&v2)).await.unwrap().unwrap();
+        assert_eq!(g.running().len(), 2);
+        let role = p.identity().describe_role("skiff-production-web").await.unwrap().expect("instance role");
+        assert!(role.permissions.iter().any(|x| x.action == "state:read" && x.resource == "releases/web/*"));
+    });
+
+    let status = aws.run(&["status", "web", "--format", "json"]);
+    assert_eq!(status.code, 0, "{}", status.stdout);
+    assert_eq!(json(&status)["data"]["release"], v2.as_str());
+
+    // Rollback re-creates the retired release's group and moves traffic back.
+    let back = aws.run(&["rollback", "web", "--yes", "--format", "json"]);
+    assert_eq!(back.code, 0, "{}\n{}", back.stdout, back.stderr);
+    assert_eq!(json(&back)["data"]["release"], v1.as_str());
+    block(async {
+        let weights = p.traffic().weights("web").await.unwrap();
+        assert_eq!(weights, [Weight { target_group: group(&v1), weight: 100 }], "all traffic back on v1");
+    });
+    assert_eq!(aws.run(&["state", "verify", "--format", "json"]).code, 0);
+}
+
+#[test]
+fn iam_policy_prints_a_document_without_wildcard_actions() {
+    let s = Sandbox::new();
+    let args = ["iam", "policy", "--provider", "aws", "--bucket", "s3://acme-skiff/prod", "--account", "123456789012"];
+    let mut with_region = args.to_vec();
+    with_region.extend(["--region", "eu-west-1"]);
+    let human = s.run(&with_region);
+    assert_eq!(human.code, 0, "{}", human.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&human.stdout).expect("human output is the document alone");
+    for st in doc["Statement"].as_array().unwrap() {
+        for a in st["Action"].as_array().unwrap() {
+            assert!(!a.as_str().unwrap().contains('*'), "{a}");
+        }
+    }
+    insta::assert_snapshot!("iam-policy", human.stdout);
+    let mut json_args = with_region.clone();
+    json_args.extend(["--format", "json"]);
+    let j = s.run(&json_args);
+    insta::assert_snapshot!("iam-policy-json-head", {
+        let v = json(&j);
+        serde_json::to_string_pretty(&serde_json::json!({"ok": v["ok"], "summary": v["summary"], "facts": v["facts"]}))
+            .unwrap()
+    });
+    // Without a region there is nothing to scope the ARNs to.
+    let no_region = s.run(&args);
+    assert_eq!(no_region.code, 2, "{}", no_region.stdout);
+}
