@@ -49,6 +49,22 @@ impl Aws<'_> {
         self.run(&["deploy", "-f", &spec, "--yes", "--format", "json"])
     }
 
+    /// `skiff secrets set REFERENCE` with the value on stdin.
+    fn set_secret(&self, reference: &str, value: &str) -> i32 {
+        use std::io::Write as _;
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("skiff"));
+        cmd.current_dir(self.s.path())
+            .env("SKIFF_CONFIG", self.s.path().join("config.yaml"))
+            .args(["--provider", "aws", "--bucket", BUCKET, "secrets", "set", reference, "--format", "json"])
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
+        child.wait().unwrap().code().unwrap_or(-1)
+    }
+
     fn provider(&self) -> skiff_provider_aws::AwsProvider {
         let settings = skiff_provider_aws::AwsSettings::from_vars(BUCKET, Some("us-east-1".into()), |_| None).unwrap();
         let conf = block(
@@ -78,6 +94,19 @@ fn deploy_rollback_and_status_run_the_canary_saga_on_aws_apis() {
     assert_eq!(bucket["versioning"], true);
     assert_eq!(bucket["public_access_blocked"], true);
     assert_eq!(bucket["conditional_writes"], true);
+
+    // Secrets go to Secrets Manager; values are never printed.
+    assert_eq!(aws.set_secret("secret://web-db/url", "postgres://u:hunter2@db/web"), 0);
+    assert_eq!(aws.set_secret("secret://web-db/password", "hunter2"), 0);
+    let listed = aws.run(&["secrets", "list", "--format", "json"]);
+    assert_eq!(
+        json(&listed)["data"]["references"],
+        serde_json::json!(["secret://web-db/password", "secret://web-db/url"])
+    );
+    assert!(!listed.stdout.contains("hunter2"));
+    assert_eq!(aws.run(&["secrets", "delete", "secret://web-db/password", "--yes"]).code, 0);
+    let listed = aws.run(&["secrets", "list", "web-db", "--format", "json"]);
+    assert_eq!(json(&listed)["data"]["references"], serde_json::json!(["secret://web-db/url"]));
 
     // First release: nothing serves yet, so it takes all traffic at once.
     let first = aws.deploy("v1");

@@ -69,6 +69,24 @@ impl AwsProvider {
     }
 }
 
+impl AwsProvider {
+    /// Every reference stored under `skiff/*`, sorted.
+    pub async fn all_secret_refs(&self) -> Result<Vec<String>> {
+        let mut pages = self.c.secrets.list_secrets().into_paginator().send();
+        let mut names = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| fail("list secrets", e))?;
+            names.extend(page.secret_list().iter().filter_map(|s| s.name()?.strip_prefix("skiff/").map(str::to_owned)));
+        }
+        let mut out = Vec::new();
+        for name in names {
+            out.extend(self.list(&name).await?);
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
 #[async_trait]
 impl Secrets for AwsProvider {
     async fn put(&self, reference: &str, value: &str) -> Result<()> {

@@ -294,9 +294,84 @@ fn serve(ctx: &Ctx, dir: LocalDir, port: u16) -> Outcome {
     }
 }
 
+/// Where `skiff secrets` keeps values: the local encrypted store, or Secrets Manager
+/// on the AWS provider.
+enum Store {
+    Local(LocalSecrets),
+    Aws(Box<skiff_provider_aws::AwsProvider>, tokio::runtime::Runtime),
+}
+
+impl Store {
+    fn open(ctx: &Ctx) -> Result<Store, Box<Outcome>> {
+        let (_, resolved) = ctx.resolve()?;
+        if resolved.provider.value == skiff_sdk::config::ProviderKind::Aws {
+            return Ok(Store::Aws(Box::new(super::deploy::aws_provider(ctx)?), ctx.runtime()?));
+        }
+        Ok(Store::Local(LocalSecrets::new(local_dir(ctx)?.secrets())))
+    }
+
+    fn aws<T>(
+        rt: &tokio::runtime::Runtime,
+        f: impl std::future::Future<Output = skiff_pluginapi::Result<T>>,
+    ) -> Result<T, Box<Outcome>> {
+        rt.block_on(f).map_err(|e| {
+            let code = if e.code == "NOT_FOUND" { Code::NotFound } else { Code::ProviderError };
+            Box::new(Outcome::from(Envelope::failure(code, "Secrets Manager refused").fact(e.message)))
+        })
+    }
+
+    fn exists(&self, reference: &str) -> Result<bool, Box<Outcome>> {
+        check_reference(reference)?;
+        match self {
+            Store::Local(s) => s.exists(reference).map_err(|e| secret_error(&e)),
+            Store::Aws(p, rt) => Self::aws(rt, skiff_pluginapi::Secrets::exists(p.as_ref(), reference)),
+        }
+    }
+
+    fn put(&self, reference: &str, value: &str) -> Result<(), Box<Outcome>> {
+        match self {
+            Store::Local(s) => s.put(reference, value).map_err(|e| secret_error(&e)),
+            Store::Aws(p, rt) => Self::aws(rt, skiff_pluginapi::Secrets::put(p.as_ref(), reference, value)),
+        }
+    }
+
+    fn list(&self, name: Option<&str>) -> Result<Vec<String>, Box<Outcome>> {
+        match (self, name) {
+            (Store::Local(s), Some(n)) => s.list(n).map_err(|e| secret_error(&e)),
+            (Store::Local(s), None) => s.all().map_err(|e| secret_error(&e)),
+            (Store::Aws(p, rt), Some(n)) => Self::aws(rt, skiff_pluginapi::Secrets::list(p.as_ref(), n)),
+            (Store::Aws(p, rt), None) => Self::aws(rt, p.all_secret_refs()),
+        }
+    }
+
+    fn delete(&self, reference: &str) -> Result<(), Box<Outcome>> {
+        match self {
+            Store::Local(s) => s.delete(reference).map_err(|e| secret_error(&e)),
+            Store::Aws(p, rt) => Self::aws(rt, skiff_pluginapi::Secrets::delete(p.as_ref(), reference)),
+        }
+    }
+
+    fn where_kept(&self) -> String {
+        match self {
+            Store::Local(s) => format!("encrypted in {}", s.dir().display()),
+            Store::Aws(..) => {
+                "kept in AWS Secrets Manager (skiff/NAME, encrypted with alias/skiff when it exists)".to_owned()
+            }
+        }
+    }
+}
+
+/// The same reference check everywhere, before any store is asked.
+fn check_reference(reference: &str) -> Result<(), Box<Outcome>> {
+    reference
+        .parse::<skiff_spec::values::SecretRef>()
+        .map(|_| ())
+        .map_err(|_| secret_error(&SecretError::BadReference(reference.to_owned())))
+}
+
 pub(crate) fn secrets(ctx: &Ctx, action: SecretsAction) -> Outcome {
-    let store = match local_dir(ctx) {
-        Ok(d) => LocalSecrets::new(d.secrets()),
+    let store = match Store::open(ctx) {
+        Ok(s) => s,
         Err(o) => return *o,
     };
     let result = match action {
@@ -319,8 +394,8 @@ fn secret_error(e: &SecretError) -> Box<Outcome> {
     Box::new(env.into())
 }
 
-fn secret_set(ctx: &Ctx, store: &LocalSecrets, reference: &str) -> Result<Outcome, Box<Outcome>> {
-    let existed = store.exists(reference).map_err(|e| secret_error(&e))?;
+fn secret_set(ctx: &Ctx, store: &Store, reference: &str) -> Result<Outcome, Box<Outcome>> {
+    let existed = store.exists(reference)?;
     if existed {
         ctx.confirm(
             &format!("replace the value of {reference}"),
@@ -347,19 +422,15 @@ fn secret_set(ctx: &Ctx, store: &LocalSecrets, reference: &str) -> Result<Outcom
                 .into(),
         ));
     }
-    store.put(reference, value).map_err(|e| secret_error(&e))?;
+    store.put(reference, value)?;
     Ok(Envelope::ok(format!("{} {reference}", if existed { "replaced" } else { "stored" }))
-        .fact(format!("encrypted in {}; the value is never written to the state bucket", store.dir().display()))
+        .fact(format!("{}; the value is never written to the state bucket", store.where_kept()))
         .data(serde_json::json!({"reference": reference, "replaced": existed}))
         .into())
 }
 
-fn secret_list(store: &LocalSecrets, name: Option<&str>) -> Result<Outcome, Box<Outcome>> {
-    let refs = match name {
-        Some(n) => store.list(n),
-        None => store.all(),
-    }
-    .map_err(|e| secret_error(&e))?;
+fn secret_list(store: &Store, name: Option<&str>) -> Result<Outcome, Box<Outcome>> {
+    let refs = store.list(name)?;
     let summary = match name {
         Some(n) => format!("{} under {n}", super::plural(u64::try_from(refs.len()).unwrap_or(u64::MAX), "reference")),
         None => format!("{} stored", super::plural(u64::try_from(refs.len()).unwrap_or(u64::MAX), "reference")),
@@ -367,13 +438,13 @@ fn secret_list(store: &LocalSecrets, name: Option<&str>) -> Result<Outcome, Box<
     Ok(Outcome::from(Envelope::ok(summary).data(serde_json::json!({ "references": refs }))).body(refs.join("\n")))
 }
 
-fn secret_delete(ctx: &Ctx, store: &LocalSecrets, reference: &str) -> Result<Outcome, Box<Outcome>> {
-    let existed = store.exists(reference).map_err(|e| secret_error(&e))?;
+fn secret_delete(ctx: &Ctx, store: &Store, reference: &str) -> Result<Outcome, Box<Outcome>> {
+    let existed = store.exists(reference)?;
     if !existed {
         return Ok(Envelope::ok(format!("{reference} has no value; nothing to delete")).into());
     }
     ctx.confirm(&format!("delete the value of {reference}"), &format!("skiff secrets delete {reference}"))?;
-    store.delete(reference).map_err(|e| secret_error(&e))?;
+    store.delete(reference)?;
     Ok(Envelope::ok(format!("deleted {reference}"))
         .fact("instances that already resolved it keep their copy until they restart")
         .into())
