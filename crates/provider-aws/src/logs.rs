@@ -60,7 +60,7 @@ impl Logs for AwsProvider {
         for group in self.log_groups_of(&query.service).await? {
             let mut req = self.c.logs.filter_log_events().log_group_name(&group);
             if let Some(i) = &query.instance {
-                req = req.log_stream_name_prefix(i);
+                req = req.log_stream_names(i);
             }
             if let Some(since) = query.since_ms {
                 req = req.start_time(i64::try_from(since).unwrap_or(i64::MAX));
@@ -68,7 +68,10 @@ impl Logs for AwsProvider {
             let mut pages = req.into_paginator().send();
             while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| fail(&format!("read log group {group}"), e))?;
-                lines.extend(page.events().iter().map(|e| LogLine {
+                let wanted = |e: &&aws_sdk_cloudwatchlogs::types::FilteredLogEvent| {
+                    query.instance.as_deref().is_none_or(|i| e.log_stream_name() == Some(i))
+                };
+                lines.extend(page.events().iter().filter(wanted).map(|e| LogLine {
                     at_ms: u64::try_from(e.timestamp().unwrap_or(0)).unwrap_or(0),
                     instance: e.log_stream_name().unwrap_or_default().to_owned(),
                     line: e.message().unwrap_or_default().trim_end().to_owned(),

@@ -115,6 +115,10 @@ pub fn script(group: &GroupSpec, region: &str, runner: &RunnerArtifact) -> Strin
         }
     }
 
+    if let Some(group) = &l.log_group {
+        write_log_shipping(&mut s, group);
+    }
+
     let stop_secs = l.drain_timeout_ms.div_ceil(1000) + 10;
     let _ = writeln!(s, "cat > /etc/systemd/system/skiff-runner.service <<'SKIFF_UNIT'");
     let _ = writeln!(s, "[Unit]");
@@ -138,6 +142,32 @@ pub fn script(group: &GroupSpec, region: &str, runner: &RunnerArtifact) -> Strin
     let _ = writeln!(s, "systemctl daemon-reload");
     let _ = writeln!(s, "systemctl enable --now skiff-runner.service");
     s
+}
+
+/// Ships the runner's `service.log` (the program's output and the runner's notes) to
+/// the log group, one stream per instance, with the CloudWatch agent. Best effort: an
+/// image without the agent's package still boots and serves; `skiff doctor` reports
+/// missing logs.
+fn write_log_shipping(s: &mut String, group: &str) {
+    let config = serde_json::json!({
+        "logs": {"logs_collected": {"files": {"collect_list": [{
+            "file_path": "/var/log/skiff/service.log",
+            "log_group_name": group,
+            "log_stream_name": "{instance_id}",
+            "timestamp_format": "%Y-%m-%dT%H:%M:%S"
+        }]}}}
+    });
+    let _ = writeln!(s, "# logs to CloudWatch ({group}), one stream per instance");
+    let _ = writeln!(s, "if command -v dnf >/dev/null && dnf install -y -q amazon-cloudwatch-agent; then");
+    let _ =
+        writeln!(s, "  echo {} > /opt/aws/amazon-cloudwatch-agent/etc/skiff.json", shell_quote(&config.to_string()));
+    let _ = writeln!(
+        s,
+        "  /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:/opt/aws/amazon-cloudwatch-agent/etc/skiff.json || echo 'skiff: the CloudWatch agent did not start; logs stay on the instance' >&2"
+    );
+    let _ = writeln!(s, "else");
+    let _ = writeln!(s, "  echo 'skiff: no CloudWatch agent on this image; logs stay in /var/log/skiff' >&2");
+    let _ = writeln!(s, "fi");
 }
 
 #[cfg(test)]
@@ -197,6 +227,9 @@ mod tests {
             "systemctl enable --now skiff-runner.service",
             "--secret-id 'skiff/db'",
             "User=skiff",
+            "amazon-cloudwatch-agent-ctl -a fetch-config",
+            r#""log_group_name":"/skiff/production/web""#,
+            r#""log_stream_name":"{instance_id}""#,
         ] {
             assert!(s.contains(want), "user data lacks {want}:\n{s}");
         }

@@ -344,3 +344,45 @@ async fn target_group_stats_come_from_the_alb_metrics_in_cloudwatch() {
     assert_eq!((stats.requests, stats.errors), (120, 3), "{stats:?}");
     assert_eq!(stats.percentile_ms(0.95), Some(100), "80 ms lands in the 100 ms bucket: {stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_read_back_per_instance_stream_oldest_first() {
+    use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+
+    let moto = Moto::start();
+    let conf = sdk(&moto).await;
+    let p = provider(&moto, &conf).await;
+    p.logs().ensure_log_group("/skiff/production/web", 7).await.unwrap();
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
+    let now = i64::try_from(skiff_clock::Clock::now_ms(&skiff_clock::SystemClock)).unwrap();
+    for (stream, lines) in [("i-aaa", ["a1", "a2"]), ("i-bbb", ["b1", "b2"])] {
+        logs.create_log_stream().log_group_name("/skiff/production/web").log_stream_name(stream).send().await.unwrap();
+        let offset = if stream == "i-aaa" { 0 } else { 1 };
+        let events: Vec<InputLogEvent> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                InputLogEvent::builder().timestamp(now + (i as i64) * 10 + offset).message(*l).build().unwrap()
+            })
+            .collect();
+        logs.put_log_events()
+            .log_group_name("/skiff/production/web")
+            .log_stream_name(stream)
+            .set_log_events(Some(events))
+            .send()
+            .await
+            .unwrap();
+    }
+    let q = |instance: Option<&str>, limit: Option<usize>| skiff_pluginapi::LogQuery {
+        service: "web".into(),
+        instance: instance.map(str::to_owned),
+        since_ms: None,
+        limit,
+    };
+    let all: Vec<String> = p.logs().read(&q(None, None)).await.unwrap().into_iter().map(|l| l.line).collect();
+    assert_eq!(all, ["a1", "b1", "a2", "b2"]);
+    let one = p.logs().read(&q(Some("i-bbb"), None)).await.unwrap();
+    assert!(one.iter().all(|l| l.instance == "i-bbb") && one.len() == 2, "{one:?}");
+    let newest: Vec<String> = p.logs().read(&q(None, Some(1))).await.unwrap().into_iter().map(|l| l.line).collect();
+    assert_eq!(newest, ["b2"]);
+}
