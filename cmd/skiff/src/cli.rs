@@ -269,6 +269,23 @@ the public key; keep the private key out of the repository.")]
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Guardrails: check a spec's plan against the built-in rules and policies/*.rego.
+    #[command(after_help = "\
+Examples:
+  skiff policy check                           ./skiff.yaml and ./policies/
+  skiff policy check -f services/api/skiff.yaml --format json
+
+Built-in rules: no-ssh-ingress, artifact-signed-and-pinned, instance-ceiling,
+cost-ceiling, database-deletion-needs-snapshot, irreversible-needs-approval,
+production-needs-approver. User policies are Rego files in policies/ beside the spec,
+each with its own package and a `deny` set of messages or {rule, reason, fix}
+objects; the plan is `input`. Ceilings per environment live in policies/limits.json.
+Every deploy and rollback runs the same check before anything changes; a denial
+exits 8 (POLICY_DENIED) naming the rule, the reason and the fix.")]
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
     /// AWS identity: the least-privilege policy Skiff itself needs.
     #[command(after_help = "\
 Examples:
@@ -371,6 +388,16 @@ pub enum SecretsAction {
     Delete {
         /// The reference.
         reference: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Evaluate every rule against the plan a deploy of the spec would run.
+    Check {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", default_value = "skiff.yaml")]
+        file: PathBuf,
     },
 }
 

@@ -310,6 +310,16 @@ impl skiff_saga::ApprovalPolicy for RoutinePolicy {
     }
 }
 
+/// The safety each deploy step kind declares in its plan, known before planning (for
+/// policy checks), and whether [`RoutinePolicy`] exempts it from approval.
+pub fn declared_safety(saga: &str, kind: &str) -> (Safety, bool) {
+    match kind {
+        "deploy.retire" => (Safety::Irreversible, saga == "deploy" || saga == "rollback"),
+        "deploy.analyse" => (Safety::ReadOnly, false),
+        _ => (Safety::Reversible, false),
+    }
+}
+
 /// The deploy step kinds.
 pub(crate) fn register(r: Registry) -> Registry {
     r.with(Provision).with(Register).with(Shift).with(Analyse).with(Promote).with(Retire)

@@ -15,9 +15,6 @@ use skiff_steps::deploy::{Rollout, Stable, group_name};
 
 use crate::{Ctx, Outcome};
 
-/// Most instances one group may ask for on the local provider (a built-in guardrail).
-const LOCAL_MAX_INSTANCES: u32 = 16;
-
 /// The resolved provider as the capability traits, for steps.
 pub(crate) fn provider(ctx: &Ctx, ledger: &Ledger) -> Result<Arc<dyn Provider>, Box<Outcome>> {
     let (_, resolved) = ctx.resolve()?;
@@ -200,30 +197,6 @@ fn public_key(ctx: &Ctx) -> Result<String, Box<Outcome>> {
     })
 }
 
-/// Built-in guardrails checked before anything changes.
-fn policy(ir: &ServiceIr, verified: Result<(), skiff_release::ReleaseError>) -> Result<Vec<String>, Box<Outcome>> {
-    if let Err(e) = verified {
-        return Err(Box::new(super::release::release_error(&e)));
-    }
-    if ir.capacity.desired > LOCAL_MAX_INSTANCES {
-        return Err(Box::new(
-            Envelope::failure(
-                Code::PolicyDenied,
-                format!("{} instances exceed the local provider's ceiling", ir.capacity.desired),
-            )
-            .fact(format!(
-                "rule instance-ceiling: at most {LOCAL_MAX_INSTANCES} instances per group on the local provider"
-            ))
-            .fact("fix: lower instances.desired (and instances.max)")
-            .into(),
-        ));
-    }
-    Ok(vec![
-        "policy: release signed and every digest verified".to_owned(),
-        format!("policy: {} instances within the ceiling of {LOCAL_MAX_INSTANCES}", ir.capacity.desired),
-    ])
-}
-
 pub(crate) fn deploy(ctx: &Ctx, file: &Path, build: bool) -> Outcome {
     let (shown, spec) = match super::load_spec(ctx, file) {
         Ok(v) => v,
@@ -243,6 +216,12 @@ fn prepare_and_run(
     let (_, resolved) = ctx.resolve()?;
     let embedded = resolved.state.origin == Origin::Default;
     ctx.confirm(&format!("deploy {}", ir.service), &format!("skiff deploy -f {shown}"))?;
+    // Invalid policy files, and rules the plan breaks whatever the release, stop the
+    // deploy before anything is built, signed or started.
+    let rules = super::policy::load(&ctx.cwd.join(file))?;
+    let provider_name = resolved.provider.value.as_str();
+    let prospective = super::policy::prospective_graph(&ir)?;
+    super::policy::enforce(&rules, &super::policy::input(ctx, &ir, "deploy", provider_name, None, Some(&prospective)))?;
     let mut notes = Vec::new();
     let signer = signer_or_generate(ctx, embedded, &mut notes)?;
     let public_pem = public_key(ctx)?;
@@ -279,8 +258,14 @@ fn prepare_and_run(
             .map_err(|e| Box::new(super::release::release_error(&e)))?;
         let m = created.manifest;
         ctx.progress(&format!("release {} {} signed", m.service, m.release));
-        let verified = skiff_release::verify(&ledger, &verifier, &m.service, &m.release).await.map(|_| ());
-        notes.extend(policy(&ir, verified)?);
+        skiff_release::verify(&ledger, &verifier, &m.service, &m.release)
+            .await
+            .map_err(|e| Box::new(super::release::release_error(&e)))?;
+        let release_facts = skiff_policy::ReleaseFacts {
+            id: m.release.clone(),
+            signature_verified: true,
+            artifact_digest: Some(m.artifact.digest.clone()),
+        };
         let stable = match before.as_ref().and_then(|s| s.stable_release.clone()) {
             Some(r) => serving(provider.as_ref(), &ledger, &ir.service, &r).await,
             None => None,
@@ -293,6 +278,8 @@ fn prepare_and_run(
         let group = skiff_steps::deploy::group_spec(&ir, &m.release, runner_config(&bucket, &public_pem));
         let rollout = skiff_steps::deploy::rollout_for(&ir, &m.release, &m.spec_digest, group, stable);
         let graph = skiff_steps::deploy::deploy_graph(&rollout).map_err(|e| Box::new(super::saga::saga_error(&e)))?;
+        let input = super::policy::input(ctx, &ir, "deploy", provider_name, Some(release_facts), Some(&graph));
+        notes.extend(super::policy::enforce(&rules, &input)?.1);
         let key = format!("deploy:{}:{}", ir.service, m.release);
         let outcome = run_rollout(ctx, &engine, &ledger, graph, &rollout, &key, &actor, "deploy").await?;
         Ok(add_notes(outcome, &notes))
@@ -492,6 +479,11 @@ fn rollback_inner(ctx: &Ctx, service: &str, to: &str) -> Result<Outcome, Box<Out
     if resolved.provider.value == ProviderKind::Local {
         super::local::ensure_up(ctx, &super::local::local_dir(ctx)?)?;
     }
+    // No spec file here: the rules are the built-in ones plus ./policies.
+    let rules = super::policy::load(&ctx.cwd.join("skiff.yaml"))?;
+    let verifier = skiff_release::Verifier::from_pem(public_pem.as_bytes())
+        .map_err(|e| Box::new(super::release::release_error(&e)))?;
+    let provider_name = resolved.provider.value.as_str();
     let runtime = ctx.runtime()?;
     let (_, ledger) = ctx.ledger()?;
     let provider = provider(ctx, &ledger)?;
@@ -542,6 +534,17 @@ fn rollback_inner(ctx: &Ctx, service: &str, to: &str) -> Result<Outcome, Box<Out
         let mut rollout = skiff_steps::deploy::rollout_for(&ir, &target, &manifest.spec_digest, group, from);
         rollout.steps = vec![100];
         let graph = skiff_steps::deploy::rollback_graph(&rollout).map_err(|e| Box::new(super::saga::saga_error(&e)))?;
+        // The release rolled back to must still verify: a tampered one is refused here.
+        skiff_release::verify(&ledger, &verifier, service, &target)
+            .await
+            .map_err(|e| Box::new(super::release::release_error(&e)))?;
+        let release_facts = skiff_policy::ReleaseFacts {
+            id: target.clone(),
+            signature_verified: true,
+            artifact_digest: Some(manifest.artifact.digest.clone()),
+        };
+        let input = super::policy::input(ctx, &ir, "rollback", provider_name, Some(release_facts), Some(&graph));
+        super::policy::enforce(&rules, &input)?;
         let key = format!("rollback:{service}:{target}:{}", ledger.clock().now_ms());
         run_rollout(ctx, &engine, &ledger, graph, &rollout, &key, &actor, "rollback").await
     })

@@ -11,6 +11,7 @@ mod keys;
 pub(crate) mod local;
 mod observe;
 mod plan;
+pub(crate) mod policy;
 mod release;
 mod saga;
 mod schema;
@@ -49,6 +50,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> Outcome {
         Command::Saga { action } => saga::run(ctx, action),
         Command::Keys { action } => keys::run(ctx, action),
         Command::Iam { action } => iam::run(ctx, action),
+        Command::Policy { action: crate::cli::PolicyAction::Check { file } } => policy::check(ctx, &file),
         Command::Local { action } => local::run(ctx, action),
         Command::Secrets { action } => local::secrets(ctx, action),
         Command::Release { action } => release::run(ctx, action),
