@@ -13,6 +13,9 @@ use crate::{Ledger, Result, StateError, codec};
 /// How many of the newest events an append checks for its own id when it cannot
 /// trust its cached position (first append in this process, or after an error).
 const TAIL_CHECK: u64 = 8;
+/// Caller-id events remembered per operation, and operations remembered, per process.
+const REMEMBERED_PER_OP: usize = 256;
+const REMEMBERED_OPS: usize = 1024;
 
 impl Ledger {
     /// The sequence numbers present in an operation's log, ascending.
@@ -35,7 +38,38 @@ impl Ledger {
     /// Appends an event with a caller-chosen id; appending the same id again returns
     /// the event already in the log instead of a duplicate.
     pub async fn append_event(&self, op: &str, event_id: &str, event_type: &str, data: Value) -> Result<Event> {
+        let e = self.append_with_id(op, event_id, event_type, data).await?;
+        self.remember(&e);
+        Ok(e)
+    }
+
+    /// What this process already appended under `event_id`. A step re-run in the same
+    /// process (after a lost lease, a retry) finds its event here even when the cached
+    /// position skips the tail check and the event lies further back than it reaches.
+    fn remembered(&self, op: &str, event_id: &str) -> Option<Event> {
+        let map = self.appended.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(op)?.iter().rev().find(|e| e.event_id == event_id).cloned()
+    }
+
+    fn remember(&self, e: &Event) {
+        let mut map = self.appended.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= REMEMBERED_OPS && !map.contains_key(&e.op_id) {
+            map.clear();
+        }
+        let recent = map.entry(e.op_id.clone()).or_default();
+        if !recent.iter().any(|r| r.event_id == e.event_id) {
+            recent.push_back(e.clone());
+            if recent.len() > REMEMBERED_PER_OP {
+                recent.pop_front();
+            }
+        }
+    }
+
+    async fn append_with_id(&self, op: &str, event_id: &str, event_type: &str, data: Value) -> Result<Event> {
         keys::check_name("operation id", op)?;
+        if let Some(e) = self.remembered(op, event_id) {
+            return Ok(e);
+        }
         let cached = self.next_seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(op).copied();
         let mut seq = match cached {
             Some(seq) => seq,
@@ -100,7 +134,7 @@ impl Ledger {
     /// Appends an event with a fresh id.
     pub async fn append(&self, op: &str, event_type: &str, data: Value) -> Result<Event> {
         let id = self.ids.id("ev");
-        self.append_event(op, &id, event_type, data).await
+        self.append_with_id(op, &id, event_type, data).await
     }
 
     /// Events of an operation from `first` on, found by reading `first`, `first + 1`, ...

@@ -44,6 +44,8 @@ pub struct Ledger {
     ids: IdGen,
     rng: Arc<Mutex<Rng>>,
     next_seq: Arc<Mutex<HashMap<String, u64>>>,
+    /// Events this process appended under caller-chosen ids, newest last, per operation.
+    appended: Arc<Mutex<HashMap<String, std::collections::VecDeque<docs::Event>>>>,
     cas_attempts: u32,
 }
 
@@ -56,6 +58,7 @@ impl Ledger {
             ids,
             rng: Arc::new(Mutex::new(rng)),
             next_seq: Arc::default(),
+            appended: Arc::default(),
             cas_attempts: 64,
         }
     }

@@ -104,6 +104,21 @@ async fn concurrent_appenders_make_a_gap_free_log_without_duplicates() {
 }
 
 #[tokio::test]
+async fn a_step_re_run_in_the_same_process_finds_its_event_far_back() {
+    let (l, _) = memory();
+    let first = l.append_event("op-y", "op-y:record-start", "note", json!({})).await.unwrap();
+    // The engine goes on appending (its position is cached, so no tail check runs)...
+    for i in 0..20 {
+        l.append("op-y", "progress", json!({"i": i})).await.unwrap();
+    }
+    // ...then the same step runs again (a lost lease, a retry): no duplicate.
+    let again = l.append_event("op-y", "op-y:record-start", "note", json!({})).await.unwrap();
+    assert_eq!(again.seq, first.seq);
+    let notes = l.events_after("op-y", 0).await.unwrap().into_iter().filter(|e| e.event_type == "note").count();
+    assert_eq!(notes, 1);
+}
+
+#[tokio::test]
 async fn leases_exclude_fence_and_expire() {
     let clock = Arc::new(ManualClock::new(10_000));
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
