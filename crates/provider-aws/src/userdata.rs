@@ -105,13 +105,18 @@ pub fn script(group: &GroupSpec, region: &str, runner: &RunnerArtifact) -> Strin
         let _ = writeln!(s, "# named secrets, readable by the runner only");
         for name in secret_names {
             let file = format!("/etc/skiff/secrets/{name}.json");
+            // A secret that cannot be fetched is left to the runner, which refuses to
+            // start the program and records SECRET_MISSING where `skiff doctor` sees it.
             let _ = writeln!(
                 s,
-                "aws secretsmanager get-secret-value --secret-id {} --query SecretString --output text > {}",
+                "if aws secretsmanager get-secret-value --secret-id {} --query SecretString --output text > {}; then",
                 q(&crate::names::secret(name)),
                 q(&file)
             );
-            let _ = writeln!(s, "chown skiff:skiff {0} && chmod 0400 {0}", q(&file));
+            let _ = writeln!(s, "  chown skiff:skiff {0} && chmod 0400 {0}", q(&file));
+            let _ = writeln!(s, "else");
+            let _ = writeln!(s, "  rm -f {}; echo {} >&2", q(&file), q(&format!("skiff: cannot fetch secret {name}")));
+            let _ = writeln!(s, "fi");
         }
     }
 
