@@ -157,6 +157,22 @@ Examples:
         /// The service (all services when left out).
         service: Option<String>,
     },
+    /// Compare desired state (the ledger) with actual state (the provider): IN_SYNC or DRIFTED.
+    #[command(after_help = "\
+Examples:
+  skiff reconcile                              every service
+  skiff reconcile hello --format json          field-level differences, each with its repair
+
+Compares the release's instance group and running instances, groups of other
+releases left running, the load balancer's weights and targets' health, and the
+instance role's permissions. Records the verdict in services/<svc>/reconcile.json
+(shown by `skiff status`). Exit 24 (DRIFTED) when anything differs. Changes nothing
+else: repairs are the commands each difference names. A service an operation is
+working on is skipped.")]
+    Reconcile {
+        /// The service (all services when left out).
+        service: Option<String>,
+    },
     /// A service's logs, from every instance (or one), oldest first.
     #[command(after_help = "\
 Examples:

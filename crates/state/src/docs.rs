@@ -66,6 +66,62 @@ pub struct ServiceState {
 }
 document!(ServiceState, "skiff.service_state", 1, cas);
 
+/// Whether actual state matches desired state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SyncStatus {
+    /// Actual matches desired.
+    #[default]
+    InSync,
+    /// Something differs; see the differences.
+    Drifted,
+}
+
+impl SyncStatus {
+    /// `IN_SYNC` or `DRIFTED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncStatus::InSync => "IN_SYNC",
+            SyncStatus::Drifted => "DRIFTED",
+        }
+    }
+}
+
+/// One field where actual state differs from desired state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Difference {
+    /// Field path, e.g. `instances.running` or `traffic.weights`.
+    pub path: String,
+    /// What the ledger wants.
+    pub desired: serde_json::Value,
+    /// What the provider has.
+    pub actual: serde_json::Value,
+    /// What brings it back.
+    pub repair: String,
+}
+
+/// `services/<svc>/reconcile.json`: the last comparison of desired and actual state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileDoc {
+    /// CAS metadata.
+    pub cas: Cas,
+    /// The service.
+    pub service: String,
+    /// The release the ledger wants serving.
+    pub release: Option<String>,
+    /// The verdict.
+    pub status: SyncStatus,
+    /// Field-level differences, empty when in sync.
+    pub differences: Vec<Difference>,
+    /// When it was checked, milliseconds since the epoch.
+    pub checked_at_ms: u64,
+    /// Who checked (`skiff reconcile`, a worker).
+    pub checked_by: String,
+}
+document!(ReconcileDoc, "skiff.reconcile", 1, cas);
+
 impl ServiceState {
     /// A service nothing has been recorded for yet.
     pub fn new(service: &str) -> Self {

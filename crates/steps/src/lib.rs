@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod deploy;
+pub mod reconcile;
 mod selftest;
 
 use std::collections::BTreeMap;

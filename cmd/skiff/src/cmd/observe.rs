@@ -351,3 +351,69 @@ pub(crate) fn logs(ctx: &Ctx, service: &str, instance: Option<String>, follow: b
         }
     })
 }
+
+/// `skiff reconcile [SERVICE]`: desired against actual, recorded; DRIFTED exits 24.
+pub(crate) fn reconcile(ctx: &Ctx, service: Option<String>) -> Outcome {
+    let actor = ctx.actor();
+    with_provider(ctx, |ledger, provider| async move {
+        let states = match service_states(&ledger, service.as_deref()).await {
+            Ok(s) => s,
+            Err(o) => return o,
+        };
+        if states.is_empty() {
+            return match service {
+                Some(s) => not_deployed(&s),
+                None => Envelope::ok("no services deployed; nothing to reconcile").into(),
+            };
+        }
+        let mut docs = Vec::new();
+        let mut skipped = Vec::new();
+        for s in &states {
+            match skiff_steps::reconcile::reconcile(&ledger, provider.as_ref(), &s.service, &actor).await {
+                Ok(Some(doc)) => docs.push(doc),
+                Ok(None) => skipped.push(format!(
+                    "{}: skipped, operation {} is working on it",
+                    s.service,
+                    s.active_operation.as_deref().unwrap_or("?")
+                )),
+                Err(skiff_steps::reconcile::ReconcileError::State(e)) => return super::state_error(&e),
+                Err(e) => {
+                    return Envelope::failure(Code::ProviderError, format!("cannot reconcile {}", s.service))
+                        .fact(e.to_string())
+                        .into();
+                }
+            }
+        }
+        let drifted: Vec<&skiff_state::docs::ReconcileDoc> =
+            docs.iter().filter(|d| d.status == skiff_state::docs::SyncStatus::Drifted).collect();
+        let mut env = if drifted.is_empty() {
+            let names: Vec<&str> = docs.iter().map(|d| d.service.as_str()).collect();
+            if names.is_empty() {
+                Envelope::ok("nothing reconciled: every service is being worked on")
+            } else {
+                Envelope::ok(format!("{} IN_SYNC", names.join(", ")))
+            }
+        } else {
+            let names: Vec<&str> = drifted.iter().map(|d| d.service.as_str()).collect();
+            Envelope::failure(Code::Drifted, format!("{} DRIFTED", names.join(", ")))
+        };
+        for d in &docs {
+            for x in &d.differences {
+                env = env.fact(format!("{} {}: desired {}, actual {}", d.service, x.path, x.desired, x.actual));
+            }
+        }
+        env = env.facts(skipped);
+        let mut repairs: Vec<&str> =
+            drifted.iter().flat_map(|d| d.differences.iter().map(|x| x.repair.as_str())).collect();
+        repairs.sort_unstable();
+        repairs.dedup();
+        for (i, r) in repairs.iter().enumerate() {
+            if r.starts_with("skiff ") {
+                let mutating = !r.starts_with("skiff doctor");
+                let safety = if mutating { Safety::Reversible } else { Safety::ReadOnly };
+                env = env.action(&format!("repair-{}", i + 1), *r, mutating, safety, 0.6);
+            }
+        }
+        env.data(serde_json::json!({ "services": docs })).into()
+    })
+}
