@@ -162,16 +162,23 @@ Examples:
 Examples:
   skiff reconcile                              every service
   skiff reconcile hello --format json          field-level differences, each with its repair
+  skiff reconcile hello --repair --yes         run the repair saga for what a step can fix
 
 Compares the release's instance group and running instances, groups of other
 releases left running, the load balancer's weights and targets' health, and the
 instance role's permissions. Records the verdict in services/<svc>/reconcile.json
-(shown by `skiff status`). Exit 24 (DRIFTED) when anything differs. Changes nothing
-else: repairs are the commands each difference names. A service an operation is
-working on is skipped.")]
+(shown by `skiff status`). Exit 24 (DRIFTED) when anything differs. Without --repair
+it changes nothing else; with it, a `repair` saga scales the release's group back
+and re-applies its weights (read back), after the same policy check as a deploy.
+Other drift keeps the command that repairs it. A service an operation is working on
+is skipped.")]
     Reconcile {
         /// The service (all services when left out).
         service: Option<String>,
+        /// Run the `repair` saga for drift a step can fix (group size, weights), after a
+        /// policy check; needs SERVICE and --yes.
+        #[arg(long, requires = "service")]
+        repair: bool,
     },
     /// A service's logs, from every instance (or one), oldest first.
     #[command(after_help = "\

@@ -77,10 +77,31 @@ fn reconcile_finds_drift_behind_the_ledgers_back_and_the_named_repair_fixes_it()
         block(ledger.read(&skiff_state::keys::service_reconcile("web"))).unwrap().unwrap();
     assert_eq!(recorded.status, skiff_state::docs::SyncStatus::Drifted);
 
-    // The named repair: a new release replaces the drifted group and its weights.
-    let repaired = s.run_env(&["deploy", "-f", &file, "--yes", "--format", "json"], &env);
+    // The repair saga scales the group back and re-applies the weights, read back.
+    let unconfirmed = s.run_env(&["reconcile", "web", "--repair", "--format", "json"], &env);
+    assert_eq!(unconfirmed.code, 10, "CONFIRMATION_REQUIRED: {}", unconfirmed.stdout);
+    let repaired = s.run_env(&["reconcile", "web", "--repair", "--yes", "--format", "json"], &env);
     assert_eq!(repaired.code, 0, "{}", repaired.stdout);
-    let again = s.run_env(&["reconcile", "web", "--format", "json"], &env);
+    let r = json(&repaired);
+    assert_eq!(r["summary"], "repaired web: IN_SYNC");
+    let facts: Vec<&str> = r["facts"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert!(facts.iter().any(|f| f.starts_with("repaired instances.running")), "{facts:?}");
+    assert!(facts.iter().any(|f| f.starts_with("repaired traffic.weights")), "{facts:?}");
+    block(async {
+        assert_eq!(provider.compute().describe_group(&group).await.unwrap().unwrap().running().len(), 2);
+        let w = provider.traffic().weights("web").await.unwrap();
+        assert_eq!(w, [Weight { target_group: group.clone(), weight: 100 }]);
+    });
+    let op = r["operation_id"].as_str().unwrap();
+    let shown = json(&s.run(&["saga", "show", op, "--format", "json"]));
+    assert_eq!(shown["data"]["saga"], "repair", "{shown}");
+    // In sync: nothing to repair.
+    let again = s.run_env(&["reconcile", "web", "--repair", "--yes", "--format", "json"], &env);
     assert_eq!(again.code, 0, "{}", again.stdout);
+    assert_eq!(json(&again)["summary"], "web IN_SYNC; nothing to repair");
+    // A new deploy (the other named repair) also leaves it in sync.
+    let redeployed = s.run_env(&["deploy", "-f", &file, "--yes", "--format", "json"], &env);
+    assert_eq!(redeployed.code, 0, "{}", redeployed.stdout);
+    assert_eq!(s.run_env(&["reconcile", "web"], &env).code, 0);
     assert_eq!(s.run(&["state", "verify"]).code, 0);
 }

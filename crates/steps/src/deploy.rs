@@ -44,7 +44,7 @@ pub(crate) const ROLLBACK_KIND: crate::SagaKind = crate::SagaKind {
     build: |_| Err(needs_command("rollback", "skiff saga start rollback --service SERVICE --to previous-stable --yes")),
 };
 
-fn needs_command(saga: &str, command: &str) -> SagaError {
+pub(crate) fn needs_command(saga: &str, command: &str) -> SagaError {
     SagaError::InvalidGraph {
         saga: saga.to_owned(),
         why: format!("its plan comes from the spec and the ledger; start it with `{command}`"),
@@ -52,7 +52,7 @@ fn needs_command(saga: &str, command: &str) -> SagaError {
 }
 
 /// How often waiting steps look again.
-const POLL: Duration = Duration::from_millis(250);
+pub(crate) const POLL: Duration = Duration::from_millis(250);
 
 /// Canary analysis thresholds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -325,7 +325,7 @@ pub(crate) fn register(r: Registry) -> Registry {
     r.with(Provision).with(Register).with(Shift).with(Analyse).with(Promote).with(Retire)
 }
 
-fn provider(req: &StepRequest) -> Result<&Arc<dyn Provider>, StepError> {
+pub(crate) fn provider(req: &StepRequest) -> Result<&Arc<dyn Provider>, StepError> {
     req.extensions.require::<Arc<dyn Provider>>()
 }
 
@@ -337,7 +337,7 @@ fn params<T: DeserializeOwned>(req: &StepRequest) -> Result<T, StepError> {
     req.params_as()
 }
 
-fn provider_error(e: ProviderError) -> StepError {
+pub(crate) fn provider_error(e: ProviderError) -> StepError {
     if e.retryable { StepError::retryable(&e.code, e.message) } else { StepError::terminal(&e.code, e.message) }
 }
 
@@ -631,7 +631,7 @@ fn same_weights(a: &[Weight], b: &[Weight]) -> bool {
 }
 
 /// Sets weights, then reads weights and health back until both are in effect.
-async fn apply_weights(
+pub(crate) async fn apply_weights(
     ctx: &StepContext,
     req: &StepRequest,
     service: &str,

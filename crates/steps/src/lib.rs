@@ -5,6 +5,7 @@
 
 pub mod deploy;
 pub mod reconcile;
+pub mod repair;
 mod selftest;
 
 use std::collections::BTreeMap;
@@ -29,7 +30,7 @@ pub struct SagaKind {
 
 /// Every saga kind Skiff can run.
 pub fn catalog() -> Vec<SagaKind> {
-    vec![deploy::DEPLOY_KIND, deploy::ROLLBACK_KIND, selftest::KIND]
+    vec![deploy::DEPLOY_KIND, deploy::ROLLBACK_KIND, repair::KIND, selftest::KIND]
 }
 
 /// The saga kind called `name`.
@@ -42,7 +43,7 @@ pub fn saga(name: &str) -> Result<SagaKind, SagaError> {
 
 /// Every step kind, ready for an engine.
 pub fn registry() -> Registry {
-    deploy::register(selftest::register(Registry::new()))
+    deploy::register(repair::register(selftest::register(Registry::new())))
 }
 
 /// Ledger trouble that may pass (unreachable bucket, contention) is retryable; the rest is final.

@@ -549,3 +549,115 @@ fn rollback_inner(ctx: &Ctx, service: &str, to: &str) -> Result<Outcome, Box<Out
         run_rollout(ctx, &engine, &ledger, graph, &rollout, &key, &actor, "rollback").await
     })
 }
+
+/// `skiff reconcile SERVICE --repair`: reconcile, then run the `repair` saga for the
+/// drift a step can fix (after the policy check), then reconcile again.
+pub(crate) fn repair(ctx: &Ctx, service: &str) -> Outcome {
+    repair_inner(ctx, service).unwrap_or_else(|o| *o)
+}
+
+fn repair_inner(ctx: &Ctx, service: &str) -> Result<Outcome, Box<Outcome>> {
+    ctx.confirm(&format!("repair drift of {service}"), &format!("skiff reconcile {service} --repair"))?;
+    let (_, resolved) = ctx.resolve()?;
+    let rules = super::policy::load(&ctx.cwd.join("skiff.yaml"))?;
+    let provider_name = resolved.provider.value.as_str();
+    let runtime = ctx.runtime()?;
+    let (_, ledger) = ctx.ledger()?;
+    let provider = provider(ctx, &ledger)?;
+    let engine = super::saga::engine(ctx, &ledger);
+    let actor = ctx.actor();
+    runtime.block_on(async move {
+        let failed = |e: skiff_steps::reconcile::ReconcileError| match e {
+            skiff_steps::reconcile::ReconcileError::State(e) => Box::new(super::state_error(&e)),
+            other => Box::new(Outcome::from(Envelope::failure(Code::ProviderError, other.to_string()))),
+        };
+        let Some(before) =
+            skiff_steps::reconcile::reconcile(&ledger, provider.as_ref(), service, &actor).await.map_err(failed)?
+        else {
+            return Err(Box::new(
+                Envelope::failure(
+                    Code::LeaseHeld,
+                    format!("an operation is working on {service}; nothing was repaired"),
+                )
+                .action("list", format!("skiff saga list --service {service}"), false, Safety::ReadOnly, 0.7)
+                .into(),
+            ));
+        };
+        if before.differences.is_empty() {
+            return Ok(Envelope::ok(format!("{service} IN_SYNC; nothing to repair")).data(&before).into());
+        }
+        let state = ledger
+            .read::<ServiceState>(&skiff_state::keys::service_state(service))
+            .await
+            .map_err(|e| Box::new(super::state_error(&e)))?
+            .unwrap_or_else(|| ServiceState::new(service));
+        let (Some(release), Some(digest)) = (state.current_release.clone(), state.spec_digest.clone()) else {
+            return Err(Box::new(
+                Envelope::failure(Code::NotFound, format!("{service} has no current release")).into(),
+            ));
+        };
+        let ir: ServiceIr = ledger.get_spec(&digest).await.map_err(|e| Box::new(super::state_error(&e)))?;
+        let group = group_name(service, &release);
+        let (graph, rest) =
+            skiff_steps::repair::repair_graph(service, &group, ir.capacity.desired, &before.differences);
+        let Some(graph) = graph else {
+            let mut env = Envelope::failure(Code::Drifted, format!("{service} DRIFTED; no repair step applies"));
+            for d in &rest {
+                env =
+                    env.fact(format!("{}: desired {}, actual {} — repair: {}", d.path, d.desired, d.actual, d.repair));
+            }
+            return Err(Box::new(env.data(&before).into()));
+        };
+        let input = super::policy::input(ctx, &ir, "repair", provider_name, None, Some(&graph));
+        let (_, policy_facts) = super::policy::enforce(&rules, &input)?;
+        let key = format!("repair:{service}:{}", before.checked_at_ms);
+        let op = Engine::op_id_for("repair", &key);
+        claim(&ledger, &engine, service, &op, None).await?;
+        let submitted = engine
+            .submit(Submission {
+                graph,
+                service: Some(service.to_owned()),
+                actor: actor.clone(),
+                reason: format!("repair drift of {service}"),
+                idempotency_key: Some(key),
+                params: serde_json::json!({"release": release}),
+            })
+            .await
+            .map_err(|e| Box::new(super::saga::saga_error(&e)))?;
+        let _ = ledger.audit(&actor, "repair.start", &op, Code::Ok, serde_json::json!({"release": release})).await;
+        ctx.progress(&format!("operation {op}: {} steps", submitted.plan.steps.len()));
+        let report = engine.run(&op).await.map_err(|e| Box::new(super::saga::saga_error(&e)))?;
+        if report.status.is_terminal() {
+            release_claim(&ledger, service, &op).await;
+        }
+        if report.status != OpStatus::Succeeded {
+            return Err(Box::new(
+                Envelope::failure(
+                    Code::OperationFailed,
+                    format!("repair of {service} ended {}", report.status.as_str()),
+                )
+                .operation(op.clone())
+                .action("show", format!("skiff saga show {op}"), false, Safety::ReadOnly, 0.8)
+                .into(),
+            ));
+        }
+        let after = skiff_steps::reconcile::reconcile(&ledger, provider.as_ref(), service, &actor)
+            .await
+            .map_err(failed)?
+            .unwrap_or(before.clone());
+        let mut env = if after.differences.is_empty() {
+            Envelope::ok(format!("repaired {service}: IN_SYNC"))
+        } else {
+            Envelope::failure(Code::Drifted, format!("repaired what a step can; {service} is still DRIFTED"))
+        };
+        for d in &before.differences {
+            if !after.differences.iter().any(|a| a.path == d.path) {
+                env = env.fact(format!("repaired {}: now {}", d.path, d.desired));
+            }
+        }
+        for d in &after.differences {
+            env = env.fact(format!("{}: desired {}, actual {} — repair: {}", d.path, d.desired, d.actual, d.repair));
+        }
+        Ok(env.facts(policy_facts).operation(op).data(&after).into())
+    })
+}

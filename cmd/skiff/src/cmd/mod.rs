@@ -36,7 +36,8 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> Outcome {
         Command::Deploy { file, no_build, watch: false } => deploy::deploy(ctx, &file, !no_build),
         Command::Rollback { service, to } => deploy::rollback(ctx, &service, &to),
         Command::Status { service } => observe::status(ctx, service),
-        Command::Reconcile { service } => observe::reconcile(ctx, service),
+        Command::Reconcile { service: Some(service), repair: true } => deploy::repair(ctx, &service),
+        Command::Reconcile { service, .. } => observe::reconcile(ctx, service),
         Command::Logs { service, instance, follow, since } => {
             observe::logs(ctx, &service, instance, follow, since.as_deref())
         }
