@@ -103,9 +103,13 @@ impl AwsProvider {
                     .await;
                 match made {
                     Ok(m) => m.group_id().unwrap_or_default().to_owned(),
-                    // Another process created it between our describe and create.
+                    // Another process created it between our describe and create: the
+                    // retry finds it (EC2's describe may lag its create briefly).
                     Err(e) if code(&e) == Some("InvalidGroup.Duplicate") => {
-                        return Box::pin(self.ensure_security_group(name, service, ingress)).await;
+                        return Err(ProviderError::new(
+                            format!("security group {name} is being created elsewhere; retry"),
+                            true,
+                        ));
                     }
                     Err(e) => return Err(fail(&format!("create security group {name}"), e)),
                 }

@@ -74,7 +74,9 @@ impl AwsProvider {
     /// Writes the connection URL (with its password) behind `secret://db-ID/url`.
     async fn store_url(&self, d: &DatabaseInfo, db_name: &str, pass: &str) -> Result<()> {
         let name = secret_name(&d.id);
-        self.put(&format!("secret://{name}/password"), pass).await?;
+        if !self.exists(&format!("secret://{name}/password")).await? {
+            self.put(&format!("secret://{name}/password"), pass).await?;
+        }
         let url = format!("postgres://{USER}:{pass}@{}:{}/{db_name}", d.host, d.port);
         self.put(&format!("secret://{name}/url"), &url).await
     }
@@ -90,8 +92,17 @@ impl AwsProvider {
 #[async_trait]
 impl Database for AwsProvider {
     async fn create(&self, spec: &DatabaseSpec) -> Result<DatabaseInfo> {
+        // The password is stored before the instance exists, so a crash anywhere below
+        // leaves a password the next attempt reuses, never an instance nobody can log into.
+        let pass = match self.secret_map(&secret_name(&spec.id)).await?.and_then(|m| m.get("password").cloned()) {
+            Some(p) => p,
+            None => {
+                let p = password()?;
+                self.put(&format!("secret://{}/password", secret_name(&spec.id)), &p).await?;
+                p
+            }
+        };
         if self.db(&spec.id).await?.is_none() {
-            let pass = password()?;
             let mut req = self
                 .c
                 .rds
@@ -114,16 +125,14 @@ impl Database for AwsProvider {
                 req = req.kms_key_id(key);
             }
             match req.send().await {
-                Ok(_) => {
-                    let d = self.wait_available(&spec.id).await?;
-                    self.store_url(&d, &spec.name, &pass).await?;
-                    return Ok(d);
-                }
+                Ok(_) => {}
                 Err(e) if code(&e) == Some("DBInstanceAlreadyExists") => {}
                 Err(e) => return Err(fail(&format!("create database {}", spec.id), e)),
             }
         }
-        self.wait_available(&spec.id).await
+        let d = self.wait_available(&spec.id).await?;
+        self.store_url(&d, &spec.name, &pass).await?;
+        Ok(d)
     }
 
     async fn describe(&self, id: &str) -> Result<Option<DatabaseInfo>> {

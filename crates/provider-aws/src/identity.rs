@@ -18,29 +18,6 @@ fn missing<E: aws_sdk_iam::error::ProvideErrorMetadata, R>(e: &aws_sdk_iam::erro
     code(e) == Some("NoSuchEntity")
 }
 
-/// IAM returns policy documents URL-encoded (RFC 3986).
-fn decode(doc: &str) -> String {
-    let bytes = doc.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = (bytes[i] == b'%' && i + 2 < bytes.len())
-            .then(|| u8::from_str_radix(doc.get(i + 1..i + 3)?, 16).ok())
-            .flatten();
-        match hex {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl AwsProvider {
     async fn ensure_instance_profile(&self, name: &str) -> Result<()> {
         let iam = &self.c.iam;
@@ -88,7 +65,13 @@ impl Identity for AwsProvider {
                     .await;
                 match made {
                     Ok(r) => r.role.map(|r| r.arn).unwrap_or_default(),
-                    Err(e) if code(&e) == Some("EntityAlreadyExists") => return Box::pin(self.ensure_role(role)).await,
+                    // Created concurrently (or IAM has not caught up): the next attempt finds it.
+                    Err(e) if code(&e) == Some("EntityAlreadyExists") => {
+                        return Err(ProviderError::new(
+                            format!("role {} is being created elsewhere; retry", role.name),
+                            true,
+                        ));
+                    }
                     Err(e) => return Err(fail(&format!("create role {}", role.name), e)),
                 }
             }
@@ -116,13 +99,13 @@ impl Identity for AwsProvider {
             Err(e) => return Err(fail(&format!("get role {name}"), e)),
         };
         let doc = match iam.get_role_policy().role_name(name).policy_name(POLICY).send().await {
-            Ok(p) => decode(&p.policy_document),
+            Ok(p) => p.policy_document,
             Err(e) if missing(&e) => {
                 return Ok(Some(RoleInfo { name: name.to_owned(), permissions: Vec::new(), provider_id: arn }));
             }
             Err(e) => return Err(fail(&format!("get the policy of {name}"), e)),
         };
-        let parsed: PolicyDocument = serde_json::from_str(&doc)
+        let parsed = PolicyDocument::from_iam(&doc)
             .map_err(|e| ProviderError::new(format!("the policy of role {name} is not one Skiff wrote: {e}"), false))?;
         let permissions = self.scope().await?.permissions_of(&parsed).ok_or_else(|| {
             ProviderError::new(
@@ -155,14 +138,5 @@ impl Identity for AwsProvider {
             Err(e) if missing(&e) => Ok(()),
             Err(e) => Err(fail(&format!("delete role {name}"), e)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn url_encoded_documents_decode() {
-        assert_eq!(super::decode("%7B%22a%22%3A%22b%2Fc%22%7D"), r#"{"a":"b/c"}"#);
-        assert_eq!(super::decode(r#"{"a":1}"#), r#"{"a":1}"#);
     }
 }

@@ -31,6 +31,36 @@ pub struct PolicyDocument {
     pub statement: Vec<Statement>,
 }
 
+impl PolicyDocument {
+    /// Parses a document as IAM returns it: URL-encoded (RFC 3986) JSON.
+    pub fn from_iam(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(&url_decode(text))
+    }
+}
+
+/// Undoes RFC 3986 percent-encoding; text without escapes comes back unchanged.
+fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| u8::from_str_radix(text.get(i + 1..i + 3)?, 16).ok())
+            .flatten();
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// One Allow statement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -353,6 +383,15 @@ mod tests {
             "arn:aws:secretsmanager:eu-west-1:123456789012:secret:skiff/db-*"
         );
         assert_eq!(json["Statement"][4]["Resource"][0], "arn:aws:s3:::acme-skiff/prod/releases/web/*");
+    }
+
+    #[test]
+    fn iam_documents_decode_from_their_url_encoding() {
+        assert_eq!(url_decode("%7B%22a%22%3A%22b%2Fc%22%7D"), r#"{"a":"b/c"}"#);
+        assert_eq!(url_decode(r#"{"a":1}"#), r#"{"a":1}"#);
+        let doc = scope().role_policy(&[p("state:read", "x")]);
+        let text = serde_json::to_string(&doc).unwrap().replace('{', "%7B").replace('"', "%22");
+        assert_eq!(PolicyDocument::from_iam(&text).unwrap(), doc);
     }
 
     #[test]

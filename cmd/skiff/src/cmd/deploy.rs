@@ -261,11 +261,7 @@ fn prepare_and_run(
         skiff_release::verify(&ledger, &verifier, &m.service, &m.release)
             .await
             .map_err(|e| Box::new(super::release::release_error(&e)))?;
-        let release_facts = skiff_policy::ReleaseFacts {
-            id: m.release.clone(),
-            signature_verified: true,
-            artifact_digest: Some(m.artifact.digest.clone()),
-        };
+        let release_facts = super::policy::verified_release(&m);
         let stable = match before.as_ref().and_then(|s| s.stable_release.clone()) {
             Some(r) => serving(provider.as_ref(), &ledger, &ir.service, &r).await,
             None => None,
@@ -538,11 +534,7 @@ fn rollback_inner(ctx: &Ctx, service: &str, to: &str) -> Result<Outcome, Box<Out
         skiff_release::verify(&ledger, &verifier, service, &target)
             .await
             .map_err(|e| Box::new(super::release::release_error(&e)))?;
-        let release_facts = skiff_policy::ReleaseFacts {
-            id: target.clone(),
-            signature_verified: true,
-            artifact_digest: Some(manifest.artifact.digest.clone()),
-        };
+        let release_facts = super::policy::verified_release(&manifest);
         let input = super::policy::input(ctx, &ir, "rollback", provider_name, Some(release_facts), Some(&graph));
         super::policy::enforce(&rules, &input)?;
         let key = format!("rollback:{service}:{target}:{}", ledger.clock().now_ms());

@@ -33,6 +33,11 @@ pub(crate) fn load(spec_path: &Path) -> Result<Policy, Box<Outcome>> {
     })
 }
 
+/// What policies know of a release whose signature and digests just verified.
+pub(crate) fn verified_release(m: &skiff_release::ReleaseManifest) -> ReleaseFacts {
+    ReleaseFacts { id: m.release.clone(), signature_verified: true, artifact_digest: Some(m.artifact.digest.clone()) }
+}
+
 /// The plan as policies see it.
 pub(crate) fn input(
     ctx: &Ctx,
