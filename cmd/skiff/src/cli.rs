@@ -54,6 +54,10 @@ pub struct Global {
     /// Cloud region [else $SKIFF_REGION, the context].
     #[arg(long, global = true)]
     pub region: Option<String>,
+    /// A skiffd URL (http://HOST:PORT): commands about services and operations go there
+    /// over gRPC, authenticated by $SKIFF_TOKEN [else $SKIFF_SERVER, the context; none: direct mode].
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
     /// Answer yes to confirmations (required for mutating commands without a terminal).
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,
@@ -131,6 +135,10 @@ default (./.skiff) the state bucket and a signing key are created on first use."
         /// (from another terminal or a killed CLI) until it ends.
         #[arg(long)]
         watch: bool,
+        /// Submit the operation and return at once: a `skiff-worker` claims and runs it
+        /// (follow it with `skiff saga events OP --follow`; `skiff saga resume OP` runs it here).
+        #[arg(long, conflicts_with = "watch")]
+        detach: bool,
     },
     /// Move a service back to an earlier release (re-creating its group if retired).
     #[command(after_help = "\

@@ -2,9 +2,11 @@
 //! Commands are functions returning an [`Outcome`]; printing happens only in
 //! [`output`], so JSON and human output always describe the same result.
 
+pub mod api;
 pub mod cli;
-mod cmd;
+pub(crate) mod cmd;
 mod output;
+mod remote;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -56,6 +58,9 @@ pub(crate) struct Ctx {
     pub(crate) env: EnvLookup,
     pub(crate) yes: bool,
     pub(crate) interactive: bool,
+    /// Submit operations and return instead of running them (skiffd, `deploy --detach`):
+    /// a worker claims and runs them.
+    pub(crate) detach: bool,
 }
 
 impl Ctx {
@@ -161,15 +166,33 @@ pub fn main() -> ExitCode {
             provider: cli.global.provider,
             context: cli.global.context.clone(),
             region: cli.global.region.clone(),
-            server: None,
+            server: cli.global.server.clone(),
         },
         cwd,
         env: Box::new(|k| std::env::var(k).ok()),
         yes: cli.global.yes,
         interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        detach: matches!(cli.command, cli::Command::Deploy { detach: true, .. }),
     };
-    let outcome = cmd::run(&ctx, cli.command);
+    let outcome = match server_for(&ctx, &cli.command) {
+        Ok(Some(server)) => remote::run(&ctx, &server, cli.command),
+        Ok(None) => cmd::run(&ctx, cli.command),
+        Err(o) => *o,
+    };
     output::print(cli.global.format, &outcome)
+}
+
+/// The skiffd URL a command goes to: `--server`, `$SKIFF_SERVER` or the context's;
+/// `None` runs it here (direct mode, or a command about this machine).
+fn server_for(ctx: &Ctx, command: &cli::Command) -> Result<Option<String>, Box<Outcome>> {
+    if !remote::served(command) {
+        return Ok(None);
+    }
+    if let Some(s) = &ctx.flags.server {
+        return Ok(Some(s.clone()));
+    }
+    let (_, resolved) = ctx.resolve()?;
+    Ok(resolved.server.map(|s| s.value))
 }
 
 /// Whether JSON output was asked for, read before parsing so a usage error can

@@ -277,17 +277,26 @@ impl Engine {
             Err(e) => return Err(e.into()),
         }
         self.ledger.create(&keys::op_plan(&op), &plan).await?;
-        let (t, data) = SagaEvent::OperationPlanned { steps: plan.steps.len() }.to_parts();
-        self.ledger.append_event(&op, &format!("{op}:planned"), &t, data).await?;
-        let detail = SagaDetail::new(&plan);
+        self.finish_submission(&op, &plan).await?;
+        Ok(Submitted { op_id: op, plan, created: true, idempotency_key: key })
+    }
+
+    /// Writes what follows the plan (the planned event, the state document), each only
+    /// if missing, so a submission cut short by a crash is completed by its retry.
+    async fn finish_submission(&self, op: &str, plan: &SagaPlan) -> Result<(), SagaError> {
+        if self.ledger.events_from(op, 0).await?.is_empty() {
+            let (t, data) = SagaEvent::OperationPlanned { steps: plan.steps.len() }.to_parts();
+            self.ledger.append_event(op, &format!("{op}:planned"), &t, data).await?;
+        }
+        let detail = SagaDetail::new(plan);
         let (saga, service) = (plan.saga.clone(), plan.service.clone());
         self.ledger
-            .update::<OperationState<SagaDetail>, _>(&keys::op_state(&op), |cur| {
+            .update::<OperationState<SagaDetail>, _>(&keys::op_state(op), |cur| {
                 Ok(match cur {
                     Some(_) => Update::Keep,
                     None => Update::Write(OperationState {
                         cas: Default::default(),
-                        op_id: op.clone(),
+                        op_id: op.to_owned(),
                         saga: saga.clone(),
                         service: service.clone(),
                         status: OpStatus::Planned,
@@ -298,7 +307,7 @@ impl Engine {
                 })
             })
             .await?;
-        Ok(Submitted { op_id: op, plan, created: true, idempotency_key: key })
+        Ok(())
     }
 
     async fn existing(
@@ -311,7 +320,19 @@ impl Engine {
         if intent.saga != s.graph.saga || intent.params != s.params || intent.service != s.service {
             return Err(SagaError::IdempotencyConflict { key: key.to_owned(), op: op.to_owned() });
         }
-        let plan = self.load_plan(op).await?;
+        let plan = match self.ledger.read::<SagaPlan>(&keys::op_plan(op)).await? {
+            Some(p) => p,
+            None => {
+                // The first submission stopped after its intent: finish it now.
+                let plan = self.plan(&s.graph, s.service.as_deref(), op).await?;
+                match self.ledger.create(&keys::op_plan(op), &plan).await {
+                    Ok(_) => plan,
+                    Err(StateError::AlreadyExists { .. }) => self.load_plan(op).await?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        self.finish_submission(op, &plan).await?;
         Ok(Submitted { op_id: op.to_owned(), plan, created: false, idempotency_key: key.to_owned() })
     }
 
@@ -353,6 +374,19 @@ impl Engine {
             return Ok(RunReport { op_id: op.to_owned(), status: detail.status, detail, plan });
         }
         let guard = self.acquire(op).await?;
+        // Another engine may have finished it between the read and the lease: read
+        // again under the lease so a finished operation never starts twice.
+        let (plan, detail) = match self.load(op).await {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.ledger.release_lease(&guard).await;
+                return Err(e);
+            }
+        };
+        if detail.status.is_terminal() {
+            let _ = self.ledger.release_lease(&guard).await;
+            return Ok(RunReport { op_id: op.to_owned(), status: detail.status, detail, plan });
+        }
         let (cancel_handle, cancel) = Cancellation::new();
         let shared = Arc::new(Shared {
             op: op.to_owned(),

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod deploy;
+pub mod intent;
 pub mod reconcile;
 pub mod repair;
 mod selftest;
@@ -30,7 +31,7 @@ pub struct SagaKind {
 
 /// Every saga kind Skiff can run.
 pub fn catalog() -> Vec<SagaKind> {
-    vec![deploy::DEPLOY_KIND, deploy::ROLLBACK_KIND, repair::KIND, selftest::KIND]
+    vec![deploy::DEPLOY_KIND, deploy::ROLLBACK_KIND, repair::KIND, intent::KIND, selftest::KIND]
 }
 
 /// The saga kind called `name`.
@@ -43,7 +44,7 @@ pub fn saga(name: &str) -> Result<SagaKind, SagaError> {
 
 /// Every step kind, ready for an engine.
 pub fn registry() -> Registry {
-    deploy::register(repair::register(selftest::register(Registry::new())))
+    deploy::register(repair::register(intent::register(selftest::register(Registry::new()))))
 }
 
 /// Ledger trouble that may pass (unreachable bucket, contention) is retryable; the rest is final.

@@ -318,6 +318,9 @@ async fn run_rollout(
     let _ = ledger
         .audit(actor, &format!("{saga}.start"), &op, Code::Ok, serde_json::json!({"release": rollout.release}))
         .await;
+    if ctx.detach {
+        return Ok(submitted_outcome(saga, &rollout.service, &rollout.release, &op, submitted.plan.steps.len()));
+    }
     ctx.progress(&format!("operation {op}: {} steps", submitted.plan.steps.len()));
     let report = engine.run(&op).await.map_err(|e| Box::new(super::saga::saga_error(&e)))?;
     if report.status.is_terminal() {
@@ -335,6 +338,22 @@ async fn run_rollout(
         _ => None,
     };
     Ok(rollout_outcome(saga, &report, rollout, &submitted.idempotency_key, stable_healthy))
+}
+
+/// The answer for an operation submitted for a worker to run.
+pub(crate) fn submitted_outcome(saga: &str, service: &str, release: &str, op: &str, steps: usize) -> Outcome {
+    Envelope::ok(format!("{saga} of {service} {release} submitted as {op}"))
+        .fact(format!(
+            "{}; a skiff-worker claims it through its lease and runs it",
+            super::plural(steps as u64, "step")
+        ))
+        .operation(op.to_owned())
+        .data(
+            serde_json::json!({"op_id": op, "saga": saga, "service": service, "release": release, "status": "planned"}),
+        )
+        .action("follow", format!("skiff saga events {op} --follow"), false, Safety::ReadOnly, 0.8)
+        .action("show", format!("skiff saga show {op}"), false, Safety::ReadOnly, 0.5)
+        .into()
 }
 
 /// The highest weight the canary reached.
@@ -617,6 +636,9 @@ fn repair_inner(ctx: &Ctx, service: &str) -> Result<Outcome, Box<Outcome>> {
             .await
             .map_err(|e| Box::new(super::saga::saga_error(&e)))?;
         let _ = ledger.audit(&actor, "repair.start", &op, Code::Ok, serde_json::json!({"release": release})).await;
+        if ctx.detach {
+            return Ok(submitted_outcome("repair", service, &release, &op, submitted.plan.steps.len()));
+        }
         ctx.progress(&format!("operation {op}: {} steps", submitted.plan.steps.len()));
         let report = engine.run(&op).await.map_err(|e| Box::new(super::saga::saga_error(&e)))?;
         if report.status.is_terminal() {

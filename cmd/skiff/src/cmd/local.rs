@@ -53,10 +53,8 @@ fn runner_command(ctx: &Ctx) -> Result<(PathBuf, Vec<String>), Box<Outcome>> {
     if let Some(p) = (ctx.env)("SKIFF_RUNNER_BIN").filter(|p| !p.is_empty()) {
         return Ok((ctx.cwd.join(p), Vec::new()));
     }
-    let exe = std::env::current_exe().map_err(|e| {
-        Box::new(Outcome::from(
-            Envelope::failure(Code::IoError, "cannot find the skiff executable").fact(e.to_string()),
-        ))
+    let exe = skiff_exe(ctx).map_err(|e| {
+        Box::new(Outcome::from(Envelope::failure(Code::IoError, "cannot find the skiff executable").fact(e)))
     })?;
     let sibling = exe.parent().map(|d| d.join("skiff-runner"));
     if let Some(s) = sibling.filter(|s| s.is_file()) {
@@ -67,6 +65,20 @@ fn runner_command(ctx: &Ctx) -> Result<(PathBuf, Vec<String>), Box<Outcome>> {
         return Ok((found, Vec::new()));
     }
     Ok((exe, vec![crate::RUNNER_ARG.to_owned()]))
+}
+
+/// The `skiff` executable: `$SKIFF_BIN`, else this one when it is `skiff`, else the
+/// `skiff` beside it (skiffd and skiff-worker start supervisors and runners with it).
+fn skiff_exe(ctx: &Ctx) -> Result<PathBuf, String> {
+    if let Some(p) = (ctx.env)("SKIFF_BIN").filter(|p| !p.is_empty()) {
+        return Ok(ctx.cwd.join(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the skiff executable: {e}"))?;
+    let is_skiff = exe.file_stem().is_some_and(|n| n == "skiff");
+    match exe.parent().map(|d| d.join("skiff")).filter(|s| !is_skiff && s.is_file()) {
+        Some(sibling) => Ok(sibling),
+        None => Ok(exe),
+    }
 }
 
 fn runtime(ctx: &Ctx) -> Result<tokio::runtime::Runtime, Box<Outcome>> {
@@ -140,7 +152,7 @@ fn spawn_supervisor(ctx: &Ctx, dir: &LocalDir) -> Result<std::process::Child, St
         .open(&log_path)
         .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the skiff executable: {e}"))?;
+    let exe = skiff_exe(ctx)?;
     let (_, resolved) = ctx.resolve().map_err(|o| o.envelope.summary.clone())?;
     let state = match resolved.state.value.strip_prefix("file://") {
         Some(p) if !Path::new(p).is_absolute() => format!("file://{}", ctx.cwd.join(p).display()),

@@ -2,18 +2,19 @@
 
 mod audit;
 pub(crate) mod config;
-mod deploy;
+pub(crate) mod deploy;
 mod doctor;
 pub(crate) mod events;
 mod iam;
 mod init;
+pub(crate) mod intent;
 mod keys;
 pub(crate) mod local;
 mod observe;
-mod plan;
+pub(crate) mod plan;
 pub(crate) mod policy;
 mod release;
-mod saga;
+pub(crate) mod saga;
 mod schema;
 mod state;
 mod validate;
@@ -33,7 +34,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> Outcome {
         Command::Validate { file } => validate::run(ctx, &file),
         Command::Plan { file } => plan::run(ctx, &file),
         Command::Deploy { file, watch: true, .. } => deploy::watch(ctx, &file),
-        Command::Deploy { file, no_build, watch: false } => deploy::deploy(ctx, &file, !no_build),
+        Command::Deploy { file, no_build, watch: false, .. } => deploy::deploy(ctx, &file, !no_build),
         Command::Rollback { service, to } => deploy::rollback(ctx, &service, &to),
         Command::Status { service } => observe::status(ctx, service),
         Command::Reconcile { service: Some(service), repair: true } => deploy::repair(ctx, &service),

@@ -66,7 +66,7 @@ pub(super) fn run(ctx: &Ctx, file: &Path) -> Outcome {
     Outcome::from(env).body(body(&ir, &plan, &diff))
 }
 
-fn facts(ir: &ServiceIr) -> Vec<String> {
+pub(crate) fn facts(ir: &ServiceIr) -> Vec<String> {
     let a = &ir.decision.availability_plan;
     let c = &ir.decision.cost_plan;
     vec![

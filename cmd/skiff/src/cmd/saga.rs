@@ -406,6 +406,13 @@ fn steer(ctx: &Ctx, op: &str, action: Steer) -> Outcome {
             Ok(_) => {}
             Err(err) => return saga_error(&err),
         }
+        if ctx.detach {
+            return Envelope::ok(format!("{verb} recorded for operation {op}"))
+                .fact("a skiff-worker continues it at its next poll")
+                .operation(op.clone())
+                .action("follow", format!("skiff saga events {op} --follow"), false, Safety::ReadOnly, 0.6)
+                .into();
+        }
         if matches!(action, Steer::Pause) {
             // Nobody is running it: record the pause and let the next run honour it.
             return Envelope::ok(format!("operation {op} will pause at its next step boundary"))

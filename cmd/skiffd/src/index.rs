@@ -1,0 +1,262 @@
+//! The index skiffd answers reads from: one [`ServiceView`] per service, built from
+//! the bucket (state, compiled specs, the latest intent, reconcile verdict, members).
+//! It is a cache: rebuilt at start, refreshed on a timer and after every write, and
+//! droppable at any time. An optional PostgreSQL copy serves the same views.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use skiff_state::docs::{MemberHealth, OperationIntent, ReconcileDoc, SyncStatus};
+use skiff_state::{Ledger, keys};
+use tokio::sync::RwLock;
+
+/// What `GET /v1/services/{svc}/status` answers.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct ServiceView {
+    /// The service.
+    pub service_name: String,
+    /// `production`, `staging`, ... (from the desired spec).
+    pub environment: String,
+    /// What availability and cost asked for and got.
+    pub decision: serde_json::Value,
+    /// What realising the desired state would change.
+    pub execution_plan: ExecutionPlan,
+    /// `IN_SYNC`, `DRIFTED`, or `UNKNOWN` before the first reconcile.
+    pub reconciliation_status: String,
+    /// The differences behind a DRIFTED verdict.
+    pub differences: serde_json::Value,
+    /// Releases.
+    pub release: Releases,
+    /// Instances by health.
+    pub health: Health,
+    /// The operation working on the service, if any.
+    pub active_operation: Option<String>,
+    /// The latest intent recorded for it.
+    pub latest_intent: Option<String>,
+}
+
+/// The actions from what runs to what is desired.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct ExecutionPlan {
+    /// The desired spec's digest.
+    pub desired_digest: Option<String>,
+    /// The deployed spec's digest.
+    pub deployed_digest: Option<String>,
+    /// Resource changes, in plan order; empty when deployed = desired.
+    pub actions: Vec<serde_json::Value>,
+}
+
+/// A service's releases.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Releases {
+    /// Taking traffic.
+    pub current: Option<String>,
+    /// Last known good.
+    pub stable: Option<String>,
+    /// Being rolled out.
+    pub candidate: Option<String>,
+    /// Every release id, oldest first.
+    pub all: Vec<String>,
+}
+
+/// Instances by health, from runner heartbeats.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Health {
+    /// `healthy`, `degraded`, `unhealthy` or `unknown` (no instances reporting).
+    pub state: String,
+    /// Instances reporting.
+    pub instances: u32,
+    /// Of those, healthy.
+    pub healthy: u32,
+}
+
+/// A built index.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Views by service.
+    pub services: BTreeMap<String, Arc<ServiceView>>,
+    /// Operations by id: saga, service, status.
+    pub operations: BTreeMap<String, skiff_state::OperationEntry>,
+    /// Events counted.
+    pub events: u64,
+    /// How long the build took.
+    pub build_ms: u64,
+    /// When it was built (ms since the epoch).
+    pub built_at_ms: u64,
+}
+
+/// Builds every view from the bucket.
+pub async fn build(ledger: &Ledger) -> Result<Snapshot, skiff_state::StateError> {
+    let started = Instant::now();
+    let index = ledger.rebuild_index().await?;
+    // The newest intent operation of each service.
+    let mut intents: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for (op, e) in &index.operations {
+        if e.saga.as_deref() == Some("intent")
+            && let Some(svc) = &e.service
+        {
+            let at = e.updated_at_ms.unwrap_or(0);
+            let newer = intents.get(svc).is_none_or(|(t, o)| (at, op) > (*t, o));
+            if newer {
+                intents.insert(svc.clone(), (at, op.clone()));
+            }
+        }
+    }
+    let mut names: Vec<String> = index.services.keys().cloned().collect();
+    names.extend(intents.keys().cloned());
+    names.sort();
+    names.dedup();
+    let mut services = BTreeMap::new();
+    for name in names {
+        let view = view(ledger, &index, &name, intents.get(&name).map(|(_, op)| op.as_str())).await?;
+        services.insert(name, Arc::new(view));
+    }
+    Ok(Snapshot {
+        services,
+        operations: index.operations,
+        events: index.events,
+        build_ms: started.elapsed().as_millis() as u64,
+        built_at_ms: ledger.clock().now_ms(),
+    })
+}
+
+/// One service's view; `intent` is its newest intent operation.
+pub async fn view(
+    ledger: &Ledger,
+    index: &skiff_state::Index,
+    name: &str,
+    intent: Option<&str>,
+) -> Result<ServiceView, skiff_state::StateError> {
+    let entry = index.services.get(name).cloned().unwrap_or_default();
+    let deployed = match &entry.spec_digest {
+        Some(d) => Some(ledger.get_spec(d).await?),
+        None => None,
+    };
+    let desired_digest = match intent {
+        Some(op) => ledger
+            .read::<OperationIntent>(&keys::op_intent(op))
+            .await?
+            .and_then(|i| i.params["ir_digest"].as_str().map(str::to_owned)),
+        None => None,
+    };
+    let desired = match &desired_digest {
+        Some(d) if Some(d) != entry.spec_digest.as_ref() => ledger.get_spec(d).await.ok(),
+        _ => None,
+    };
+    let actions = match (&desired, &deployed) {
+        (Some(want), have) => {
+            let after = skiff_compiler::plan(want);
+            let before = match have {
+                Some(h) => skiff_compiler::plan(h),
+                None => skiff_compiler::ResourcePlan { resources: Vec::new(), ..after.clone() },
+            };
+            skiff_compiler::diff_plans(&before, &after)
+                .changes
+                .iter()
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .collect()
+        }
+        (None, _) => Vec::new(),
+    };
+    let shown = desired.as_ref().or(deployed.as_ref());
+    let decision = shown.map_or(serde_json::Value::Null, |ir| {
+        serde_json::json!({
+            "availability_plan": ir.decision.availability_plan,
+            "cost_plan": ir.decision.cost_plan,
+        })
+    });
+    let environment = shown
+        .and_then(|ir| ir.source.environment.as_ref().map(|e| e.as_str().to_owned()))
+        .unwrap_or_else(|| "production".to_owned());
+    let reconcile = ledger.read::<ReconcileDoc>(&keys::service_reconcile(name)).await?;
+    let (reconciliation_status, differences) = match reconcile {
+        Some(r) => (
+            match r.status {
+                SyncStatus::InSync => "IN_SYNC",
+                SyncStatus::Drifted => "DRIFTED",
+            }
+            .to_owned(),
+            serde_json::to_value(&r.differences).unwrap_or_default(),
+        ),
+        None => ("UNKNOWN".to_owned(), serde_json::json!([])),
+    };
+    let members = index.members.get(name);
+    let current = entry.current_release.clone();
+    let live: Vec<_> =
+        members.map(|m| m.values().filter(|m| Some(&m.release) == current.as_ref()).collect()).unwrap_or_default();
+    let healthy = live.iter().filter(|m| m.health == MemberHealth::Healthy).count() as u32;
+    let instances = live.len() as u32;
+    let state = match (instances, healthy) {
+        (0, _) => "unknown",
+        (n, h) if n == h => "healthy",
+        (_, 0) => "unhealthy",
+        _ => "degraded",
+    };
+    Ok(ServiceView {
+        service_name: name.to_owned(),
+        environment,
+        decision,
+        execution_plan: ExecutionPlan {
+            desired_digest: desired_digest.or_else(|| entry.spec_digest.clone()),
+            deployed_digest: entry.spec_digest.clone(),
+            actions,
+        },
+        reconciliation_status,
+        differences,
+        release: Releases {
+            current,
+            stable: entry.stable_release.clone(),
+            candidate: entry.candidate_release.clone(),
+            all: index.releases.get(name).cloned().unwrap_or_default(),
+        },
+        health: Health { state: state.to_owned(), instances, healthy },
+        active_operation: entry.active_operation.clone(),
+        latest_intent: intent.map(str::to_owned),
+    })
+}
+
+/// The view straight from the bucket, without an index: what every read would cost
+/// without one (the benchmark's baseline).
+pub async fn view_from_bucket(ledger: &Ledger, name: &str) -> Result<Option<ServiceView>, skiff_state::StateError> {
+    let snapshot = build(ledger).await?;
+    Ok(snapshot.services.get(name).map(|v| (**v).clone()))
+}
+
+/// Where reads are answered from.
+#[derive(Clone, Debug)]
+pub struct Index {
+    snapshot: Arc<RwLock<Arc<Snapshot>>>,
+    postgres: Option<Arc<crate::postgres::PgIndex>>,
+}
+
+impl Index {
+    /// An empty index; `postgres` also keeps a copy there and answers from it.
+    pub fn new(postgres: Option<crate::postgres::PgIndex>) -> Self {
+        Index { snapshot: Arc::default(), postgres: postgres.map(Arc::new) }
+    }
+
+    /// Rebuilds from the bucket and swaps the new snapshot in.
+    pub async fn refresh(&self, ledger: &Ledger) -> anyhow::Result<Arc<Snapshot>> {
+        let snapshot = Arc::new(build(ledger).await?);
+        if let Some(pg) = &self.postgres {
+            pg.replace(&snapshot).await?;
+        }
+        *self.snapshot.write().await = snapshot.clone();
+        Ok(snapshot)
+    }
+
+    /// The current snapshot.
+    pub async fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().await.clone()
+    }
+
+    /// One service's view.
+    pub async fn service(&self, name: &str) -> anyhow::Result<Option<Arc<ServiceView>>> {
+        match &self.postgres {
+            Some(pg) => Ok(pg.service(name).await?.map(Arc::new)),
+            None => Ok(self.snapshot.read().await.services.get(name).cloned()),
+        }
+    }
+}

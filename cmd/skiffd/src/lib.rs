@@ -1,0 +1,44 @@
+//! skiffd: Skiff's stateless control plane. It serves gRPC (proto/skiff/v1) and
+//! HTTP/JSON on one port over the state bucket, answers reads from an index rebuilt
+//! from the bucket, and records intents and operations for skiff-worker to run.
+
+pub mod auth;
+pub mod grpc;
+pub mod http;
+pub mod index;
+pub mod metrics;
+pub mod openapi;
+pub mod postgres;
+pub mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_sdk::grpc::{MAX_MESSAGE_BYTES, proto::skiff_server::SkiffServer};
+
+use crate::server::Server;
+
+/// The one router: gRPC under `/skiff.v1.Skiff/*`, HTTP/JSON everywhere else.
+pub fn app(server: Arc<Server>) -> axum::Router {
+    let grpc = SkiffServer::new(grpc::Service(server.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let routes = tonic::service::Routes::new(grpc).prepare().into_axum_router();
+    http::router(server).merge(routes).layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+}
+
+/// Keeps the index fresh: rebuilds every `every`, and soon after each write.
+pub async fn refresher(server: Arc<Server>, every: Duration) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = server.refresh.notified() => {}
+        }
+        if let Err(e) = server.index.refresh(&server.ledger).await {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("skiffd: index refresh failed (serving the previous one): {e}\n").as_bytes(),
+            );
+        }
+    }
+}

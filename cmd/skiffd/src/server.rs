@@ -1,0 +1,123 @@
+//! What every request shares: the settings commands run with, the ledger, tokens,
+//! the index and the metrics. Commands run on blocking threads in a fresh working
+//! directory holding only what the request brought (a spec, an artifact) and the
+//! server's `policies/`.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use skiff_cli::api::Invocation;
+use skiff_cli::cli::Command;
+use skiff_sdk::{Code, Envelope};
+use skiff_state::Ledger;
+
+use crate::auth::{Caller, Tokens};
+use crate::index::Index;
+use crate::metrics::Metrics;
+
+/// How the server runs commands.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The state bucket URL (absolute for file://).
+    pub bucket: String,
+    /// `local` or `aws`.
+    pub provider: String,
+    /// The signing key pair's directory (cosign.key, cosign.pub).
+    pub keys: PathBuf,
+    /// Policies every plan is checked against (`*.rego`, `limits.json`).
+    pub policies: Option<PathBuf>,
+    /// Settings passed through to commands (AWS_*, SKIFF_AWS_*, SKIFF_LEASE_TTL_MS, ...).
+    pub passthrough: BTreeMap<String, String>,
+}
+
+/// Shared server state.
+#[derive(Debug)]
+pub struct Server {
+    /// Settings.
+    pub settings: Settings,
+    /// The bucket.
+    pub ledger: Ledger,
+    /// Issued tokens.
+    pub tokens: Tokens,
+    /// The read index.
+    pub index: Index,
+    /// Request metrics.
+    pub metrics: Metrics,
+    /// Wakes the refresher after a write.
+    pub refresh: tokio::sync::Notify,
+}
+
+/// A file a request brings into the command's working directory.
+#[derive(Debug)]
+pub struct Upload {
+    /// Relative path inside the working directory.
+    pub path: String,
+    /// Content.
+    pub bytes: Vec<u8>,
+}
+
+/// A relative path with no `..`, root or prefix: safe to join under a directory.
+pub fn safe_relative(path: &str) -> Option<PathBuf> {
+    let p = Path::new(path);
+    let ok = !path.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    ok.then(|| p.to_path_buf())
+}
+
+impl Server {
+    /// The environment a caller's command sees.
+    pub fn env(&self, caller: &Caller) -> BTreeMap<String, String> {
+        let mut env = self.settings.passthrough.clone();
+        let s = &self.settings;
+        env.insert("SKIFF_STATE".into(), s.bucket.clone());
+        env.insert("SKIFF_PROVIDER".into(), s.provider.clone());
+        env.insert("SKIFF_KEY".into(), s.keys.join("cosign.key").display().to_string());
+        env.insert("SKIFF_PUBLIC_KEY".into(), s.keys.join("cosign.pub").display().to_string());
+        env.insert("SKIFF_CONFIG".into(), s.keys.join("no-client-contexts.yaml").display().to_string());
+        env.insert("SKIFF_ACTOR".into(), caller.name.clone());
+        env.insert("SKIFF_ROLES".into(), caller.role.expanded().join(","));
+        env
+    }
+
+    /// Runs `command` for `caller` with `uploads` in its working directory; operations
+    /// are submitted for a worker, not run here.
+    pub async fn run(self: &Arc<Self>, caller: &Caller, command: Command, uploads: Vec<Upload>) -> Envelope {
+        let me = self.clone();
+        let caller = caller.clone();
+        let joined = tokio::task::spawn_blocking(move || -> Result<Envelope, String> {
+            let dir = tempfile::Builder::new().prefix("skiffd-").tempdir().map_err(|e| e.to_string())?;
+            if let Some(p) = &me.settings.policies {
+                std::os::unix::fs::symlink(p, dir.path().join("policies")).map_err(|e| e.to_string())?;
+            }
+            for u in uploads {
+                let rel = safe_relative(&u.path).ok_or_else(|| format!("`{}` is not a relative path", u.path))?;
+                let path = dir.path().join(rel);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                std::fs::write(&path, &u.bytes).map_err(|e| e.to_string())?;
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755));
+                }
+            }
+            let inv = Invocation { cwd: dir.path().to_path_buf(), env: me.env(&caller), detach: true };
+            Ok(inv.execute(command).envelope)
+        })
+        .await;
+        match joined {
+            Ok(Ok(env)) => env,
+            Ok(Err(why)) => Envelope::failure(Code::Usage, "the request could not be staged").fact(why),
+            Err(e) => {
+                Envelope::failure(Code::Internal, "the command panicked; nothing more is known").fact(e.to_string())
+            }
+        }
+    }
+
+    /// Records a mutating call in the audit log.
+    pub async fn audit(&self, caller: &str, action: &str, target: &str, env: &Envelope) {
+        let detail = serde_json::json!({"summary": env.summary, "via": "skiffd"});
+        let _ = self.ledger.audit(caller, action, target, env.code, detail).await;
+        self.refresh.notify_one();
+    }
+}

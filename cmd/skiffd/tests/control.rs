@@ -1,0 +1,477 @@
+//! skiffd and skiff-worker as real processes over a file:// bucket: tokens and roles,
+//! intents (idempotent, surviving SIGKILL), the status API, policies, two workers
+//! sharing operations, and a deploy through the server repaired after drift.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Daemon {
+    _proc: Proc,
+    port: u16,
+}
+
+fn skiffd(dir: &Path, extra: &[&str]) -> Daemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--refresh-ms", "300"])
+        .arg("--bucket")
+        .arg(format!("file://{}", dir.join("state").display()))
+        .arg("--tokens")
+        .arg(dir.join("tokens.json"))
+        .arg("--keys")
+        .arg(dir.join("keys"))
+        .args(extra)
+        .env("SKIFF_BIN", skiff_testkit::workspace_bin("skiff"))
+        .env("SKIFF_RUNNER_BIN", skiff_testkit::workspace_bin("skiff-runner"))
+        .env("SKIFF_LEASE_TTL_MS", "1500")
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.split("127.0.0.1:").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+    Daemon { _proc: Proc(child), port }
+}
+
+fn worker(dir: &Path, name: &str, reconcile_ms: u64) -> (Proc, PathBuf) {
+    let log = dir.join(format!("{name}.log"));
+    let child = Command::new(skiff_testkit::workspace_bin("skiff-worker"))
+        .arg("--bucket")
+        .arg(format!("file://{}", dir.join("state").display()))
+        .arg("--keys")
+        .arg(dir.join("keys"))
+        .args(["--name", name, "--poll-ms", "100", "--reconcile-ms", &reconcile_ms.to_string()])
+        .env("SKIFF_BIN", skiff_testkit::workspace_bin("skiff"))
+        .env("SKIFF_RUNNER_BIN", skiff_testkit::workspace_bin("skiff-runner"))
+        .env("SKIFF_LEASE_TTL_MS", "1500")
+        .current_dir(dir)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Proc(child), log)
+}
+
+fn token(dir: &Path, name: &str, role: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        .args(["token", "create", "--name", name, "--role", role, "--tokens"])
+        .arg(dir.join("tokens.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// One HTTP/1.1 request; (status, JSON body or the text as a string).
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, text) = raw.split_once("\r\n\r\n").unwrap();
+    let text =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(text) } else { text.to_owned() };
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+fn intent(port: u16, tok: &str, key: &str, body: &Value) -> (u16, Value) {
+    let b = bearer(tok);
+    http(port, "POST", "/v1/intents", &[("authorization", &b), ("Idempotency-Key", key)], Some(body))
+}
+
+fn ledger(dir: &Path) -> skiff_state::Ledger {
+    skiff_state::Ledger::open(&format!("file://{}", dir.join("state").display()), &Default::default()).unwrap()
+}
+
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+fn event_types(dir: &Path, op: &str) -> Vec<String> {
+    block(ledger(dir).events_from(op, 0)).unwrap().into_iter().map(|e| e.event_type).collect()
+}
+
+#[test]
+fn tokens_roles_intents_status_and_policies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let viewer = token(dir, "victor", "viewer");
+    let operator = token(dir, "olga", "operator");
+    let approver = token(dir, "ann", "approver");
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(
+        dir.join("policies/cost.rego"),
+        "package skiff.cost\n\ndeny contains msg if {\n  input.service == \"lavish\"\n  msg := \"lavish may not run here\"\n}\n",
+    )
+    .unwrap();
+    let d = skiffd(dir, &["--policies", dir.join("policies").to_str().unwrap()]);
+    let knobs =
+        json!({"service_name": "orders-api", "environment": "production", "availability": "high", "cost": "low"});
+
+    assert_eq!(http(d.port, "POST", "/v1/intents", &[("Idempotency-Key", "a")], Some(&knobs)).0, 401);
+    assert_eq!(http(d.port, "GET", "/v1/services/orders-api/status", &[], None).0, 401);
+    let (code, body) = intent(d.port, &viewer, "a", &knobs);
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(body["code"], "PERMISSION_DENIED");
+
+    // The built-in rule: production needs the approver role.
+    let (code, body) = intent(d.port, &operator, "a", &knobs);
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["code"], "POLICY_DENIED");
+    assert!(body["facts"][0].as_str().unwrap().contains("production-needs-approver"), "{body}");
+    // A Rego policy denial.
+    let lavish = json!({"service_name": "lavish", "environment": "staging"});
+    let (code, body) = intent(d.port, &operator, "l", &lavish);
+    assert_eq!(code, 422, "{body}");
+    assert!(body["facts"][0].as_str().unwrap().contains("lavish may not run here"), "{body}");
+
+    let (code, first) = intent(d.port, &approver, "a", &knobs);
+    assert_eq!(code, 200, "{first}");
+    assert_eq!(first["decision"]["availability_plan"]["instances"], 3);
+    assert_eq!(first["decision"]["cost_plan"]["level"], "low");
+    assert!(!first["execution_plan"]["actions"].as_array().unwrap().is_empty());
+    assert_eq!(first["policy"]["allowed"], true);
+    let op = first["op_id"].as_str().unwrap().to_owned();
+    let (code, again) = intent(d.port, &approver, "a", &knobs);
+    assert_eq!((code, again["op_id"].as_str(), again["created"].as_bool()), (200, Some(op.as_str()), Some(false)));
+    assert_eq!(event_types(dir, &op), ["operation_planned"], "the retry recorded nothing");
+
+    let b = bearer(&viewer);
+    let mut status = Value::Null;
+    assert!(skiff_testkit::wait_until(Duration::from_secs(10), || {
+        status = http(d.port, "GET", "/v1/services/orders-api/status", &[("authorization", &b)], None).1;
+        status["latest_intent"] == op.as_str()
+    }));
+    assert_eq!(status["service_name"], "orders-api");
+    assert_eq!(status["decision"]["availability_plan"]["level"], "high");
+    assert!(status["execution_plan"]["actions"].as_array().is_some());
+    assert_eq!(status["reconciliation_status"], "UNKNOWN");
+    assert!(status.get("release").is_some() && status.get("health").is_some());
+    assert_eq!(http(d.port, "GET", "/v1/services/nope/status", &[("authorization", &b)], None).0, 404);
+    let (code, shown) = http(d.port, "GET", &format!("/v1/operations/{op}"), &[("authorization", &b)], None);
+    assert_eq!(code, 200, "{shown}");
+    assert_eq!(shown["intent"]["actor"], "ann");
+
+    assert_eq!(http(d.port, "GET", "/healthz", &[], None).0, 200);
+    let (_, metrics) = http(d.port, "GET", "/metrics", &[], None);
+    assert!(metrics.as_str().unwrap().contains("skiffd_requests_total{route=\"/v1/intents\",status=\"200\"}"));
+    let (_, openapi) = http(d.port, "GET", "/v1/openapi.json", &[], None);
+    assert!(openapi["paths"]["/v1/services/{svc}/status"]["get"].is_object());
+
+    // Every mutating call is audited, refusals included.
+    let audit = block(ledger(dir).audit_since(None)).unwrap();
+    let actions: Vec<_> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert!(actions.contains(&"api.intent.refused") && actions.contains(&"api.intent"), "{actions:?}");
+}
+
+#[test]
+fn sigkill_while_posting_intents_loses_nothing_acknowledged_and_retries_create_nothing_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let approver = token(&dir, "ann", "approver");
+    let d = skiffd(&dir, &[]);
+    let port = d.port;
+    let tok = approver.clone();
+    let poster = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for i in 0..40 {
+            let body =
+                json!({"service_name": format!("svc-{i}"), "environment": "staging", "availability": "standard"});
+            let r = std::panic::catch_unwind(|| intent(port, &tok, &format!("key-{i}"), &body));
+            match r {
+                Ok((200, b)) => acked.push((i, b["op_id"].as_str().unwrap().to_owned())),
+                _ => break,
+            }
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(d); // SIGKILL
+    let acked = poster.join().unwrap();
+    assert!(!acked.is_empty(), "some intents were acknowledged before the kill");
+
+    let d = skiffd(&dir, &[]);
+    let l = ledger(&dir);
+    for (i, op) in &acked {
+        let intent_doc: Option<skiff_state::docs::OperationIntent> =
+            block(l.read(&skiff_state::keys::op_intent(op))).unwrap();
+        assert!(intent_doc.is_some(), "acknowledged intent {op} is in the ledger");
+        let body = json!({"service_name": format!("svc-{i}"), "environment": "staging", "availability": "standard"});
+        let (code, again) = intent(d.port, &approver, &format!("key-{i}"), &body);
+        assert_eq!(code, 200, "{again}");
+        assert_eq!(again["op_id"], op.as_str());
+        assert_eq!(again["created"], false);
+    }
+    // Retry the one that may have been cut short, then count: one operation per key.
+    let next = acked.len();
+    let body = json!({"service_name": format!("svc-{next}"), "environment": "staging", "availability": "standard"});
+    assert_eq!(intent(d.port, &approver, &format!("key-{next}"), &body).0, 200);
+    let index = block(l.rebuild_index()).unwrap();
+    let intents = index.operations.values().filter(|o| o.saga.as_deref() == Some("intent")).count();
+    assert_eq!(intents, next + 1);
+    for op in index.operations.keys() {
+        assert_eq!(event_types(&dir, op), ["operation_planned"], "{op}");
+    }
+}
+
+#[test]
+fn two_workers_run_each_operation_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let approver = token(dir, "ann", "approver");
+    let d = skiffd(dir, &[]);
+    let mut ops = Vec::new();
+    for i in 0..12 {
+        let (code, b) = intent(
+            d.port,
+            &approver,
+            &format!("k{i}"),
+            &json!({"service_name": format!("s{i}"), "environment": "staging"}),
+        );
+        assert_eq!(code, 200, "{b}");
+        ops.push(b["op_id"].as_str().unwrap().to_owned());
+    }
+    let (_w1, log1) = worker(dir, "w1", 0);
+    let (_w2, log2) = worker(dir, "w2", 0);
+    let l = ledger(dir);
+    assert!(skiff_testkit::wait_until(Duration::from_secs(60), || {
+        let index = block(l.rebuild_index()).unwrap();
+        ops.iter().all(|op| index.operations[op].status == Some(skiff_state::docs::OpStatus::Succeeded))
+    }));
+    for op in &ops {
+        let types = event_types(dir, op);
+        let started = types.iter().filter(|t| *t == "operation_started" || *t == "operation_resumed").count();
+        assert_eq!(started, 1, "{op} ran once: {types:?}");
+    }
+    let ran = |p: &Path| std::fs::read_to_string(p).unwrap().lines().filter(|l| l.contains("\"ran\"")).count();
+    assert_eq!(ran(&log1) + ran(&log2), ops.len());
+}
+
+#[test]
+fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let approver = token(dir, "ann", "approver");
+    let viewer = token(dir, "victor", "viewer");
+    let d = skiffd(dir, &[]);
+    let (_w, log) = worker(dir, "w1", 1_000);
+    let server = format!("http://127.0.0.1:{}", d.port);
+    let work = dir.join("app");
+    std::fs::create_dir_all(work.join("bin")).unwrap();
+    std::fs::copy(skiff_testkit::workspace_bin("hello"), work.join("bin/hello")).unwrap();
+    let port = skiff_testkit::free_port();
+    std::fs::write(
+        work.join("skiff.yaml"),
+        format!(
+            "service: web\nartifact: {{path: bin/hello}}\nrun: {{command: [hello]}}\nport: {port}\n\
+             health: {{path: /healthz, interval: 1s, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 2}}\n\
+             instances: {{min: 1, max: 4, desired: 2}}\n\
+             rollout:\n  canary: {{steps: [100], bake: 0s}}\n  drain_timeout: 1s\n  step_timeout: 1m\n"
+        ),
+    )
+    .unwrap();
+    let skiff = |tok: &str, args: &[&str]| {
+        let out = Command::new(skiff_testkit::workspace_bin("skiff"))
+            .args(["--server", &server, "--format", "json"])
+            .args(args)
+            .current_dir(&work)
+            .env("SKIFF_TOKEN", tok)
+            .env("SKIFF_CONFIG", dir.join("none.yaml"))
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null))
+    };
+    let stop = |_: ()| {
+        let _ = Command::new(skiff_testkit::workspace_bin("skiff"))
+            .args(["local", "down", "--stop-instances", "--yes", "--bucket"])
+            .arg(format!("file://{}", dir.join("state").display()))
+            .current_dir(dir)
+            .output();
+    };
+    struct Down<F: Fn(())>(F);
+    impl<F: Fn(())> Drop for Down<F> {
+        fn drop(&mut self) {
+            (self.0)(());
+        }
+    }
+    let _down = Down(stop);
+
+    let (code, denied) = skiff(&viewer, &["deploy", "--no-build", "--yes"]);
+    assert_eq!((code, denied["code"].as_str()), (22, Some("PERMISSION_DENIED")), "{denied}");
+    let (code, deployed) = skiff(&approver, &["deploy", "--no-build", "--yes"]);
+    assert_eq!(code, 0, "{deployed}");
+    let (code, status) = skiff(&viewer, &["status", "web"]);
+    assert_eq!(code, 0, "{status}");
+
+    // Drift behind the ledger's back: one instance fewer, the weights pointed nowhere.
+    let state = block(ledger(dir).read::<skiff_state::docs::ServiceState>(&skiff_state::keys::service_state("web")))
+        .unwrap()
+        .unwrap();
+    let group = skiff_steps::deploy::group_name("web", state.current_release.as_deref().unwrap());
+    let provider =
+        skiff_provider_local::LocalProvider::new(skiff_provider_local::LocalDir::new(dir.join("local")), ledger(dir));
+    use skiff_pluginapi::Provider as _;
+    block(async {
+        provider.compute().set_desired(&group, 1).await.unwrap();
+        provider
+            .traffic()
+            .set_weights("web", &[skiff_pluginapi::Weight { target_group: group.clone(), weight: 0 }])
+            .await
+            .unwrap();
+    });
+    // The worker's next reconcile finds it DRIFTED and the repair saga brings it back.
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(60), || {
+            std::fs::read_to_string(&log).unwrap().lines().any(|l| l.contains("\"repaired\""))
+        }),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let repaired = std::fs::read_to_string(&log).unwrap();
+    let line: Value = serde_json::from_str(repaired.lines().find(|l| l.contains("\"repaired\"")).unwrap()).unwrap();
+    assert_eq!(line["summary"], "repaired web: IN_SYNC", "{line}");
+    let b = bearer(&viewer);
+    assert!(skiff_testkit::wait_until(Duration::from_secs(10), || {
+        http(d.port, "GET", "/v1/services/web/status", &[("authorization", &b)], None).1["reconciliation_status"]
+            == "IN_SYNC"
+    }));
+    let running = block(provider.compute().describe_group(&group)).unwrap().unwrap().running().len();
+    assert_eq!(running, 2);
+}
+
+/// A throwaway PostgreSQL on 127.0.0.1 (as the `postgres` user when run as root).
+struct Postgres {
+    data: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    fn as_pg(&self, tool: &str) -> Command {
+        let root = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+        let mut c = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
+            c
+        } else {
+            Command::new(self.bin.join(tool))
+        };
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    }
+
+    fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|b| b.join("initdb").exists())
+            .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(data.path()).status();
+        let pg = Postgres { port: skiff_testkit::free_port(), bin, data };
+        let db = pg.data.path().join("db");
+        assert!(pg.as_pg("initdb").args(["--auth=trust", "-U", "postgres", "-D"]).arg(&db).status().unwrap().success());
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", pg.port, pg.data.path().display());
+        assert!(
+            pg.as_pg("pg_ctl").args(["-w", "-D"]).arg(&db).args(["-o", &opts, "start"]).status().unwrap().success()
+        );
+        pg
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ =
+            self.as_pg("pg_ctl").args(["-m", "immediate", "-D"]).arg(self.data.path().join("db")).arg("stop").status();
+    }
+}
+
+#[test]
+fn the_postgres_index_answers_status_and_rebuilds_from_the_bucket() {
+    let pg = Postgres::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let approver = token(dir, "ann", "approver");
+    let d = skiffd(dir, &["--index", &pg.url()]);
+    let body = json!({"service_name": "orders-api", "environment": "staging", "availability": "high"});
+    assert_eq!(intent(d.port, &approver, "k", &body).0, 200);
+    let b = bearer(&approver);
+    assert!(skiff_testkit::wait_until(Duration::from_secs(10), || {
+        let (code, v) = http(d.port, "GET", "/v1/services/orders-api/status", &[("authorization", &b)], None);
+        code == 200 && v["decision"]["availability_plan"]["level"] == "high"
+    }));
+    drop(d);
+    // Emptied by hand, rebuilt from the bucket.
+    let psql = |sql: &str| {
+        let out = pg
+            .as_pg("psql")
+            .stdout(Stdio::piped())
+            .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "postgres", "-tAc", sql])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(psql("DELETE FROM skiff_service_views; SELECT count(*) FROM skiff_service_views"), "0");
+    let out = Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        .args(["index", "rebuild", "--index", &pg.url(), "--bucket"])
+        .arg(format!("file://{}", dir.join("state").display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(psql("SELECT count(*) FROM skiff_service_views"), "1");
+    assert_eq!(psql("SELECT view->>'service_name' FROM skiff_service_views"), "orders-api");
+}
