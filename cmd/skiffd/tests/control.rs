@@ -301,7 +301,8 @@ fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
     let approver = token(dir, "ann", "approver");
     let viewer = token(dir, "victor", "viewer");
     let d = skiffd(dir, &[]);
-    let (_w, log) = worker(dir, "w1", 1_000);
+    // w1 runs operations only; w2, started once the drift below has settled, reconciles.
+    let (_w1, _) = worker(dir, "w1", 0);
     let server = format!("http://127.0.0.1:{}", d.port);
     let work = dir.join("app");
     std::fs::create_dir_all(work.join("bin")).unwrap();
@@ -366,7 +367,11 @@ fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
             .await
             .unwrap();
     });
-    // The worker's next reconcile finds it DRIFTED and the repair saga brings it back.
+    assert!(skiff_testkit::wait_until(Duration::from_secs(20), || {
+        block(async { provider.compute().describe_group(&group).await.unwrap().unwrap().running().len() == 1 })
+    }));
+    let (_w2, log) = worker(dir, "w2", 1_000);
+    // The reconcile loop finds it DRIFTED and the repair saga brings it back.
     assert!(
         skiff_testkit::wait_until(Duration::from_secs(60), || {
             std::fs::read_to_string(&log).unwrap().lines().any(|l| l.contains("\"repaired\""))
@@ -465,7 +470,8 @@ fn the_postgres_index_answers_status_and_rebuilds_from_the_bucket() {
             .unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
-    assert_eq!(psql("DELETE FROM skiff_service_views; SELECT count(*) FROM skiff_service_views"), "0");
+    psql("DELETE FROM skiff_service_views");
+    assert_eq!(psql("SELECT count(*) FROM skiff_service_views"), "0");
     let out = Command::new(env!("CARGO_BIN_EXE_skiffd"))
         .args(["index", "rebuild", "--index", &pg.url(), "--bucket"])
         .arg(format!("file://{}", dir.join("state").display()))
