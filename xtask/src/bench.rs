@@ -12,6 +12,7 @@ const SUITES: &[(&str, &str, &str)] = &[
     ("saga", "skiff-saga", "engine"),
     ("local", "skiff-provider-local", "local"),
     ("deploy", "skiff-cli", "deploy"),
+    ("control", "skiffd", "status"),
 ];
 
 pub(crate) fn run(only: &[String]) -> Result<()> {

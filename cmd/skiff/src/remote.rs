@@ -33,11 +33,42 @@ pub(crate) fn run(ctx: &Ctx, server: &str, command: Command) -> Outcome {
     };
     runtime.block_on(async {
         // The channel spawns its connection task: make it inside the runtime.
-        match Client::new(server, token.as_deref()) {
+        let tls = match tls_files(ctx, server) {
+            Ok(t) => t,
+            Err(env) => return (*env).into(),
+        };
+        match Client::with_tls(server, token.as_deref(), tls.as_ref()) {
             Ok(client) => dispatch(ctx, &client, command).await,
             Err(env) => (*env).into(),
         }
     })
+}
+
+/// For `https://` servers: `$SKIFF_TLS_CA`, and for mutual TLS `$SKIFF_TLS_CERT` and
+/// `$SKIFF_TLS_KEY` (PEM files).
+fn tls_files(ctx: &Ctx, server: &str) -> Result<Option<skiff_sdk::grpc::ClientTls>, Box<Envelope>> {
+    if !server.starts_with("https://") {
+        return Ok(None);
+    }
+    let read = |var: &str| -> Result<Option<Vec<u8>>, Box<Envelope>> {
+        match (ctx.env)(var).filter(|p| !p.is_empty()) {
+            Some(p) => std::fs::read(ctx.cwd.join(&p)).map(Some).map_err(|e| {
+                Box::new(Envelope::failure(Code::IoError, format!("cannot read ${var} ({p})")).fact(e.to_string()))
+            }),
+            None => Ok(None),
+        }
+    };
+    let identity = match (read("SKIFF_TLS_CERT")?, read("SKIFF_TLS_KEY")?) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(Box::new(
+                Envelope::failure(Code::Usage, "mutual TLS needs both $SKIFF_TLS_CERT and $SKIFF_TLS_KEY")
+                    .fact("set both to PEM files, or neither"),
+            ));
+        }
+    };
+    Ok(Some(skiff_sdk::grpc::ClientTls { ca_pem: read("SKIFF_TLS_CA")?, identity_pem: identity }))
 }
 
 fn spec_file(ctx: &Ctx, file: &Path) -> Result<(proto::SpecFile, skiff_spec::Spec), Box<Outcome>> {

@@ -217,11 +217,41 @@ pub async fn view(
     })
 }
 
-/// The view straight from the bucket, without an index: what every read would cost
-/// without one (the benchmark's baseline).
+/// The view straight from the bucket, without an index: the service's state, spec,
+/// reconcile verdict, releases and members read for this one request (what every read
+/// would cost without the index; the benchmark's baseline). Intents are not looked up.
 pub async fn view_from_bucket(ledger: &Ledger, name: &str) -> Result<Option<ServiceView>, skiff_state::StateError> {
-    let snapshot = build(ledger).await?;
-    Ok(snapshot.services.get(name).map(|v| (**v).clone()))
+    let Some(state) = ledger.read::<skiff_state::docs::ServiceState>(&keys::service_state(name)).await? else {
+        return Ok(None);
+    };
+    let mut index = skiff_state::Index::default();
+    index.services.insert(
+        name.to_owned(),
+        skiff_state::ServiceEntry {
+            current_release: state.current_release,
+            stable_release: state.stable_release,
+            candidate_release: state.candidate_release,
+            spec_digest: state.spec_digest,
+            active_operation: state.active_operation,
+            generation: state.cas.generation,
+        },
+    );
+    for listed in ledger.store().list(&keys::releases(name)).await? {
+        if let keys::KeyKind::Release { release, .. } = keys::classify(&listed.key) {
+            index.releases.entry(name.to_owned()).or_default().push(release);
+        }
+    }
+    for listed in ledger.store().list(&keys::members(name)).await? {
+        if let keys::KeyKind::Member { instance, .. } = keys::classify(&listed.key)
+            && let Some(m) = ledger.read::<skiff_state::docs::Member>(&listed.key).await?
+        {
+            index.members.entry(name.to_owned()).or_default().insert(
+                instance,
+                skiff_state::MemberEntry { release: m.release, health: m.health, updated_at_ms: m.updated_at_ms },
+            );
+        }
+    }
+    view(ledger, &index, name, None).await.map(Some)
 }
 
 /// Where reads are answered from.

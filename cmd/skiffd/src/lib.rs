@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod postgres;
 pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -76,6 +76,15 @@ struct Serve {
     /// Rebuild the index this often, in milliseconds (and soon after every write).
     #[arg(long, default_value_t = 2_000)]
     refresh_ms: u64,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: require client certificates signed by this PEM CA.
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +199,10 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         metrics: Default::default(),
         refresh: tokio::sync::Notify::new(),
     });
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(skiffd::tls::server_config(c, k, args.client_ca.as_deref())?),
+        _ => None,
+    };
     let snap = server.index.refresh(&server.ledger).await.context("cannot build the index from the bucket")?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -198,14 +211,23 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     writeln!(
         out,
-        "skiffd listening on http://{addr} ({} services, {} operations indexed in {} ms)",
+        "skiffd listening on {}://{addr} ({} services, {} operations indexed in {} ms){}",
+        if tls.is_some() { "https" } else { "http" },
         snap.services.len(),
         snap.operations.len(),
-        snap.build_ms
+        snap.build_ms,
+        match (&tls, &args.client_ca) {
+            (Some(_), Some(_)) => "; mutual TLS",
+            (Some(_), None) => "; TLS",
+            _ => "",
+        }
     )?;
     out.flush()?;
     tokio::spawn(skiffd::refresher(server.clone(), Duration::from_millis(args.refresh_ms.max(100))));
-    axum::serve(listener, skiffd::app(server)).with_graceful_shutdown(shutdown()).await?;
+    match tls {
+        Some(config) => skiffd::tls::serve(listener, skiffd::app(server), config, shutdown()).await?,
+        None => axum::serve(listener, skiffd::app(server)).with_graceful_shutdown(shutdown()).await?,
+    }
     Ok(())
 }
 

@@ -140,3 +140,17 @@ pub fn document() -> Value {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_document_lists_every_route() {
+        let doc = super::document();
+        for (method, path, ..) in super::ROUTES {
+            assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+        }
+        let mut doc = doc;
+        doc["info"]["version"] = "[version]".into();
+        insta::assert_json_snapshot!("openapi", doc);
+    }
+}

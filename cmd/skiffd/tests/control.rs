@@ -166,6 +166,7 @@ fn tokens_roles_intents_status_and_policies() {
     assert_eq!(code, 422, "{body}");
     assert_eq!(body["code"], "POLICY_DENIED");
     assert!(body["facts"][0].as_str().unwrap().contains("production-needs-approver"), "{body}");
+    insta::assert_json_snapshot!("intent-denied-by-policy", body);
     // A Rego policy denial.
     let lavish = json!({"service_name": "lavish", "environment": "staging"});
     let (code, body) = intent(d.port, &operator, "l", &lavish);
@@ -178,6 +179,7 @@ fn tokens_roles_intents_status_and_policies() {
     assert_eq!(first["decision"]["cost_plan"]["level"], "low");
     assert!(!first["execution_plan"]["actions"].as_array().unwrap().is_empty());
     assert_eq!(first["policy"]["allowed"], true);
+    insta::assert_json_snapshot!("intent-accepted", first);
     let op = first["op_id"].as_str().unwrap().to_owned();
     let (code, again) = intent(d.port, &approver, "a", &knobs);
     assert_eq!((code, again["op_id"].as_str(), again["created"].as_bool()), (200, Some(op.as_str()), Some(false)));
@@ -193,6 +195,7 @@ fn tokens_roles_intents_status_and_policies() {
     assert_eq!(status["decision"]["availability_plan"]["level"], "high");
     assert!(status["execution_plan"]["actions"].as_array().is_some());
     assert_eq!(status["reconciliation_status"], "UNKNOWN");
+    insta::assert_json_snapshot!("service-status", status);
     assert!(status.get("release").is_some() && status.get("health").is_some());
     assert_eq!(http(d.port, "GET", "/v1/services/nope/status", &[("authorization", &b)], None).0, 404);
     let (code, shown) = http(d.port, "GET", &format!("/v1/operations/{op}"), &[("authorization", &b)], None);
@@ -294,15 +297,22 @@ fn two_workers_run_each_operation_once() {
     assert_eq!(ran(&log1) + ran(&log2), ops.len());
 }
 
-#[test]
-fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let approver = token(dir, "ann", "approver");
-    let viewer = token(dir, "victor", "viewer");
-    let d = skiffd(dir, &[]);
-    // w1 runs operations only; w2, started once the drift below has settled, reconciles.
-    let (_w1, _) = worker(dir, "w1", 0);
+/// Stops the local supervisor and its instances when dropped.
+struct Down(PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = Command::new(skiff_testkit::workspace_bin("skiff"))
+            .args(["local", "down", "--stop-instances", "--yes", "--bucket"])
+            .arg(format!("file://{}", self.0.join("state").display()))
+            .current_dir(&self.0)
+            .output();
+    }
+}
+
+/// `web` (two hello instances) deployed with `skiff --server` through skiffd and a
+/// worker `w1` reconciling every `reconcile_ms`; returns the release's group.
+fn deploy_web(dir: &Path, d: &Daemon, approver: &str, viewer: &str) -> String {
     let server = format!("http://127.0.0.1:{}", d.port);
     let work = dir.join("app");
     std::fs::create_dir_all(work.join("bin")).unwrap();
@@ -329,66 +339,100 @@ fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
             .unwrap();
         (out.status.code().unwrap_or(-1), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null))
     };
-    let stop = |_: ()| {
-        let _ = Command::new(skiff_testkit::workspace_bin("skiff"))
-            .args(["local", "down", "--stop-instances", "--yes", "--bucket"])
-            .arg(format!("file://{}", dir.join("state").display()))
-            .current_dir(dir)
-            .output();
-    };
-    struct Down<F: Fn(())>(F);
-    impl<F: Fn(())> Drop for Down<F> {
-        fn drop(&mut self) {
-            (self.0)(());
-        }
-    }
-    let _down = Down(stop);
-
-    let (code, denied) = skiff(&viewer, &["deploy", "--no-build", "--yes"]);
+    let (code, denied) = skiff(viewer, &["deploy", "--no-build", "--yes"]);
     assert_eq!((code, denied["code"].as_str()), (22, Some("PERMISSION_DENIED")), "{denied}");
-    let (code, deployed) = skiff(&approver, &["deploy", "--no-build", "--yes"]);
+    let (code, deployed) = skiff(approver, &["deploy", "--no-build", "--yes"]);
     assert_eq!(code, 0, "{deployed}");
-    let (code, status) = skiff(&viewer, &["status", "web"]);
+    let (code, status) = skiff(viewer, &["status", "web"]);
     assert_eq!(code, 0, "{status}");
-
-    // Drift behind the ledger's back: one instance fewer, the weights pointed nowhere.
     let state = block(ledger(dir).read::<skiff_state::docs::ServiceState>(&skiff_state::keys::service_state("web")))
         .unwrap()
         .unwrap();
-    let group = skiff_steps::deploy::group_name("web", state.current_release.as_deref().unwrap());
-    let provider =
-        skiff_provider_local::LocalProvider::new(skiff_provider_local::LocalDir::new(dir.join("local")), ledger(dir));
+    skiff_steps::deploy::group_name("web", state.current_release.as_deref().unwrap())
+}
+
+fn local_provider(dir: &Path) -> skiff_provider_local::LocalProvider {
+    skiff_provider_local::LocalProvider::new(skiff_provider_local::LocalDir::new(dir.join("local")), ledger(dir))
+}
+
+/// Behind the ledger's back: one instance fewer, the weights pointed nowhere.
+fn make_drift(provider: &skiff_provider_local::LocalProvider, group: &str) {
     use skiff_pluginapi::Provider as _;
     block(async {
-        provider.compute().set_desired(&group, 1).await.unwrap();
+        provider.compute().set_desired(group, 1).await.unwrap();
         provider
             .traffic()
-            .set_weights("web", &[skiff_pluginapi::Weight { target_group: group.clone(), weight: 0 }])
+            .set_weights("web", &[skiff_pluginapi::Weight { target_group: group.to_owned(), weight: 0 }])
             .await
             .unwrap();
     });
-    assert!(skiff_testkit::wait_until(Duration::from_secs(20), || {
-        block(async { provider.compute().describe_group(&group).await.unwrap().unwrap().running().len() == 1 })
-    }));
-    let (_w2, log) = worker(dir, "w2", 1_000);
-    // The reconcile loop finds it DRIFTED and the repair saga brings it back.
+}
+
+/// Waits for the worker's `repaired web: IN_SYNC`, then for the status API and the
+/// provider to agree: two instances running, both targets healthy.
+fn assert_repaired(dir: &Path, d: &Daemon, viewer: &str, log: &Path, group: &str) {
+    use skiff_pluginapi::Provider as _;
+    let records = || std::fs::read_to_string(log).unwrap();
     assert!(
-        skiff_testkit::wait_until(Duration::from_secs(60), || {
-            std::fs::read_to_string(&log).unwrap().lines().any(|l| l.contains("\"repaired\""))
-        }),
+        skiff_testkit::wait_until(Duration::from_secs(60), || records().lines().any(|l| l.contains("\"repaired\""))),
         "{}",
-        std::fs::read_to_string(&log).unwrap()
+        records()
     );
-    let repaired = std::fs::read_to_string(&log).unwrap();
-    let line: Value = serde_json::from_str(repaired.lines().find(|l| l.contains("\"repaired\"")).unwrap()).unwrap();
+    let line: Value = serde_json::from_str(records().lines().find(|l| l.contains("\"repaired\"")).unwrap()).unwrap();
     assert_eq!(line["summary"], "repaired web: IN_SYNC", "{line}");
-    let b = bearer(&viewer);
+    let b = bearer(viewer);
     assert!(skiff_testkit::wait_until(Duration::from_secs(10), || {
         http(d.port, "GET", "/v1/services/web/status", &[("authorization", &b)], None).1["reconciliation_status"]
             == "IN_SYNC"
     }));
-    let running = block(provider.compute().describe_group(&group)).unwrap().unwrap().running().len();
-    assert_eq!(running, 2);
+    let provider = local_provider(dir);
+    assert_eq!(block(provider.compute().describe_group(group)).unwrap().unwrap().running().len(), 2);
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(15), || {
+            let h = block(provider.traffic().target_health(group)).unwrap();
+            h.len() == 2 && h.iter().all(|t| t.state == skiff_pluginapi::HealthState::Healthy)
+        }),
+        "{:?}",
+        block(provider.traffic().target_health(group))
+    );
+}
+
+#[test]
+fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _down = Down(dir.to_path_buf());
+    let (approver, viewer) = (token(dir, "ann", "approver"), token(dir, "victor", "viewer"));
+    let d = skiffd(dir, &[]);
+    // w1 runs operations only; w2, started once the drift below has settled, reconciles.
+    let (_w1, _) = worker(dir, "w1", 0);
+    let group = deploy_web(dir, &d, &approver, &viewer);
+    let provider = local_provider(dir);
+    make_drift(&provider, &group);
+    use skiff_pluginapi::Provider as _;
+    assert!(skiff_testkit::wait_until(Duration::from_secs(20), || {
+        block(async { provider.compute().describe_group(&group).await.unwrap().unwrap().running().len() == 1 })
+    }));
+    let (_w2, log) = worker(dir, "w2", 1_000);
+    assert_repaired(dir, &d, &viewer, &log, &group);
+}
+
+#[test]
+fn drift_made_while_the_worker_reconciles_mid_transition_is_repaired_and_stays_in_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _down = Down(dir.to_path_buf());
+    let (approver, viewer) = (token(dir, "ann", "approver"), token(dir, "victor", "viewer"));
+    let d = skiffd(dir, &[]);
+    // One worker runs the deploy and reconciles every 300 ms, so the repair starts while
+    // the instance is still being stopped: replacements must join the target group.
+    let (_w, log) = worker(dir, "w1", 300);
+    let group = deploy_web(dir, &d, &approver, &viewer);
+    make_drift(&local_provider(dir), &group);
+    assert_repaired(dir, &d, &viewer, &log, &group);
+    std::thread::sleep(Duration::from_secs(3));
+    let last = std::fs::read_to_string(&log).unwrap().lines().last().unwrap().to_owned();
+    assert!(last.contains("\"in_sync\""), "still in sync after the repair: {last}");
 }
 
 /// A throwaway PostgreSQL on 127.0.0.1 (as the `postgres` user when run as root).
@@ -480,4 +524,68 @@ fn the_postgres_index_answers_status_and_rebuilds_from_the_bucket() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(psql("SELECT count(*) FROM skiff_service_views"), "1");
     assert_eq!(psql("SELECT view->>'service_name' FROM skiff_service_views"), "orders-api");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, by `openssl`.
+fn certificates(dir: &Path) {
+    let sh = |script: &str| {
+        let ok = Command::new("sh").arg("-ec").arg(script).current_dir(dir).stderr(Stdio::null()).status().unwrap();
+        assert!(ok.success(), "{script}");
+    };
+    sh(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=skiff-test-ca",
+    );
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        sh(&format!(
+            "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage={usage}\\n' > {name}.ext\n\
+             openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {name}.key -out {name}.csr -subj /CN={name}\n\
+             openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile {name}.ext"
+        ));
+    }
+}
+
+#[test]
+fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    certificates(dir);
+    let viewer = token(dir, "victor", "viewer");
+    let p = |f: &str| dir.join(f).display().to_string();
+    let d = skiffd(dir, &["--tls-cert", &p("server.pem"), "--tls-key", &p("server.key"), "--client-ca", &p("ca.pem")]);
+    let server = format!("https://127.0.0.1:{}", d.port);
+    let skiff = |identity: bool| {
+        let mut c = Command::new(skiff_testkit::workspace_bin("skiff"));
+        c.args(["--server", &server, "--format", "json", "saga", "list"])
+            .current_dir(dir)
+            .env("SKIFF_TOKEN", &viewer)
+            .env("SKIFF_CONFIG", dir.join("none.yaml"))
+            .env("SKIFF_TLS_CA", p("ca.pem"));
+        if identity {
+            c.env("SKIFF_TLS_CERT", p("client.pem")).env("SKIFF_TLS_KEY", p("client.key"));
+        }
+        let out = c.output().unwrap();
+        (out.status.code().unwrap_or(-1), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null))
+    };
+    let (code, ok) = skiff(true);
+    assert_eq!(code, 0, "{ok}");
+    let (code, refused) = skiff(false);
+    assert_ne!(code, 0, "no client certificate, no answer: {refused}");
+    assert_eq!(refused["ok"], false);
+    // HTTP/JSON over the same mutual TLS (curl is on the machines this runs on).
+    let curl = Command::new("curl")
+        .args(["-s", "--cacert", &p("ca.pem"), "--cert", &p("client.pem"), "--key", &p("client.key"), "-H"])
+        .arg(format!("authorization: Bearer {viewer}"))
+        .arg(format!("{server}/v1/services"))
+        .output();
+    if let Ok(out) = curl {
+        let body: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert_eq!(body["code"], "OK", "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    // Plain HTTP on the TLS port gets nothing either.
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    assert!(!buf.contains("\"ok\":true"), "{buf}");
 }

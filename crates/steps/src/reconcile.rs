@@ -110,6 +110,8 @@ async fn compare(
             out.push(diff("traffic.weights", json!(want), json!(have), &reapply));
         }
         if let Ok(health) = provider.traffic().target_health(&group).await {
+            // Draining targets are leaving on purpose (a scale-down, a retirement).
+            let health: Vec<_> = health.into_iter().filter(|t| t.state != HealthState::Draining).collect();
             let healthy = health.iter().filter(|t| t.state == HealthState::Healthy).count();
             if healthy < health.len() {
                 out.push(diff(

@@ -146,6 +146,16 @@ pub fn status_envelope(server: &str, s: &tonic::Status) -> Envelope {
     }
 }
 
+/// TLS material for an `https://` server, as PEM bytes.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// The CA that signed the server's certificate (else the system's roots are not
+    /// consulted: this client trusts only what it is given).
+    pub ca_pem: Option<Vec<u8>>,
+    /// For mutual TLS: this client's certificate chain and private key.
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 /// Adds the bearer token to every call.
 #[derive(Clone, Debug)]
 pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
@@ -185,6 +195,12 @@ impl Client {
     /// A client for `server` (`http://HOST:PORT`); no connection is made until the
     /// first call. Call it inside a tokio runtime. `token` is sent as `authorization: Bearer TOKEN`.
     pub fn new(server: &str, token: Option<&str>) -> Result<Self, Box<Envelope>> {
+        Self::with_tls(server, token, None)
+    }
+
+    /// [`Client::new`] for an `https://` server: `tls` names the CA that signed the
+    /// server's certificate and, for mutual TLS, this client's certificate and key.
+    pub fn with_tls(server: &str, token: Option<&str>, tls: Option<&ClientTls>) -> Result<Self, Box<Envelope>> {
         let bad = |why: String| {
             Box::new(
                 Envelope::failure(Code::Usage, format!("`{server}` is not a skiffd URL"))
@@ -192,7 +208,17 @@ impl Client {
                     .fact("use http://HOST:PORT (the address skiffd prints when it starts)"),
             )
         };
-        let endpoint = Endpoint::from_shared(server.to_owned()).map_err(|e| bad(e.to_string()))?;
+        let mut endpoint = Endpoint::from_shared(server.to_owned()).map_err(|e| bad(e.to_string()))?;
+        if let Some(t) = tls {
+            let mut config = tonic::transport::ClientTlsConfig::new();
+            if let Some(ca) = &t.ca_pem {
+                config = config.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &t.identity_pem {
+                config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint.tls_config(config).map_err(|e| bad(format!("TLS settings: {e}")))?;
+        }
         let header = match token {
             Some(t) => Some(
                 MetadataValue::try_from(format!("Bearer {t}"))

@@ -45,6 +45,8 @@ struct Tg {
     stats: TrafficStats,
     next: usize,
     checker: Option<JoinHandle<()>>,
+    /// Every target ever registered: a drained one is not attached again.
+    seen: std::collections::BTreeSet<String>,
 }
 
 struct Lb {
@@ -150,7 +152,10 @@ impl Balancers {
         }
         let name = spec.name.clone();
         let stats = TrafficStats { requests: 0, errors: 0, latency_buckets: vec![0; LATENCY_BUCKETS_MS.len()] };
-        inner.tgs.insert(name.clone(), Tg { spec, targets: BTreeMap::new(), stats, next: 0, checker: None });
+        inner.tgs.insert(
+            name.clone(),
+            Tg { spec, targets: BTreeMap::new(), stats, next: 0, checker: None, seen: Default::default() },
+        );
         let checker = tokio::spawn(check_health(self.clone(), name.clone()));
         if let Some(tg) = inner.tgs.get_mut(&name) {
             tg.checker = Some(checker);
@@ -162,6 +167,7 @@ impl Balancers {
         let mut inner = self.lock();
         let Some(tg) = inner.tgs.get_mut(tg) else { return false };
         for t in targets {
+            tg.seen.insert(t.id.clone());
             let entry = tg.targets.entry(t.id.clone()).or_insert_with(|| TargetState {
                 target: t.clone(),
                 health: HealthState::Initial,
@@ -177,6 +183,28 @@ impl Balancers {
             entry.target = t.clone();
         }
         true
+    }
+
+    /// Registers the `live` targets not yet known and deregisters the `gone` ones still
+    /// taking traffic; targets already known keep their health. No-op without the group.
+    pub(crate) fn attach(&self, tg: &str, live: &[Target], gone: &[String]) {
+        let (fresh, leaving) = {
+            let inner = self.lock();
+            let Some(group) = inner.tgs.get(tg) else { return };
+            let fresh: Vec<Target> = live.iter().filter(|t| !group.seen.contains(&t.id)).cloned().collect();
+            let leaving: Vec<String> = gone
+                .iter()
+                .filter(|id| group.targets.get(*id).is_some_and(|t| t.health != HealthState::Draining))
+                .cloned()
+                .collect();
+            (fresh, leaving)
+        };
+        if !fresh.is_empty() {
+            self.register(tg, &fresh);
+        }
+        if !leaving.is_empty() {
+            self.deregister(tg, &leaving);
+        }
     }
 
     /// Stops new requests to targets; they leave after the deregistration delay.

@@ -18,7 +18,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use skiff_clock::{Clock, IdGen, SystemClock};
-use skiff_pluginapi::{GroupInfo, GroupSpec, InstanceInfo, InstanceState, LoadBalancerSpec, TargetGroupSpec, Weight};
+use skiff_pluginapi::{
+    GroupInfo, GroupSpec, InstanceInfo, InstanceState, LoadBalancerSpec, Target, TargetGroupSpec, Weight,
+};
 
 use crate::LocalDir;
 use crate::api::Endpoint;
@@ -246,6 +248,7 @@ impl Shared {
                 }
             }
         }
+        self.attach_targets();
         for (spec, zone) in launches {
             match self.launch(&spec, &zone) {
                 Ok(instance) => {
@@ -270,6 +273,34 @@ impl Shared {
             }
         }
         self.persist();
+    }
+
+    /// Keeps each group's target group (the one of the same name, once a deploy made
+    /// it) in step with the group, as an auto scaling group attached to a target group
+    /// does: instances launched later (scale-ups, replacements) are registered, and
+    /// stopping or dead ones deregistered, so traffic and health follow the group.
+    fn attach_targets(&self) {
+        let mut changes = Vec::new();
+        {
+            let groups = self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for g in groups.values() {
+                let mut live = Vec::new();
+                let mut gone = Vec::new();
+                for i in g.instances.iter().filter(|i| i.port != 0) {
+                    match i.state {
+                        InstanceState::Running => {
+                            live.push(Target { id: i.id.clone(), address: "127.0.0.1".to_owned(), port: i.port })
+                        }
+                        InstanceState::Stopping | InstanceState::Terminated => gone.push(i.id.clone()),
+                        _ => {}
+                    }
+                }
+                changes.push((g.spec.name.clone(), live, gone));
+            }
+        }
+        for (tg, live, gone) in changes {
+            self.lbs.attach(&tg, &live, &gone);
+        }
     }
 
     /// Starts one `skiff-runner` for a group.
