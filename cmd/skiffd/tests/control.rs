@@ -49,6 +49,10 @@ fn skiffd(dir: &Path, extra: &[&str]) -> Daemon {
 }
 
 fn worker(dir: &Path, name: &str, reconcile_ms: u64) -> (Proc, PathBuf) {
+    worker_with(dir, name, reconcile_ms, &[])
+}
+
+fn worker_with(dir: &Path, name: &str, reconcile_ms: u64, extra: &[&str]) -> (Proc, PathBuf) {
     let log = dir.join(format!("{name}.log"));
     let child = Command::new(skiff_testkit::workspace_bin("skiff-worker"))
         .arg("--bucket")
@@ -56,6 +60,7 @@ fn worker(dir: &Path, name: &str, reconcile_ms: u64) -> (Proc, PathBuf) {
         .arg("--keys")
         .arg(dir.join("keys"))
         .args(["--name", name, "--poll-ms", "100", "--reconcile-ms", &reconcile_ms.to_string()])
+        .args(extra)
         .env("SKIFF_BIN", skiff_testkit::workspace_bin("skiff"))
         .env("SKIFF_RUNNER_BIN", skiff_testkit::workspace_bin("skiff-runner"))
         .env("SKIFF_LEASE_TTL_MS", "1500")
@@ -184,6 +189,9 @@ fn tokens_roles_intents_status_and_policies() {
     let (code, again) = intent(d.port, &approver, "a", &knobs);
     assert_eq!((code, again["op_id"].as_str(), again["created"].as_bool()), (200, Some(op.as_str()), Some(false)));
     assert_eq!(event_types(dir, &op), ["operation_planned"], "the retry recorded nothing");
+    let other = json!({"service_name": "orders-api", "environment": "production", "availability": "low"});
+    let (code, clash) = intent(d.port, &approver, "a", &other);
+    assert_eq!((code, clash["code"].as_str()), (409, Some("ALREADY_EXISTS")), "same key, another intent: {clash}");
 
     let b = bearer(&viewer);
     let mut status = Value::Null;
@@ -433,6 +441,47 @@ fn drift_made_while_the_worker_reconciles_mid_transition_is_repaired_and_stays_i
     std::thread::sleep(Duration::from_secs(3));
     let last = std::fs::read_to_string(&log).unwrap().lines().last().unwrap().to_owned();
     assert!(last.contains("\"in_sync\""), "still in sync after the repair: {last}");
+}
+
+#[test]
+fn a_repair_policy_does_not_allow_stays_drifted_for_a_person() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _down = Down(dir.to_path_buf());
+    let (approver, viewer) = (token(dir, "ann", "approver"), token(dir, "victor", "viewer"));
+    let d = skiffd(dir, &[]);
+    let (_w1, _) = worker(dir, "w1", 0);
+    let group = deploy_web(dir, &d, &approver, &viewer);
+    make_drift(&local_provider(dir), &group);
+    // Without the approver role the worker may not change production: no repair runs.
+    let (_w2, log) = worker_with(dir, "w2", 500, &["--roles", "viewer,operator"]);
+    let records = || std::fs::read_to_string(&log).unwrap();
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(30), || records().contains("\"repair_denied\"")),
+        "{}",
+        records()
+    );
+    assert!(!records().contains("\"repaired\""));
+    let b = bearer(&viewer);
+    let mut status = Value::Null;
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(10), || {
+            status = http(d.port, "GET", "/v1/services/web/status", &[("authorization", &b)], None).1;
+            status["reconciliation_status"] == "DRIFTED"
+        }),
+        "{status}"
+    );
+    assert!(!status["differences"].as_array().unwrap().is_empty());
+    // `skiff doctor` names the drift for a person to act on.
+    let out = Command::new(skiff_testkit::workspace_bin("skiff"))
+        .args(["doctor", "web", "--format", "json", "--bucket"])
+        .arg(format!("file://{}", dir.join("state").display()))
+        .current_dir(dir)
+        .env("SKIFF_CONFIG", dir.join("none.yaml"))
+        .output()
+        .unwrap();
+    let doctor: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doctor.to_string().contains("DRIFTED"), "{doctor}");
 }
 
 /// A throwaway PostgreSQL on 127.0.0.1 (as the `postgres` user when run as root).
