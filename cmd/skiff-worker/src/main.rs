@@ -3,7 +3,6 @@
 //! saga when policy allows (otherwise the drift stays a finding for `skiff doctor`).
 //! Run as many as you like beside skiffd: leases make each operation run once.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -64,17 +63,7 @@ fn record(value: serde_json::Value) {
 }
 
 fn invocation(args: &Args, dir: &std::path::Path) -> std::io::Result<Invocation> {
-    let mut env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("AWS_")
-                || k.starts_with("SKIFF_AWS_")
-                || k.starts_with("SKIFF_LOCAL")
-                || matches!(
-                    k.as_str(),
-                    "SKIFF_LEASE_TTL_MS" | "SKIFF_REGION" | "SKIFF_BIN" | "SKIFF_RUNNER_BIN" | "HOME" | "PATH"
-                )
-        })
-        .collect();
+    let mut env = skiff_cli::api::inherited_env();
     let bucket = match args.bucket.strip_prefix("file://") {
         Some(p) if !std::path::Path::new(p).is_absolute() => {
             format!("file://{}", std::env::current_dir()?.join(p).display())

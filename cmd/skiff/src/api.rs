@@ -145,6 +145,31 @@ async fn finish(
     }
 }
 
+/// What a server or worker passes from its own environment to the commands it runs:
+/// cloud credentials and endpoints, local-provider and runner settings, lease TTL,
+/// key password, `HOME` and `PATH`; nothing else leaks in.
+pub fn inherited_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            k.starts_with("AWS_")
+                || k.starts_with("SKIFF_AWS_")
+                || k.starts_with("SKIFF_LOCAL")
+                || matches!(
+                    k.as_str(),
+                    "SKIFF_LEASE_TTL_MS"
+                        | "SKIFF_KEY_PASSWORD"
+                        | "SKIFF_REGION"
+                        | "SKIFF_BIN"
+                        | "SKIFF_RUNNER_BIN"
+                        | "SKIFF_PG_BIN"
+                        | "SKIFF_PG_USER"
+                        | "HOME"
+                        | "PATH"
+                )
+        })
+        .collect()
+}
+
 async fn last_event_is(ledger: &skiff_state::Ledger, op: &str, kind: &str) -> bool {
     match ledger.events_from(op, 0).await {
         Ok(events) => events.last().is_some_and(|e| e.event_type == kind),

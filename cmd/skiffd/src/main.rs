@@ -125,27 +125,6 @@ fn absolute_bucket(url: &str) -> anyhow::Result<String> {
     }
 }
 
-/// Settings commands inherit from skiffd's own environment.
-fn passthrough() -> std::collections::BTreeMap<String, String> {
-    std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("AWS_")
-                || k.starts_with("SKIFF_AWS_")
-                || k.starts_with("SKIFF_LOCAL")
-                || matches!(
-                    k.as_str(),
-                    "SKIFF_LEASE_TTL_MS"
-                        | "SKIFF_KEY_PASSWORD"
-                        | "SKIFF_REGION"
-                        | "SKIFF_BIN"
-                        | "SKIFF_RUNNER_BIN"
-                        | "HOME"
-                        | "PATH"
-                )
-        })
-        .collect()
-}
-
 async fn serve(args: Serve) -> anyhow::Result<()> {
     let bucket = absolute_bucket(&args.bucket)?;
     let ledger = skiff_state::Ledger::open(&bucket, &skiff_objstore::OpenOptions::default())
@@ -157,7 +136,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         provider: args.provider.clone(),
         keys: keys.clone(),
         policies: args.policies.as_ref().map(std::path::absolute).transpose()?,
-        passthrough: passthrough(),
+        passthrough: skiff_cli::api::inherited_env(),
     };
     if !keys.join("cosign.key").exists() {
         std::fs::create_dir_all(&keys)?;
@@ -168,7 +147,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
                 ("SKIFF_PUBLIC_KEY".to_owned(), keys.join("cosign.pub").display().to_string()),
             ]
             .into_iter()
-            .chain(passthrough())
+            .chain(skiff_cli::api::inherited_env())
             .collect(),
             detach: true,
         };

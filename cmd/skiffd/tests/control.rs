@@ -638,3 +638,37 @@ fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
     let _ = s.read_to_string(&mut buf);
     assert!(!buf.contains("\"ok\":true"), "{buf}");
 }
+
+#[test]
+fn the_sdk_client_speaks_grpc_with_envelopes() {
+    use skiff_sdk::grpc::{Client, proto};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let approver = token(dir, "ann", "approver");
+    let d = skiffd(dir, &[]);
+    let url = format!("http://127.0.0.1:{}", d.port);
+    block(async {
+        let client = Client::new(&url, Some(&approver)).unwrap();
+        let body = json!({"service_name": "orders-api", "environment": "staging", "cost": "performance"});
+        let env = client
+            .submit_intent(proto::IntentRequest { json: body.to_string(), idempotency_key: "sdk-1".into() })
+            .await;
+        assert!(env.ok, "{env:?}");
+        assert_eq!(env.data["decision"]["cost_plan"]["level"], "performance");
+        let op = env.operation_id.clone().unwrap();
+        let mut events =
+            client.events(proto::EventsRequest { op_id: op.clone(), after: 0, follow: false }).await.unwrap();
+        let first = events.message().await.unwrap().unwrap();
+        assert_eq!((first.seq, first.event_type.as_str()), (1, "operation_planned"));
+        assert!(events.message().await.unwrap().is_none());
+        let listed =
+            client.list_sagas(proto::SagaListRequest { service: Some("orders-api".into()), status: None }).await;
+        assert!(listed.ok && listed.data.to_string().contains(&op), "{listed:?}");
+        let anonymous = Client::new(&url, None).unwrap();
+        let refused = anonymous.status(proto::ServiceRequest { service: None }).await;
+        assert_eq!(refused.code, skiff_sdk::Code::Unauthenticated);
+        let nowhere =
+            Client::new("http://127.0.0.1:9", Some("x")).unwrap().status(proto::ServiceRequest::default()).await;
+        assert_eq!(nowhere.code, skiff_sdk::Code::StateUnavailable);
+    });
+}
