@@ -667,8 +667,8 @@ fn the_sdk_client_speaks_grpc_with_envelopes() {
         let anonymous = Client::new(&url, None).unwrap();
         let refused = anonymous.status(proto::ServiceRequest { service: None }).await;
         assert_eq!(refused.code, skiff_sdk::Code::Unauthenticated);
-        let nowhere =
-            Client::new("http://127.0.0.1:9", Some("x")).unwrap().status(proto::ServiceRequest::default()).await;
+        let closed = format!("http://127.0.0.1:{}", skiff_testkit::free_port());
+        let nowhere = Client::new(&closed, Some("x")).unwrap().status(proto::ServiceRequest::default()).await;
         assert_eq!(nowhere.code, skiff_sdk::Code::StateUnavailable);
     });
 }
