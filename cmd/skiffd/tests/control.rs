@@ -664,6 +664,20 @@ fn the_sdk_client_speaks_grpc_with_envelopes() {
         let listed =
             client.list_sagas(proto::SagaListRequest { service: Some("orders-api".into()), status: None }).await;
         assert!(listed.ok && listed.data.to_string().contains(&op), "{listed:?}");
+        // A whole spec instead of knobs, and a spec that is not valid: SPEC_INVALID, nothing recorded.
+        let spec = "service: billing\nartifact: {path: bin/billing}\nrun: {command: [billing]}\nport: 9000\nenvironment: staging\n";
+        let whole = json!({"spec": spec, "availability": "high"});
+        let env = client
+            .submit_intent(proto::IntentRequest { json: whole.to_string(), idempotency_key: "sdk-2".into() })
+            .await;
+        assert!(env.ok, "{env:?}");
+        assert_eq!(env.data["service_name"], "billing");
+        assert_eq!(env.data["decision"]["availability_plan"]["instances"], 3);
+        let broken = json!({"spec": "service: Not A Name\n"});
+        let env = client
+            .submit_intent(proto::IntentRequest { json: broken.to_string(), idempotency_key: "sdk-3".into() })
+            .await;
+        assert_eq!(env.code, skiff_sdk::Code::SpecInvalid, "{env:?}");
         let anonymous = Client::new(&url, None).unwrap();
         let refused = anonymous.status(proto::ServiceRequest { service: None }).await;
         assert_eq!(refused.code, skiff_sdk::Code::Unauthenticated);
