@@ -175,7 +175,7 @@ pub fn main() -> ExitCode {
         detach: matches!(cli.command, cli::Command::Deploy { detach: true, .. }),
     };
     let outcome = match server_for(&ctx, &cli.command) {
-        Ok(Some(server)) => remote::run(&ctx, &server, cli.command),
+        Ok(Some(server)) => remote::run(&ctx, &server, cli.command, remote::command_args(&args)),
         Ok(None) => cmd::run(&ctx, cli.command),
         Err(o) => *o,
     };

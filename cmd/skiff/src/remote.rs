@@ -25,7 +25,24 @@ pub(crate) fn served(command: &Command) -> bool {
     )
 }
 
-pub(crate) fn run(ctx: &Ctx, server: &str, command: Command) -> Outcome {
+/// The command line without the program name and global flags (the server has its own
+/// bucket, provider and output): what `Run` sends.
+pub(crate) fn command_args(argv: &[std::ffi::OsString]) -> Vec<String> {
+    const VALUED: &[&str] = &["--format", "--bucket", "--provider", "--context", "--region", "--server"];
+    const SWITCHES: &[&str] = &["--yes", "-y", "--quiet", "-q"];
+    let mut out = Vec::new();
+    let mut it = argv.iter().skip(1).map(|a| a.to_string_lossy().into_owned());
+    while let Some(a) = it.next() {
+        if VALUED.contains(&a.as_str()) {
+            it.next();
+        } else if !SWITCHES.contains(&a.as_str()) && !VALUED.iter().any(|v| a.starts_with(&format!("{v}="))) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+pub(crate) fn run(ctx: &Ctx, server: &str, command: Command, args: Vec<String>) -> Outcome {
     let token = (ctx.env)(TOKEN_VAR);
     let runtime = match ctx.runtime() {
         Ok(r) => r,
@@ -38,7 +55,7 @@ pub(crate) fn run(ctx: &Ctx, server: &str, command: Command) -> Outcome {
             Err(env) => return (*env).into(),
         };
         match Client::with_tls(server, token.as_deref(), tls.as_ref()) {
-            Ok(client) => dispatch(ctx, &client, command).await,
+            Ok(client) => dispatch(ctx, &client, command, args).await,
             Err(env) => (*env).into(),
         }
     })
@@ -79,7 +96,7 @@ fn spec_file(ctx: &Ctx, file: &Path) -> Result<(proto::SpecFile, skiff_spec::Spe
     Ok((proto::SpecFile { name: shown, yaml }, spec))
 }
 
-async fn dispatch(ctx: &Ctx, c: &Client, command: Command) -> Outcome {
+async fn dispatch(ctx: &Ctx, c: &Client, command: Command, args: Vec<String>) -> Outcome {
     let env = match command {
         Command::Plan { file } => match spec_file(ctx, &file) {
             Ok((spec, _)) => c.plan(proto::PlanRequest { spec: Some(spec) }).await,
@@ -116,32 +133,14 @@ async fn dispatch(ctx: &Ctx, c: &Client, command: Command) -> Outcome {
             SagaAction::Resume { op } => c.resume(proto::OperationRequest { op_id: op }).await,
             SagaAction::Cancel { op } => c.cancel(proto::OperationRequest { op_id: op }).await,
             SagaAction::Events { op, follow } => return events(ctx, c, &op, follow, 0).await,
-            other => not_served(&format!("saga {}", saga_verb(&other))),
+            _ => follow_unless(ctx, c, c.run(proto::CommandRequest { args }).await, false).await,
         },
-        other => not_served(command_name(&other)),
+        Command::Deploy { watch: true, .. } | Command::Logs { follow: true, .. } => {
+            not_served(if matches!(command, Command::Logs { .. }) { "logs --follow" } else { "deploy --watch" })
+        }
+        _ => c.run(proto::CommandRequest { args }).await,
     };
     env.into()
-}
-
-fn saga_verb(a: &SagaAction) -> &'static str {
-    match a {
-        SagaAction::Start { .. } => "start",
-        SagaAction::Kinds => "kinds",
-        _ => "this action",
-    }
-}
-
-fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Deploy { .. } => "deploy --watch",
-        Command::Logs { .. } => "logs",
-        Command::Metrics { .. } => "metrics",
-        Command::State { .. } => "state",
-        Command::Iam { .. } => "iam",
-        Command::Release { .. } => "release",
-        Command::Secrets { .. } => "secrets",
-        _ => "this command",
-    }
 }
 
 fn not_served(what: &str) -> Envelope {

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Parser as _;
 use skiff_cli::cli::{Command, PolicyAction, SagaAction};
 use skiff_sdk::grpc::proto::{self, skiff_server::Skiff};
 use skiff_sdk::{Code, Envelope};
@@ -33,6 +34,25 @@ fn status(r: Refusal) -> Status {
 
 fn reply(env: &Envelope) -> Answer {
     Ok(Response::new(proto::Envelope::from(env)))
+}
+
+/// The role a command run through `Run` needs, and whether it changes anything;
+/// `None` for commands skiffd does not run that way.
+fn run_role(command: &Command) -> Option<(Role, bool)> {
+    use skiff_cli::cli::{IamAction, ReleaseAction, SecretsAction, StateAction};
+    Some(match command {
+        Command::Logs { follow: false, .. } | Command::Metrics { .. } => (Role::Viewer, false),
+        Command::Release {
+            action: ReleaseAction::List { .. } | ReleaseAction::Show { .. } | ReleaseAction::Verify { .. },
+        } => (Role::Viewer, false),
+        Command::Saga { action: SagaAction::Kinds } => (Role::Viewer, false),
+        Command::Saga { action: SagaAction::Start { dry_run: true, .. } } => (Role::Viewer, false),
+        Command::Saga { action: SagaAction::Start { .. } } => (Role::Operator, true),
+        Command::State { action: StateAction::Verify } => (Role::Viewer, false),
+        Command::Iam { action: IamAction::Policy { .. } } => (Role::Viewer, false),
+        Command::Secrets { action: SecretsAction::List { .. } } => (Role::Viewer, false),
+        _ => return None,
+    })
 }
 
 /// The file name a spec is staged under: its own name, never a path.
@@ -249,6 +269,24 @@ impl Skiff for Service {
         let env = crate::http::submit_intent(&self.0, &caller, r.json.as_bytes(), &r.idempotency_key).await;
         self.0.audit(&caller.name, "api.intent", &skiff_cli::api::intent_op(&r.idempotency_key), &env).await;
         reply(&env)
+    }
+
+    async fn run(&self, req: Request<proto::CommandRequest>) -> Answer {
+        let args = req.get_ref().args.clone();
+        let cli = skiff_cli::cli::Cli::try_parse_from(std::iter::once("skiff".to_owned()).chain(args.iter().cloned()))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let Some((needs, mutating)) = run_role(&cli.command) else {
+            return Err(Status::unimplemented(format!(
+                "`skiff {}` is not run by skiffd: it needs local files or a terminal, or has its own call",
+                args.first().map_or("", String::as_str)
+            )));
+        };
+        let caller = self.caller(&req, needs)?;
+        if mutating {
+            self.write(&caller, &format!("api.run.{}", args[0]), &args.join(" "), cli.command, Vec::new()).await
+        } else {
+            self.read(&caller, cli.command, Vec::new()).await
+        }
     }
 
     async fn audit(&self, req: Request<proto::AuditRequest>) -> Answer {

@@ -318,10 +318,22 @@ impl Drop for Down {
     }
 }
 
+/// `skiff --server … --format json ARGS` in `dir/app` with `token`: (exit code, envelope).
+fn remote(dir: &Path, d: &Daemon, token: &str, args: &[&str]) -> (i32, Value) {
+    let out = Command::new(skiff_testkit::workspace_bin("skiff"))
+        .args(["--server", &format!("http://127.0.0.1:{}", d.port), "--format", "json"])
+        .args(args)
+        .current_dir(dir.join("app"))
+        .env("SKIFF_TOKEN", token)
+        .env("SKIFF_CONFIG", dir.join("none.yaml"))
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null))
+}
+
 /// `web` (two hello instances) deployed with `skiff --server` through skiffd and a
 /// worker `w1` reconciling every `reconcile_ms`; returns the release's group.
 fn deploy_web(dir: &Path, d: &Daemon, approver: &str, viewer: &str) -> String {
-    let server = format!("http://127.0.0.1:{}", d.port);
     let work = dir.join("app");
     std::fs::create_dir_all(work.join("bin")).unwrap();
     std::fs::copy(skiff_testkit::workspace_bin("hello"), work.join("bin/hello")).unwrap();
@@ -336,17 +348,7 @@ fn deploy_web(dir: &Path, d: &Daemon, approver: &str, viewer: &str) -> String {
         ),
     )
     .unwrap();
-    let skiff = |tok: &str, args: &[&str]| {
-        let out = Command::new(skiff_testkit::workspace_bin("skiff"))
-            .args(["--server", &server, "--format", "json"])
-            .args(args)
-            .current_dir(&work)
-            .env("SKIFF_TOKEN", tok)
-            .env("SKIFF_CONFIG", dir.join("none.yaml"))
-            .output()
-            .unwrap();
-        (out.status.code().unwrap_or(-1), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null))
-    };
+    let skiff = |tok: &str, args: &[&str]| remote(dir, d, tok, args);
     let (code, denied) = skiff(viewer, &["deploy", "--no-build", "--yes"]);
     assert_eq!((code, denied["code"].as_str()), (22, Some("PERMISSION_DENIED")), "{denied}");
     let (code, deployed) = skiff(approver, &["deploy", "--no-build", "--yes"]);
@@ -415,6 +417,19 @@ fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
     // w1 runs operations only; w2, started once the drift below has settled, reconciles.
     let (_w1, _) = worker(dir, "w1", 0);
     let group = deploy_web(dir, &d, &approver, &viewer);
+    // The commands without a call of their own go through `Run`, role-checked.
+    for args in [&["release", "list", "web"][..], &["metrics", "web"], &["logs", "web"], &["saga", "kinds"]] {
+        let (code, out) = remote(dir, &d, &viewer, args);
+        assert_eq!(code, 0, "{args:?}: {out}");
+    }
+    let start = ["saga", "start", "selftest", "--param", "seal=false", "--yes"];
+    let (code, refused) = remote(dir, &d, &viewer, &start);
+    assert_eq!((code, refused["code"].as_str()), (22, Some("PERMISSION_DENIED")), "{refused}");
+    let (code, ran) = remote(dir, &d, &approver, &start);
+    assert_eq!(code, 0, "submitted, run by the worker, followed to its end: {ran}");
+    assert!(ran["summary"].as_str().unwrap().ends_with("succeeded"), "{ran}");
+    let (code, local_only) = remote(dir, &d, &viewer, &["logs", "web", "--follow"]);
+    assert_eq!((code, local_only["code"].as_str()), (2, Some("USAGE")), "{local_only}");
     let provider = local_provider(dir);
     make_drift(&provider, &group);
     use skiff_pluginapi::Provider as _;

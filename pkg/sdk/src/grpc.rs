@@ -285,6 +285,8 @@ impl Client {
         submit_intent(proto::IntentRequest);
         /// `skiff audit`.
         audit(proto::AuditRequest);
+        /// Any other served command, by its arguments.
+        run(proto::CommandRequest);
     }
 
     /// An operation's events; with `follow`, until it ends.

@@ -342,7 +342,9 @@ async fn run_rollout(
 
 /// The answer for an operation submitted for a worker to run.
 pub(crate) fn submitted_outcome(saga: &str, service: &str, release: &str, op: &str, steps: usize) -> Outcome {
-    Envelope::ok(format!("{saga} of {service} {release} submitted as {op}"))
+    let what: Vec<&str> = [service, release].into_iter().filter(|s| !s.is_empty()).collect();
+    let of = if what.is_empty() { String::new() } else { format!(" of {}", what.join(" ")) };
+    Envelope::ok(format!("{saga}{of} submitted as {op}"))
         .fact(format!(
             "{}; a skiff-worker claims it through its lease and runs it",
             super::plural(steps as u64, "step")

@@ -256,6 +256,10 @@ fn start(
             ctx.progress(&format!("operation {op} already exists for this idempotency key; continuing it"));
         }
         ctx.progress(&format!("operation {op}: {} steps", submitted.plan.steps.len()));
+        if ctx.detach {
+            let service = submitted.plan.service.clone().unwrap_or_default();
+            return super::deploy::submitted_outcome(&kind, &service, "", &op, submitted.plan.steps.len());
+        }
         let report = match e.run(&op).await {
             Ok(r) => r,
             Err(err) => return saga_error(&err),
