@@ -259,12 +259,20 @@ pub async fn view_from_bucket(ledger: &Ledger, name: &str) -> Result<Option<Serv
 pub struct Index {
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
     postgres: Option<Arc<crate::postgres::PgIndex>>,
+    /// `--index bucket`: answer each status straight from the bucket.
+    direct: Option<Ledger>,
 }
 
 impl Index {
     /// An empty index; `postgres` also keeps a copy there and answers from it.
     pub fn new(postgres: Option<crate::postgres::PgIndex>) -> Self {
-        Index { snapshot: Arc::default(), postgres: postgres.map(Arc::new) }
+        Index { snapshot: Arc::default(), postgres: postgres.map(Arc::new), direct: None }
+    }
+
+    /// No index for status reads: every one is read from `ledger` (`--index bucket`;
+    /// always current, and the benchmark's baseline).
+    pub fn direct(ledger: Ledger) -> Self {
+        Index { snapshot: Arc::default(), postgres: None, direct: Some(ledger) }
     }
 
     /// Rebuilds from the bucket and swaps the new snapshot in.
@@ -284,6 +292,9 @@ impl Index {
 
     /// One service's view.
     pub async fn service(&self, name: &str) -> anyhow::Result<Option<Arc<ServiceView>>> {
+        if let Some(ledger) = &self.direct {
+            return Ok(view_from_bucket(ledger, name).await?.map(Arc::new));
+        }
         match &self.postgres {
             Some(pg) => Ok(pg.service(name).await?.map(Arc::new)),
             None => Ok(self.snapshot.read().await.services.get(name).cloned()),

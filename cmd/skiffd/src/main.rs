@@ -70,7 +70,8 @@ struct Serve {
     /// Policies every plan is checked against (*.rego, limits.json).
     #[arg(long, env = "SKIFFD_POLICIES")]
     policies: Option<PathBuf>,
-    /// Where reads are answered from: `memory`, or a PostgreSQL URL (rebuilt from the bucket).
+    /// Where status reads are answered from: `memory`, a PostgreSQL URL (both rebuilt
+    /// from the bucket), or `bucket` (no index: each read goes to the bucket).
     #[arg(long, default_value = "memory")]
     index: String,
     /// Rebuild the index this often, in milliseconds (and soon after every write).
@@ -163,18 +164,19 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     if tokens.tokens.is_empty() {
         eprintln_("skiffd: no tokens issued yet: every call answers 401 (skiffd token create --name NAME --role ROLE)");
     }
-    let postgres = match args.index.as_str() {
-        "memory" => None,
+    let index = match args.index.as_str() {
+        "memory" => Index::new(None),
+        "bucket" => Index::direct(ledger.clone()),
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Some(skiffd::postgres::PgIndex::connect(url).await?)
+            Index::new(Some(skiffd::postgres::PgIndex::connect(url).await?))
         }
-        other => bail!("--index `{other}`: use `memory` or a postgres:// URL"),
+        other => bail!("--index `{other}`: use `memory`, `bucket` or a postgres:// URL"),
     };
     let server = Arc::new(Server {
         settings,
         ledger,
         tokens,
-        index: Index::new(postgres),
+        index,
         metrics: Default::default(),
         refresh: tokio::sync::Notify::new(),
     });

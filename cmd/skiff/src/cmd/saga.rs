@@ -258,7 +258,7 @@ fn start(
         ctx.progress(&format!("operation {op}: {} steps", submitted.plan.steps.len()));
         if ctx.detach {
             let service = submitted.plan.service.clone().unwrap_or_default();
-            return super::deploy::submitted_outcome(&kind, &service, "", &op, submitted.plan.steps.len());
+            return super::deploy::submitted_outcome(kind, &service, "", &op, submitted.plan.steps.len());
         }
         let report = match e.run(&op).await {
             Ok(r) => r,
