@@ -135,24 +135,80 @@ async fn dispatch(ctx: &Ctx, c: &Client, command: Command, args: Vec<String>) ->
             SagaAction::Events { op, follow } => return events(ctx, c, &op, follow, 0).await,
             _ => follow_unless(ctx, c, c.run(proto::CommandRequest { args }).await, false).await,
         },
-        Command::Deploy { watch: true, .. } | Command::Logs { follow: true, .. } => {
-            not_served(if matches!(command, Command::Logs { .. }) { "logs --follow" } else { "deploy --watch" })
-        }
+        Command::Deploy { file, watch: true, .. } => return watch(ctx, c, &file).await,
+        Command::Logs { follow: true, .. } => return follow_logs(ctx, c, args).await,
         _ => c.run(proto::CommandRequest { args }).await,
     };
     env.into()
 }
 
-fn not_served(what: &str) -> Envelope {
-    Envelope::failure(Code::Usage, format!("`skiff {what}` is not served by skiffd in this version"))
-        .fact("it needs the bucket and provider directly; nothing was sent to the server")
-        .action(
-            "direct",
-            format!("skiff {what} (without --server, where the bucket is reachable)"),
-            false,
-            Safety::ReadOnly,
-            0.6,
-        )
+/// `deploy --watch`: the service's running operation, followed to its end.
+async fn watch(ctx: &Ctx, c: &Client, file: &Path) -> Outcome {
+    let service = match crate::cmd::load_spec(ctx, file) {
+        Ok((_, spec)) => spec.service.to_string(),
+        Err(o) => return *o,
+    };
+    let status = c.status(proto::ServiceRequest { service: Some(service.clone()) }).await;
+    if !status.ok {
+        return status.into();
+    }
+    let data = &status.data;
+    let op = [&data["active_operation"]["op_id"], &data["services"][0]["active_operation"]["op_id"]]
+        .into_iter()
+        .find_map(|v| v.as_str().map(str::to_owned));
+    match op {
+        Some(op) => {
+            let running = Envelope::ok(format!("following {op}")).operation(op);
+            follow_unless(ctx, c, running, false).await.into()
+        }
+        None => Envelope::failure(Code::NotFound, format!("no operation is running for {service}"))
+            .action("status", format!("skiff status {service}"), false, Safety::ReadOnly, 0.5)
+            .into(),
+    }
+}
+
+/// `logs --follow`: asks for the lines since the last one seen, every second, until
+/// interrupted (the server answers whole requests; this is the follow).
+async fn follow_logs(ctx: &Ctx, c: &Client, args: Vec<String>) -> Outcome {
+    let mut base: Vec<String> = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--follow" => {}
+            "--since" => {
+                it.next();
+            }
+            s if s.starts_with("--since=") => {}
+            _ => base.push(a),
+        }
+    }
+    let mut since: Option<u64> = None;
+    let mut seen_at_last: std::collections::BTreeSet<String> = Default::default();
+    loop {
+        let mut req = base.clone();
+        if let Some(ms) = since {
+            req.extend(["--since".to_owned(), skiff_clock::Utc::from_ms(ms).rfc3339()]);
+        }
+        let env = c.run(proto::CommandRequest { args: req }).await;
+        if !env.ok {
+            return env.into();
+        }
+        for l in env.data["lines"].as_array().into_iter().flatten() {
+            let at = l["at_ms"].as_u64().unwrap_or(0);
+            let key = l.to_string();
+            if since.is_some_and(|s| at < s) || (since == Some(at) && seen_at_last.contains(&key)) {
+                continue;
+            }
+            if since != Some(at) {
+                seen_at_last.clear();
+                since = Some(at);
+            }
+            seen_at_last.insert(key);
+            let human = format!("{} {}", l["instance"].as_str().unwrap_or("?"), l["line"].as_str().unwrap_or(""));
+            ctx.emit(l, &human);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// Builds the artifact here (unless told not to) and sends it with the spec: the

@@ -428,8 +428,25 @@ fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
     let (code, ran) = remote(dir, &d, &approver, &start);
     assert_eq!(code, 0, "submitted, run by the worker, followed to its end: {ran}");
     assert!(ran["summary"].as_str().unwrap().ends_with("succeeded"), "{ran}");
-    let (code, local_only) = remote(dir, &d, &viewer, &["logs", "web", "--follow"]);
-    assert_eq!((code, local_only["code"].as_str()), (2, Some("USAGE")), "{local_only}");
+    let (code, idle) = remote(dir, &d, &viewer, &["deploy", "--watch"]);
+    assert_eq!((code, idle["code"].as_str()), (4, Some("NOT_FOUND")), "nothing running to watch: {idle}");
+    // `logs --follow` through the server: lines keep arriving until interrupted.
+    let mut follow = Command::new(skiff_testkit::workspace_bin("skiff"))
+        .args(["--server", &format!("http://127.0.0.1:{}", d.port), "--format", "json", "logs", "web", "--follow"])
+        .current_dir(dir.join("app"))
+        .env("SKIFF_TOKEN", &viewer)
+        .env("SKIFF_CONFIG", dir.join("none.yaml"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = follow.kill();
+    let out = follow.wait_with_output().unwrap();
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(!lines.is_empty() && lines.iter().all(|l| l["instance"].is_string()), "{lines:?}");
+    let unique: std::collections::BTreeSet<String> = lines.iter().map(Value::to_string).collect();
+    assert_eq!(unique.len(), lines.len(), "no line twice");
     let provider = local_provider(dir);
     make_drift(&provider, &group);
     use skiff_pluginapi::Provider as _;
