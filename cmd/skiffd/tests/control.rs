@@ -378,6 +378,22 @@ fn make_drift(provider: &skiff_provider_local::LocalProvider, group: &str) {
     });
 }
 
+/// Behind the ledger's back: one instance killed (SIGKILL to its runner), the weights
+/// pointed nowhere.
+fn kill_instance_and_zero_weights(provider: &skiff_provider_local::LocalProvider, group: &str) {
+    use skiff_pluginapi::Provider as _;
+    block(async {
+        let g = provider.compute().describe_group(group).await.unwrap().unwrap();
+        let pid: i32 = g.running()[0].provider_id.strip_prefix("pid:").unwrap().parse().unwrap();
+        assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+        provider
+            .traffic()
+            .set_weights("web", &[skiff_pluginapi::Weight { target_group: group.to_owned(), weight: 0 }])
+            .await
+            .unwrap();
+    });
+}
+
 /// Waits for the worker's `repaired web: IN_SYNC`, then for the status API and the
 /// provider to agree: two instances running, both targets healthy.
 fn assert_repaired(dir: &Path, d: &Daemon, viewer: &str, log: &Path, group: &str) {
@@ -458,7 +474,7 @@ fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
 }
 
 #[test]
-fn drift_made_while_the_worker_reconciles_mid_transition_is_repaired_and_stays_in_sync() {
+fn an_instance_killed_and_weights_changed_by_hand_are_repaired_mid_transition_and_stay_in_sync() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let _down = Down(dir.to_path_buf());
@@ -468,7 +484,7 @@ fn drift_made_while_the_worker_reconciles_mid_transition_is_repaired_and_stays_i
     // the instance is still being stopped: replacements must join the target group.
     let (_w, log) = worker(dir, "w1", 300);
     let group = deploy_web(dir, &d, &approver, &viewer);
-    make_drift(&local_provider(dir), &group);
+    kill_instance_and_zero_weights(&local_provider(dir), &group);
     assert_repaired(dir, &d, &viewer, &log, &group);
     std::thread::sleep(Duration::from_secs(3));
     let last = std::fs::read_to_string(&log).unwrap().lines().last().unwrap().to_owned();

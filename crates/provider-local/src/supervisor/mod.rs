@@ -104,6 +104,30 @@ fn runs_instance(pid: u32, id: &str) -> bool {
     }
 }
 
+/// Kills what a dead runner left behind: processes of its process group that carry
+/// its instance (the program it ran), as a machine that dies takes its processes with
+/// it. Matching on the instance id guards against a reused process-group id.
+fn kill_leftovers(runner_pid: u32, id: &str) {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Fields after the parenthesised name: state, ppid, pgrp, ...
+        let pgrp = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
+        let carries = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == format!("SKIFF_INSTANCE={id}").as_bytes()))
+                || std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p.to_string_lossy().contains(id))
+        };
+        if pgrp == Some(runner_pid)
+            && carries(pid)
+            && let Ok(raw) = i32::try_from(pid)
+        {
+            let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
+        }
+    }
+}
+
 impl Shared {
     fn persist(&self) {
         let persisted = Persisted {
@@ -214,6 +238,7 @@ impl Shared {
                         }
                         i.state = InstanceState::Terminated;
                         i.exit.get_or_insert_with(|| "the runner exited".to_owned());
+                        kill_leftovers(i.runner_pid, &i.id);
                     } else if i.state == InstanceState::Pending && t.saturating_sub(i.launched_at_ms) > 300 {
                         i.state = InstanceState::Running;
                     }
