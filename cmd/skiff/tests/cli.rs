@@ -503,7 +503,8 @@ fn saga_pause_cancel_and_resume_after_the_cli_is_killed() {
         .count();
     assert_eq!(notes, 1, "the note written before the kill is not written again");
     assert!(events.as_array().unwrap().iter().any(|e| e["type"] == "operation_resumed"));
-    assert_eq!(s.run(&["state", "verify"]).code, 0);
+    let verified = s.run(&["state", "verify", "--format", "json"]);
+    assert_eq!(verified.code, 0, "{}", verified.stdout);
 
     // Pause with no engine running: recorded, and honoured by the next run; resume continues.
     let r = s.run(&["saga", "start", "selftest", "--idempotency-key", "p", "--yes", "--format", "json"]);
