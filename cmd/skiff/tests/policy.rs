@@ -89,3 +89,36 @@ fn deploys_are_refused_before_anything_changes() {
     let status = s.run(&["status", "web", "--format", "json"]);
     assert_eq!(json(&status)["code"], "NOT_FOUND", "{}", status.stdout);
 }
+
+/// The built-in rules a spec can break, each denied on the plan compiled from a real
+/// spec (production-needs-approver: the deploy test above). (no-ssh-ingress, artifact-signed-and-pinned, database-deletion-needs-snapshot
+/// and irreversible-needs-approval guard what no spec or saga of this build produces —
+/// the compiler never opens port 22, releases are always signed and verified first, no
+/// saga deletes a database or runs an ungated irreversible step — so their denials are
+/// proven on plans in skiff-policy's own tests.)
+#[test]
+fn real_plans_break_the_instance_and_cost_ceilings() {
+    let s = Sandbox::new();
+    let rule_of = |args: &[&str]| {
+        let r = s.run(args);
+        assert_eq!(r.code, 8, "POLICY_DENIED: {}", r.stdout);
+        let v = json(&r);
+        v["data"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["verdict"] == "deny")
+            .map(|x| x["rule"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    write_spec(&s, "instances: {min: 1, max: 20, desired: 2}\n");
+    assert_eq!(rule_of(&["policy", "check", "--format", "json"]), ["instance-ceiling"]);
+    write_spec(&s, "instances: {min: 1, max: 4, desired: 2}\n");
+    write_policy(
+        &s,
+        "limits.json",
+        r#"{"default": {"max_instances": 16, "max_monthly_usd": 5}, "environments": {"production": {"max_instances": 16, "max_monthly_usd": 5}}}"#,
+    );
+    let aws = ["policy", "check", "--provider", "aws", "--format", "json"];
+    assert_eq!(rule_of(&aws), ["cost-ceiling"]);
+}
