@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use skiff_saga::Engine;
 use skiff_sdk::{Code, Envelope, Safety};
-use skiff_state::docs::OpStatus;
+use skiff_state::docs::{OpStatus, OperationState};
+use skiff_state::keys::{self, KeyKind};
 
 use crate::cli::Command;
 use crate::{Ctx, Format, Outcome};
@@ -50,11 +51,14 @@ impl Invocation {
     pub fn runnable_operations(&self) -> Result<Vec<String>, Box<Outcome>> {
         let ctx = &self.ctx();
         crate::cmd::with_ledger(ctx, |ledger, _| async move {
-            let index = ledger.rebuild_index().await.map_err(|e| Box::new(crate::cmd::state_error(&e)))?;
+            let fail = |e: skiff_state::StateError| Box::new(crate::cmd::state_error(&e));
             let engine = crate::cmd::saga::engine(ctx, &ledger);
             let mut out = Vec::new();
-            for (op, entry) in &index.operations {
-                let Some(status) = entry.status else { continue };
+            // Only the operations' state documents are read, not the whole bucket.
+            for listed in ledger.store().list(&keys::operations()).await.map_err(|e| fail(e.into()))? {
+                let KeyKind::OpState { op } = keys::classify(&listed.key) else { continue };
+                let Some(state) = ledger.read::<OperationState>(&listed.key).await.map_err(fail)? else { continue };
+                let (op, status) = (&op, state.status);
                 if status.is_terminal() {
                     continue;
                 }
@@ -64,8 +68,8 @@ impl Invocation {
                         let Ok((_, d)) = engine.load(op).await else { continue };
                         let steered = d.rejected || d.cancel_requested;
                         let approved = status == OpStatus::AwaitingApproval && d.awaiting.is_none();
-                        let resumed =
-                            status == OpStatus::Paused && last_event_is(&ledger, op, "resume_requested").await;
+                        let resumed = status == OpStatus::Paused
+                            && event_is(&ledger, op, d.applied_seq, "resume_requested").await;
                         steered || approved || resumed
                     }
                     _ => false,
@@ -111,11 +115,18 @@ impl Invocation {
     pub fn services(&self) -> Result<Vec<String>, Box<Outcome>> {
         let ctx = self.ctx();
         crate::cmd::with_ledger(&ctx, |ledger, _| async move {
-            ledger
-                .rebuild_index()
+            let listed = ledger
+                .store()
+                .list(&keys::services())
                 .await
-                .map(|i| i.services.into_keys().collect())
-                .map_err(|e| Box::new(crate::cmd::state_error(&e)))
+                .map_err(|e| Box::new(crate::cmd::state_error(&e.into())))?;
+            Ok(listed
+                .iter()
+                .filter_map(|l| match keys::classify(&l.key) {
+                    KeyKind::ServiceState { service } => Some(service),
+                    _ => None,
+                })
+                .collect())
         })?
     }
 
@@ -170,11 +181,11 @@ pub fn inherited_env() -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn last_event_is(ledger: &skiff_state::Ledger, op: &str, kind: &str) -> bool {
-    match ledger.events_from(op, 0).await {
-        Ok(events) => events.last().is_some_and(|e| e.event_type == kind),
-        Err(_) => false,
-    }
+/// Whether event `seq` of `op` is of type `kind` (one read; `load` folded every event,
+/// so its `applied_seq` is the last one).
+async fn event_is(ledger: &skiff_state::Ledger, op: &str, seq: u64, kind: &str) -> bool {
+    let event = ledger.read::<skiff_state::docs::Event>(&keys::op_event(op, seq)).await;
+    event.ok().flatten().is_some_and(|e| e.event_type == kind)
 }
 
 /// `POST /v1/intents`: knobs for a service, or a whole spec.

@@ -253,7 +253,23 @@ async fn follow_unless(ctx: &Ctx, c: &Client, submitted: Envelope, detach: bool)
     ctx.progress(&format!("operation {op} submitted; following it (Ctrl-C stops following, not the operation)"));
     match c.events(proto::EventsRequest { op_id: op.clone(), after: 0, follow: true }).await {
         Ok(mut stream) => {
-            while let Ok(Some(e)) = stream.message().await {
+            let (mut started, mut hinted) = (false, false);
+            loop {
+                let next = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message()).await;
+                let e = match next {
+                    Ok(Ok(Some(e))) => e,
+                    Ok(_) => break,
+                    Err(_) => {
+                        if !started && !hinted {
+                            ctx.progress(
+                                "  no worker has claimed it yet: is skiff-worker running against this bucket?",
+                            );
+                            hinted = true;
+                        }
+                        continue;
+                    }
+                };
+                started |= matches!(e.event_type.as_str(), "operation_started" | "operation_resumed");
                 ctx.progress(&format!("  {:>4}  {}", e.seq, e.event_type));
                 if matches!(e.event_type.as_str(), "approval_requested" | "paused") {
                     break;

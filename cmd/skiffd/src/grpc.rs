@@ -9,13 +9,24 @@ use std::time::Duration;
 
 use clap::Parser as _;
 use skiff_cli::cli::{Command, PolicyAction, SagaAction};
+use skiff_sdk::Envelope;
 use skiff_sdk::grpc::proto::{self, skiff_server::Skiff};
-use skiff_sdk::{Code, Envelope};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Caller, Refusal, Role};
 use crate::server::{Server, Upload, safe_relative};
+
+/// The gRPC method a request calls (`Deploy`, `Approve`, ...), for the audit log.
+#[derive(Clone, Debug)]
+pub struct Method(pub String);
+
+/// Tags each gRPC request with its method name (the last segment of its path).
+pub async fn tag_method(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let method = req.uri().path().rsplit('/').next().unwrap_or("unknown").to_owned();
+    req.extensions_mut().insert(Method(method));
+    next.run(req).await
+}
 
 /// The service.
 #[derive(Clone, Debug)]
@@ -68,9 +79,25 @@ fn spec_upload(spec: Option<proto::SpecFile>) -> Result<(PathBuf, Upload), Statu
 }
 
 impl Service {
-    fn caller<T>(&self, req: &Request<T>, needs: Role) -> Result<Caller, Status> {
+    /// The caller, if its token allows `needs`; a refused call that would have changed
+    /// something is audited (who, if known, and which call).
+    async fn caller<T>(&self, req: &Request<T>, needs: Role) -> Result<Caller, Status> {
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        self.0.tokens.authorize(header, needs).map_err(status)
+        match self.0.tokens.authorize(header, needs) {
+            Ok(c) => Ok(c),
+            Err(refusal) => {
+                if needs > Role::Viewer {
+                    let who = match &refusal {
+                        Refusal::Forbidden { caller, .. } => caller.name.clone(),
+                        Refusal::Unauthenticated(_) => "anonymous".to_owned(),
+                    };
+                    let call = req.extensions().get::<Method>().map_or("unknown", |m| m.0.as_str());
+                    let env = crate::http::refusal(&refusal);
+                    self.0.audit(&who, &format!("api.{call}.refused"), "-", &env).await;
+                }
+                Err(status(refusal))
+            }
+        }
     }
 
     async fn read(&self, caller: &Caller, command: Command, uploads: Vec<Upload>) -> Answer {
@@ -95,35 +122,19 @@ impl Service {
 #[tonic::async_trait]
 impl Skiff for Service {
     async fn plan(&self, req: Request<proto::PlanRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Viewer)?;
+        let caller = self.caller(&req, Role::Viewer).await?;
         let (file, upload) = spec_upload(req.into_inner().spec)?;
         self.read(&caller, Command::Plan { file }, vec![upload]).await
     }
 
     async fn policy_check(&self, req: Request<proto::PolicyCheckRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Viewer)?;
+        let caller = self.caller(&req, Role::Viewer).await?;
         let (file, upload) = spec_upload(req.into_inner().spec)?;
         self.read(&caller, Command::Policy { action: PolicyAction::Check { file } }, vec![upload]).await
     }
 
     async fn deploy(&self, req: Request<proto::DeployRequest>) -> Answer {
-        let caller = match self.caller(&req, Role::Operator) {
-            Ok(c) => c,
-            Err(s) => {
-                let _ = self
-                    .0
-                    .ledger
-                    .audit(
-                        "anonymous",
-                        "api.deploy",
-                        "-",
-                        Code::PermissionDenied,
-                        serde_json::json!({"refused": s.message()}),
-                    )
-                    .await;
-                return Err(s);
-            }
-        };
+        let caller = self.caller(&req, Role::Operator).await?;
         let r = req.into_inner();
         let (file, spec) = spec_upload(r.spec)?;
         let mut uploads = vec![spec];
@@ -141,7 +152,7 @@ impl Skiff for Service {
     }
 
     async fn rollback(&self, req: Request<proto::RollbackRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Operator)?;
+        let caller = self.caller(&req, Role::Operator).await?;
         let r = req.into_inner();
         let to = if r.to.is_empty() { "previous-stable".to_owned() } else { r.to };
         self.write(
@@ -155,13 +166,13 @@ impl Skiff for Service {
     }
 
     async fn status(&self, req: Request<proto::ServiceRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Viewer)?;
+        let caller = self.caller(&req, Role::Viewer).await?;
         self.read(&caller, Command::Status { service: req.into_inner().service }, Vec::new()).await
     }
 
     async fn reconcile(&self, req: Request<proto::ReconcileRequest>) -> Answer {
         let r = req.get_ref().clone();
-        let caller = self.caller(&req, if r.repair { Role::Operator } else { Role::Viewer })?;
+        let caller = self.caller(&req, if r.repair { Role::Operator } else { Role::Viewer }).await?;
         let target = r.service.clone().unwrap_or_else(|| "*".to_owned());
         let command = Command::Reconcile { service: r.service, repair: r.repair };
         // A reconcile writes services/<svc>/reconcile.json: audited either way.
@@ -169,12 +180,12 @@ impl Skiff for Service {
     }
 
     async fn doctor(&self, req: Request<proto::ServiceRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Viewer)?;
+        let caller = self.caller(&req, Role::Viewer).await?;
         self.read(&caller, Command::Doctor { service: req.into_inner().service }, Vec::new()).await
     }
 
     async fn list_sagas(&self, req: Request<proto::SagaListRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Viewer)?;
+        let caller = self.caller(&req, Role::Viewer).await?;
         let r = req.into_inner();
         self.read(
             &caller,
@@ -185,19 +196,19 @@ impl Skiff for Service {
     }
 
     async fn get_operation(&self, req: Request<proto::OperationRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Viewer)?;
+        let caller = self.caller(&req, Role::Viewer).await?;
         self.read(&caller, Command::Saga { action: SagaAction::Show { op: req.into_inner().op_id } }, Vec::new()).await
     }
 
     async fn approve(&self, req: Request<proto::SagaDecisionRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Approver)?;
+        let caller = self.caller(&req, Role::Approver).await?;
         let r = req.into_inner();
         let command = Command::Saga { action: SagaAction::Approve { op: r.op_id.clone(), step: r.detail } };
         self.write(&caller, "api.approve", &r.op_id, command, Vec::new()).await
     }
 
     async fn reject(&self, req: Request<proto::SagaDecisionRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Approver)?;
+        let caller = self.caller(&req, Role::Approver).await?;
         let r = req.into_inner();
         let command =
             Command::Saga { action: SagaAction::Reject { op: r.op_id.clone(), reason: r.detail.unwrap_or_default() } };
@@ -205,21 +216,21 @@ impl Skiff for Service {
     }
 
     async fn pause(&self, req: Request<proto::OperationRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Operator)?;
+        let caller = self.caller(&req, Role::Operator).await?;
         let op = req.into_inner().op_id;
         self.write(&caller, "api.pause", &op.clone(), Command::Saga { action: SagaAction::Pause { op } }, Vec::new())
             .await
     }
 
     async fn resume(&self, req: Request<proto::OperationRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Operator)?;
+        let caller = self.caller(&req, Role::Operator).await?;
         let op = req.into_inner().op_id;
         self.write(&caller, "api.resume", &op.clone(), Command::Saga { action: SagaAction::Resume { op } }, Vec::new())
             .await
     }
 
     async fn cancel(&self, req: Request<proto::OperationRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Operator)?;
+        let caller = self.caller(&req, Role::Operator).await?;
         let op = req.into_inner().op_id;
         self.write(&caller, "api.cancel", &op.clone(), Command::Saga { action: SagaAction::Cancel { op } }, Vec::new())
             .await
@@ -228,7 +239,7 @@ impl Skiff for Service {
     type EventsStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send + 'static>>;
 
     async fn events(&self, req: Request<proto::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
-        self.caller(&req, Role::Viewer)?;
+        self.caller(&req, Role::Viewer).await?;
         let r = req.into_inner();
         let ledger = self.0.ledger.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -264,7 +275,7 @@ impl Skiff for Service {
     }
 
     async fn submit_intent(&self, req: Request<proto::IntentRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Operator)?;
+        let caller = self.caller(&req, Role::Operator).await?;
         let r = req.into_inner();
         let env = crate::http::submit_intent(&self.0, &caller, r.json.as_bytes(), &r.idempotency_key).await;
         self.0.audit(&caller.name, "api.intent", &skiff_cli::api::intent_op(&r.idempotency_key), &env).await;
@@ -281,7 +292,7 @@ impl Skiff for Service {
                 args.first().map_or("", String::as_str)
             )));
         };
-        let caller = self.caller(&req, needs)?;
+        let caller = self.caller(&req, needs).await?;
         if mutating {
             self.write(&caller, &format!("api.run.{}", args[0]), &args.join(" "), cli.command, Vec::new()).await
         } else {
@@ -290,7 +301,7 @@ impl Skiff for Service {
     }
 
     async fn audit(&self, req: Request<proto::AuditRequest>) -> Answer {
-        let caller = self.caller(&req, Role::Viewer)?;
+        let caller = self.caller(&req, Role::Viewer).await?;
         self.read(&caller, Command::Audit { since: req.into_inner().since }, Vec::new()).await
     }
 }

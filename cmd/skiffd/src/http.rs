@@ -118,23 +118,8 @@ pub async fn submit_intent(server: &Arc<Server>, caller: &Caller, body: &[u8], k
         Ok(i) => i,
         Err(e) => return skiff_cli::api::bad_intent(&e.to_string()).envelope,
     };
-    let env = server.env(caller);
-    let policies = server.settings.policies.clone();
     let key = key.to_owned();
-    let joined = tokio::task::spawn_blocking(move || {
-        let dir = tempfile::Builder::new().prefix("skiffd-").tempdir().map_err(|e| e.to_string())?;
-        if let Some(p) = &policies {
-            std::os::unix::fs::symlink(p, dir.path().join("policies")).map_err(|e| e.to_string())?;
-        }
-        let inv = skiff_cli::api::Invocation { cwd: dir.path().to_path_buf(), env, detach: true };
-        Ok::<_, String>(inv.submit_intent(&intent, &key).envelope)
-    })
-    .await;
-    match joined {
-        Ok(Ok(env)) => env,
-        Ok(Err(why)) => Envelope::failure(Code::IoError, "cannot stage the intent").fact(why),
-        Err(e) => Envelope::failure(Code::Internal, "recording the intent panicked").fact(e.to_string()),
-    }
+    server.with_invocation(caller, Vec::new(), move |inv| inv.submit_intent(&intent, &key)).await
 }
 
 async fn services(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {

@@ -24,7 +24,10 @@ pub fn app(server: Arc<Server>) -> axum::Router {
     let grpc = SkiffServer::new(grpc::Service(server.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let routes = tonic::service::Routes::new(grpc).prepare().into_axum_router();
+    let routes = tonic::service::Routes::new(grpc)
+        .prepare()
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(grpc::tag_method));
     http::router(server).merge(routes).layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
 }
 

@@ -82,6 +82,17 @@ impl Server {
     /// Runs `command` for `caller` with `uploads` in its working directory; operations
     /// are submitted for a worker, not run here.
     pub async fn run(self: &Arc<Self>, caller: &Caller, command: Command, uploads: Vec<Upload>) -> Envelope {
+        self.with_invocation(caller, uploads, move |inv| inv.execute(command)).await
+    }
+
+    /// Stages a fresh working directory (the request's files, the server's `policies/`)
+    /// and calls `f` with the caller's invocation on a blocking thread.
+    pub async fn with_invocation(
+        self: &Arc<Self>,
+        caller: &Caller,
+        uploads: Vec<Upload>,
+        f: impl FnOnce(&Invocation) -> skiff_cli::Outcome + Send + 'static,
+    ) -> Envelope {
         let me = self.clone();
         let caller = caller.clone();
         let joined = tokio::task::spawn_blocking(move || -> Result<Envelope, String> {
@@ -96,13 +107,9 @@ impl Server {
                     std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
                 }
                 std::fs::write(&path, &u.bytes).map_err(|e| e.to_string())?;
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755));
-                }
             }
             let inv = Invocation { cwd: dir.path().to_path_buf(), env: me.env(&caller), detach: true };
-            Ok(inv.execute(command).envelope)
+            Ok(f(&inv).envelope)
         })
         .await;
         match joined {

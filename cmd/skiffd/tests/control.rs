@@ -303,6 +303,33 @@ fn two_workers_run_each_operation_once() {
     }
     let ran = |p: &Path| std::fs::read_to_string(p).unwrap().lines().filter(|l| l.contains("\"ran\"")).count();
     assert_eq!(ran(&log1) + ran(&log2), ops.len());
+
+    // Pause and resume through the server: a worker stops at the boundary, and one
+    // picks the operation up again once resume is asked for.
+    use skiff_sdk::grpc::{Client, proto};
+    let status_of = |op: &str| {
+        block(l.rebuild_index()).unwrap().operations.get(op).and_then(|o| o.status).map(|s| s.as_str().to_owned())
+    };
+    let client = || Client::new(&format!("http://127.0.0.1:{}", d.port), Some(&approver)).unwrap();
+    let args = ["saga", "start", "selftest", "--param", "wait_ms=4000", "--param", "seal=false", "--yes"];
+    let started = block(async { client().run(proto::CommandRequest { args: args.map(str::to_owned).to_vec() }).await });
+    assert!(started.ok, "{started:?}");
+    let op = started.operation_id.clone().unwrap();
+    assert!(skiff_testkit::wait_until(Duration::from_secs(20), || status_of(&op).as_deref() == Some("running")));
+    let paused = block(async { client().pause(proto::OperationRequest { op_id: op.clone() }).await });
+    assert!(paused.ok, "{paused:?}");
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(30), || status_of(&op).as_deref() == Some("paused")),
+        "{:?}",
+        status_of(&op)
+    );
+    let resumed = block(async { client().resume(proto::OperationRequest { op_id: op.clone() }).await });
+    assert!(resumed.ok, "{resumed:?}");
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(30), || status_of(&op).as_deref() == Some("succeeded")),
+        "{:?}",
+        status_of(&op)
+    );
 }
 
 /// Stops the local supervisor and its instances when dropped.
@@ -351,6 +378,12 @@ fn deploy_web(dir: &Path, d: &Daemon, approver: &str, viewer: &str) -> String {
     let skiff = |tok: &str, args: &[&str]| remote(dir, d, tok, args);
     let (code, denied) = skiff(viewer, &["deploy", "--no-build", "--yes"]);
     assert_eq!((code, denied["code"].as_str()), (22, Some("PERMISSION_DENIED")), "{denied}");
+    let audit = block(ledger(dir).audit_since(None)).unwrap();
+    assert!(
+        audit.iter().any(|a| a.actor == "victor" && a.action == "api.Deploy.refused"),
+        "{:?}",
+        audit.iter().map(|a| (&a.actor, &a.action)).collect::<Vec<_>>()
+    );
     let (code, deployed) = skiff(approver, &["deploy", "--no-build", "--yes"]);
     assert_eq!(code, 0, "{deployed}");
     let (code, status) = skiff(viewer, &["status", "web"]);
@@ -456,6 +489,7 @@ fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
+    assert!(follow.try_wait().unwrap().is_none(), "still following after several polls, not ended by an error");
     let _ = follow.kill();
     let out = follow.wait_with_output().unwrap();
     let lines: Vec<Value> =

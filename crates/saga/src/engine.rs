@@ -284,7 +284,8 @@ impl Engine {
     /// Writes what follows the plan (the planned event, the state document), each only
     /// if missing, so a submission cut short by a crash is completed by its retry.
     async fn finish_submission(&self, op: &str, plan: &SagaPlan) -> Result<(), SagaError> {
-        if self.ledger.events_from(op, 0).await?.is_empty() {
+        // One read: the log is gap-free, so it has events exactly when it has seq 1.
+        if self.ledger.read::<Event>(&keys::op_event(op, 1)).await?.is_none() {
             let (t, data) = SagaEvent::OperationPlanned { steps: plan.steps.len() }.to_parts();
             self.ledger.append_event(op, &format!("{op}:planned"), &t, data).await?;
         }

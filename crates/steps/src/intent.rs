@@ -40,7 +40,8 @@ impl Step for Record {
         let service = req.params["service"].as_str().unwrap_or("?");
         Ok(StepPlan {
             description: format!("record the desired state of {service} (compiled IR, content-addressed)"),
-            safety: Safety::ReadOnly,
+            // It writes, but only an immutable, content-addressed document nothing uses yet.
+            safety: Safety::Reversible,
             risk: Risk::None,
             expected_duration_ms: 200,
             affected_resources: vec![format!("spec/{service}")],
