@@ -110,8 +110,12 @@ async fn compare(
             out.push(diff("traffic.weights", json!(want), json!(have), &reapply));
         }
         if let Ok(health) = provider.traffic().target_health(&group).await {
-            // Draining targets are leaving on purpose (a scale-down, a retirement).
-            let health: Vec<_> = health.into_iter().filter(|t| t.state != HealthState::Draining).collect();
+            // Draining targets are leaving on purpose (a scale-down, a retirement), and
+            // initial ones (a replacement just registered) are not judged yet.
+            let health: Vec<_> = health
+                .into_iter()
+                .filter(|t| !matches!(t.state, HealthState::Draining | HealthState::Initial))
+                .collect();
             let healthy = health.iter().filter(|t| t.state == HealthState::Healthy).count();
             if healthy < health.len() {
                 out.push(diff(
