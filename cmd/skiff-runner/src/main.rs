@@ -1,5 +1,74 @@
-//! `skiff-runner`: everything lives in the `skiff_runner` library.
+//! `skiff-runner`: flags (or the environment a launch template sets) → the runner
+//! library's [`skiff_runner::Config`] → run until stopped.
 
-fn main() -> std::process::ExitCode {
-    skiff_runner::main()
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use skiff_runner::defaults;
+
+/// The runner's settings: flags, or the environment a launch template sets.
+#[derive(Debug, Parser)]
+#[command(name = "skiff-runner", version, about = "Skiff's instance agent: verify, run, supervise, heartbeat, drain.")]
+struct Args {
+    /// State bucket URL.
+    #[arg(long, env = "SKIFF_STATE")]
+    bucket: String,
+    /// The service.
+    #[arg(long, env = "SKIFF_SERVICE")]
+    service: String,
+    /// The release to run.
+    #[arg(long, env = "SKIFF_RELEASE")]
+    release: String,
+    /// This instance's id.
+    #[arg(long, env = "SKIFF_INSTANCE")]
+    instance: String,
+    /// Port the program listens on (given to it as PORT and `${PORT}`).
+    #[arg(long, env = "PORT", default_value_t = 0)]
+    port: u16,
+    /// Host the program binds (given to it as HOST).
+    #[arg(long, env = "SKIFF_HOST", default_value = defaults::HOST)]
+    host: String,
+    /// The trusted public key (PEM file).
+    #[arg(long, env = "SKIFF_PUBLIC_KEY")]
+    public_key: Option<PathBuf>,
+    /// The trusted public key itself (PEM text), instead of a file.
+    #[arg(long, env = "SKIFF_PUBLIC_KEY_PEM", hide_env_values = true)]
+    public_key_pem: Option<String>,
+    /// Working directory: the artifact goes here.
+    #[arg(long, env = "SKIFF_RUNNER_DIR")]
+    dir: PathBuf,
+    /// Where logs go (default: DIR/logs).
+    #[arg(long, env = "SKIFF_LOG_DIR")]
+    log_dir: Option<PathBuf>,
+    /// Where secrets resolve from: `local:DIR` (the local provider's store) or `dir:DIR`
+    /// (JSON files fetched at boot, as the AWS launch template writes them).
+    #[arg(long, env = "SKIFF_SECRETS")]
+    secrets: Option<String>,
+    /// Heartbeat period, milliseconds.
+    #[arg(long, env = "SKIFF_HEARTBEAT_MS", default_value_t = defaults::HEARTBEAT_MS)]
+    heartbeat_ms: u64,
+    /// Restarts within a minute that make a crash loop.
+    #[arg(long, env = "SKIFF_CRASH_LOOP_RESTARTS", default_value_t = defaults::CRASH_LOOP_RESTARTS)]
+    crash_loop_restarts: usize,
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let config = skiff_runner::Config {
+        bucket: a.bucket,
+        service: a.service,
+        release: a.release,
+        instance: a.instance,
+        port: a.port,
+        host: a.host,
+        public_key: a.public_key,
+        public_key_pem: a.public_key_pem,
+        dir: a.dir,
+        log_dir: a.log_dir,
+        secrets: a.secrets,
+        heartbeat_ms: a.heartbeat_ms,
+        crash_loop_restarts: a.crash_loop_restarts,
+    };
+    ExitCode::from(skiff_runner::run_blocking(config))
 }

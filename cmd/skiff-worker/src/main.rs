@@ -5,11 +5,11 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
-use skiff_cli::api::Invocation;
-use skiff_cli::cli::Command;
+use skiff_clock::{Clock as _, SystemClock};
+use skiff_ops::{Context, Request};
 use skiff_sdk::Code;
 
 #[derive(Debug, Parser)]
@@ -62,56 +62,57 @@ fn record(value: serde_json::Value) {
     let _ = out.flush();
 }
 
-fn invocation(args: &Args, dir: &std::path::Path) -> std::io::Result<Invocation> {
-    let mut env = skiff_cli::api::inherited_env();
+fn context(args: &Args, dir: &std::path::Path) -> std::io::Result<Context> {
+    use skiff_settings as s;
+    let mut env = skiff_ops::worker::inherited_env();
     let bucket = match args.bucket.strip_prefix("file://") {
         Some(p) if !std::path::Path::new(p).is_absolute() => {
             format!("file://{}", std::env::current_dir()?.join(p).display())
         }
         _ => args.bucket.clone(),
     };
-    env.insert("SKIFF_STATE".into(), bucket);
-    env.insert("SKIFF_PROVIDER".into(), args.provider.clone());
-    env.insert("SKIFF_ACTOR".into(), args.name.clone());
-    env.insert("SKIFF_ROLES".into(), args.roles.clone());
-    env.insert("SKIFF_CONFIG".into(), dir.join("no-client-contexts.yaml").display().to_string());
+    env.insert(s::STATE.name.into(), bucket);
+    env.insert(s::PROVIDER.name.into(), args.provider.clone());
+    env.insert(s::ACTOR.name.into(), args.name.clone());
+    env.insert(s::ROLES.name.into(), args.roles.clone());
+    env.insert(s::CONFIG.name.into(), dir.join("no-client-contexts.yaml").display().to_string());
     if let Some(k) = &args.keys {
         let k = std::path::absolute(k)?;
-        env.insert("SKIFF_KEY".into(), k.join("cosign.key").display().to_string());
-        env.insert("SKIFF_PUBLIC_KEY".into(), k.join("cosign.pub").display().to_string());
+        env.insert(s::KEY.name.into(), k.join("cosign.key").display().to_string());
+        env.insert(s::PUBLIC_KEY.name.into(), k.join("cosign.pub").display().to_string());
     }
     if let Some(p) = &args.policies {
         std::os::unix::fs::symlink(std::path::absolute(p)?, dir.join("policies"))?;
     }
-    Ok(Invocation { cwd: dir.to_path_buf(), env, detach: false })
+    Ok(Context::service(dir.to_path_buf(), env, false))
 }
 
 /// Runs every operation waiting for a worker; leases keep two workers off one.
-fn run_operations(inv: &Invocation) {
-    let ops = match inv.runnable_operations() {
+async fn run_operations(ctx: &Context) {
+    let ops = match skiff_ops::worker::runnable_operations(ctx).await {
         Ok(ops) => ops,
-        Err(o) => {
-            record(serde_json::json!({"event": "error", "code": o.envelope.code, "summary": o.envelope.summary}));
+        Err(e) => {
+            record(serde_json::json!({"event": "error", "code": e.code(), "summary": e.envelope().summary}));
             return;
         }
     };
     for op in ops {
-        let Some(out) = inv.run_operation(&op).map(|o| o.envelope) else { continue };
+        let Some(out) = skiff_ops::worker::run_operation(ctx, &op).await.map(|a| a.envelope) else { continue };
         record(serde_json::json!({"event": "ran", "op": op, "code": out.code, "summary": out.summary}));
     }
 }
 
 /// Reconciles each service and repairs what policy allows.
-fn reconcile(inv: &Invocation) {
-    let services = match inv.services() {
+async fn reconcile(ctx: &Context) {
+    let services = match skiff_ops::worker::services(ctx).await {
         Ok(s) => s,
-        Err(o) => {
-            record(serde_json::json!({"event": "error", "code": o.envelope.code, "summary": o.envelope.summary}));
+        Err(e) => {
+            record(serde_json::json!({"event": "error", "code": e.code(), "summary": e.envelope().summary}));
             return;
         }
     };
     for service in services {
-        let out = inv.execute(Command::Reconcile { service: Some(service.clone()), repair: true }).envelope;
+        let out = skiff_ops::run(ctx, Request::Repair { service: service.clone() }).await.envelope;
         let event = match out.code {
             Code::Ok if out.operation_id.is_some() => "repaired",
             Code::Ok => "in_sync",
@@ -129,39 +130,45 @@ fn reconcile(inv: &Invocation) {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let fail = |what: String| {
+        let _ = writeln!(std::io::stderr(), "skiff-worker: {what}");
+        std::process::ExitCode::FAILURE
+    };
     let dir = match tempfile::Builder::new().prefix("skiff-worker-").tempdir() {
         Ok(d) => d,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "skiff-worker: cannot make a working directory: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(e) => return fail(format!("cannot make a working directory: {e}")),
     };
-    let inv = match invocation(&args, dir.path()) {
-        Ok(i) => i,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "skiff-worker: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+    let ctx = match context(&args, dir.path()) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [15, 2] {
         let _ = signal_hook_flag(sig, stop.clone());
     }
-    record(serde_json::json!({"event": "started", "name": args.name, "bucket": inv.env["SKIFF_STATE"]}));
-    let mut last_reconcile: Option<Instant> = None;
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        run_operations(&inv);
-        let due = args.reconcile_ms > 0
-            && last_reconcile.is_none_or(|t| t.elapsed() >= Duration::from_millis(args.reconcile_ms));
-        if due || args.once {
-            reconcile(&inv);
-            last_reconcile = Some(Instant::now());
+    let bucket = ctx.setting(&skiff_settings::STATE).unwrap_or_default();
+    record(serde_json::json!({"event": "started", "name": args.name, "bucket": bucket}));
+    runtime.block_on(async {
+        let clock = SystemClock;
+        let mut last_reconcile: Option<u64> = None;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            run_operations(&ctx).await;
+            let due = args.reconcile_ms > 0
+                && last_reconcile.is_none_or(|t| clock.now_ms().saturating_sub(t) >= args.reconcile_ms);
+            if due || args.once {
+                reconcile(&ctx).await;
+                last_reconcile = Some(clock.now_ms());
+            }
+            if args.once {
+                break;
+            }
+            clock.sleep(Duration::from_millis(args.poll_ms)).await;
         }
-        if args.once {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(args.poll_ms));
-    }
+    });
     std::process::ExitCode::SUCCESS
 }
 

@@ -1,8 +1,13 @@
-//! The command line: every command, flag and example `--help` shows.
+//! The command line: every command, flag and example `--help` shows, and the typed
+//! request each command line asks for.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use skiff_ops::{
+    ConfigRequest, DeployRequest, InitRequest, LocalRequest, LogsRequest, Recipe, ReleaseRequest, Request,
+    RollbackRequest, SagaRequest, SagaStart, SecretsRequest,
+};
 use skiff_sdk::config::ProviderKind;
 
 /// Output format.
@@ -648,4 +653,94 @@ pub enum ConfigAction {
     },
     /// Show the resolved bucket, provider, region and server, and where each came from.
     Show,
+}
+
+impl Command {
+    /// The typed request this command line asks for.
+    pub fn into_request(self) -> Request {
+        match self {
+            Command::Init { recipe } => Request::Init(recipe.into_request()),
+            Command::Validate { file } => Request::Validate { file },
+            Command::Plan { file } => Request::Plan { file },
+            Command::Deploy { file, watch: true, .. } => Request::Watch { file },
+            Command::Deploy { file, no_build, .. } => Request::Deploy(DeployRequest { file, build: !no_build }),
+            Command::Rollback { service, to } => Request::Rollback(RollbackRequest { service, to }),
+            Command::Status { service } => Request::Status { service },
+            Command::Reconcile { service: Some(service), repair: true } => Request::Repair { service },
+            Command::Reconcile { service, .. } => Request::Reconcile { service },
+            Command::Logs { service, instance, follow, since } => {
+                Request::Logs(LogsRequest { service, instance, follow, since })
+            }
+            Command::Metrics { service } => Request::Metrics { service },
+            Command::Doctor { service } => Request::Doctor { service },
+            Command::Schema => Request::Schema,
+            Command::Version => Request::Version,
+            Command::Config { action } => Request::Config(match action {
+                ConfigAction::GetContexts => ConfigRequest::GetContexts,
+                ConfigAction::UseContext { name } => ConfigRequest::UseContext { name },
+                ConfigAction::SetContext { name, state, server, make_current } => {
+                    ConfigRequest::SetContext { name, state, server, make_current }
+                }
+                ConfigAction::Show => ConfigRequest::Show,
+            }),
+            Command::State { action: StateAction::Init } => Request::StateInit,
+            Command::State { action: StateAction::Verify } => Request::StateVerify,
+            Command::Events { op, follow, after } => Request::Events { op, follow, after },
+            Command::Audit { since } => Request::Audit { since },
+            Command::Saga { action } => action.into_request(),
+            Command::Keys { action: KeysAction::Generate { force } } => Request::KeysGenerate { force },
+            Command::Iam { action: IamAction::Policy { account } } => Request::IamPolicy { account },
+            Command::Policy { action: PolicyAction::Check { file } } => Request::PolicyCheck { file },
+            Command::Local { action } => Request::Local(match action {
+                LocalAction::Up => LocalRequest::Up,
+                LocalAction::Down { stop_instances } => LocalRequest::Down { stop_instances },
+                LocalAction::Status => LocalRequest::Status,
+                LocalAction::Serve { port } => LocalRequest::Serve { port },
+            }),
+            Command::Secrets { action } => Request::Secrets(match action {
+                SecretsAction::Set { reference } => SecretsRequest::Set { reference },
+                SecretsAction::List { name } => SecretsRequest::List { name },
+                SecretsAction::Delete { reference } => SecretsRequest::Delete { reference },
+            }),
+            Command::Release { action } => Request::Release(match action {
+                ReleaseAction::Create { file, no_build } => ReleaseRequest::Create { file, build: !no_build },
+                ReleaseAction::List { service } => ReleaseRequest::List { service },
+                ReleaseAction::Show { service, release } => ReleaseRequest::Show { service, release },
+                ReleaseAction::Verify { service, release, public_key } => {
+                    ReleaseRequest::Verify { service, release, public_key }
+                }
+            }),
+        }
+    }
+}
+
+impl InitRecipe {
+    fn into_request(self) -> InitRequest {
+        let (recipe, a) = match self {
+            InitRecipe::Service(a) => (Recipe::Service, a),
+            InitRecipe::Worker(a) => (Recipe::Worker, a),
+            InitRecipe::Stack { stack: StackKind::ApiDb, args } => (Recipe::ApiDb, args),
+        };
+        InitRequest { recipe, name: a.name, dir: a.dir, port: a.port, force: a.force }
+    }
+}
+
+impl SagaAction {
+    fn into_request(self) -> Request {
+        let saga = match self {
+            SagaAction::Events { op, follow } => return Request::Events { op, follow, after: 0 },
+            SagaAction::List { service, status } => SagaRequest::List { service, status },
+            SagaAction::Show { op } => SagaRequest::Show { op },
+            SagaAction::Start { kind, service, params, dry_run, idempotency_key, reason, to } => {
+                SagaRequest::Start(SagaStart { kind, service, params, dry_run, idempotency_key, reason, to })
+            }
+            SagaAction::Kinds => SagaRequest::Kinds,
+            SagaAction::Approve { op, step } => SagaRequest::Approve { op, step },
+            SagaAction::Reject { op, reason } => SagaRequest::Reject { op, reason },
+            SagaAction::Pause { op } => SagaRequest::Pause { op },
+            SagaAction::Resume { op } => SagaRequest::Resume { op },
+            SagaAction::Cancel { op } => SagaRequest::Cancel { op },
+        };
+        Request::Saga(saga)
+    }
 }

@@ -1,20 +1,20 @@
-//! The only place that prints: an outcome as one JSON envelope on stdout, or as text
-//! for people (successes on stdout, failures on stderr).
+//! The only place that prints: an answer as one JSON envelope on stdout, or as text
+//! for people (successes on stdout, failures on stderr); progress on stderr; the
+//! terminal's questions.
 
-use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::process::ExitCode;
 
-use skiff_sdk::{Code, Envelope};
+use skiff_sdk::{Answer, Code, Envelope};
 
-use crate::{Format, Outcome};
+use crate::Format;
 
-/// Prints an outcome and returns its exit code.
-pub(crate) fn print(format: Format, outcome: &Outcome) -> ExitCode {
-    let env = &outcome.envelope;
+/// Prints an answer and returns its exit code.
+pub(crate) fn print(format: Format, answer: &Answer) -> ExitCode {
+    let env = &answer.envelope;
     let text = match format {
         Format::Json => env.to_json(),
-        Format::Human => human(outcome),
+        Format::Human => answer.human(),
     };
     let result = if env.ok || format == Format::Json {
         std::io::stdout().lock().write_all(text.as_bytes())
@@ -24,53 +24,6 @@ pub(crate) fn print(format: Format, outcome: &Outcome) -> ExitCode {
     // A closed pipe (`skiff schema | head`) is not an error worth reporting.
     drop(result);
     ExitCode::from(env.exit_code())
-}
-
-/// Renders an outcome for people.
-pub(crate) fn human(outcome: &Outcome) -> String {
-    let env = &outcome.envelope;
-    if outcome.raw
-        && let Some(body) = &outcome.body
-    {
-        return ensure_newline(body.clone());
-    }
-    let mut out = String::new();
-    if env.ok {
-        let _ = writeln!(out, "✓ {}", env.summary);
-    } else {
-        let _ = writeln!(out, "✗ {}: {}", env.code, env.summary);
-    }
-    for fact in env.facts.iter().filter(|_| !outcome.body_replaces_facts) {
-        let _ = writeln!(out, "  • {fact}");
-    }
-    if let Some(risk) = &env.risk {
-        let level =
-            serde_json::to_value(risk.level).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  risk: {level}{}",
-            if risk.reasons.is_empty() { String::new() } else { format!(" ({})", risk.reasons.join("; ")) }
-        );
-    }
-    if let Some(body) = &outcome.body {
-        out.push('\n');
-        out.push_str(&ensure_newline(body.clone()));
-    }
-    if !env.recommended_actions.is_empty() {
-        out.push_str("\nNext:\n");
-        for a in &env.recommended_actions {
-            let note = if a.mutating { "  (changes state)" } else { "" };
-            let _ = writeln!(out, "  $ {}{note}", a.command);
-        }
-    }
-    out
-}
-
-fn ensure_newline(mut s: String) -> String {
-    if !s.ends_with('\n') {
-        s.push('\n');
-    }
-    s
 }
 
 /// Reports a command-line parsing error: clap's own text, or a USAGE envelope in JSON mode.
@@ -99,29 +52,53 @@ pub(crate) fn clap_error(e: clap::Error, json: bool) -> ExitCode {
     ExitCode::from(Code::Usage.exit_code())
 }
 
-/// Prints one streamed item: a compact JSON line in JSON mode, text otherwise.
-pub(crate) fn emit(format: Format, json: &serde_json::Value, human: &str) {
-    let line = match format {
-        Format::Json => json.to_string(),
-        Format::Human => human.to_owned(),
-    };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+/// The terminal as the requests' UI: progress on stderr in human mode (unless
+/// `--quiet`), streamed items on stdout, questions when there is a terminal to ask on.
+#[derive(Debug)]
+pub(crate) struct Terminal {
+    pub(crate) format: Format,
+    pub(crate) quiet: bool,
+    pub(crate) interactive: bool,
 }
 
-/// Asks a yes/no question on the terminal.
-pub(crate) fn ask(question: &str) -> bool {
-    let mut err = std::io::stderr().lock();
-    let _ = write!(err, "{question}");
-    let _ = err.flush();
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).is_ok()
-        && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
-}
+impl skiff_ops::Ui for Terminal {
+    fn wants_progress(&self) -> bool {
+        self.format == Format::Human && !self.quiet
+    }
 
-/// A progress line for people, on stderr (never mixed into the data on stdout).
-pub(crate) fn progress(line: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{line}");
+    fn progress(&self, line: &str) {
+        if self.wants_progress() {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        }
+    }
+
+    fn emit(&self, json: &serde_json::Value, human: &str) {
+        let line = match self.format {
+            Format::Json => json.to_string(),
+            Format::Human => human.to_owned(),
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
+    fn ask(&self, question: &str) -> Option<bool> {
+        if !self.interactive {
+            return None;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "{question}");
+        let _ = err.flush();
+        let mut answer = String::new();
+        Some(
+            std::io::stdin().read_line(&mut answer).is_ok()
+                && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
+        )
+    }
+
+    fn read_value(&self) -> std::io::Result<String> {
+        let mut value = String::new();
+        std::io::stdin().read_to_string(&mut value)?;
+        Ok(value)
+    }
 }

@@ -277,7 +277,7 @@ fn events_print_an_operations_log_and_follow_to_the_end() {
     // Finish the operation while a follower runs: it prints the new event and exits.
     let dir = s.path().to_path_buf();
     let finisher = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(700));
+        skiff_clock::SystemClock::block_for(std::time::Duration::from_millis(700));
         let l = ledger(&dir);
         block(async {
             l.append("op-demo", "operation_succeeded", serde_json::json!({})).await.unwrap();

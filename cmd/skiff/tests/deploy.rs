@@ -101,7 +101,7 @@ impl Client {
             while !st.load(Ordering::SeqCst) {
                 let r = get_release(port).unwrap_or((0, None));
                 se.lock().unwrap().push(r);
-                std::thread::sleep(Duration::from_millis(4));
+                skiff_clock::SystemClock::block_for(Duration::from_millis(4));
             }
         });
         Client { stop, seen, thread: Some(thread) }
@@ -440,7 +440,7 @@ fn doctor_finds_each_problem_as_it_really_happens() {
     assert!(skiff_testkit::wait_until(Duration::from_secs(20), quiet), "a live but silent operation is reported");
     let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
     let _ = child.wait();
-    std::thread::sleep(Duration::from_millis(700));
+    skiff_clock::SystemClock::block_for(Duration::from_millis(700));
     let v = doctor(&svc, &[]);
     assert!(has_finding(&v, "LEASE_HELD", "is stuck"), "{v}");
     assert!(

@@ -1,15 +1,18 @@
-//! The gRPC service (proto/skiff/v1): each call authorises its caller, runs the
-//! command the CLI would run, and answers with its envelope. Mutating calls are
-//! audited and submit operations for a worker.
+//! The gRPC service (proto/skiff/v1): each call authorises its caller, maps its
+//! message to the typed request the CLI would make, answers it with `skiff-ops`, and
+//! replies with the answer. Mutating calls are audited and submit operations for a
+//! worker.
 
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser as _;
-use skiff_cli::cli::{Command, PolicyAction, SagaAction};
-use skiff_sdk::Envelope;
+use skiff_clock::{Clock as _, SystemClock};
+use skiff_ops::{
+    DeployRequest, LogsRequest, ReleaseRequest, Request as Op, RollbackRequest, SagaRequest, SagaStart, SecretsRequest,
+};
+use skiff_sdk::Answer;
 use skiff_sdk::grpc::proto::{self, skiff_server::Skiff};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -32,7 +35,7 @@ pub async fn tag_method(mut req: axum::extract::Request, next: axum::middleware:
 #[derive(Clone, Debug)]
 pub struct Service(pub Arc<Server>);
 
-type Answer = Result<Response<proto::Envelope>, Status>;
+type Reply = Result<Response<proto::Envelope>, Status>;
 
 fn status(r: Refusal) -> Status {
     let env = crate::http::refusal(&r);
@@ -43,27 +46,8 @@ fn status(r: Refusal) -> Status {
     }
 }
 
-fn reply(env: &Envelope) -> Answer {
-    Ok(Response::new(proto::Envelope::from(env)))
-}
-
-/// The role a command run through `Run` needs, and whether it changes anything;
-/// `None` for commands skiffd does not run that way.
-fn run_role(command: &Command) -> Option<(Role, bool)> {
-    use skiff_cli::cli::{IamAction, ReleaseAction, SecretsAction, StateAction};
-    Some(match command {
-        Command::Logs { follow: false, .. } | Command::Metrics { .. } => (Role::Viewer, false),
-        Command::Release {
-            action: ReleaseAction::List { .. } | ReleaseAction::Show { .. } | ReleaseAction::Verify { .. },
-        } => (Role::Viewer, false),
-        Command::Saga { action: SagaAction::Kinds } => (Role::Viewer, false),
-        Command::Saga { action: SagaAction::Start { dry_run: true, .. } } => (Role::Viewer, false),
-        Command::Saga { action: SagaAction::Start { .. } } => (Role::Operator, true),
-        Command::State { action: StateAction::Verify } => (Role::Viewer, false),
-        Command::Iam { action: IamAction::Policy { .. } } => (Role::Viewer, false),
-        Command::Secrets { action: SecretsAction::List { .. } } => (Role::Viewer, false),
-        _ => return None,
-    })
+fn reply(answer: &Answer) -> Reply {
+    Ok(Response::new(proto::Envelope::from(answer)))
 }
 
 /// The file name a spec is staged under: its own name, never a path.
@@ -100,40 +84,34 @@ impl Service {
         }
     }
 
-    async fn read(&self, caller: &Caller, command: Command, uploads: Vec<Upload>) -> Answer {
-        reply(&self.0.run(caller, command, uploads).await)
+    async fn read(&self, caller: &Caller, request: Op, uploads: Vec<Upload>) -> Reply {
+        reply(&self.0.run(caller, request, uploads).await)
     }
 
-    async fn write(
-        &self,
-        caller: &Caller,
-        action: &str,
-        target: &str,
-        command: Command,
-        uploads: Vec<Upload>,
-    ) -> Answer {
-        let env = self.0.run(caller, command, uploads).await;
+    async fn write(&self, caller: &Caller, action: &str, target: &str, request: Op, uploads: Vec<Upload>) -> Reply {
+        let answer = self.0.run(caller, request, uploads).await;
+        let env = &answer.envelope;
         let target = env.operation_id.clone().unwrap_or_else(|| target.to_owned());
-        self.0.audit(&caller.name, action, &target, &env).await;
-        reply(&env)
+        self.0.audit(&caller.name, action, &target, env).await;
+        reply(&answer)
     }
 }
 
 #[tonic::async_trait]
 impl Skiff for Service {
-    async fn plan(&self, req: Request<proto::PlanRequest>) -> Answer {
+    async fn plan(&self, req: Request<proto::PlanRequest>) -> Reply {
         let caller = self.caller(&req, Role::Viewer).await?;
         let (file, upload) = spec_upload(req.into_inner().spec)?;
-        self.read(&caller, Command::Plan { file }, vec![upload]).await
+        self.read(&caller, Op::Plan { file }, vec![upload]).await
     }
 
-    async fn policy_check(&self, req: Request<proto::PolicyCheckRequest>) -> Answer {
+    async fn policy_check(&self, req: Request<proto::PolicyCheckRequest>) -> Reply {
         let caller = self.caller(&req, Role::Viewer).await?;
         let (file, upload) = spec_upload(req.into_inner().spec)?;
-        self.read(&caller, Command::Policy { action: PolicyAction::Check { file } }, vec![upload]).await
+        self.read(&caller, Op::PolicyCheck { file }, vec![upload]).await
     }
 
-    async fn deploy(&self, req: Request<proto::DeployRequest>) -> Answer {
+    async fn deploy(&self, req: Request<proto::DeployRequest>) -> Reply {
         let caller = self.caller(&req, Role::Operator).await?;
         let r = req.into_inner();
         let (file, spec) = spec_upload(r.spec)?;
@@ -147,93 +125,90 @@ impl Skiff for Service {
             }
             uploads.push(Upload { path: a.path, bytes: a.content });
         }
-        let command = Command::Deploy { file: file.clone(), no_build: true, watch: false, detach: true };
-        self.write(&caller, "api.deploy", &file.display().to_string(), command, uploads).await
+        let request = Op::Deploy(DeployRequest { file: file.clone(), build: false });
+        self.write(&caller, "api.deploy", &file.display().to_string(), request, uploads).await
     }
 
-    async fn rollback(&self, req: Request<proto::RollbackRequest>) -> Answer {
+    async fn rollback(&self, req: Request<proto::RollbackRequest>) -> Reply {
         let caller = self.caller(&req, Role::Operator).await?;
         let r = req.into_inner();
         let to = if r.to.is_empty() { "previous-stable".to_owned() } else { r.to };
+        let target = r.service.clone();
         self.write(
             &caller,
             "api.rollback",
-            &r.service.clone(),
-            Command::Rollback { service: r.service, to },
+            &target,
+            Op::Rollback(RollbackRequest { service: r.service, to }),
             Vec::new(),
         )
         .await
     }
 
-    async fn status(&self, req: Request<proto::ServiceRequest>) -> Answer {
+    async fn status(&self, req: Request<proto::ServiceRequest>) -> Reply {
         let caller = self.caller(&req, Role::Viewer).await?;
-        self.read(&caller, Command::Status { service: req.into_inner().service }, Vec::new()).await
+        self.read(&caller, Op::Status { service: req.into_inner().service }, Vec::new()).await
     }
 
-    async fn reconcile(&self, req: Request<proto::ReconcileRequest>) -> Answer {
+    async fn reconcile(&self, req: Request<proto::ReconcileRequest>) -> Reply {
         let r = req.get_ref().clone();
         let caller = self.caller(&req, if r.repair { Role::Operator } else { Role::Viewer }).await?;
         let target = r.service.clone().unwrap_or_else(|| "*".to_owned());
-        let command = Command::Reconcile { service: r.service, repair: r.repair };
+        let request = match (r.service, r.repair) {
+            (Some(service), true) => Op::Repair { service },
+            (service, _) => Op::Reconcile { service },
+        };
         // A reconcile writes services/<svc>/reconcile.json: audited either way.
-        self.write(&caller, if r.repair { "api.repair" } else { "api.reconcile" }, &target, command, Vec::new()).await
+        self.write(&caller, if r.repair { "api.repair" } else { "api.reconcile" }, &target, request, Vec::new()).await
     }
 
-    async fn doctor(&self, req: Request<proto::ServiceRequest>) -> Answer {
+    async fn doctor(&self, req: Request<proto::ServiceRequest>) -> Reply {
         let caller = self.caller(&req, Role::Viewer).await?;
-        self.read(&caller, Command::Doctor { service: req.into_inner().service }, Vec::new()).await
+        self.read(&caller, Op::Doctor { service: req.into_inner().service }, Vec::new()).await
     }
 
-    async fn list_sagas(&self, req: Request<proto::SagaListRequest>) -> Answer {
+    async fn list_sagas(&self, req: Request<proto::SagaListRequest>) -> Reply {
         let caller = self.caller(&req, Role::Viewer).await?;
         let r = req.into_inner();
-        self.read(
-            &caller,
-            Command::Saga { action: SagaAction::List { service: r.service, status: r.status } },
-            Vec::new(),
-        )
-        .await
+        self.read(&caller, Op::Saga(SagaRequest::List { service: r.service, status: r.status }), Vec::new()).await
     }
 
-    async fn get_operation(&self, req: Request<proto::OperationRequest>) -> Answer {
+    async fn get_operation(&self, req: Request<proto::OperationRequest>) -> Reply {
         let caller = self.caller(&req, Role::Viewer).await?;
-        self.read(&caller, Command::Saga { action: SagaAction::Show { op: req.into_inner().op_id } }, Vec::new()).await
+        let r = req.into_inner();
+        let request = if r.outcome { SagaRequest::Outcome { op: r.op_id } } else { SagaRequest::Show { op: r.op_id } };
+        self.read(&caller, Op::Saga(request), Vec::new()).await
     }
 
-    async fn approve(&self, req: Request<proto::SagaDecisionRequest>) -> Answer {
+    async fn approve(&self, req: Request<proto::SagaDecisionRequest>) -> Reply {
         let caller = self.caller(&req, Role::Approver).await?;
         let r = req.into_inner();
-        let command = Command::Saga { action: SagaAction::Approve { op: r.op_id.clone(), step: r.detail } };
-        self.write(&caller, "api.approve", &r.op_id, command, Vec::new()).await
+        let request = Op::Saga(SagaRequest::Approve { op: r.op_id.clone(), step: r.detail });
+        self.write(&caller, "api.approve", &r.op_id, request, Vec::new()).await
     }
 
-    async fn reject(&self, req: Request<proto::SagaDecisionRequest>) -> Answer {
+    async fn reject(&self, req: Request<proto::SagaDecisionRequest>) -> Reply {
         let caller = self.caller(&req, Role::Approver).await?;
         let r = req.into_inner();
-        let command =
-            Command::Saga { action: SagaAction::Reject { op: r.op_id.clone(), reason: r.detail.unwrap_or_default() } };
-        self.write(&caller, "api.reject", &r.op_id, command, Vec::new()).await
+        let request = Op::Saga(SagaRequest::Reject { op: r.op_id.clone(), reason: r.detail.unwrap_or_default() });
+        self.write(&caller, "api.reject", &r.op_id, request, Vec::new()).await
     }
 
-    async fn pause(&self, req: Request<proto::OperationRequest>) -> Answer {
+    async fn pause(&self, req: Request<proto::OperationRequest>) -> Reply {
         let caller = self.caller(&req, Role::Operator).await?;
         let op = req.into_inner().op_id;
-        self.write(&caller, "api.pause", &op.clone(), Command::Saga { action: SagaAction::Pause { op } }, Vec::new())
-            .await
+        self.write(&caller, "api.pause", &op.clone(), Op::Saga(SagaRequest::Pause { op }), Vec::new()).await
     }
 
-    async fn resume(&self, req: Request<proto::OperationRequest>) -> Answer {
+    async fn resume(&self, req: Request<proto::OperationRequest>) -> Reply {
         let caller = self.caller(&req, Role::Operator).await?;
         let op = req.into_inner().op_id;
-        self.write(&caller, "api.resume", &op.clone(), Command::Saga { action: SagaAction::Resume { op } }, Vec::new())
-            .await
+        self.write(&caller, "api.resume", &op.clone(), Op::Saga(SagaRequest::Resume { op }), Vec::new()).await
     }
 
-    async fn cancel(&self, req: Request<proto::OperationRequest>) -> Answer {
+    async fn cancel(&self, req: Request<proto::OperationRequest>) -> Reply {
         let caller = self.caller(&req, Role::Operator).await?;
         let op = req.into_inner().op_id;
-        self.write(&caller, "api.cancel", &op.clone(), Command::Saga { action: SagaAction::Cancel { op } }, Vec::new())
-            .await
+        self.write(&caller, "api.cancel", &op.clone(), Op::Saga(SagaRequest::Cancel { op }), Vec::new()).await
     }
 
     type EventsStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send + 'static>>;
@@ -268,40 +243,99 @@ impl Skiff for Service {
                 if ended || !r.follow {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                SystemClock.sleep(Duration::from_millis(200)).await;
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
-    async fn submit_intent(&self, req: Request<proto::IntentRequest>) -> Answer {
+    async fn submit_intent(&self, req: Request<proto::IntentRequest>) -> Reply {
         let caller = self.caller(&req, Role::Operator).await?;
         let r = req.into_inner();
-        let env = crate::http::submit_intent(&self.0, &caller, r.json.as_bytes(), &r.idempotency_key).await;
-        self.0.audit(&caller.name, "api.intent", &skiff_cli::api::intent_op(&r.idempotency_key), &env).await;
-        reply(&env)
+        let answer = crate::http::submit_intent(&self.0, &caller, r.json.as_bytes(), &r.idempotency_key).await;
+        let op = skiff_ops::intent::intent_op(&r.idempotency_key);
+        self.0.audit(&caller.name, "api.intent", &op, &answer.envelope).await;
+        reply(&answer)
     }
 
-    async fn run(&self, req: Request<proto::CommandRequest>) -> Answer {
-        let args = req.get_ref().args.clone();
-        let cli = skiff_cli::cli::Cli::try_parse_from(std::iter::once("skiff".to_owned()).chain(args.iter().cloned()))
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let Some((needs, mutating)) = run_role(&cli.command) else {
-            return Err(Status::unimplemented(format!(
-                "`skiff {}` is not run by skiffd: it needs local files or a terminal, or has its own call",
-                args.first().map_or("", String::as_str)
-            )));
+    async fn audit(&self, req: Request<proto::AuditRequest>) -> Reply {
+        let caller = self.caller(&req, Role::Viewer).await?;
+        self.read(&caller, Op::Audit { since: req.into_inner().since }, Vec::new()).await
+    }
+
+    async fn logs(&self, req: Request<proto::LogsRequest>) -> Reply {
+        let caller = self.caller(&req, Role::Viewer).await?;
+        let r = req.into_inner();
+        let request = Op::Logs(LogsRequest { service: r.service, instance: r.instance, follow: false, since: r.since });
+        self.read(&caller, request, Vec::new()).await
+    }
+
+    async fn metrics(&self, req: Request<proto::ServiceRequest>) -> Reply {
+        let caller = self.caller(&req, Role::Viewer).await?;
+        let Some(service) = req.into_inner().service else {
+            return Err(Status::invalid_argument("metrics name a service"));
         };
-        let caller = self.caller(&req, needs).await?;
-        if mutating {
-            self.write(&caller, &format!("api.run.{}", args[0]), &args.join(" "), cli.command, Vec::new()).await
+        self.read(&caller, Op::Metrics { service }, Vec::new()).await
+    }
+
+    async fn list_releases(&self, req: Request<proto::ReleaseListRequest>) -> Reply {
+        let caller = self.caller(&req, Role::Viewer).await?;
+        let request = Op::Release(ReleaseRequest::List { service: req.into_inner().service });
+        self.read(&caller, request, Vec::new()).await
+    }
+
+    async fn show_release(&self, req: Request<proto::ReleaseRequest>) -> Reply {
+        let caller = self.caller(&req, Role::Viewer).await?;
+        let r = req.into_inner();
+        self.read(&caller, Op::Release(ReleaseRequest::Show { service: r.service, release: r.release }), Vec::new())
+            .await
+    }
+
+    async fn verify_release(&self, req: Request<proto::ReleaseRequest>) -> Reply {
+        let caller = self.caller(&req, Role::Viewer).await?;
+        let r = req.into_inner();
+        let request = Op::Release(ReleaseRequest::Verify { service: r.service, release: r.release, public_key: None });
+        self.read(&caller, request, Vec::new()).await
+    }
+
+    async fn saga_kinds(&self, req: Request<proto::Empty>) -> Reply {
+        let caller = self.caller(&req, Role::Viewer).await?;
+        self.read(&caller, Op::Saga(SagaRequest::Kinds), Vec::new()).await
+    }
+
+    async fn start_saga(&self, req: Request<proto::SagaStartRequest>) -> Reply {
+        let dry_run = req.get_ref().dry_run;
+        let caller = self.caller(&req, if dry_run { Role::Viewer } else { Role::Operator }).await?;
+        let r = req.into_inner();
+        let target = r.kind.clone();
+        let request = Op::Saga(SagaRequest::Start(SagaStart {
+            kind: r.kind,
+            service: r.service,
+            params: r.params.into_iter().map(|p| (p.key, p.value)).collect(),
+            dry_run,
+            idempotency_key: r.idempotency_key,
+            reason: r.reason,
+            to: r.to,
+        }));
+        if dry_run {
+            self.read(&caller, request, Vec::new()).await
         } else {
-            self.read(&caller, cli.command, Vec::new()).await
+            self.write(&caller, "api.saga.start", &target, request, Vec::new()).await
         }
     }
 
-    async fn audit(&self, req: Request<proto::AuditRequest>) -> Answer {
+    async fn verify_state(&self, req: Request<proto::Empty>) -> Reply {
         let caller = self.caller(&req, Role::Viewer).await?;
-        self.read(&caller, Command::Audit { since: req.into_inner().since }, Vec::new()).await
+        self.read(&caller, Op::StateVerify, Vec::new()).await
+    }
+
+    async fn iam_policy(&self, req: Request<proto::IamPolicyRequest>) -> Reply {
+        let caller = self.caller(&req, Role::Viewer).await?;
+        self.read(&caller, Op::IamPolicy { account: req.into_inner().account }, Vec::new()).await
+    }
+
+    async fn list_secrets(&self, req: Request<proto::SecretsListRequest>) -> Reply {
+        let caller = self.caller(&req, Role::Viewer).await?;
+        self.read(&caller, Op::Secrets(SecretsRequest::List { name: req.into_inner().name }), Vec::new()).await
     }
 }

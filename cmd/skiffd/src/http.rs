@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use skiff_cli::cli::{Command, SagaAction};
+use skiff_ops::{Request as Op, SagaRequest};
 use skiff_sdk::{Code, Envelope, Safety};
 
 use crate::auth::{Caller, Refusal, Role};
@@ -101,25 +101,29 @@ async fn intent(State(server): State<Arc<Server>>, headers: HeaderMap, body: axu
     };
     let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned) else {
         return answer(
-            &skiff_cli::api::bad_intent(
+            &skiff_ops::intent::bad_intent(
                 "the Idempotency-Key header is missing: retries with the same key create nothing twice",
             )
             .envelope,
         );
     };
-    let env = submit_intent(&server, &caller, &body, &key).await;
-    server.audit(&caller.name, "api.intent", &skiff_cli::api::intent_op(&key), &env).await;
-    answer(&env)
+    let submitted = submit_intent(&server, &caller, &body, &key).await;
+    server.audit(&caller.name, "api.intent", &skiff_ops::intent::intent_op(&key), &submitted.envelope).await;
+    answer(&submitted.envelope)
 }
 
 /// Parses and records an intent (HTTP and gRPC share it).
-pub async fn submit_intent(server: &Arc<Server>, caller: &Caller, body: &[u8], key: &str) -> Envelope {
-    let intent: skiff_cli::api::Intent = match serde_json::from_slice(body) {
+pub async fn submit_intent(server: &Arc<Server>, caller: &Caller, body: &[u8], key: &str) -> skiff_sdk::Answer {
+    let intent: skiff_ops::intent::Intent = match serde_json::from_slice(body) {
         Ok(i) => i,
-        Err(e) => return skiff_cli::api::bad_intent(&e.to_string()).envelope,
+        Err(e) => return skiff_ops::intent::bad_intent(&e.to_string()),
     };
     let key = key.to_owned();
-    server.with_invocation(caller, Vec::new(), move |inv| inv.submit_intent(&intent, &key)).await
+    server
+        .with_context(caller, Vec::new(), move |ctx| async move {
+            skiff_ops::answer(skiff_ops::intent::submit(&ctx, &intent, &key).await)
+        })
+        .await
 }
 
 async fn services(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
@@ -173,7 +177,7 @@ async fn operation(State(server): State<Arc<Server>>, headers: HeaderMap, Path(i
         Ok(c) => c,
         Err(r) => return *r,
     };
-    answer(&server.run(&caller, Command::Saga { action: SagaAction::Show { op: id } }, Vec::new()).await)
+    answer(&server.run(&caller, Op::Saga(SagaRequest::Show { op: id }), Vec::new()).await.envelope)
 }
 
 async fn healthz(State(server): State<Arc<Server>>) -> Response {

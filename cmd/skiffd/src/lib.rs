@@ -35,7 +35,7 @@ pub fn app(server: Arc<Server>) -> axum::Router {
 pub async fn refresher(server: Arc<Server>, every: Duration) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
+            () = skiff_clock::Clock::sleep(&skiff_clock::SystemClock, every) => {}
             () = server.refresh.notified() => {}
         }
         if let Err(e) = server.index.refresh(&server.ledger).await {

@@ -137,25 +137,19 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         provider: args.provider.clone(),
         keys: keys.clone(),
         policies: args.policies.as_ref().map(std::path::absolute).transpose()?,
-        passthrough: skiff_cli::api::inherited_env(),
+        passthrough: skiff_ops::worker::inherited_env(),
     };
     if !keys.join("cosign.key").exists() {
         std::fs::create_dir_all(&keys)?;
-        let inv = skiff_cli::api::Invocation {
-            cwd: keys.clone(),
-            env: [
-                ("SKIFF_KEY".to_owned(), keys.join("cosign.key").display().to_string()),
-                ("SKIFF_PUBLIC_KEY".to_owned(), keys.join("cosign.pub").display().to_string()),
-            ]
-            .into_iter()
-            .chain(skiff_cli::api::inherited_env())
-            .collect(),
-            detach: true,
-        };
-        let out = tokio::task::spawn_blocking(move || {
-            inv.execute(skiff_cli::cli::Command::Keys { action: skiff_cli::cli::KeysAction::Generate { force: false } })
-        })
-        .await?;
+        let env = [
+            (skiff_settings::KEY.name.to_owned(), keys.join("cosign.key").display().to_string()),
+            (skiff_settings::PUBLIC_KEY.name.to_owned(), keys.join("cosign.pub").display().to_string()),
+        ]
+        .into_iter()
+        .chain(skiff_ops::worker::inherited_env())
+        .collect();
+        let ctx = skiff_ops::Context::service(keys.clone(), env, true);
+        let out = skiff_ops::run(&ctx, skiff_ops::Request::KeysGenerate { force: false }).await;
         if !out.envelope.ok {
             bail!("cannot generate a signing key in {}: {}", keys.display(), out.envelope.summary);
         }

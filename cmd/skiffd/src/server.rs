@@ -1,15 +1,13 @@
-//! What every request shares: the settings commands run with, the ledger, tokens,
-//! the index and the metrics. Commands run on blocking threads in a fresh working
-//! directory holding only what the request brought (a spec, an artifact) and the
-//! server's `policies/`.
+//! What every request shares: the settings requests run with, the ledger, tokens,
+//! the index and the metrics. Each request runs in a fresh working directory holding
+//! only what it brought (a spec, an artifact) and the server's `policies/`.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use skiff_cli::api::Invocation;
-use skiff_cli::cli::Command;
-use skiff_sdk::{Code, Envelope};
+use skiff_ops::{Context, Request};
+use skiff_sdk::{Answer, Code, Envelope};
 use skiff_state::Ledger;
 
 use crate::auth::{Caller, Tokens};
@@ -79,46 +77,41 @@ impl Server {
         env
     }
 
-    /// Runs `command` for `caller` with `uploads` in its working directory; operations
-    /// are submitted for a worker, not run here.
-    pub async fn run(self: &Arc<Self>, caller: &Caller, command: Command, uploads: Vec<Upload>) -> Envelope {
-        self.with_invocation(caller, uploads, move |inv| inv.execute(command)).await
+    /// Answers `request` for `caller` with `uploads` in its working directory;
+    /// operations are submitted for a worker, not run here.
+    pub async fn run(self: &Arc<Self>, caller: &Caller, request: Request, uploads: Vec<Upload>) -> Answer {
+        self.with_context(caller, uploads, move |ctx| async move { skiff_ops::run(&ctx, request).await }).await
     }
 
     /// Stages a fresh working directory (the request's files, the server's `policies/`)
-    /// and calls `f` with the caller's invocation on a blocking thread.
-    pub async fn with_invocation(
-        self: &Arc<Self>,
-        caller: &Caller,
-        uploads: Vec<Upload>,
-        f: impl FnOnce(&Invocation) -> skiff_cli::Outcome + Send + 'static,
-    ) -> Envelope {
-        let me = self.clone();
-        let caller = caller.clone();
-        let joined = tokio::task::spawn_blocking(move || -> Result<Envelope, String> {
-            let dir = tempfile::Builder::new().prefix("skiffd-").tempdir().map_err(|e| e.to_string())?;
-            if let Some(p) = &me.settings.policies {
-                std::os::unix::fs::symlink(p, dir.path().join("policies")).map_err(|e| e.to_string())?;
-            }
-            for u in uploads {
-                let rel = safe_relative(&u.path).ok_or_else(|| format!("`{}` is not a relative path", u.path))?;
-                let path = dir.path().join(rel);
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-                }
-                std::fs::write(&path, &u.bytes).map_err(|e| e.to_string())?;
-            }
-            let inv = Invocation { cwd: dir.path().to_path_buf(), env: me.env(&caller), detach: true };
-            Ok(f(&inv).envelope)
-        })
-        .await;
-        match joined {
-            Ok(Ok(env)) => env,
-            Ok(Err(why)) => Envelope::failure(Code::Usage, "the request could not be staged").fact(why),
-            Err(e) => {
-                Envelope::failure(Code::Internal, "the command panicked; nothing more is known").fact(e.to_string())
-            }
+    /// and calls `f` with the caller's context in it.
+    pub async fn with_context<F, Fut>(self: &Arc<Self>, caller: &Caller, uploads: Vec<Upload>, f: F) -> Answer
+    where
+        F: FnOnce(Context) -> Fut,
+        Fut: std::future::Future<Output = Answer>,
+    {
+        let dir = match self.stage(uploads) {
+            Ok(d) => d,
+            Err(why) => return Envelope::failure(Code::Usage, "the request could not be staged").fact(why).into(),
+        };
+        let ctx = Context::service(dir.path().to_path_buf(), self.env(caller), true);
+        f(ctx).await
+    }
+
+    fn stage(&self, uploads: Vec<Upload>) -> Result<tempfile::TempDir, String> {
+        let dir = tempfile::Builder::new().prefix("skiffd-").tempdir().map_err(|e| e.to_string())?;
+        if let Some(p) = &self.settings.policies {
+            std::os::unix::fs::symlink(p, dir.path().join("policies")).map_err(|e| e.to_string())?;
         }
+        for u in uploads {
+            let rel = safe_relative(&u.path).ok_or_else(|| format!("`{}` is not a relative path", u.path))?;
+            let path = dir.path().join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(&path, &u.bytes).map_err(|e| e.to_string())?;
+        }
+        Ok(dir)
     }
 
     /// Records a mutating call in the audit log.

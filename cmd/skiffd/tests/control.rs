@@ -243,7 +243,7 @@ fn sigkill_while_posting_intents_loses_nothing_acknowledged_and_retries_create_n
         }
         acked
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    skiff_clock::SystemClock::block_for(Duration::from_millis(1500));
     drop(d); // SIGKILL
     let acked = poster.join().unwrap();
     assert!(!acked.is_empty(), "some intents were acknowledged before the kill");
@@ -302,6 +302,8 @@ fn two_workers_run_each_operation_once() {
         assert_eq!(started, 1, "{op} ran once: {types:?}");
     }
     let ran = |p: &Path| std::fs::read_to_string(p).unwrap().lines().filter(|l| l.contains("\"ran\"")).count();
+    // A worker records a run once it has answered for it, a moment after the status.
+    skiff_testkit::wait_until(Duration::from_secs(10), || ran(&log1) + ran(&log2) >= ops.len());
     assert_eq!(ran(&log1) + ran(&log2), ops.len());
 
     // Pause and resume through the server: a worker stops at the boundary, and one
@@ -311,19 +313,27 @@ fn two_workers_run_each_operation_once() {
         block(l.rebuild_index()).unwrap().operations.get(op).and_then(|o| o.status).map(|s| s.as_str().to_owned())
     };
     let client = || Client::new(&format!("http://127.0.0.1:{}", d.port), Some(&approver)).unwrap();
-    let args = ["saga", "start", "selftest", "--param", "wait_ms=4000", "--param", "seal=false", "--yes"];
-    let started = block(async { client().run(proto::CommandRequest { args: args.map(str::to_owned).to_vec() }).await });
+    let start = proto::SagaStartRequest {
+        kind: "selftest".into(),
+        params: [("wait_ms", "4000"), ("seal", "false")]
+            .map(|(k, v)| proto::Param { key: k.into(), value: v.into() })
+            .to_vec(),
+        ..Default::default()
+    };
+    let started = block(async { client().start_saga(start).await }).envelope;
     assert!(started.ok, "{started:?}");
     let op = started.operation_id.clone().unwrap();
     assert!(skiff_testkit::wait_until(Duration::from_secs(20), || status_of(&op).as_deref() == Some("running")));
-    let paused = block(async { client().pause(proto::OperationRequest { op_id: op.clone() }).await });
+    let paused =
+        block(async { client().pause(proto::OperationRequest { op_id: op.clone(), outcome: false }).await }).envelope;
     assert!(paused.ok, "{paused:?}");
     assert!(
         skiff_testkit::wait_until(Duration::from_secs(30), || status_of(&op).as_deref() == Some("paused")),
         "{:?}",
         status_of(&op)
     );
-    let resumed = block(async { client().resume(proto::OperationRequest { op_id: op.clone() }).await });
+    let resumed =
+        block(async { client().resume(proto::OperationRequest { op_id: op.clone(), outcome: false }).await }).envelope;
     assert!(resumed.ok, "{resumed:?}");
     assert!(
         skiff_testkit::wait_until(Duration::from_secs(30), || status_of(&op).as_deref() == Some("succeeded")),
@@ -495,7 +505,7 @@ fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    skiff_clock::SystemClock::block_for(Duration::from_secs(3));
     assert!(follow.try_wait().unwrap().is_none(), "still following after several polls, not ended by an error");
     let _ = follow.kill();
     let out = follow.wait_with_output().unwrap();
@@ -530,7 +540,7 @@ fn an_instance_killed_and_weights_changed_by_hand_are_repaired_mid_transition_an
     let group = deploy_web(dir, &d, &approver, &viewer);
     kill_instance_and_zero_weights(&local_provider(dir), &group);
     assert_repaired(dir, &d, &viewer, &log, &group);
-    std::thread::sleep(Duration::from_secs(3));
+    skiff_clock::SystemClock::block_for(Duration::from_secs(3));
     let last = std::fs::read_to_string(&log).unwrap().lines().last().unwrap().to_owned();
     assert!(last.contains("\"in_sync\""), "still in sync after the repair: {last}");
 }
@@ -744,7 +754,8 @@ fn the_sdk_client_speaks_grpc_with_envelopes() {
         let body = json!({"service_name": "orders-api", "environment": "staging", "cost": "performance"});
         let env = client
             .submit_intent(proto::IntentRequest { json: body.to_string(), idempotency_key: "sdk-1".into() })
-            .await;
+            .await
+            .envelope;
         assert!(env.ok, "{env:?}");
         assert_eq!(env.data["decision"]["cost_plan"]["level"], "performance");
         let op = env.operation_id.clone().unwrap();
@@ -753,28 +764,32 @@ fn the_sdk_client_speaks_grpc_with_envelopes() {
         let first = events.message().await.unwrap().unwrap();
         assert_eq!((first.seq, first.event_type.as_str()), (1, "operation_planned"));
         assert!(events.message().await.unwrap().is_none());
-        let listed =
-            client.list_sagas(proto::SagaListRequest { service: Some("orders-api".into()), status: None }).await;
+        let listed = client
+            .list_sagas(proto::SagaListRequest { service: Some("orders-api".into()), status: None })
+            .await
+            .envelope;
         assert!(listed.ok && listed.data.to_string().contains(&op), "{listed:?}");
         // A whole spec instead of knobs, and a spec that is not valid: SPEC_INVALID, nothing recorded.
         let spec = "service: billing\nartifact: {path: bin/billing}\nrun: {command: [billing]}\nport: 9000\nenvironment: staging\n";
         let whole = json!({"spec": spec, "availability": "high"});
         let env = client
             .submit_intent(proto::IntentRequest { json: whole.to_string(), idempotency_key: "sdk-2".into() })
-            .await;
+            .await
+            .envelope;
         assert!(env.ok, "{env:?}");
         assert_eq!(env.data["service_name"], "billing");
         assert_eq!(env.data["decision"]["availability_plan"]["instances"], 3);
         let broken = json!({"spec": "service: Not A Name\n"});
         let env = client
             .submit_intent(proto::IntentRequest { json: broken.to_string(), idempotency_key: "sdk-3".into() })
-            .await;
+            .await
+            .envelope;
         assert_eq!(env.code, skiff_sdk::Code::SpecInvalid, "{env:?}");
         let anonymous = Client::new(&url, None).unwrap();
-        let refused = anonymous.status(proto::ServiceRequest { service: None }).await;
+        let refused = anonymous.status(proto::ServiceRequest { service: None }).await.envelope;
         assert_eq!(refused.code, skiff_sdk::Code::Unauthenticated);
         let closed = format!("http://127.0.0.1:{}", skiff_testkit::free_port());
-        let nowhere = Client::new(&closed, Some("x")).unwrap().status(proto::ServiceRequest::default()).await;
+        let nowhere = Client::new(&closed, Some("x")).unwrap().status(proto::ServiceRequest::default()).await.envelope;
         assert_eq!(nowhere.code, skiff_sdk::Code::StateUnavailable);
     });
 }

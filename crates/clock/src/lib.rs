@@ -1,22 +1,93 @@
 //! Time, randomness and ids come from here and nowhere else (CONVENTIONS §7): a
-//! [`Clock`] (system or manual), a seeded [`Rng`], an [`IdGen`] for sortable ids, and
-//! UTC date formatting, so leases, retries and sagas can be tested deterministically.
+//! [`Clock`] that reads and waits (system or manual, with [`timeout`] and the
+//! [`simulate`] driver), a seeded [`Rng`], an [`IdGen`] for sortable ids, and UTC
+//! date formatting, so leases, retries, bakes and sagas can be tested deterministically.
 #![warn(missing_docs)]
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;
 
-/// A source of the current time.
+/// A wait on a [`Clock`]: completes once the clock has moved past its deadline.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// A source of the current time that can also wait. Everything that sleeps, times
+/// out, backs off or polls takes one, so a [`ManualClock`] drives it in tests.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current time in milliseconds since the Unix epoch.
     fn now_ms(&self) -> Millis;
+
+    /// Waits until `d` has passed on this clock.
+    fn sleep(&self, d: Duration) -> Sleep;
 }
 
-/// The operating system's clock.
+/// [`timeout`] ran out before the future finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Elapsed;
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+/// Runs `future` until it finishes or `d` passes on `clock`, whichever is first. The
+/// future is polled first, so one that is ready never times out.
+pub async fn timeout<F: Future>(clock: &dyn Clock, d: Duration, future: F) -> Result<F::Output, Elapsed> {
+    let mut future = std::pin::pin!(future);
+    let mut sleep = clock.sleep(d);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = future.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
+    })
+    .await
+}
+
+/// Fires every `period` on a clock: the first tick at once, then one period after the
+/// previous one (later when a tick was late; missed ticks are not made up). Dropping
+/// a pending [`tick`](Ticker::tick) loses nothing, so it can sit in `select!`.
+#[derive(Debug)]
+pub struct Ticker {
+    clock: Arc<dyn Clock>,
+    period_ms: Millis,
+    next: Millis,
+}
+
+impl Ticker {
+    /// A ticker on `clock` whose first tick is now.
+    pub fn new(clock: Arc<dyn Clock>, period: Duration) -> Self {
+        let next = clock.now_ms();
+        Ticker { period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1), next, clock }
+    }
+
+    /// Waits for the next tick.
+    pub async fn tick(&mut self) {
+        let now = self.clock.now_ms();
+        if now < self.next {
+            self.clock.sleep(Duration::from_millis(self.next - now)).await;
+        }
+        let now = self.clock.now_ms();
+        self.next = self.next.saturating_add(self.period_ms);
+        if self.next <= now {
+            self.next = now.saturating_add(self.period_ms);
+        }
+    }
+}
+
+/// The operating system's clock; waits on the tokio timer (so a runtime with time
+/// enabled must be running).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
@@ -26,33 +97,174 @@ impl Clock for SystemClock {
         let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
     }
+
+    #[expect(clippy::disallowed_methods, reason = "this is the one place that waits on the real timer")]
+    fn sleep(&self, d: Duration) -> Sleep {
+        Box::pin(tokio::time::sleep(d))
+    }
 }
 
-/// A clock that moves only when told to; for tests.
+impl SystemClock {
+    /// Blocks the calling thread for `d` (for code outside any runtime, such as a
+    /// command waiting for a process it started).
+    #[expect(clippy::disallowed_methods, reason = "this is the one place that blocks on the real clock")]
+    pub fn block_for(d: Duration) {
+        std::thread::sleep(d);
+    }
+}
+
+/// A clock that moves only when told to: [`advance`](ManualClock::advance) and
+/// [`set`](ManualClock::set) wake the sleeps whose deadline they pass. For tests and
+/// the deterministic simulation ([`simulate`]).
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock(Arc<ManualInner>);
+
 #[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
+struct ManualInner {
+    now: AtomicU64,
+    next_id: AtomicU64,
+    /// Pending sleeps: (deadline, id) → who to wake.
+    sleepers: Mutex<BTreeMap<(Millis, u64), Waker>>,
+}
 
 impl ManualClock {
     /// A clock reading `ms`.
     pub fn new(ms: Millis) -> Self {
-        ManualClock(AtomicU64::new(ms))
+        let clock = ManualClock::default();
+        clock.0.now.store(ms, Ordering::SeqCst);
+        clock
     }
 
-    /// Moves the clock forward by `ms`.
+    /// Moves the clock forward by `ms`, waking every sleep it passes.
     pub fn advance(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.0.now.fetch_add(ms, Ordering::SeqCst);
+        self.wake_due();
     }
 
-    /// Sets the clock to `ms`.
+    /// Sets the clock to `ms` (never backwards past pending sleeps' order), waking
+    /// every sleep it passes.
     pub fn set(&self, ms: Millis) {
-        self.0.store(ms, Ordering::SeqCst);
+        self.0.now.store(ms, Ordering::SeqCst);
+        self.wake_due();
+    }
+
+    /// The earliest deadline of a pending sleep.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.lock().keys().next().map(|(d, _)| *d)
+    }
+
+    /// How many sleeps are pending.
+    pub fn sleepers(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Moves the clock to the earliest pending deadline (if later than now) and wakes
+    /// what is due; `false` when nothing sleeps.
+    pub fn advance_to_next_deadline(&self) -> bool {
+        let Some(deadline) = self.next_deadline() else { return false };
+        self.0.now.fetch_max(deadline, Ordering::SeqCst);
+        self.wake_due();
+        true
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Millis, u64), Waker>> {
+        self.0.sleepers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wake_due(&self) {
+        let now = self.0.now.load(Ordering::SeqCst);
+        let due: Vec<Waker> = {
+            let mut sleepers = self.lock();
+            let later = sleepers.split_off(&(now.saturating_add(1), 0));
+            std::mem::replace(&mut *sleepers, later).into_values().collect()
+        };
+        for w in due {
+            w.wake();
+        }
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> Millis {
-        self.0.load(Ordering::SeqCst)
+        self.0.now.load(Ordering::SeqCst)
     }
+
+    fn sleep(&self, d: Duration) -> Sleep {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let deadline = self.now_ms().saturating_add(ms);
+        let id = self.0.next_id.fetch_add(1, Ordering::SeqCst);
+        Box::pin(ManualSleep { clock: self.clone(), deadline, id })
+    }
+}
+
+struct ManualSleep {
+    clock: ManualClock,
+    deadline: Millis,
+    id: u64,
+}
+
+impl Future for ManualSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut sleepers = self.clock.lock();
+        if self.clock.now_ms() >= self.deadline {
+            sleepers.remove(&(self.deadline, self.id));
+            return Poll::Ready(());
+        }
+        sleepers.insert((self.deadline, self.id), cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for ManualSleep {
+    fn drop(&mut self) {
+        self.clock.lock().remove(&(self.deadline, self.id));
+    }
+}
+
+/// Runs `future` to its end on a fresh single-threaded runtime whose only time is
+/// `clock`: whenever every task is waiting, the clock jumps to the next pending
+/// deadline. Nothing really sleeps, and the same inputs give the same schedule.
+///
+/// # Panics
+/// When every task waits and nothing sleeps (a deadlock), or the runtime cannot start.
+pub fn simulate<F>(clock: &ManualClock, future: F) -> F::Output
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    /// Turns given to other tasks before the clock moves: enough for every ready
+    /// task to reach its next wait when all I/O is in memory.
+    const SETTLE: usize = 64;
+    /// Rounds with no sleeper and no progress before the run counts as stuck.
+    const STUCK: usize = 10_000;
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime starts");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let task = tokio::task::spawn_local(future);
+        let mut idle = 0;
+        loop {
+            for _ in 0..SETTLE {
+                if task.is_finished() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            if task.is_finished() {
+                return match task.await {
+                    Ok(v) => v,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                };
+            }
+            if clock.advance_to_next_deadline() {
+                idle = 0;
+            } else {
+                idle += 1;
+                assert!(idle < STUCK, "simulation stalled: every task waits and nothing sleeps");
+            }
+        }
+    })
 }
 
 /// A small, fast, seedable pseudo-random generator (SplitMix64). Not for secrets.
@@ -272,6 +484,46 @@ mod tests {
         assert!(a < b, "{a} < {b}");
         assert_ne!(ids.id("op"), ids.id("op"));
         assert!(a.starts_with("op-") && a.len() == "op-".len() + 10 + 1 + 8);
+    }
+
+    #[test]
+    fn manual_sleeps_wake_when_the_clock_passes_them() {
+        let clock = ManualClock::new(1_000);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (c, o) = (clock.clone(), order.clone());
+        let ended_at = simulate(&clock, async move {
+            let long = {
+                let (c, o) = (c.clone(), o.clone());
+                tokio::task::spawn_local(async move {
+                    c.sleep(Duration::from_secs(60)).await;
+                    o.lock().unwrap().push("long");
+                })
+            };
+            let short = timeout(&c, Duration::from_millis(500), c.sleep(Duration::from_secs(5))).await;
+            o.lock().unwrap().push(if short.is_err() { "timed out" } else { "slept" });
+            long.await.unwrap();
+            c.now_ms()
+        });
+        assert_eq!(*order.lock().unwrap(), ["timed out", "long"]);
+        assert_eq!(ended_at, 61_000);
+        assert_eq!(clock.sleepers(), 0, "a timed-out sleep deregisters itself");
+    }
+
+    #[test]
+    fn advance_wakes_only_what_is_due() {
+        let clock = ManualClock::new(0);
+        let mut a = clock.sleep(Duration::from_millis(10));
+        let mut b = clock.sleep(Duration::from_millis(20));
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(a.as_mut().poll(&mut cx).is_pending() && b.as_mut().poll(&mut cx).is_pending());
+        assert_eq!((clock.sleepers(), clock.next_deadline()), (2, Some(10)));
+        clock.advance(15);
+        assert!(a.as_mut().poll(&mut cx).is_ready() && b.as_mut().poll(&mut cx).is_pending());
+        assert!(clock.advance_to_next_deadline());
+        assert!(b.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(clock.now_ms(), 20);
+        assert!(!clock.advance_to_next_deadline());
     }
 
     proptest! {

@@ -186,7 +186,7 @@ async fn operations(i: &Inputs<'_>, services: &[ServiceState]) -> Vec<Finding> {
         match st.status {
             S::Paused => {
                 let mut f = Finding::new(
-                    d.held.as_ref().and_then(|h| h.code.parse().ok()).unwrap_or(Code::Ok),
+                    d.held.as_ref().map_or(Code::Ok, |h| skiff_saga::taxonomy(h.code)),
                     &subject,
                     format!("{} {op} is paused", st.saga),
                 );
@@ -361,7 +361,7 @@ async fn service(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
             .ok()
             .flatten()
             .and_then(|st| st.detail.failure.clone())
-            .filter(|f| f.code == "CANARY_FAILED");
+            .filter(|f| f.code == skiff_sagaapi::StepCode::CanaryFailed);
         if let Some(f) = failure {
             out.push(
                 Finding::new(

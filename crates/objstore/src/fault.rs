@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use skiff_clock::Rng;
+use skiff_clock::{Clock, Rng, SystemClock};
 
 use crate::{Listed, Object, Result, Store, StoreError, Version};
 
@@ -71,12 +71,20 @@ pub struct Faulty {
     inner: Arc<dyn Store>,
     plan: Mutex<FaultPlan>,
     injected: AtomicU64,
+    clock: Arc<dyn Clock>,
 }
 
 impl Faulty {
     /// Wraps `inner` with `plan`.
     pub fn new(inner: Arc<dyn Store>, plan: FaultPlan) -> Self {
-        Faulty { inner, plan: Mutex::new(plan), injected: AtomicU64::new(0) }
+        Faulty { inner, plan: Mutex::new(plan), injected: AtomicU64::new(0), clock: Arc::new(SystemClock) }
+    }
+
+    /// Waits out injected latency on `clock` (default: the system clock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Replaces the plan (e.g. with [`FaultPlan::none`] to verify afterwards).
@@ -104,7 +112,7 @@ impl Faulty {
             Fault::None => op.await,
             Fault::Error => Err(transient("error before the operation")),
             Fault::Latency(d) => {
-                tokio::time::sleep(d).await;
+                self.clock.sleep(d).await;
                 op.await
             }
             Fault::LostResponse => {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use skiff_clock::Rng;
+use skiff_clock::{Clock, Rng, SystemClock};
 
 use crate::{Listed, Object, Result, Store, StoreError, Version};
 
@@ -34,12 +34,20 @@ pub struct Retrying {
     inner: Arc<dyn Store>,
     policy: RetryPolicy,
     rng: Mutex<Rng>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Retrying {
     /// Wraps `inner`; `rng` draws the jitter.
     pub fn new(inner: Arc<dyn Store>, policy: RetryPolicy, rng: Rng) -> Self {
-        Retrying { inner, policy, rng: Mutex::new(rng) }
+        Retrying { inner, policy, rng: Mutex::new(rng), clock: Arc::new(SystemClock) }
+    }
+
+    /// Waits out backoffs on `clock` (default: the system clock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -60,7 +68,7 @@ impl Retrying {
             match op().await {
                 Err(e) if e.is_transient() && attempt < self.policy.max_attempts => {
                     uncertain |= write;
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    self.clock.sleep(self.backoff(attempt)).await;
                     attempt += 1;
                 }
                 Err(StoreError::AlreadyExists { key, .. }) => {

@@ -12,6 +12,7 @@ use skiff_pluginapi::{
 
 use crate::names::TAG_SERVICE;
 use crate::{AwsProvider, code, fail, now_ms};
+use skiff_clock::{Clock as _, SystemClock};
 
 /// How long creation, restore and snapshots may take before the call gives up.
 const WAIT: Duration = Duration::from_secs(45 * 60);
@@ -66,7 +67,7 @@ impl AwsProvider {
                         true,
                     ));
                 }
-                _ => tokio::time::sleep(POLL).await,
+                _ => SystemClock.sleep(POLL).await,
             }
         }
     }
@@ -165,7 +166,7 @@ impl Database for AwsProvider {
             if Instant::now() > deadline {
                 return Err(ProviderError::new(format!("snapshot {snapshot_id} still {status}"), true));
             }
-            tokio::time::sleep(POLL).await;
+            SystemClock.sleep(POLL).await;
             let out = self
                 .c
                 .rds

@@ -64,7 +64,7 @@ async fn main() {
     })
     .await;
 
-    tokio::time::sleep(IDLE).await;
+    skiff_clock::Clock::sleep(&skiff_clock::SystemClock, IDLE).await;
     let runner_pid: u32 = instance.provider_id.trim_start_matches("pid:").parse().unwrap();
     let runner_kb = rss_kb(runner_pid);
     let service_kb = children(runner_pid).into_iter().map(rss_kb).sum::<u64>();

@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use skiff_clock::SystemClock;
 use skiff_pluginapi::{ConnectionInfo, DatabaseInfo, DatabaseSpec, ProviderError, Result, SnapshotInfo};
 use skiff_secrets::LocalSecrets;
 use skiff_state::Ledger;
@@ -152,7 +153,7 @@ impl Postgres {
                 let _ = input.write_all(&data).await;
             });
         }
-        let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        let out = skiff_clock::timeout(&SystemClock, Duration::from_secs(120), child.wait_with_output())
             .await
             .map_err(|_| err(format!("{tool} timed out")))?
             .map_err(|e| err(format!("{tool}: {e}")))?;

@@ -102,6 +102,6 @@ async fn restarts_a_killed_program_and_flags_a_crash_loop() {
     assert!(m.detail.reason.unwrap().contains("crash loop"));
     let _ = child.kill();
     let _ = child.wait();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    skiff_clock::Clock::sleep(&skiff_clock::SystemClock, Duration::from_millis(100)).await;
     env.stop().await;
 }

@@ -65,6 +65,7 @@ async fn measure(name: &str, store: Arc<dyn Store>) -> serde_json::Value {
                 reason: String::new(),
                 idempotency_key: None,
                 params: json!({}),
+                scope: None,
             };
             let op = engine.submit(sub).await.unwrap().op_id;
             let start = Instant::now();

@@ -135,7 +135,7 @@ pub struct Failure {
     /// The step that failed, if one did.
     pub step: Option<String>,
     /// Taxonomy code.
-    pub code: String,
+    pub code: skiff_sagaapi::StepCode,
     /// Message.
     pub message: String,
     /// Facts.

@@ -58,13 +58,23 @@ pub enum SagaError {
         /// The existing operation.
         op: String,
     },
+    /// Another live operation holds the scope (the service) this one needs.
+    #[error("operation {op} is already working on {scope}")]
+    ScopeHeld {
+        /// The scope: the service.
+        scope: String,
+        /// The operation holding it.
+        op: String,
+        /// That operation's status.
+        status: String,
+    },
     /// A step's planning failed.
     #[error("planning step `{step}` failed: {message}")]
     PlanFailed {
         /// The step.
         step: String,
         /// Taxonomy code.
-        code: String,
+        code: skiff_sagaapi::StepCode,
         /// Message.
         message: String,
     },
@@ -79,7 +89,55 @@ impl SagaError {
             SagaError::UnknownSaga { .. } | SagaError::NotFound { .. } => Code::NotFound,
             SagaError::InvalidTransition { .. } => Code::Conflict,
             SagaError::IdempotencyConflict { .. } => Code::AlreadyExists,
-            SagaError::PlanFailed { code, .. } => code.parse().unwrap_or(Code::OperationFailed),
+            SagaError::ScopeHeld { .. } => Code::LeaseHeld,
+            SagaError::PlanFailed { code, .. } => taxonomy(*code),
         }
+    }
+}
+
+/// The taxonomy code a step's failure code stands for: the exit code a front end
+/// answers with when an operation ends on it.
+pub fn taxonomy(code: skiff_sagaapi::StepCode) -> Code {
+    use skiff_sagaapi::StepCode as S;
+    match code {
+        S::CanaryFailed => Code::CanaryFailed,
+        S::AnalysisInconclusive => Code::AnalysisInconclusive,
+        S::DeadlineExceeded => Code::DeadlineExceeded,
+        S::Cancelled => Code::Cancelled,
+        S::ApprovalRequired => Code::ApprovalRequired,
+        S::NotFound => Code::NotFound,
+        S::ProviderError => Code::ProviderError,
+        S::SignatureInvalid => Code::SignatureInvalid,
+        S::DigestMismatch => Code::DigestMismatch,
+        S::StateUnavailable => Code::StateUnavailable,
+        S::StateCorrupt => Code::StateCorrupt,
+        S::Conflict => Code::Conflict,
+        S::LeaseHeld => Code::LeaseHeld,
+        S::SpecInvalid => Code::SpecInvalid,
+        S::Internal => Code::Internal,
+        _ => Code::OperationFailed,
+    }
+}
+
+/// The step code for a taxonomy code (a ledger error inside a step, say).
+pub fn step_code(code: Code) -> skiff_sagaapi::StepCode {
+    use skiff_sagaapi::StepCode as S;
+    match code {
+        Code::CanaryFailed => S::CanaryFailed,
+        Code::AnalysisInconclusive => S::AnalysisInconclusive,
+        Code::DeadlineExceeded => S::DeadlineExceeded,
+        Code::Cancelled => S::Cancelled,
+        Code::ApprovalRequired => S::ApprovalRequired,
+        Code::NotFound => S::NotFound,
+        Code::ProviderError => S::ProviderError,
+        Code::SignatureInvalid => S::SignatureInvalid,
+        Code::DigestMismatch => S::DigestMismatch,
+        Code::StateUnavailable => S::StateUnavailable,
+        Code::StateCorrupt => S::StateCorrupt,
+        Code::Conflict => S::Conflict,
+        Code::LeaseHeld => S::LeaseHeld,
+        Code::SpecInvalid => S::SpecInvalid,
+        Code::Internal => S::Internal,
+        _ => S::OperationFailed,
     }
 }

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use skiff_sagaapi::Safety;
+use skiff_sagaapi::{Safety, StepCode};
 use skiff_state::docs::OpStatus;
 
 use crate::doc::{Failure, Phase, SagaDetail, SagaPlan, StepRecord, StepStatus};
@@ -33,7 +33,7 @@ pub enum SagaEvent {
         token: u64,
         step: String,
         attempt: u32,
-        code: String,
+        code: StepCode,
         message: String,
         facts: Vec<String>,
         retrying: bool,
@@ -41,7 +41,7 @@ pub enum SagaEvent {
     },
     /// A step could not decide (see `ErrorClass::Hold`): the operation pauses and the
     /// step runs again on resume.
-    StepHeld { token: u64, step: String, attempt: u32, code: String, message: String, facts: Vec<String> },
+    StepHeld { token: u64, step: String, attempt: u32, code: StepCode, message: String, facts: Vec<String> },
     /// The engine stopped before a gated step.
     ApprovalRequested { token: u64, step: String },
     /// An approver approved the waiting step (or `step`).
@@ -65,11 +65,11 @@ pub enum SagaEvent {
     /// Compensation reached an irreversible step and stopped.
     CompensationBlocked { token: u64, step: String },
     /// A step's compensation failed.
-    CompensationFailed { token: u64, step: String, code: String, message: String },
+    CompensationFailed { token: u64, step: String, code: StepCode, message: String },
     /// Every step succeeded.
     OperationSucceeded { token: u64 },
     /// The operation failed and could not be fully compensated.
-    OperationFailed { token: u64, code: String, message: String },
+    OperationFailed { token: u64, code: StepCode, message: String },
     /// The operation failed and every completed reversible step was undone.
     OperationCompensated { token: u64 },
     /// The operation was cancelled (completed reversible steps undone).
@@ -167,7 +167,7 @@ pub fn apply(d: &mut SagaDetail, seq: u64, event: &SagaEvent) {
                 r.status = StepStatus::Failed;
                 d.failure.get_or_insert_with(|| Failure {
                     step: Some(step.clone()),
-                    code: code.clone(),
+                    code: *code,
                     message: message.clone(),
                     facts: facts.clone(),
                 });
@@ -177,12 +177,8 @@ pub fn apply(d: &mut SagaDetail, seq: u64, event: &SagaEvent) {
             let r = d.steps.entry(step.clone()).or_default();
             r.status = StepStatus::Pending;
             r.error = Some(format!("{code}: {message}"));
-            d.held = Some(Failure {
-                step: Some(step.clone()),
-                code: code.clone(),
-                message: message.clone(),
-                facts: facts.clone(),
-            });
+            d.held =
+                Some(Failure { step: Some(step.clone()), code: *code, message: message.clone(), facts: facts.clone() });
             d.pause_requested = true;
         }
         ApprovalRequested { step, .. } => {
@@ -201,7 +197,7 @@ pub fn apply(d: &mut SagaDetail, seq: u64, event: &SagaEvent) {
             d.rejected = true;
             d.failure.get_or_insert_with(|| Failure {
                 step: d.awaiting.clone(),
-                code: "APPROVAL_REQUIRED".to_owned(),
+                code: StepCode::ApprovalRequired,
                 message: format!("rejected by {by}: {reason}"),
                 facts: Vec::new(),
             });
@@ -224,7 +220,7 @@ pub fn apply(d: &mut SagaDetail, seq: u64, event: &SagaEvent) {
             d.steps.entry(step.clone()).or_default().status = StepStatus::CompensationFailed;
             d.failure.get_or_insert_with(|| Failure {
                 step: Some(step.clone()),
-                code: code.clone(),
+                code: *code,
                 message: message.clone(),
                 facts: Vec::new(),
             });
@@ -233,7 +229,7 @@ pub fn apply(d: &mut SagaDetail, seq: u64, event: &SagaEvent) {
         OperationFailed { code, message, .. } => {
             d.failure.get_or_insert_with(|| Failure {
                 step: None,
-                code: code.clone(),
+                code: *code,
                 message: message.clone(),
                 facts: Vec::new(),
             });
@@ -426,7 +422,7 @@ mod tests {
                 token: 1,
                 step: "f".into(),
                 attempt: 1,
-                code: "X".into(),
+                code: StepCode::ProviderError,
                 message: "m".into(),
                 facts: vec![],
                 retrying: false,

@@ -13,8 +13,8 @@ mod graph;
 mod registry;
 
 pub use doc::{Failure, Phase, PlannedStep, SagaDetail, SagaPlan, StepRecord, StepStatus};
-pub use engine::{Engine, Hook, Observer, RunReport, Submission, Submitted, fold_stored};
-pub use error::SagaError;
+pub use engine::{Engine, Hook, Observer, RunReport, ServiceScope, Submission, Submitted, fold_stored};
+pub use error::{SagaError, step_code, taxonomy};
 pub use fold::SagaEvent;
 pub use graph::{DEFAULT_TIMEOUT_MS, RetryPolicy, SagaBuilder, SagaGraph, StepDef, validate};
 pub use registry::{AllowIrreversible, ApprovalPolicy, IrreversibleNeedsApproval, Registry};

@@ -54,6 +54,7 @@ fn submission(failing: bool) -> Submission {
         reason: String::new(),
         idempotency_key: Some("crash-test".into()),
         params: json!({}),
+        scope: None,
     }
 }
 
@@ -68,7 +69,7 @@ async fn child() {
         if p == point {
             std::fs::write(&marker, p).unwrap();
             loop {
-                std::thread::sleep(Duration::from_secs(1));
+                skiff_clock::SystemClock::block_for(Duration::from_secs(1));
             }
         }
     });

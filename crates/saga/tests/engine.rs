@@ -34,6 +34,7 @@ fn submission(graph: SagaGraph) -> Submission {
         reason: "test".into(),
         idempotency_key: None,
         params: json!({}),
+        scope: None,
     }
 }
 
@@ -138,7 +139,7 @@ async fn a_missed_deadline_aborts_and_compensates_the_uncertain_step() {
     let op = start(&e, g).await;
     let r = e.run(&op).await.unwrap();
     assert_eq!(r.status, OpStatus::Compensated);
-    assert_eq!(r.failure().unwrap().code, "DEADLINE_EXCEEDED");
+    assert_eq!(r.failure().unwrap().code, skiff_sagaapi::StepCode::DeadlineExceeded);
     assert!(r.detail.step("slow").uncertain);
     assert_eq!(undone(&fx, &op), vec!["a"]);
 }
@@ -254,7 +255,7 @@ where
         if f().await {
             return true;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        skiff_clock::Clock::sleep(&skiff_clock::SystemClock, std::time::Duration::from_millis(10)).await;
     }
     false
 }
@@ -303,7 +304,7 @@ fn two_engines_on_one_operation_only_one_runs_and_the_stale_one_is_fenced() {
         // Engine A stalls completely (its runtime thread blocks, so it cannot renew)
         // right after starting step `b`.
         if point == "after:step_started:b" {
-            std::thread::sleep(std::time::Duration::from_millis(1_500));
+            skiff_clock::SystemClock::block_for(std::time::Duration::from_millis(1_500));
         }
     }));
     let g = SagaBuilder::new("demo")
@@ -320,7 +321,7 @@ fn two_engines_on_one_operation_only_one_runs_and_the_stale_one_is_fenced() {
     let b = engine(&l, &fx).with_lease_ttl_ms(300);
     let runtime = rt();
     // While A holds a live lease, B cannot run.
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    skiff_clock::SystemClock::block_for(std::time::Duration::from_millis(100));
     let early = runtime.block_on(b.run(&op));
     assert!(
         matches!(early, Err(SagaError::State(StateError::LeaseHeld { .. }))),

@@ -64,8 +64,13 @@ fn params(s: &StepSpec) -> serde_json::Value {
     p
 }
 
-async fn scenario(steps: Vec<StepSpec>, crashes: Vec<u32>, cancel_after: Option<u32>) -> Result<(), TestCaseError> {
-    let clock = Arc::new(ManualClock::new(1_000_000));
+async fn scenario(
+    clock: ManualClock,
+    steps: Vec<StepSpec>,
+    crashes: Vec<u32>,
+    cancel_after: Option<u32>,
+) -> Result<(), TestCaseError> {
+    let clock = Arc::new(clock);
     let ledger = Ledger::new(Arc::new(MemoryStore::new()), IdGen::new(clock.clone(), Rng::seeded(3)), Rng::seeded(3));
     let fx = Effects::memory();
     let mut ext = Extensions::default();
@@ -97,6 +102,7 @@ async fn scenario(steps: Vec<StepSpec>, crashes: Vec<u32>, cancel_after: Option<
             reason: String::new(),
             idempotency_key: None,
             params: json!({}),
+            scope: None,
         })
         .await
         .unwrap()
@@ -204,7 +210,8 @@ proptest! {
         cancel_after in prop::option::of(0u32..3),
     ) {
         quiet_simulated_crashes();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(scenario(steps, crashes, cancel_after))?;
+        // Time is a manual clock the simulation moves: deadlines and backoffs cost nothing.
+        let clock = ManualClock::new(1_000_000);
+        skiff_clock::simulate(&clock, scenario(clock.clone(), steps, crashes, cancel_after))?;
     }
 }

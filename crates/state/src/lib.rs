@@ -103,7 +103,7 @@ impl Ledger {
     async fn pause(&self, attempt: u32) {
         let cap = 1u64 << attempt.min(6);
         let ms = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner).below(cap + 1);
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        self.clock.sleep(std::time::Duration::from_millis(ms)).await;
     }
 
     /// The service's pointer document and the IR it records as desired, if any.

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use serde_json::json;
 use skiff_saga::{Registry, SagaBuilder, SagaGraph};
-use skiff_sagaapi::{Risk, Safety, Step, StepContext, StepError, StepPlan, StepRequest, StepResult};
+use skiff_sagaapi::{Risk, Safety, Step, StepCode, StepContext, StepError, StepPlan, StepRequest, StepResult};
 use skiff_state::Ledger;
 
 use crate::ledger_error;
@@ -50,7 +50,7 @@ impl Step for Record {
 
     async fn run(&self, _: &StepContext, req: &StepRequest) -> Result<StepResult, StepError> {
         let ir: skiff_ir::ServiceIr = serde_json::from_value(req.params["ir"].clone())
-            .map_err(|e| StepError::terminal("SPEC_INVALID", format!("the intent's IR does not decode: {e}")))?;
+            .map_err(|e| StepError::terminal(StepCode::SpecInvalid, format!("the intent's IR does not decode: {e}")))?;
         let ledger = req.extensions.require::<Ledger>()?;
         let digest = ledger.put_spec(&ir).await.map_err(ledger_error)?;
         Ok(StepResult::new(

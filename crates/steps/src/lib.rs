@@ -50,7 +50,7 @@ pub fn registry() -> Registry {
 /// Ledger trouble that may pass (unreachable bucket, contention) is retryable; the rest is final.
 pub(crate) fn ledger_error(e: skiff_state::StateError) -> skiff_sagaapi::StepError {
     use skiff_state::StateError;
-    let code = e.code().as_str();
+    let code = skiff_saga::step_code(e.code());
     match e {
         StateError::Unavailable { .. } | StateError::Conflict { .. } => {
             skiff_sagaapi::StepError::retryable(code, e.to_string())

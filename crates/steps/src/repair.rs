@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 use skiff_saga::{Registry, SagaBuilder, SagaGraph};
-use skiff_sagaapi::{Risk, Safety, Step, StepContext, StepError, StepPlan, StepRequest, StepResult};
+use skiff_sagaapi::{Risk, Safety, Step, StepCode, StepContext, StepError, StepPlan, StepRequest, StepResult};
 use skiff_state::docs::Difference;
 
 use crate::deploy::{POLL, apply_weights, provider, provider_error};
@@ -88,7 +88,7 @@ impl Step for Scale {
         loop {
             let g = compute.describe_group(&p.group).await.map_err(provider_error)?.ok_or_else(|| {
                 StepError::terminal(
-                    "NOT_FOUND",
+                    StepCode::NotFound,
                     format!("instance group {} is gone; roll back to re-create it", p.group),
                 )
             })?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 use skiff_saga::{Registry, SagaBuilder, SagaError, SagaGraph};
-use skiff_sagaapi::{Risk, Safety, Step, StepContext, StepError, StepPlan, StepRequest, StepResult};
+use skiff_sagaapi::{Risk, Safety, Step, StepCode, StepContext, StepError, StepPlan, StepRequest, StepResult};
 use skiff_state::Ledger;
 
 use crate::{Params, SagaKind, ledger_error};
@@ -58,7 +58,7 @@ pub(crate) fn register(r: Registry) -> Registry {
 fn fail_if_asked(req: &StepRequest) -> Result<(), StepError> {
     if req.params["fail"] == true {
         return Err(StepError::terminal(
-            "OPERATION_FAILED",
+            StepCode::OperationFailed,
             format!("step `{}` failed on purpose (fail_at)", req.step_id),
         ));
     }
@@ -201,6 +201,6 @@ impl Step for Seal {
         _req: &StepRequest,
         _result: &StepResult,
     ) -> Result<StepResult, StepError> {
-        Err(StepError::terminal("INTERNAL", "a seal is irreversible; the engine never compensates it"))
+        Err(StepError::terminal(StepCode::Internal, "a seal is irreversible; the engine never compensates it"))
     }
 }

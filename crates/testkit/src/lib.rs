@@ -1,7 +1,10 @@
 //! Test support shared by the crates' integration tests and benchmarks: free ports on
 //! 127.0.0.1, waiting on a condition with a deadline (never a bare sleep), and real
 //! servers — moto's AWS server — started on loopback and stopped with their guard,
-//! even if the test process is killed.
+//! even if the test process is killed — and an in-memory provider ([`memory`]) for logic
+//! tests and the deterministic simulation.
+
+pub mod memory;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,7 +30,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        skiff_clock::SystemClock::block_for(Duration::from_millis(20));
     }
 }
 

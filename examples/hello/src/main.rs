@@ -4,6 +4,10 @@
 //! switches make a bad release on purpose: `HELLO_ERROR_RATE` (0..=1, share of `/`
 //! answered 500), `HELLO_UNHEALTHY=1` (`/healthz` answers 500), `HELLO_LATENCY_MS`
 //! (delay on `/`), `HELLO_CRASH_AFTER_MS` (exit 1 after that long).
+#![expect(
+    clippy::disallowed_methods,
+    reason = "an example application, not Skiff: it really sleeps to act slow or crash late"
+)]
 #![expect(clippy::print_stdout, clippy::print_stderr, reason = "a service logs its requests to stdout")]
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -38,6 +38,10 @@ where
             return v;
         }
         assert!(Instant::now() < deadline, "conformance: timed out waiting for {what}");
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the suite polls real providers in real time; pkg crates cannot take skiff-clock"
+        )]
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

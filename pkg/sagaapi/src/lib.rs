@@ -7,13 +7,100 @@
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// The failure codes a step or the engine records: the names of Skiff's failure
+/// taxonomy (`skiff_sdk::Code`) a step can end with, stored as those names. Front
+/// ends map them to exit codes with a `match`; nothing parses spelled-out strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum StepCode {
+    /// The release failed its canary analysis or readiness.
+    CanaryFailed,
+    /// Too little evidence to judge (a hold, not a failure).
+    AnalysisInconclusive,
+    /// A step missed its deadline.
+    DeadlineExceeded,
+    /// The step failed for a reason of its own.
+    OperationFailed,
+    /// The operation was cancelled while the step ran.
+    Cancelled,
+    /// An approver rejected the operation at its gate.
+    ApprovalRequired,
+    /// Something the step needs does not exist.
+    NotFound,
+    /// The cloud or local provider refused or failed.
+    ProviderError,
+    /// A release signature does not verify.
+    SignatureInvalid,
+    /// An artifact does not match its digest.
+    DigestMismatch,
+    /// The state bucket could not be reached or written.
+    StateUnavailable,
+    /// The state bucket holds a document that fails verification.
+    StateCorrupt,
+    /// Another writer won; retries ran out.
+    Conflict,
+    /// Another operation holds a lease the step needs.
+    LeaseHeld,
+    /// The step's parameters are invalid.
+    SpecInvalid,
+    /// A bug or a misconfigured engine (a missing handle, outputs of the wrong shape).
+    Internal,
+    /// A code this build does not know (read from an older or newer ledger).
+    #[serde(other)]
+    Unknown,
+}
+
+impl StepCode {
+    /// Its taxonomy name, e.g. `CANARY_FAILED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepCode::CanaryFailed => "CANARY_FAILED",
+            StepCode::AnalysisInconclusive => "ANALYSIS_INCONCLUSIVE",
+            StepCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            StepCode::OperationFailed => "OPERATION_FAILED",
+            StepCode::Cancelled => "CANCELLED",
+            StepCode::ApprovalRequired => "APPROVAL_REQUIRED",
+            StepCode::NotFound => "NOT_FOUND",
+            StepCode::ProviderError => "PROVIDER_ERROR",
+            StepCode::SignatureInvalid => "SIGNATURE_INVALID",
+            StepCode::DigestMismatch => "DIGEST_MISMATCH",
+            StepCode::StateUnavailable => "STATE_UNAVAILABLE",
+            StepCode::StateCorrupt => "STATE_CORRUPT",
+            StepCode::Conflict => "CONFLICT",
+            StepCode::LeaseHeld => "LEASE_HELD",
+            StepCode::SpecInvalid => "SPEC_INVALID",
+            StepCode::Internal => "INTERNAL",
+            StepCode::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The code a name from outside the engine stands for (a runner's refusal, a
+    /// provider's error code): unknown names are `fallback`.
+    pub fn from_name(name: &str, fallback: StepCode) -> StepCode {
+        match serde_json::from_value(Value::String(name.to_owned())) {
+            Ok(StepCode::Unknown) | Err(_) => fallback,
+            Ok(c) => c,
+        }
+    }
+}
+
+impl fmt::Display for StepCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// How reversible a step is. Compensation undoes `reversible` steps, skips
 /// `read_only` ones, and never crosses an `irreversible` one.
@@ -97,7 +184,7 @@ impl StepResult {
     /// The outputs as a typed value.
     pub fn outputs_as<T: DeserializeOwned>(&self) -> Result<T, StepError> {
         serde_json::from_value(self.outputs.clone()).map_err(|e| {
-            StepError::terminal("STEP_OUTPUT_INVALID", format!("outputs do not match the expected type: {e}"))
+            StepError::terminal(StepCode::Internal, format!("outputs do not match the expected type: {e}"))
         })
     }
 }
@@ -123,8 +210,8 @@ pub enum ErrorClass {
 pub struct StepError {
     /// Retryable or terminal.
     pub class: ErrorClass,
-    /// A taxonomy code name.
-    pub code: String,
+    /// Its taxonomy code.
+    pub code: StepCode,
     /// What went wrong, for people.
     pub message: String,
     /// Observations behind it (shown as facts).
@@ -133,13 +220,13 @@ pub struct StepError {
 
 impl StepError {
     /// A temporary failure.
-    pub fn retryable(code: &str, message: impl Into<String>) -> Self {
-        StepError { class: ErrorClass::Retryable, code: code.to_owned(), message: message.into(), facts: Vec::new() }
+    pub fn retryable(code: StepCode, message: impl Into<String>) -> Self {
+        StepError { class: ErrorClass::Retryable, code, message: message.into(), facts: Vec::new() }
     }
 
     /// A final failure.
-    pub fn terminal(code: &str, message: impl Into<String>) -> Self {
-        StepError { class: ErrorClass::Terminal, code: code.to_owned(), message: message.into(), facts: Vec::new() }
+    pub fn terminal(code: StepCode, message: impl Into<String>) -> Self {
+        StepError { class: ErrorClass::Terminal, code, message: message.into(), facts: Vec::new() }
     }
 
     /// Adds a fact.
@@ -150,8 +237,8 @@ impl StepError {
     }
 
     /// An undecided outcome: pause the operation here (see [`ErrorClass::Hold`]).
-    pub fn hold(code: &str, message: impl Into<String>) -> Self {
-        StepError { class: ErrorClass::Hold, code: code.to_owned(), message: message.into(), facts: Vec::new() }
+    pub fn hold(code: StepCode, message: impl Into<String>) -> Self {
+        StepError { class: ErrorClass::Hold, code, message: message.into(), facts: Vec::new() }
     }
 
     /// Whether the engine should retry.
@@ -174,48 +261,70 @@ pub struct Finding {
     pub fix: Option<String>,
 }
 
-/// A cooperative cancellation signal: long steps check it and stop early.
+/// The engine's time, lent to steps: read it and wait on it. The engine's owner
+/// decides which clock it is (the system's, or a manual one in tests and
+/// simulations), so a step never sleeps on a timer of its own.
+pub trait Timer: Send + Sync + fmt::Debug {
+    /// Milliseconds since the epoch.
+    fn now_ms(&self) -> u64;
+    /// Completes once `d` has passed.
+    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+}
+
+/// A cooperative cancellation signal: long steps check it and stop early. It waits
+/// on the engine's [`Timer`].
 #[derive(Clone, Debug)]
-pub struct Cancellation(tokio::sync::watch::Receiver<bool>);
+pub struct Cancellation {
+    signal: tokio::sync::watch::Receiver<bool>,
+    timer: Arc<dyn Timer>,
+}
 
 /// The sending side of a [`Cancellation`].
 #[derive(Debug)]
 pub struct CancelHandle(tokio::sync::watch::Sender<bool>);
 
 impl Cancellation {
-    /// A linked handle and signal.
-    pub fn new() -> (CancelHandle, Cancellation) {
+    /// A linked handle and signal whose sleeps wait on `timer`.
+    pub fn new(timer: Arc<dyn Timer>) -> (CancelHandle, Cancellation) {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        (CancelHandle(tx), Cancellation(rx))
+        (CancelHandle(tx), Cancellation { signal: rx, timer })
     }
 
     /// A signal that never fires.
-    pub fn never() -> Cancellation {
+    pub fn never(timer: Arc<dyn Timer>) -> Cancellation {
         let (tx, rx) = tokio::sync::watch::channel(false);
         std::mem::forget(tx);
-        Cancellation(rx)
+        Cancellation { signal: rx, timer }
     }
 
     /// Whether cancellation was requested.
     pub fn is_cancelled(&self) -> bool {
-        *self.0.borrow()
+        *self.signal.borrow()
     }
 
     /// Completes when cancellation is requested.
     pub async fn cancelled(&mut self) {
-        while !*self.0.borrow_and_update() {
-            if self.0.changed().await.is_err() {
+        while !*self.signal.borrow_and_update() {
+            if self.signal.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
         }
     }
 
-    /// Sleeps for `d`, or returns `Err` early when cancelled.
+    /// Sleeps for `d` on the engine's timer, or returns `Err` early when cancelled.
     pub async fn sleep(&mut self, d: Duration) -> Result<(), StepError> {
-        tokio::select! {
-            () = tokio::time::sleep(d) => Ok(()),
-            () = self.cancelled() => Err(StepError::terminal("CANCELLED", "the operation was cancelled")),
-        }
+        let mut sleep = self.timer.sleep(d);
+        let timer_done = std::future::poll_fn(|cx| sleep.as_mut().poll(cx));
+        let mut timer_done = std::pin::pin!(timer_done);
+        let cancelled = self.cancelled();
+        let mut cancelled = std::pin::pin!(cancelled);
+        std::future::poll_fn(|cx| {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(StepError::terminal(StepCode::Cancelled, "the operation was cancelled")));
+            }
+            timer_done.as_mut().poll(cx).map(Ok)
+        })
+        .await
     }
 }
 
@@ -252,7 +361,7 @@ impl Extensions {
     pub fn require<T: Send + Sync + 'static>(&self) -> Result<&T, StepError> {
         self.get::<T>().ok_or_else(|| {
             StepError::terminal(
-                "INTERNAL",
+                StepCode::Internal,
                 format!("the engine was not given a `{}` handle", std::any::type_name::<T>()),
             )
         })
@@ -284,17 +393,21 @@ impl StepRequest {
     /// The parameters as a typed value.
     pub fn params_as<T: DeserializeOwned>(&self) -> Result<T, StepError> {
         serde_json::from_value(self.params.clone()).map_err(|e| {
-            StepError::terminal("SPEC_INVALID", format!("parameters of step `{}` are invalid: {e}", self.step_id))
+            StepError::terminal(
+                StepCode::SpecInvalid,
+                format!("parameters of step `{}` are invalid: {e}", self.step_id),
+            )
         })
     }
 
     /// The outputs of step `step_id` as a typed value.
     pub fn input<T: DeserializeOwned>(&self, step_id: &str) -> Result<T, StepError> {
         let v = self.inputs.get(step_id).ok_or_else(|| {
-            StepError::terminal("INTERNAL", format!("no outputs from step `{step_id}` (is it a dependency?)"))
+            StepError::terminal(StepCode::Internal, format!("no outputs from step `{step_id}` (is it a dependency?)"))
         })?;
-        serde_json::from_value(v.clone())
-            .map_err(|e| StepError::terminal("INTERNAL", format!("outputs of step `{step_id}` do not match: {e}")))
+        serde_json::from_value(v.clone()).map_err(|e| {
+            StepError::terminal(StepCode::Internal, format!("outputs of step `{step_id}` do not match: {e}"))
+        })
     }
 }
 
@@ -310,7 +423,7 @@ pub trait Progress: Send + Sync {
 #[derive(Clone)]
 pub struct StepContext {
     progress: Arc<dyn Progress>,
-    now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
+    timer: Arc<dyn Timer>,
 }
 
 impl fmt::Debug for StepContext {
@@ -320,9 +433,9 @@ impl fmt::Debug for StepContext {
 }
 
 impl StepContext {
-    /// A context reporting to `progress` and reading time from `now_ms`.
-    pub fn new(progress: Arc<dyn Progress>, now_ms: Arc<dyn Fn() -> u64 + Send + Sync>) -> Self {
-        StepContext { progress, now_ms }
+    /// A context reporting to `progress` and reading time from `timer`.
+    pub fn new(progress: Arc<dyn Progress>, timer: Arc<dyn Timer>) -> Self {
+        StepContext { progress, timer }
     }
 
     /// Reports progress.
@@ -332,7 +445,12 @@ impl StepContext {
 
     /// The engine's clock, in milliseconds since the epoch.
     pub fn now_ms(&self) -> u64 {
-        (self.now_ms)()
+        self.timer.now_ms()
+    }
+
+    /// The engine's timer.
+    pub fn timer(&self) -> &Arc<dyn Timer> {
+        &self.timer
     }
 }
 
@@ -388,16 +506,43 @@ mod tests {
         ext.insert(Handle(7));
         assert_eq!(ext.get::<Handle>(), Some(&Handle(7)));
         assert!(ext.get::<String>().is_none());
-        assert_eq!(ext.require::<String>().unwrap_err().code, "INTERNAL");
+        assert_eq!(ext.require::<String>().unwrap_err().code, StepCode::Internal);
+    }
+
+    /// A timer whose sleeps end at once.
+    #[derive(Debug)]
+    struct Instant;
+
+    impl Timer for Instant {
+        fn now_ms(&self) -> u64 {
+            0
+        }
+        fn sleep(&self, _: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    /// A timer whose sleeps never end.
+    #[derive(Debug)]
+    struct Frozen;
+
+    impl Timer for Frozen {
+        fn now_ms(&self) -> u64 {
+            0
+        }
+        fn sleep(&self, _: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+            Box::pin(std::future::pending())
+        }
     }
 
     #[tokio::test]
     async fn cancellation_interrupts_sleep() {
-        let (handle, mut cancel) = Cancellation::new();
+        let (handle, mut cancel) = Cancellation::new(Arc::new(Frozen));
         handle.cancel();
         assert!(cancel.is_cancelled());
-        assert!(cancel.sleep(Duration::from_secs(60)).await.is_err());
-        let mut never = Cancellation::never();
+        let e = cancel.sleep(Duration::from_secs(60)).await.unwrap_err();
+        assert_eq!(e.code, StepCode::Cancelled);
+        let mut never = Cancellation::never(Arc::new(Instant));
         assert!(never.sleep(Duration::from_millis(1)).await.is_ok());
     }
 }

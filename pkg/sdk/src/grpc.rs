@@ -1,8 +1,8 @@
 //! The gRPC contract (proto/skiff/v1) and a typed client for it.
 //!
 //! [`proto`] is generated at build time; [`Client`] wraps it so every call answers
-//! with the same [`Envelope`] a direct-mode command prints, transport and
-//! authentication failures included.
+//! with the same [`Answer`] a direct-mode request gives (envelope and human detail),
+//! transport and authentication failures included.
 
 use std::str::FromStr;
 
@@ -10,7 +10,7 @@ use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{Action, Code, Envelope, Risk, RiskLevel, Safety};
+use crate::{Action, Answer, Code, Envelope, Risk, RiskLevel, Safety};
 
 /// The generated messages, client and server of `skiff.v1`.
 #[allow(missing_docs, reason = "generated code; the .proto documents it")]
@@ -71,7 +71,32 @@ impl From<&Envelope> for proto::Envelope {
                 .collect(),
             operation_id: e.operation_id.clone(),
             idempotency_key: e.idempotency_key.clone(),
+            human: None,
         }
+    }
+}
+
+impl From<&Answer> for proto::Envelope {
+    fn from(a: &Answer) -> Self {
+        let mut p = proto::Envelope::from(&a.envelope);
+        if a.body.is_some() || a.raw || a.body_replaces_facts {
+            p.human =
+                Some(proto::HumanView { body: a.body.clone(), raw: a.raw, body_replaces_facts: a.body_replaces_facts });
+        }
+        p
+    }
+}
+
+impl TryFrom<proto::Envelope> for Answer {
+    type Error = DecodeError;
+    fn try_from(mut p: proto::Envelope) -> Result<Self, DecodeError> {
+        let human = p.human.take().unwrap_or_default();
+        Ok(Answer {
+            envelope: Envelope::try_from(p)?,
+            body: human.body,
+            raw: human.raw,
+            body_replaces_facts: human.body_replaces_facts,
+        })
     }
 }
 
@@ -172,7 +197,7 @@ impl Interceptor for Bearer {
 /// The generated client with the bearer token attached.
 pub type Raw = proto::skiff_client::SkiffClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
-/// A typed skiffd client: every call answers with an [`Envelope`].
+/// A typed skiffd client: every call answers with an [`Answer`].
 #[derive(Clone, Debug)]
 pub struct Client {
     server: String,
@@ -183,7 +208,7 @@ macro_rules! calls {
     ($($(#[$doc:meta])* $name:ident($req:ty);)+) => {
         $(
             $(#[$doc])*
-            pub async fn $name(&self, req: $req) -> Envelope {
+            pub async fn $name(&self, req: $req) -> Answer {
                 let mut raw = self.raw.clone();
                 self.answer(raw.$name(req).await)
             }
@@ -242,13 +267,14 @@ impl Client {
         &self.server
     }
 
-    fn answer(&self, r: Result<tonic::Response<proto::Envelope>, tonic::Status>) -> Envelope {
+    fn answer(&self, r: Result<tonic::Response<proto::Envelope>, tonic::Status>) -> Answer {
         match r {
-            Ok(resp) => Envelope::try_from(resp.into_inner()).unwrap_or_else(|e| {
+            Ok(resp) => Answer::try_from(resp.into_inner()).unwrap_or_else(|e| {
                 Envelope::failure(Code::Internal, format!("{} answered something this client cannot read", self.server))
                     .fact(e.to_string())
+                    .into()
             }),
-            Err(s) => status_envelope(&self.server, &s),
+            Err(s) => status_envelope(&self.server, &s).into(),
         }
     }
 
@@ -285,8 +311,26 @@ impl Client {
         submit_intent(proto::IntentRequest);
         /// `skiff audit`.
         audit(proto::AuditRequest);
-        /// Any other served command, by its arguments.
-        run(proto::CommandRequest);
+        /// `skiff logs` (one answer; a follow asks again).
+        logs(proto::LogsRequest);
+        /// `skiff metrics`.
+        metrics(proto::ServiceRequest);
+        /// `skiff release list`.
+        list_releases(proto::ReleaseListRequest);
+        /// `skiff release show`.
+        show_release(proto::ReleaseRequest);
+        /// `skiff release verify` (with the server's trusted key).
+        verify_release(proto::ReleaseRequest);
+        /// `skiff saga kinds`.
+        saga_kinds(proto::Empty);
+        /// `skiff saga start` (submitted for a worker; `dry_run` plans only).
+        start_saga(proto::SagaStartRequest);
+        /// `skiff state verify`.
+        verify_state(proto::Empty);
+        /// `skiff iam policy`.
+        iam_policy(proto::IamPolicyRequest);
+        /// `skiff secrets list`.
+        list_secrets(proto::SecretsListRequest);
     }
 
     /// An operation's events; with `follow`, until it ends.
@@ -301,7 +345,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn envelopes_survive_the_wire() {
+    fn answers_survive_the_wire() {
         let env = Envelope::failure(Code::PolicyDenied, "denied")
             .fact("rule no-ssh-ingress")
             .data(serde_json::json!({"rule": "no-ssh-ingress", "n": 1}))
@@ -309,6 +353,8 @@ mod tests {
             .action("check", "skiff policy check", false, Safety::ReadOnly, 0.6);
         let back = Envelope::try_from(proto::Envelope::from(&env)).unwrap();
         assert_eq!(back, env);
+        let answer = Answer::from(env).body("✗ rule  reason\n").body_replaces_facts();
+        assert_eq!(Answer::try_from(proto::Envelope::from(&answer)).unwrap(), answer);
     }
 
     #[test]

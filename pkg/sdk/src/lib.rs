@@ -4,10 +4,12 @@
 //! client for skiffd.
 #![warn(missing_docs)]
 
+pub mod answer;
 pub mod code;
 pub mod config;
 pub mod envelope;
 pub mod grpc;
 
+pub use answer::Answer;
 pub use code::Code;
 pub use envelope::{Action, Envelope, Risk, RiskLevel, Safety};

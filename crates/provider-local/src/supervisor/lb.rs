@@ -354,7 +354,7 @@ async fn accept(bal: Balancers, service: String, listener: tokio::net::TcpListen
             Ok((stream, _)) => stream,
             Err(_) => {
                 // Out of descriptors or a reset before accept: back off instead of spinning.
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                SystemClock.sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -420,7 +420,7 @@ async fn probe(target: &Target, path: &str, timeout: Duration) -> Result<(), Str
             .ok_or_else(|| format!("{path}: no HTTP status line in the response"))?;
         if (200..300).contains(&code) { Ok(()) } else { Err(format!("{path} answered {code}")) }
     };
-    tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| Err(format!("{path} timed out")))
+    skiff_clock::timeout(&SystemClock, timeout, attempt).await.unwrap_or_else(|_| Err(format!("{path} timed out")))
 }
 
 /// Reads until the end of the status line (a response may arrive in several segments).
@@ -482,6 +482,6 @@ async fn check_health(bal: Balancers, name: String) {
             let t = now();
             tg.targets.retain(|_, s| s.draining_until_ms.is_none_or(|until| until > t));
         }
-        tokio::time::sleep(Duration::from_millis(spec.health.interval_ms.max(100))).await;
+        SystemClock.sleep(Duration::from_millis(spec.health.interval_ms.max(100))).await;
     }
 }

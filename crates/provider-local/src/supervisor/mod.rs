@@ -419,7 +419,7 @@ fn stop_runner(pid: u32, drain_ms: u64) {
             if !alive(pid) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            SystemClock::block_for(Duration::from_millis(50));
         }
         let _ = kill(Pid::from_raw(-raw), Signal::SIGKILL);
     });
@@ -429,7 +429,7 @@ fn stop_runner(pid: u32, drain_ms: u64) {
 fn watch_owner(owner: u32, runner: u32) {
     std::thread::spawn(move || {
         while alive(owner) && alive(runner) {
-            std::thread::sleep(Duration::from_millis(300));
+            SystemClock::block_for(Duration::from_millis(300));
         }
         if alive(runner) {
             stop_runner(runner, 500);
@@ -480,7 +480,7 @@ pub async fn serve(config: SupervisorConfig) -> std::io::Result<()> {
             loop {
                 let s = shared.clone();
                 let _ = tokio::task::spawn_blocking(move || s.reconcile()).await;
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                SystemClock.sleep(Duration::from_millis(250)).await;
             }
         })
     };

@@ -52,7 +52,7 @@ impl Env {
             if provider.status().await.is_some() {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            skiff_clock::Clock::sleep(&skiff_clock::SystemClock, Duration::from_millis(25)).await;
         }
         assert!(provider.status().await.is_some(), "the supervisor answers");
         Env { dir, ledger, signer, public_pem: keys.public_pem, provider, bucket, hello, supervisor }
@@ -118,7 +118,7 @@ impl Env {
 
     pub async fn stop(self) {
         let _ = self.provider.shutdown(true).await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.supervisor).await;
+        let _ = skiff_clock::timeout(&skiff_clock::SystemClock, Duration::from_secs(10), self.supervisor).await;
         self.provider.stop_databases().await;
     }
 }
@@ -145,7 +145,7 @@ where
             return v;
         }
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        skiff_clock::Clock::sleep(&skiff_clock::SystemClock, Duration::from_millis(100)).await;
     }
 }
 

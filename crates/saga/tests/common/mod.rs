@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
-use skiff_sagaapi::{Risk, Safety, Step, StepContext, StepError, StepPlan, StepRequest, StepResult};
+use skiff_sagaapi::{Risk, Safety, Step, StepCode, StepContext, StepError, StepPlan, StepRequest, StepResult};
 
 /// Where effects go: in memory, or a directory shared between processes.
 #[derive(Clone, Debug)]
@@ -121,20 +121,20 @@ impl Counted {
             cancel.sleep(Duration::from_millis(p.sleep_ms)).await?;
         }
         match p.fail.as_deref() {
-            Some("terminal") => return Err(StepError::terminal("PROVIDER_ERROR", "told to fail")),
+            Some("terminal") => return Err(StepError::terminal(StepCode::ProviderError, "told to fail")),
             Some("timeout") => {
                 cancel.sleep(Duration::from_secs(3600)).await?;
             }
             Some("hold") => {
                 let n = fx.bump_attempt(&req.idempotency_key);
                 if p.fail_times.is_none_or(|k| n <= k) {
-                    return Err(StepError::hold("ANALYSIS_INCONCLUSIVE", format!("undecided {n}")));
+                    return Err(StepError::hold(StepCode::AnalysisInconclusive, format!("undecided {n}")));
                 }
             }
             Some("retryable") => {
                 let n = fx.bump_attempt(&req.idempotency_key);
                 if p.fail_times.is_none_or(|k| n <= k) {
-                    return Err(StepError::retryable("PROVIDER_ERROR", format!("transient failure {n}")));
+                    return Err(StepError::retryable(StepCode::ProviderError, format!("transient failure {n}")));
                 }
             }
             _ => {}
@@ -187,7 +187,7 @@ impl Step for Counted {
     ) -> Result<StepResult, StepError> {
         let fx = effects(req);
         if params(req).fail_compensation {
-            return Err(StepError::terminal("PROVIDER_ERROR", "compensation told to fail"));
+            return Err(StepError::terminal(StepCode::ProviderError, "compensation told to fail"));
         }
         if fx.applied(&req.idempotency_key) && !fx.undone(&req.idempotency_key) {
             fx.push(format!("undo {}", req.idempotency_key));

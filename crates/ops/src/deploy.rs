@@ -1,0 +1,300 @@
+//! `deploy`, `rollback` and `repair`: everything a rollout needs is resolved first
+//! (release, stable group, thresholds, policy verdicts), then the operation goes
+//! through the [pipeline](crate::pipeline).
+
+use std::path::Path;
+
+use skiff_ir::ServiceIr;
+use skiff_pluginapi::{HealthState, Provider, RunnerConfig};
+use skiff_saga::ServiceScope;
+use skiff_sdk::config::{Origin, ProviderKind};
+use skiff_sdk::{Answer, Code, Envelope, Safety};
+use skiff_state::Ledger;
+use skiff_state::docs::ServiceState;
+use skiff_steps::deploy::{Rollout, Stable, group_name};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::pipeline::{Launch, launch};
+
+/// How instances reach the bucket and check signatures.
+fn runner_config(bucket: &str, public_key_pem: &str) -> RunnerConfig {
+    RunnerConfig { bucket: bucket.to_owned(), public_key_pem: public_key_pem.to_owned(), heartbeat_ms: 2_000 }
+}
+
+/// A release's group as the provider has it: `None` when the group is gone;
+/// `serving` when it has healthy targets (else there is nothing to canary against,
+/// and the rollout only cleans it up).
+async fn serving(provider: &dyn Provider, ledger: &Ledger, service: &str, release: &str) -> Option<Stable> {
+    let group = group_name(service, release);
+    let info = provider.compute().describe_group(&group).await.ok().flatten()?;
+    let health = provider.traffic().target_health(&group).await.ok();
+    let healthy = health.as_ref().is_some_and(|h| h.iter().any(|t| t.state == HealthState::Healthy));
+    let serving = !info.running().is_empty() && (healthy || info.instances.iter().all(|i| i.port.is_none()));
+    let manifest = ledger
+        .read::<skiff_release::ReleaseManifest>(&skiff_state::keys::release(service, release))
+        .await
+        .ok()
+        .flatten();
+    Some(Stable {
+        release: release.to_owned(),
+        group: group.clone(),
+        target_group: health.map(|_| group),
+        spec_digest: manifest.map(|m| m.spec_digest),
+        serving,
+    })
+}
+
+/// LEASE_HELD when a live operation already works on the service (checked before a
+/// release is built that nobody could roll out; the engine checks again on submit).
+async fn check_free(ctx: &Context, ledger: &Ledger, service: &str) -> Result<()> {
+    let engine = crate::factory::engine_with(ctx, ledger, skiff_sagaapi::Extensions::default());
+    match engine.scope_holder(service, None).await {
+        Ok(Some((op, status))) => Err(crate::error::saga(&skiff_saga::SagaError::ScopeHeld {
+            scope: service.to_owned(),
+            op,
+            status: status.as_str().to_owned(),
+        })),
+        Ok(None) => Ok(()),
+        Err(e) => Err(crate::error::saga(&e)),
+    }
+}
+
+/// The local supervisor, started when the local provider needs it; a note when this
+/// call started it.
+async fn local_ready(ctx: &Context, notes: Option<&mut Vec<String>>) -> Result<()> {
+    let (_, resolved) = ctx.resolve()?;
+    if resolved.provider.value != ProviderKind::Local {
+        return Ok(());
+    }
+    let dir = crate::factory::local_dir(ctx)?;
+    if let (_, true) = crate::local::ensure_up(ctx, &dir).await?
+        && let Some(n) = notes
+    {
+        n.push("started the local supervisor".to_owned());
+    }
+    Ok(())
+}
+
+/// `skiff deploy`: build, sign and verify a release, check every policy, and roll it out.
+pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool) -> Result<Answer> {
+    let (shown, spec) = crate::spec::load(ctx, file)?;
+    let ir = skiff_ir::compile(&spec);
+    let (_, resolved) = ctx.resolve()?;
+    let embedded = resolved.state.origin == Origin::Default;
+    ctx.confirm(&format!("deploy {}", ir.service), &format!("skiff deploy -f {shown}"))?;
+    // Invalid policy files, and rules the plan breaks whatever the release, stop the
+    // deploy before anything is built, signed or started.
+    let rules = crate::policy::load(&ctx.cwd.join(file))?;
+    let provider_name = resolved.provider.value.as_str();
+    let prospective = crate::policy::prospective_graph(&ir)?;
+    crate::policy::enforce(&rules, &crate::policy::input(ctx, &ir, "deploy", provider_name, None, Some(&prospective)))?;
+    let mut notes = Vec::new();
+    let signer = crate::keys::signer_or_generate(ctx, embedded, &mut notes)?;
+    let public_pem = crate::keys::public_key(ctx)?;
+    let verifier = skiff_release::Verifier::from_pem(public_pem.as_bytes()).map_err(|e| crate::error::release(&e))?;
+    local_ready(ctx, Some(&mut notes)).await?;
+    let (_, ledger) = ctx.ledger()?;
+    let provider = crate::factory::provider(ctx, &ledger).await?;
+    let engine = crate::factory::engine(ctx, &ledger).await;
+    let actor = ctx.actor();
+    ledger.init(&actor).await.map_err(|e| crate::error::state(&e))?;
+    let before = ledger
+        .read::<ServiceState>(&skiff_state::keys::service_state(&ir.service))
+        .await
+        .map_err(|e| crate::error::state(&e))?;
+    if before.is_some() {
+        check_free(ctx, &ledger, &ir.service).await?;
+    }
+    if build && ir.artifact.build.is_some() {
+        ctx.progress(&format!("building: {}", ir.artifact.build.as_deref().unwrap_or_default()));
+    }
+    let spec_path = ctx.cwd.join(file);
+    let input =
+        skiff_release::ReleaseInput { spec_path: &spec_path, spec_shown: &shown, ir: &ir, actor: &actor, build };
+    let created = skiff_release::create(&ledger, &signer, &input).await.map_err(|e| crate::error::release(&e))?;
+    let m = created.manifest;
+    ctx.progress(&format!("release {} {} signed", m.service, m.release));
+    skiff_release::verify(&ledger, &verifier, &m.service, &m.release).await.map_err(|e| crate::error::release(&e))?;
+    let release_facts = crate::policy::verified_release(&m);
+    let stable_release = before.as_ref().and_then(|s| s.stable_release.clone());
+    let stable = match &stable_release {
+        Some(r) => serving(provider.as_ref(), &ledger, &ir.service, r).await,
+        None => None,
+    };
+    if let Some(r) = &stable_release
+        && !stable.as_ref().is_some_and(|s| s.serving)
+    {
+        notes.push(format!("stable release {r} is not running: the new release takes all traffic at once"));
+    }
+    let group = skiff_steps::deploy::group_spec(&ir, &m.release, runner_config(&resolved.state.value, &public_pem));
+    let rollout = skiff_steps::deploy::rollout_for(&ir, &m.release, &m.spec_digest, group, stable);
+    let graph = skiff_steps::deploy::deploy_graph(&rollout).map_err(|e| crate::error::saga(&e))?;
+    let input = crate::policy::input(ctx, &ir, "deploy", provider_name, Some(release_facts), Some(&graph));
+    notes.extend(crate::policy::enforce(&rules, &input)?.1);
+    let key = format!("deploy:{}:{}", ir.service, m.release);
+    let l = rollout_launch("deploy", graph, &rollout, key, notes);
+    Ok(launch(ctx, &engine, &ledger, l).await?.answer())
+}
+
+/// The launch of a deploy or rollback graph.
+fn rollout_launch(saga: &str, graph: skiff_saga::SagaGraph, r: &Rollout, key: String, notes: Vec<String>) -> Launch {
+    let candidate = (saga == "deploy").then(|| r.release.clone());
+    Launch {
+        graph,
+        service: Some(r.service.clone()),
+        scope: Some(ServiceScope { service: r.service.clone(), candidate_release: candidate }),
+        key: Some(key),
+        reason: format!("{saga} {} {}", r.service, r.release),
+        params: serde_json::json!({
+            "release": r.release,
+            "stable": r.stable.as_ref().map(|s| &s.release),
+            "notes": notes,
+        }),
+        audit: (format!("{saga}.start"), serde_json::json!({"release": r.release})),
+        audit_existing: true,
+        release: r.release.clone(),
+    }
+}
+
+/// `skiff deploy --watch`: follows the service's running operation to its end.
+pub(crate) async fn watch(ctx: &Context, file: &Path) -> Result<Answer> {
+    let (_, spec) = crate::spec::load(ctx, file)?;
+    let service = spec.service.to_string();
+    let (_, ledger) = ctx.ledger()?;
+    let state = ledger
+        .read::<ServiceState>(&skiff_state::keys::service_state(&service))
+        .await
+        .map_err(|e| crate::error::state(&e))?;
+    match state {
+        Some(ServiceState { active_operation: Some(op), .. }) => crate::events::run(ctx, &op, true, 0).await,
+        _ => Err(Envelope::failure(Code::NotFound, format!("no operation is running for {service}"))
+            .action("deploy", format!("skiff deploy -f {} --yes", file.display()), true, Safety::Reversible, 0.6)
+            .action("status", format!("skiff status {service}"), false, Safety::ReadOnly, 0.5)
+            .into()),
+    }
+}
+
+/// `skiff rollback SERVICE [--to previous-stable|RELEASE]`.
+pub(crate) async fn rollback(ctx: &Context, service: &str, to: &str) -> Result<Answer> {
+    ctx.confirm(&format!("roll {service} back to {to}"), &format!("skiff rollback {service} --to {to}"))?;
+    let (_, resolved) = ctx.resolve()?;
+    let public_pem = crate::keys::public_key(ctx)?;
+    local_ready(ctx, None).await?;
+    // No spec file here: the rules are the built-in ones plus ./policies.
+    let rules = crate::policy::load(&ctx.cwd.join("skiff.yaml"))?;
+    let verifier = skiff_release::Verifier::from_pem(public_pem.as_bytes()).map_err(|e| crate::error::release(&e))?;
+    let provider_name = resolved.provider.value.as_str();
+    let (_, ledger) = ctx.ledger()?;
+    let provider = crate::factory::provider(ctx, &ledger).await?;
+    let engine = crate::factory::engine(ctx, &ledger).await;
+    let not_found = |why: String| {
+        Error::from(Envelope::failure(Code::NotFound, why).action(
+            "releases",
+            format!("skiff release list {service}"),
+            false,
+            Safety::ReadOnly,
+            0.7,
+        ))
+    };
+    let state = ledger
+        .read::<ServiceState>(&skiff_state::keys::service_state(service))
+        .await
+        .map_err(|e| crate::error::state(&e))?
+        .ok_or_else(|| not_found(format!("{service} has never been deployed")))?;
+    let target = if to == "previous-stable" {
+        let last_failed = state.candidate_release.is_some();
+        let t = if last_failed { state.stable_release.clone() } else { state.previous_stable.clone() };
+        t.ok_or_else(|| not_found(format!("{service} has no previous stable release")))?
+    } else {
+        to.to_owned()
+    };
+    let manifest = ledger
+        .read::<skiff_release::ReleaseManifest>(&skiff_state::keys::release(service, &target))
+        .await
+        .map_err(|e| crate::error::state(&e))?
+        .ok_or_else(|| not_found(format!("{service} has no release {target}")))?;
+    let ir: ServiceIr = ledger.get_spec(&manifest.spec_digest).await.map_err(|e| crate::error::state(&e))?;
+    // Move away from whatever serves now: a failed candidate's group first, else the current release.
+    let mut from = None;
+    for r in [state.candidate_release.clone(), state.current_release.clone()].into_iter().flatten() {
+        if r != target
+            && let Some(s) = serving(provider.as_ref(), &ledger, service, &r).await
+            && s.serving
+        {
+            from = Some(s);
+            break;
+        }
+    }
+    let group = skiff_steps::deploy::group_spec(&ir, &target, runner_config(&resolved.state.value, &public_pem));
+    let mut rollout = skiff_steps::deploy::rollout_for(&ir, &target, &manifest.spec_digest, group, from);
+    rollout.steps = vec![100];
+    let graph = skiff_steps::deploy::rollback_graph(&rollout).map_err(|e| crate::error::saga(&e))?;
+    // The release rolled back to must still verify: a tampered one is refused here.
+    skiff_release::verify(&ledger, &verifier, service, &target).await.map_err(|e| crate::error::release(&e))?;
+    let release_facts = crate::policy::verified_release(&manifest);
+    let input = crate::policy::input(ctx, &ir, "rollback", provider_name, Some(release_facts), Some(&graph));
+    crate::policy::enforce(&rules, &input)?;
+    let key = format!("rollback:{service}:{target}:{}", ledger.clock().now_ms());
+    let l = rollout_launch("rollback", graph, &rollout, key, Vec::new());
+    Ok(launch(ctx, &engine, &ledger, l).await?.answer())
+}
+
+/// `skiff reconcile SERVICE --repair`: reconcile, then run the `repair` saga for the
+/// drift a step can fix (after the policy check), then reconcile again.
+pub(crate) async fn repair(ctx: &Context, service: &str) -> Result<Answer> {
+    ctx.confirm(&format!("repair drift of {service}"), &format!("skiff reconcile {service} --repair"))?;
+    let (_, resolved) = ctx.resolve()?;
+    let rules = crate::policy::load(&ctx.cwd.join("skiff.yaml"))?;
+    let provider_name = resolved.provider.value.as_str();
+    let (_, ledger) = ctx.ledger()?;
+    let provider = crate::factory::provider(ctx, &ledger).await?;
+    let engine = crate::factory::engine(ctx, &ledger).await;
+    let actor = ctx.actor();
+    let Some(before) = skiff_steps::reconcile::reconcile(&ledger, provider.as_ref(), service, &actor)
+        .await
+        .map_err(crate::observe::reconcile_error)?
+    else {
+        return Err(Envelope::failure(
+            Code::LeaseHeld,
+            format!("an operation is working on {service}; nothing was repaired"),
+        )
+        .action("list", format!("skiff saga list --service {service}"), false, Safety::ReadOnly, 0.7)
+        .into());
+    };
+    if before.differences.is_empty() {
+        return Ok(Envelope::ok(format!("{service} IN_SYNC; nothing to repair")).data(&before).into());
+    }
+    let state = ledger
+        .read::<ServiceState>(&skiff_state::keys::service_state(service))
+        .await
+        .map_err(|e| crate::error::state(&e))?
+        .unwrap_or_else(|| ServiceState::new(service));
+    let (Some(release), Some(digest)) = (state.current_release.clone(), state.spec_digest.clone()) else {
+        return Err(Envelope::failure(Code::NotFound, format!("{service} has no current release")).into());
+    };
+    let ir: ServiceIr = ledger.get_spec(&digest).await.map_err(|e| crate::error::state(&e))?;
+    let group = group_name(service, &release);
+    let (graph, rest) = skiff_steps::repair::repair_graph(service, &group, ir.capacity.desired, &before.differences);
+    let Some(graph) = graph else {
+        let mut env = Envelope::failure(Code::Drifted, format!("{service} DRIFTED; no repair step applies"));
+        for d in &rest {
+            env = env.fact(format!("{}: desired {}, actual {} — repair: {}", d.path, d.desired, d.actual, d.repair));
+        }
+        return Err(env.data(&before).into());
+    };
+    let input = crate::policy::input(ctx, &ir, "repair", provider_name, None, Some(&graph));
+    let (_, policy_facts) = crate::policy::enforce(&rules, &input)?;
+    let l = Launch {
+        graph,
+        service: Some(service.to_owned()),
+        scope: Some(ServiceScope::service(service)),
+        key: Some(format!("repair:{service}:{}", before.checked_at_ms)),
+        reason: format!("repair drift of {service}"),
+        params: serde_json::json!({"release": release, "drift": before.differences, "policy": policy_facts}),
+        audit: ("repair.start".to_owned(), serde_json::json!({"release": release})),
+        audit_existing: true,
+        release: release.clone(),
+    };
+    Ok(launch(ctx, &engine, &ledger, l).await?.answer())
+}

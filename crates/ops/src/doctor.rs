@@ -1,0 +1,80 @@
+//! `skiff doctor [SERVICE]`: every problem the doctor finds, as facts and actions.
+
+use skiff_clock::Clock as _;
+use skiff_doctor::{Finding, Inputs, KeyCheck};
+use skiff_sdk::config::ProviderKind;
+use skiff_sdk::{Answer, Code, Envelope};
+
+use crate::context::Context;
+use crate::error::{Result, plural};
+
+/// A running operation with no event for this long is stuck (`$SKIFF_DOCTOR_STUCK_AFTER_MS`).
+const STUCK_AFTER_MS: u64 = 15 * 60 * 1000;
+/// A heartbeat older than this (runners beat every 2 s) is stale.
+const HEARTBEAT_STALE_MS: u64 = 30_000;
+
+pub(crate) async fn run(ctx: &Context, service: Option<String>) -> Result<Answer> {
+    let key = {
+        let p = ctx.private_key_path();
+        if p.exists() { KeyCheck::Present } else { KeyCheck::Missing(p.display().to_string()) }
+    };
+    let (_, resolved) = ctx.resolve()?;
+    let reachable = match resolved.provider.value {
+        ProviderKind::Local => {
+            if crate::local::running(&crate::factory::local_dir(ctx)?).await? {
+                Ok(())
+            } else {
+                Err("the local supervisor is not running: instances are not supervised and load balancers are down"
+                    .to_owned())
+            }
+        }
+        _ => Ok(()),
+    };
+    {
+        let (_, ledger) = ctx.ledger()?;
+        let provider = crate::factory::provider(ctx, &ledger).await.map_err(|e| e.envelope().summary.clone());
+        let provider_ref = match (&provider, &reachable) {
+            (Ok(p), Ok(())) => Ok(p.as_ref()),
+            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+        };
+        let inputs = Inputs {
+            ledger: &ledger,
+            provider: provider_ref,
+            key,
+            service: service.clone(),
+            now_ms: skiff_clock::SystemClock.now_ms(),
+            stuck_after_ms: skiff_settings::DOCTOR_STUCK_AFTER_MS.parse(|k| ctx.env.get(k)).unwrap_or(STUCK_AFTER_MS),
+            heartbeat_stale_ms: HEARTBEAT_STALE_MS,
+        };
+        let findings = skiff_doctor::diagnose(&inputs).await;
+        Ok(outcome(service.as_deref(), &findings))
+    }
+}
+
+fn outcome(service: Option<&str>, findings: &[Finding]) -> Answer {
+    let scope = service.map_or_else(|| "everything".to_owned(), |s| format!("{s}, the bucket and keys"));
+    let Some(first) = findings.first() else {
+        return Envelope::ok(format!("no problems found in {scope}")).data(serde_json::json!({"findings": []})).into();
+    };
+    let mut env =
+        Envelope::failure(first.code, format!("{} in {scope}: {}", plural(findings.len(), "finding"), first.summary));
+    let mut body = String::new();
+    for f in findings {
+        env = env.fact(format!("{}: {}: {}", f.code, f.subject, f.summary));
+        body.push_str(&format!("✗ {} — {}\n", f.code, f.summary));
+        for fact in &f.facts {
+            body.push_str(&format!("    • {fact}\n"));
+        }
+        for a in &f.actions {
+            body.push_str(&format!("    $ {}{}\n", a.command, if a.mutating { "  (changes state)" } else { "" }));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for a in findings.iter().flat_map(|f| f.actions.iter()) {
+        if seen.insert(a.command.clone()) {
+            env = env.action(&a.id, a.command.clone(), a.mutating, a.safety, a.confidence);
+        }
+    }
+    env.ok = first.code == Code::Ok;
+    Answer::from(env.data(serde_json::json!({"findings": findings}))).body(body).body_replaces_facts()
+}

@@ -1,0 +1,82 @@
+//! The application layer every front end calls: a typed [`Request`] in, an
+//! [`Answer`](skiff_sdk::Answer) out. Mutating requests are planned, checked against
+//! policy, submitted (the engine claims the service), audited, and run here or left
+//! for a worker ([`pipeline`]); every operation's answer is read back from the ledger
+//! ([`report::outcome`]), so the CLI, skiffd, skiff-worker and the TUI answer alike.
+//! [`remote`] runs the same requests against skiffd. No argument parsing, no printing:
+//! a [`Ui`] shows progress and asks questions.
+#![warn(missing_docs)]
+
+mod audit;
+mod config;
+mod context;
+mod deploy;
+pub mod describe;
+mod doctor;
+mod error;
+mod events;
+pub mod factory;
+mod iam;
+mod init;
+pub mod intent;
+mod keys;
+mod local;
+mod meta;
+mod observe;
+mod pipeline;
+mod plan;
+mod policy;
+mod release;
+pub mod remote;
+pub mod report;
+mod request;
+mod saga;
+mod secrets;
+pub mod spec;
+mod state;
+pub mod worker;
+
+pub use context::{Context, Env, Quiet, Ui};
+pub use error::{Error, Result, answer};
+pub use local::RUNNER_ARG;
+pub use request::{
+    ConfigRequest, DeployRequest, InitRequest, LocalRequest, LogsRequest, Recipe, ReleaseRequest, Request,
+    RollbackRequest, SagaRequest, SagaStart, SecretsRequest,
+};
+use skiff_sdk::Answer;
+
+/// Answers a request here (direct mode).
+pub async fn run(ctx: &Context, request: Request) -> Answer {
+    answer(execute(ctx, request).await)
+}
+
+async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
+    match request {
+        Request::Init(r) => init::run(ctx, &r),
+        Request::Validate { file } => meta::validate(ctx, &file),
+        Request::Plan { file } => plan::run(ctx, &file).await,
+        Request::Deploy(r) => deploy::deploy(ctx, &r.file, r.build).await,
+        Request::Watch { file } => deploy::watch(ctx, &file).await,
+        Request::Rollback(r) => deploy::rollback(ctx, &r.service, &r.to).await,
+        Request::Status { service } => observe::status(ctx, service).await,
+        Request::Reconcile { service } => observe::reconcile(ctx, service).await,
+        Request::Repair { service } => deploy::repair(ctx, &service).await,
+        Request::Logs(r) => observe::logs(ctx, r).await,
+        Request::Metrics { service } => observe::metrics(ctx, &service).await,
+        Request::Doctor { service } => doctor::run(ctx, service).await,
+        Request::Schema => Ok(meta::schema()),
+        Request::Version => Ok(meta::version()),
+        Request::Config(r) => config::run(ctx, r),
+        Request::StateInit => state::init(ctx).await,
+        Request::StateVerify => state::verify(ctx).await,
+        Request::Events { op, follow, after } => events::run(ctx, &op, follow, after).await,
+        Request::Audit { since } => audit::run(ctx, since.as_deref()).await,
+        Request::Saga(r) => saga::run(ctx, r).await,
+        Request::KeysGenerate { force } => keys::generate(ctx, force),
+        Request::IamPolicy { account } => iam::policy(ctx, account).await,
+        Request::PolicyCheck { file } => policy::check(ctx, &file),
+        Request::Local(r) => local::run(ctx, r).await,
+        Request::Secrets(r) => secrets::run(ctx, r).await,
+        Request::Release(r) => release::run(ctx, r).await,
+    }
+}

@@ -1,0 +1,392 @@
+//! `skiff status`, `skiff logs` and `skiff metrics`: what a service runs and how it
+//! does, from the ledger (pointers, operations, member heartbeats) and the provider
+//! (instances, target health, load-balancer stats).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_clock::{Clock as _, SystemClock};
+use skiff_pluginapi::{HealthState, LogQuery, Provider, TrafficStats};
+use skiff_sdk::{Answer, Code, Envelope, Safety};
+use skiff_state::Ledger;
+use skiff_state::docs::{Member, MemberHealth, OpStatus, OperationState, RunnerDetail, ServiceState};
+use skiff_steps::deploy::group_name;
+
+use crate::context::Context;
+use crate::error::{Error, Result, plural};
+use crate::request::LogsRequest;
+
+/// One service's view, shared by `status` and `metrics`.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct ServiceView {
+    pub(crate) service: String,
+    pub(crate) release: Option<String>,
+    pub(crate) stable_release: Option<String>,
+    pub(crate) candidate_release: Option<String>,
+    pub(crate) instances_healthy: usize,
+    pub(crate) instances_total: usize,
+    pub(crate) requests: u64,
+    pub(crate) error_rate: f64,
+    pub(crate) p95_ms: Option<u64>,
+    pub(crate) cpu_percent: Option<f64>,
+    pub(crate) rss_mb: Option<f64>,
+    pub(crate) restarts: u32,
+    pub(crate) active_operation: Option<serde_json::Value>,
+    pub(crate) last_reconcile: Option<serde_json::Value>,
+    pub(crate) members: Vec<serde_json::Value>,
+    pub(crate) weights: Vec<skiff_pluginapi::Weight>,
+}
+
+pub(crate) async fn view(ledger: &Ledger, provider: &dyn Provider, s: &ServiceState) -> ServiceView {
+    let release = s.current_release.clone();
+    let group = release.as_deref().map(|r| group_name(&s.service, r));
+    let (mut healthy, mut total) = (0, 0);
+    let mut stats = TrafficStats::default();
+    if let Some(g) = &group {
+        if let Ok(Some(info)) = provider.compute().describe_group(g).await {
+            total = info.running().len();
+            healthy = total;
+        }
+        if let Ok(h) = provider.traffic().target_health(g).await
+            && !h.is_empty()
+        {
+            total = h.len();
+            healthy = h.iter().filter(|t| t.state == HealthState::Healthy).count();
+        }
+        stats = provider.traffic().stats(g).await.unwrap_or_default();
+    }
+    let weights = provider.traffic().weights(&s.service).await.unwrap_or_default();
+    let current: Vec<Member<RunnerDetail>> = ledger
+        .members::<RunnerDetail>(&s.service)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| Some(&m.release) == release.as_ref() && m.health != MemberHealth::Stopped)
+        .collect();
+    let cpu: Vec<f64> = current.iter().filter_map(|m| m.detail.cpu_percent).collect();
+    let rss: Vec<u64> = current.iter().filter_map(|m| m.detail.rss_kb).collect();
+    let active = match &s.active_operation {
+        Some(op) => ledger
+            .read::<OperationState>(&skiff_state::keys::op_state(op))
+            .await
+            .ok()
+            .flatten()
+            .filter(|o| !o.status.is_terminal() || o.status == OpStatus::Failed)
+            .map(|o| serde_json::json!({"op_id": op, "saga": o.saga, "status": o.status})),
+        None => None,
+    };
+    let reconcile = ledger
+        .store()
+        .get(&skiff_state::keys::service_reconcile(&s.service))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|o| serde_json::from_slice(&o.bytes).ok());
+    ServiceView {
+        service: s.service.clone(),
+        release,
+        stable_release: s.stable_release.clone(),
+        candidate_release: s.candidate_release.clone(),
+        instances_healthy: healthy,
+        instances_total: total,
+        requests: stats.requests,
+        error_rate: stats.error_rate(),
+        p95_ms: stats.percentile_ms(0.95),
+        cpu_percent: (!cpu.is_empty()).then(|| cpu.iter().sum::<f64>() / cpu.len() as f64),
+        rss_mb: (!rss.is_empty()).then(|| rss.iter().sum::<u64>() as f64 / rss.len() as f64 / 1024.0),
+        restarts: current.iter().map(|m| m.detail.restarts).sum(),
+        active_operation: active,
+        last_reconcile: reconcile,
+        members: current
+            .iter()
+            .map(|m| {
+                serde_json::json!({"instance": m.instance, "health": m.health, "restarts": m.detail.restarts,
+                    "crash_loop": m.detail.crash_loop, "cpu_percent": m.detail.cpu_percent, "rss_kb": m.detail.rss_kb})
+            })
+            .collect(),
+        weights,
+    }
+}
+
+fn p95(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |p| format!("{p} ms"))
+}
+
+fn line(v: &ServiceView) -> String {
+    format!(
+        "{:<16} {:<14} {:>2}/{:<2} healthy  p95 {:<7} errors {:<6} cpu {:<6} {}",
+        v.service,
+        v.release.as_deref().unwrap_or("-"),
+        v.instances_healthy,
+        v.instances_total,
+        p95(v.p95_ms),
+        format!("{:.1}%", v.error_rate * 100.0),
+        v.cpu_percent.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}%")),
+        v.active_operation
+            .as_ref()
+            .map(|o| format!(
+                "{} {} ({})",
+                o["saga"].as_str().unwrap_or(""),
+                o["op_id"].as_str().unwrap_or(""),
+                o["status"].as_str().unwrap_or("")
+            ))
+            .unwrap_or_default()
+    )
+}
+
+/// The ledger and provider for a read-only command.
+async fn open(ctx: &Context) -> Result<(Ledger, Arc<dyn Provider>)> {
+    let (_, ledger) = ctx.ledger()?;
+    let provider = crate::factory::provider(ctx, &ledger).await?;
+    Ok((ledger, provider))
+}
+
+fn not_deployed(service: &str) -> Error {
+    Envelope::failure(Code::NotFound, format!("{service} has never been deployed"))
+        .action("deploy", "skiff deploy -f skiff.yaml --yes", true, Safety::Reversible, 0.6)
+        .action("list", "skiff status", false, Safety::ReadOnly, 0.5)
+        .into()
+}
+
+async fn service_states(ledger: &Ledger, only: Option<&str>) -> Result<Vec<ServiceState>> {
+    let names: Vec<String> = match only {
+        Some(s) => vec![s.to_owned()],
+        None => ledger.rebuild_index().await.map_err(|e| crate::error::state(&e))?.services.keys().cloned().collect(),
+    };
+    let mut out = Vec::new();
+    for n in names {
+        if let Some(s) = ledger
+            .read::<ServiceState>(&skiff_state::keys::service_state(&n))
+            .await
+            .map_err(|e| crate::error::state(&e))?
+        {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// The answer for a reconcile that could not run.
+pub(crate) fn reconcile_error(e: skiff_steps::reconcile::ReconcileError) -> Error {
+    match e {
+        skiff_steps::reconcile::ReconcileError::State(e) => crate::error::state(&e),
+        other => Envelope::failure(Code::ProviderError, other.to_string()).into(),
+    }
+}
+
+pub(crate) async fn status(ctx: &Context, service: Option<String>) -> Result<Answer> {
+    {
+        let (ledger, provider) = open(ctx).await?;
+        let states = service_states(&ledger, service.as_deref()).await?;
+        if let Some(s) = &service
+            && states.is_empty()
+        {
+            return Err(not_deployed(s));
+        }
+        let mut views = Vec::new();
+        for s in &states {
+            views.push(view(&ledger, provider.as_ref(), s).await);
+        }
+        let mut body = String::new();
+        for v in &views {
+            let _ = writeln!(body, "{}", line(v));
+        }
+        let env = match (&service, views.first()) {
+            (Some(_), Some(v)) => {
+                let mut env = Envelope::ok(format!(
+                    "{} runs {} with {}/{} instances healthy",
+                    v.service,
+                    v.release.as_deref().unwrap_or("nothing"),
+                    v.instances_healthy,
+                    v.instances_total
+                ))
+                .fact(format!(
+                    "{} requests, error rate {:.1}%, p95 {}",
+                    v.requests,
+                    v.error_rate * 100.0,
+                    p95(v.p95_ms)
+                ));
+                env = env.fact(match v.cpu_percent {
+                    Some(c) => format!("cpu {c:.1}% per instance, {:.1} MB memory", v.rss_mb.unwrap_or(0.0)),
+                    None => "cpu and memory not measured yet (instances report them with their heartbeats)".to_owned(),
+                });
+                if v.restarts > 0 {
+                    env = env.fact(format!("{} restarts", v.restarts));
+                }
+                if let Some(c) = &v.candidate_release {
+                    env = env.fact(format!("release {c} did not finish its rollout"));
+                }
+                if let Some(o) = &v.active_operation {
+                    env = env
+                        .fact(format!("operation {} ({}) is {}", o["op_id"], o["saga"], o["status"]).replace('"', ""));
+                }
+                env = env.fact(match &v.last_reconcile {
+                    Some(r) => format!("last reconcile: {}", r["status"].as_str().unwrap_or("unknown")),
+                    None => "last reconcile: never (no worker has reconciled this service)".to_owned(),
+                });
+                if v.instances_healthy < v.instances_total || v.instances_total == 0 {
+                    env = env.action("doctor", format!("skiff doctor {}", v.service), false, Safety::ReadOnly, 0.8);
+                }
+                env.action("logs", format!("skiff logs {}", v.service), false, Safety::ReadOnly, 0.4)
+                    .data(serde_json::to_value(v).unwrap_or_default())
+            }
+            _ => Envelope::ok(plural(views.len(), "service")).data(serde_json::json!({"services": views})),
+        };
+        Ok(Answer::from(env).body(body))
+    }
+}
+
+pub(crate) async fn metrics(ctx: &Context, service: &str) -> Result<Answer> {
+    {
+        let (ledger, provider) = open(ctx).await?;
+        let states = service_states(&ledger, Some(service)).await?;
+        let Some(s) = states.first() else { return Err(not_deployed(service)) };
+        let v = view(&ledger, provider.as_ref(), s).await;
+        let mut groups = Vec::new();
+        for w in &v.weights {
+            let st = provider.traffic().stats(&w.target_group).await.unwrap_or_default();
+            groups.push(serde_json::json!({
+                "target_group": w.target_group, "weight": w.weight, "requests": st.requests, "errors": st.errors,
+                "error_rate": st.error_rate(), "p50_ms": st.percentile_ms(0.5), "p95_ms": st.percentile_ms(0.95),
+                "p99_ms": st.percentile_ms(0.99),
+            }));
+        }
+        let mut body = String::new();
+        for g in &groups {
+            let _ = writeln!(
+                body,
+                "{:<28} weight {:>3}%  {:>8} requests  errors {:>5.1}%  p50 {:<7} p95 {:<7} p99 {}",
+                g["target_group"].as_str().unwrap_or(""),
+                g["weight"],
+                g["requests"],
+                g["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                p95(g["p50_ms"].as_u64()),
+                p95(g["p95_ms"].as_u64()),
+                p95(g["p99_ms"].as_u64())
+            );
+        }
+        for m in &v.members {
+            let _ = writeln!(
+                body,
+                "{:<28} {:<10} restarts {:<3} cpu {:<7} rss {}",
+                m["instance"].as_str().unwrap_or(""),
+                m["health"].as_str().unwrap_or(""),
+                m["restarts"],
+                m["cpu_percent"].as_f64().map_or_else(|| "-".to_owned(), |c| format!("{c:.1}%")),
+                m["rss_kb"].as_u64().map_or_else(|| "-".to_owned(), |k| format!("{:.1} MB", k as f64 / 1024.0))
+            );
+        }
+        let env = Envelope::ok(format!(
+            "metrics of {service}: {}, {}",
+            plural(groups.len(), "target group"),
+            plural(v.members.len(), "instance")
+        ))
+        .fact("request counts, errors and latency percentiles are since each target group was created")
+        .data(serde_json::json!({"service": service, "target_groups": groups, "members": v.members}));
+        Ok(Answer::from(env).body(body))
+    }
+}
+
+pub(crate) async fn logs(ctx: &Context, r: LogsRequest) -> Result<Answer> {
+    let since_ms = match r.since.as_deref() {
+        Some(s) => match crate::audit::since_ms(s, SystemClock.now_ms()) {
+            Some(v) => Some(v),
+            None => {
+                return Err(Envelope::failure(Code::Usage, format!("--since `{s}` is not a date, a time or an age"))
+                    .fact("write 2026-11-22, 2026-11-22T10:00:00Z, or an age such as 10m or 24h")
+                    .into());
+            }
+        },
+        None => None,
+    };
+    let service = r.service;
+    let (_, provider) = open(ctx).await?;
+    let mut q = LogQuery { service: service.clone(), instance: r.instance, since_ms, limit: None };
+    loop {
+        let lines = provider
+            .logs()
+            .read(&q)
+            .await
+            .map_err(|e| Error::from(Envelope::failure(Code::ProviderError, e.message)))?;
+        let json = |l: &skiff_pluginapi::LogLine| serde_json::json!({"at_ms": l.at_ms, "instance": l.instance, "line": l.line});
+        let human = |l: &skiff_pluginapi::LogLine| {
+            format!("{} {} {}", skiff_clock::Utc::from_ms(l.at_ms).rfc3339(), l.instance, l.line)
+        };
+        if !r.follow {
+            let body: Vec<String> = lines.iter().map(human).collect();
+            let data: Vec<serde_json::Value> = lines.iter().map(json).collect();
+            let env = Envelope::ok(format!("{} of {service}", plural(lines.len(), "log line")))
+                .data(serde_json::json!({"lines": data}));
+            return Ok(Answer::from(env).body(body.join("\n")).raw());
+        }
+        for l in &lines {
+            ctx.emit(&json(l), &human(l));
+        }
+        if let Some(last) = lines.last() {
+            q.since_ms = Some(last.at_ms + 1);
+        }
+        SystemClock.sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `skiff reconcile [SERVICE]`: desired against actual, recorded; DRIFTED exits 24.
+pub(crate) async fn reconcile(ctx: &Context, service: Option<String>) -> Result<Answer> {
+    let actor = ctx.actor();
+    let (ledger, provider) = open(ctx).await?;
+    let states = service_states(&ledger, service.as_deref()).await?;
+    if states.is_empty() {
+        return match service {
+            Some(s) => Err(not_deployed(&s)),
+            None => Ok(Envelope::ok("no services deployed; nothing to reconcile").into()),
+        };
+    }
+    let mut docs = Vec::new();
+    let mut skipped = Vec::new();
+    for s in &states {
+        match skiff_steps::reconcile::reconcile(&ledger, provider.as_ref(), &s.service, &actor).await {
+            Ok(Some(doc)) => docs.push(doc),
+            Ok(None) => skipped.push(format!(
+                "{}: skipped, operation {} is working on it",
+                s.service,
+                s.active_operation.as_deref().unwrap_or("?")
+            )),
+            Err(skiff_steps::reconcile::ReconcileError::State(e)) => return Err(crate::error::state(&e)),
+            Err(e) => {
+                return Err(Envelope::failure(Code::ProviderError, format!("cannot reconcile {}", s.service))
+                    .fact(e.to_string())
+                    .into());
+            }
+        }
+    }
+    let drifted: Vec<&skiff_state::docs::ReconcileDoc> =
+        docs.iter().filter(|d| d.status == skiff_state::docs::SyncStatus::Drifted).collect();
+    let mut env = if drifted.is_empty() {
+        let names: Vec<&str> = docs.iter().map(|d| d.service.as_str()).collect();
+        if names.is_empty() {
+            Envelope::ok("nothing reconciled: every service is being worked on")
+        } else {
+            Envelope::ok(format!("{} IN_SYNC", names.join(", ")))
+        }
+    } else {
+        let names: Vec<&str> = drifted.iter().map(|d| d.service.as_str()).collect();
+        Envelope::failure(Code::Drifted, format!("{} DRIFTED", names.join(", ")))
+    };
+    for d in &docs {
+        for x in &d.differences {
+            env = env.fact(format!("{} {}: desired {}, actual {}", d.service, x.path, x.desired, x.actual));
+        }
+    }
+    env = env.facts(skipped);
+    let mut repairs: Vec<&str> = drifted.iter().flat_map(|d| d.differences.iter().map(|x| x.repair.as_str())).collect();
+    repairs.sort_unstable();
+    repairs.dedup();
+    for (i, r) in repairs.iter().enumerate() {
+        if r.starts_with("skiff ") {
+            let mutating = !r.starts_with("skiff doctor");
+            let safety = if mutating { Safety::Reversible } else { Safety::ReadOnly };
+            env = env.action(&format!("repair-{}", i + 1), *r, mutating, safety, 0.6);
+        }
+    }
+    Ok(env.data(serde_json::json!({ "services": docs })).into())
+}

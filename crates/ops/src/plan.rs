@@ -1,0 +1,209 @@
+//! `skiff plan`: what a spec compiles to (decisions with reasons, resources) and what
+//! would change. Read-only and deterministic.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use skiff_compiler::{Compiled, PlanDiff, Resource, ResourcePlan, ResourceSpec};
+use skiff_ir::ServiceIr;
+use skiff_sdk::{Answer, Envelope, RiskLevel, Safety};
+
+use crate::context::Context;
+use crate::error::{Result, plural};
+
+/// `skiff plan -f FILE`.
+pub(crate) async fn run(ctx: &Context, file: &Path) -> Result<Answer> {
+    let (shown, spec) = crate::spec::load(ctx, file)?;
+    let Compiled { ir, plan } = skiff_compiler::compile(&spec);
+    let (_, ledger) = ctx.ledger()?;
+    let recorded = ledger.recorded(&ir.service).await.map_err(|e| crate::error::state(&e))?;
+    let current_release = recorded.as_ref().and_then(|(s, _)| s.current_release.clone());
+    let recorded_ir = recorded.and_then(|(_, ir)| ir);
+    let before = match &recorded_ir {
+        Some(old) => skiff_compiler::plan(old),
+        None => ResourcePlan { resources: Vec::new(), ..plan.clone() },
+    };
+    let diff = skiff_compiler::diff_plans(&before, &plan);
+    let (risk, reasons) = risk(recorded_ir.as_ref().map(|_| &before), &diff);
+    let against = recorded_ir
+        .as_ref()
+        .map(|old| serde_json::json!({ "spec_digest": old.digest(), "current_release": current_release }));
+    let context = match &recorded_ir {
+        Some(old) if diff.is_empty() => format!("matches the recorded spec {}", &old.digest()[..12]),
+        Some(old) => format!("compared with the recorded spec {}", &old.digest()[..12]),
+        None => "nothing recorded for this service yet: every resource is new".to_owned(),
+    };
+    let env = Envelope::ok(format!(
+        "plan for {} `{}`: {} resources, {}",
+        ir.workload,
+        ir.service,
+        plan.resources.len(),
+        counts(&diff)
+    ))
+    .facts(facts(&ir))
+    .fact(context)
+    .data(serde_json::json!({
+        "file": shown,
+        "service": ir.service,
+        "ir_digest": ir.digest(),
+        "decision": ir.decision,
+        "resources": plan.resources,
+        "diff": {
+            "against": against,
+            "add": diff.add,
+            "change": diff.change,
+            "remove": diff.remove,
+            "changes": diff.changes,
+        },
+    }))
+    .risk(risk, reasons)
+    .action("validate", format!("skiff validate -f {shown}"), false, Safety::ReadOnly, 0.4);
+    Ok(Answer::from(env).body(body(&ir, &plan, &diff)))
+}
+
+pub(crate) fn facts(ir: &ServiceIr) -> Vec<String> {
+    let a = &ir.decision.availability_plan;
+    let c = &ir.decision.cost_plan;
+    vec![
+        format!(
+            "availability {} ({}): {} over {}{}",
+            a.level,
+            source(a.source),
+            plural(a.instances, "instance"),
+            plural(a.zones, "zone"),
+            if a.multi_az_database { ", multi-AZ database" } else { "" }
+        ),
+        format!(
+            "cost {} ({}): {}{}",
+            c.level,
+            source(c.source),
+            c.instance_type,
+            if c.spot { " on spot" } else { " on-demand" }
+        ),
+    ]
+}
+
+fn source(s: skiff_ir::Source) -> &'static str {
+    match s {
+        skiff_ir::Source::Explicit => "explicit",
+        skiff_ir::Source::Intent => "intent",
+        skiff_ir::Source::Default => "default",
+    }
+}
+
+fn counts(d: &PlanDiff) -> String {
+    format!("{} to add, {} to change, {} to remove", d.add, d.change, d.remove)
+}
+
+/// Risk of applying `diff`: removing or changing a database is high, changing how
+/// instances run is medium, additions alone are low, nothing is none.
+pub(crate) fn risk(_before: Option<&ResourcePlan>, diff: &PlanDiff) -> (RiskLevel, Vec<String>) {
+    if diff.is_empty() {
+        return (RiskLevel::None, vec!["no changes".to_owned()]);
+    }
+    let touches = |prefixes: &[&str]| {
+        diff.changes.iter().any(|c| {
+            c.op != skiff_compiler::Op::Add
+                && c.resource.as_deref().is_some_and(|r| prefixes.iter().any(|p| r.starts_with(p)))
+        })
+    };
+    let mut reasons = Vec::new();
+    let mut level = RiskLevel::Low;
+    if touches(&["database/"]) {
+        level = RiskLevel::High;
+        reasons.push("changes or removes a database".to_owned());
+    }
+    if touches(&["instance-group/", "launch-config/", "lb-rule/"]) {
+        level = level.max(RiskLevel::Medium);
+        reasons.push("changes how instances run or receive traffic".to_owned());
+    }
+    if level == RiskLevel::Low {
+        reasons.push(if diff.change + diff.remove == 0 {
+            "only additions".to_owned()
+        } else {
+            "routine changes".to_owned()
+        });
+    }
+    (level, reasons)
+}
+
+fn body(ir: &ServiceIr, plan: &ResourcePlan, diff: &PlanDiff) -> String {
+    let mut out = String::from("Decision\n");
+    let a = &ir.decision.availability_plan;
+    let c = &ir.decision.cost_plan;
+    let _ = writeln!(
+        out,
+        "  availability {} ({}): {} over {}",
+        a.level,
+        source(a.source),
+        plural(a.instances, "instance"),
+        plural(a.zones, "zone")
+    );
+    for r in &a.reasons {
+        let _ = writeln!(out, "    · {r}");
+    }
+    let _ = writeln!(
+        out,
+        "  cost {} ({}): {}{}",
+        c.level,
+        source(c.source),
+        c.instance_type,
+        if c.spot { ", spot" } else { ", on-demand" }
+    );
+    for r in &c.reasons {
+        let _ = writeln!(out, "    · {r}");
+    }
+    let _ = writeln!(out, "\nResources ({})", plan.resources.len());
+    let width = plan.resources.iter().map(|r| r.id.len()).max().unwrap_or(0);
+    for r in &plan.resources {
+        let _ = writeln!(out, "  {:width$}  {}", r.id, describe(r));
+    }
+    let _ = writeln!(out, "\nChanges: {}", counts(diff));
+    for change in diff.changes.iter().filter(|c| c.op != skiff_compiler::Op::Add || !c.path.is_empty()) {
+        let _ = writeln!(out, "  {change}");
+    }
+    out
+}
+
+/// One line saying what a resource is.
+fn describe(r: &Resource) -> String {
+    match &r.spec {
+        ResourceSpec::InstanceGroup { name_template, min, max, desired, zones, spot, .. } => format!(
+            "{} (min {min}, max {max}) over {}{}; one group per release: {name_template}",
+            plural(*desired, "instance"),
+            zones.join(", "),
+            if *spot { ", spot" } else { "" }
+        ),
+        ResourceSpec::LaunchConfig { instance_type, command, port, secret_env, .. } => format!(
+            "{instance_type} runs `{}`{}{}; no ssh",
+            command.join(" "),
+            port.map(|p| format!(" on port {p}")).unwrap_or_default(),
+            if secret_env.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", plural(secret_env.len() as u64, "secret reference"))
+            }
+        ),
+        ResourceSpec::TargetGroup { port, health_path, interval, .. } => {
+            format!("port {port}, health GET {health_path} every {interval}")
+        }
+        ResourceSpec::LoadBalancerRule { listener_port, canary_steps, .. } => format!(
+            "listener :{listener_port} → release weights {}",
+            canary_steps.iter().map(|s| format!("{s}%")).collect::<Vec<_>>().join(" → ")
+        ),
+        ResourceSpec::Role { name, .. } => format!("role {name}"),
+        ResourceSpec::Policy { statements, .. } => format!(
+            "least privilege: {}",
+            statements.iter().map(|s| format!("{} {}", s.action, s.resource)).collect::<Vec<_>>().join(", ")
+        ),
+        ResourceSpec::LogGroup { name, retention } => format!("{name}, kept {retention}"),
+        ResourceSpec::SecretReference { env, reference } => format!("{env} ← {reference} (resolved on the instance)"),
+        ResourceSpec::Database { engine, version, instance_class, storage_gib, multi_az, backup_retention, .. } => {
+            format!(
+                "{engine} {version} on {instance_class}, {storage_gib} GiB, {}, backups kept {backup_retention}",
+                if *multi_az { "multi-AZ" } else { "single zone" }
+            )
+        }
+        _ => r.spec.type_name().to_owned(),
+    }
+}

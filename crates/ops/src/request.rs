@@ -1,0 +1,363 @@
+//! The typed requests every front end builds: the CLI from its arguments, skiffd from
+//! proto messages, the worker from the ledger, the TUI from a key press. One variant
+//! per command; [`crate::run`] answers any of them.
+
+use std::path::PathBuf;
+
+/// Every request Skiff answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Request {
+    /// Write a commented skiff.yaml from a recipe.
+    Init(InitRequest),
+    /// Check a spec.
+    Validate {
+        /// The spec file.
+        file: PathBuf,
+    },
+    /// What a spec compiles to and what would change.
+    Plan {
+        /// The spec file.
+        file: PathBuf,
+    },
+    /// Build, sign and roll out a release.
+    Deploy(DeployRequest),
+    /// Follow the rollout running for a spec's service.
+    Watch {
+        /// The spec file naming the service.
+        file: PathBuf,
+    },
+    /// Move a service back to an earlier release.
+    Rollback(RollbackRequest),
+    /// What runs, per service.
+    Status {
+        /// One service, or all.
+        service: Option<String>,
+    },
+    /// Desired against actual state.
+    Reconcile {
+        /// One service, or all.
+        service: Option<String>,
+    },
+    /// Reconcile, then run the `repair` saga for what a step can fix.
+    Repair {
+        /// The service.
+        service: String,
+    },
+    /// A service's logs.
+    Logs(LogsRequest),
+    /// Requests, errors and latency per target group; usage per instance.
+    Metrics {
+        /// The service.
+        service: String,
+    },
+    /// Find problems.
+    Doctor {
+        /// Only this service (plus the bucket and keys).
+        service: Option<String>,
+    },
+    /// The JSON Schema of skiff.yaml.
+    Schema,
+    /// The version.
+    Version,
+    /// Contexts.
+    Config(ConfigRequest),
+    /// Initialize the state bucket.
+    StateInit,
+    /// Verify the state bucket.
+    StateVerify,
+    /// An operation's event log.
+    Events {
+        /// The operation.
+        op: String,
+        /// Keep streaming until it ends.
+        follow: bool,
+        /// Only events after this sequence number.
+        after: u64,
+    },
+    /// Audit entries.
+    Audit {
+        /// A date, a time or an age.
+        since: Option<String>,
+    },
+    /// Operations as sagas.
+    Saga(SagaRequest),
+    /// Generate a signing key pair.
+    KeysGenerate {
+        /// Replace an existing pair.
+        force: bool,
+    },
+    /// The IAM policy Skiff needs on AWS.
+    IamPolicy {
+        /// The AWS account (default: asked of STS).
+        account: Option<String>,
+    },
+    /// Check a spec's plan against every policy.
+    PolicyCheck {
+        /// The spec file.
+        file: PathBuf,
+    },
+    /// The local provider's supervisor.
+    Local(LocalRequest),
+    /// Secret values for references.
+    Secrets(SecretsRequest),
+    /// Releases.
+    Release(ReleaseRequest),
+}
+
+/// `skiff init`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitRequest {
+    /// The recipe.
+    pub recipe: Recipe,
+    /// The service name.
+    pub name: String,
+    /// Directory to write skiff.yaml into.
+    pub dir: PathBuf,
+    /// Port the service listens on.
+    pub port: u16,
+    /// Overwrite an existing skiff.yaml.
+    pub force: bool,
+}
+
+/// Recipes `skiff init` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recipe {
+    /// An HTTP service.
+    Service,
+    /// A worker.
+    Worker,
+    /// An HTTP API with its own PostgreSQL database.
+    ApiDb,
+}
+
+/// `skiff deploy`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployRequest {
+    /// The spec file.
+    pub file: PathBuf,
+    /// Run `artifact.build` first.
+    pub build: bool,
+}
+
+/// `skiff rollback`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollbackRequest {
+    /// The service.
+    pub service: String,
+    /// `previous-stable` or a release id.
+    pub to: String,
+}
+
+/// `skiff logs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogsRequest {
+    /// The service.
+    pub service: String,
+    /// Only this instance.
+    pub instance: Option<String>,
+    /// Keep printing new lines.
+    pub follow: bool,
+    /// Only lines since a date, a time or an age.
+    pub since: Option<String>,
+}
+
+/// `skiff config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigRequest {
+    /// List contexts.
+    GetContexts,
+    /// Make a context current.
+    UseContext {
+        /// Its name.
+        name: String,
+    },
+    /// Create or update a context.
+    SetContext {
+        /// Its name.
+        name: String,
+        /// State bucket URL.
+        state: Option<String>,
+        /// skiffd URL.
+        server: Option<String>,
+        /// Also make it current.
+        make_current: bool,
+    },
+    /// The resolved settings and where each came from.
+    Show,
+}
+
+/// `skiff saga`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SagaRequest {
+    /// Operations, newest first.
+    List {
+        /// Only this service's.
+        service: Option<String>,
+        /// Only in this status.
+        status: Option<String>,
+    },
+    /// One operation.
+    Show {
+        /// The operation.
+        op: String,
+    },
+    /// One operation's own outcome, as the run that ended it answered (what a client
+    /// following an operation prints at the end).
+    Outcome {
+        /// The operation.
+        op: String,
+    },
+    /// Plan and run a saga kind.
+    Start(SagaStart),
+    /// The saga kinds this build runs.
+    Kinds,
+    /// Approve the waiting step (or `step` ahead of time).
+    Approve {
+        /// The operation.
+        op: String,
+        /// A step to approve ahead of time.
+        step: Option<String>,
+    },
+    /// Reject at the approval gate.
+    Reject {
+        /// The operation.
+        op: String,
+        /// Why.
+        reason: String,
+    },
+    /// Pause at the next step boundary.
+    Pause {
+        /// The operation.
+        op: String,
+    },
+    /// Continue a paused operation, or one whose engine died.
+    Resume {
+        /// The operation.
+        op: String,
+    },
+    /// Cancel: undo completed reversible steps.
+    Cancel {
+        /// The operation.
+        op: String,
+    },
+}
+
+/// `skiff saga start`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SagaStart {
+    /// The saga kind.
+    pub kind: String,
+    /// The service it acts on.
+    pub service: Option<String>,
+    /// Parameters of the kind.
+    pub params: Vec<(String, String)>,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Same key, same operation.
+    pub idempotency_key: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// For `rollback`: `previous-stable` or a release id.
+    pub to: Option<String>,
+}
+
+/// `skiff local`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LocalRequest {
+    /// Start the supervisor if it is not running.
+    Up,
+    /// Stop it.
+    Down {
+        /// Also stop every instance and database.
+        stop_instances: bool,
+    },
+    /// What it runs.
+    Status,
+    /// Run it in the foreground (what `up` starts).
+    Serve {
+        /// Control port on 127.0.0.1 (0 picks one).
+        port: u16,
+    },
+}
+
+/// `skiff secrets`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecretsRequest {
+    /// Store a value (read through [`crate::Ui::read_value`]) under a reference.
+    Set {
+        /// The reference.
+        reference: String,
+    },
+    /// References under a name.
+    List {
+        /// The secret name.
+        name: Option<String>,
+    },
+    /// Remove a reference.
+    Delete {
+        /// The reference.
+        reference: String,
+    },
+}
+
+/// `skiff release`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReleaseRequest {
+    /// Build, upload and sign.
+    Create {
+        /// The spec file.
+        file: PathBuf,
+        /// Run `artifact.build` first.
+        build: bool,
+    },
+    /// Releases of a service (or all).
+    List {
+        /// The service.
+        service: Option<String>,
+    },
+    /// One release's manifest.
+    Show {
+        /// The service.
+        service: String,
+        /// The release (default: newest).
+        release: Option<String>,
+    },
+    /// Verify signature and digests.
+    Verify {
+        /// The service.
+        service: String,
+        /// The release (default: newest).
+        release: Option<String>,
+        /// The trusted public key.
+        public_key: Option<PathBuf>,
+    },
+}
+
+impl Request {
+    /// Whether skiffd serves it (the rest are about this machine: files, keys, the
+    /// local supervisor, the terminal).
+    pub fn served(&self) -> bool {
+        !matches!(
+            self,
+            Request::Init(_)
+                | Request::Validate { .. }
+                | Request::Schema
+                | Request::Version
+                | Request::Config(_)
+                | Request::KeysGenerate { .. }
+                | Request::Local(_)
+        )
+    }
+
+    /// Whether it submits operations a worker runs when detached.
+    pub fn detachable(&self) -> bool {
+        matches!(self, Request::Deploy(_))
+    }
+}

@@ -1,0 +1,34 @@
+//! Reading a spec file the user named: NOT_FOUND with what to do when it is missing,
+//! SPEC_INVALID with every problem when it does not validate.
+
+use std::path::Path;
+
+use skiff_sdk::{Code, Envelope, Safety};
+use skiff_spec::Spec;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// Reads and parses a spec file: the name it is shown by, and the spec.
+pub fn load(ctx: &Context, file: &Path) -> Result<(String, Spec)> {
+    let (shown, bytes) = read(ctx, file)?;
+    let spec = skiff_spec::parse(&shown, &bytes).map_err(|e| crate::error::spec(&shown, &e))?;
+    Ok((shown, spec))
+}
+
+/// A spec file's name as shown and its bytes.
+pub fn read(ctx: &Context, file: &Path) -> Result<(String, Vec<u8>)> {
+    let shown = file.display().to_string();
+    let path = ctx.cwd.join(file);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        Error::from(if e.kind() == std::io::ErrorKind::NotFound {
+            Envelope::failure(Code::NotFound, format!("no spec at {shown}"))
+                .fact(format!("{} does not exist", path.display()))
+                .action("init", "skiff init service NAME", false, Safety::ReadOnly, 0.6)
+                .action("validate-other", "skiff validate -f PATH/skiff.yaml", false, Safety::ReadOnly, 0.4)
+        } else {
+            Envelope::failure(Code::IoError, format!("cannot read {shown}")).fact(format!("{}: {e}", path.display()))
+        })
+    })?;
+    Ok((shown, bytes))
+}

@@ -1,0 +1,149 @@
+//! The instance agent. On a VM (from a launch template) or as a local process, it
+//! fetches the release manifest and artifact from the bucket, verifies the signature
+//! and every digest before starting anything (refusing with SIGNATURE_INVALID or
+//! DIGEST_MISMATCH, recorded in its member document), runs the program with its
+//! environment and resolved secrets, restarts it with backoff (flagging a crash loop),
+//! probes its health, heartbeats its member document, writes its logs to rotating
+//! files, and drains on SIGTERM.
+
+mod logs;
+mod member;
+mod prepare;
+mod supervise;
+
+use std::path::PathBuf;
+
+/// Exit codes of the runner itself.
+pub mod exit {
+    /// Stopped on request.
+    pub const OK: u8 = 0;
+    /// Bad arguments or an unusable bucket.
+    pub const SETUP: u8 = 2;
+    /// The release's signature does not verify.
+    pub const SIGNATURE_INVALID: u8 = 16;
+    /// The artifact (or another blob) does not match its digest.
+    pub const DIGEST_MISMATCH: u8 = 17;
+    /// A secret the release needs is missing.
+    pub const SECRET_MISSING: u8 = 4;
+}
+
+/// The runner's settings: what a launch template (or the local supervisor) sets in
+/// its environment, or `skiff-runner`'s flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// State bucket URL.
+    pub bucket: String,
+    /// The service.
+    pub service: String,
+    /// The release to run.
+    pub release: String,
+    /// This instance's id.
+    pub instance: String,
+    /// Port the program listens on (given to it as PORT and `${PORT}`).
+    pub port: u16,
+    /// Host the program binds (given to it as HOST).
+    pub host: String,
+    /// The trusted public key (PEM file).
+    pub public_key: Option<PathBuf>,
+    /// The trusted public key itself (PEM text), instead of a file.
+    pub public_key_pem: Option<String>,
+    /// Working directory: the artifact goes here.
+    pub dir: PathBuf,
+    /// Where logs go (default: DIR/logs).
+    pub log_dir: Option<PathBuf>,
+    /// Where secrets resolve from: `local:DIR` (the local provider's store) or `dir:DIR`
+    /// (JSON files fetched at boot, as the AWS launch template writes them).
+    pub secrets: Option<String>,
+    /// Heartbeat period, milliseconds.
+    pub heartbeat_ms: u64,
+    /// Restarts within a minute that make a crash loop.
+    pub crash_loop_restarts: usize,
+}
+
+/// Defaults of the settings that have one.
+pub mod defaults {
+    /// Host the program binds.
+    pub const HOST: &str = "127.0.0.1";
+    /// Heartbeat period, ms.
+    pub const HEARTBEAT_MS: u64 = 2_000;
+    /// Restarts within a minute that make a crash loop.
+    pub const CRASH_LOOP_RESTARTS: usize = 5;
+}
+
+impl Config {
+    /// The settings from environment variables (`SKIFF_STATE`, `SKIFF_SERVICE`, ...,
+    /// `PORT`), looked up with `env`; the first required one missing or unparsable is
+    /// the error.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        use skiff_settings as s;
+        let env = &env;
+        let need = |set: &s::Setting| set.get(env).ok_or_else(|| format!("{} is not set", set.name));
+        let number = |name: &str, v: Option<String>| -> Result<Option<u64>, String> {
+            v.map(|v| v.trim().parse::<u64>().map_err(|_| format!("{name} `{v}` is not a number"))).transpose()
+        };
+        let port = number("PORT", env("PORT").filter(|v| !v.is_empty()))?.unwrap_or(0);
+        Ok(Config {
+            bucket: need(&s::STATE)?,
+            service: need(&s::SERVICE)?,
+            release: need(&s::RELEASE)?,
+            instance: need(&s::INSTANCE)?,
+            port: u16::try_from(port).map_err(|_| format!("PORT {port} is not a port"))?,
+            host: s::HOST.get(env).unwrap_or_else(|| defaults::HOST.to_owned()),
+            public_key: s::PUBLIC_KEY.get(env).map(PathBuf::from),
+            public_key_pem: s::PUBLIC_KEY_PEM.get(env),
+            dir: PathBuf::from(need(&s::RUNNER_DIR)?),
+            log_dir: s::LOG_DIR.get(env).map(PathBuf::from),
+            secrets: s::SECRETS.get(env),
+            heartbeat_ms: number(s::HEARTBEAT_MS.name, s::HEARTBEAT_MS.get(env))?.unwrap_or(defaults::HEARTBEAT_MS),
+            crash_loop_restarts: number(s::CRASH_LOOP_RESTARTS.name, s::CRASH_LOOP_RESTARTS.get(env))?
+                .map_or(defaults::CRASH_LOOP_RESTARTS, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        })
+    }
+}
+
+/// Runs one instance to the end on a fresh runtime; the process exit code.
+pub fn run_blocking(config: Config) -> u8 {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(config)),
+        Err(e) => {
+            logs::stderr(&format!("cannot start the runtime: {e}"));
+            exit::SETUP
+        }
+    }
+}
+
+/// The runner from this process's environment (`skiff __runner`, started by the
+/// local supervisor when no `skiff-runner` binary is installed).
+pub fn run_from_env() -> u8 {
+    match Config::from_env(|k| std::env::var(k).ok()) {
+        Ok(config) => run_blocking(config),
+        Err(why) => {
+            logs::stderr(&format!("{why}; the runner is configured by its environment (see docs/configuration.md)"));
+            exit::SETUP
+        }
+    }
+}
+
+/// Runs one instance to the end; the process exit code.
+pub async fn run(config: Config) -> u8 {
+    let log_dir = config.log_dir.clone().unwrap_or_else(|| config.dir.join("logs"));
+    let log = match logs::Log::open(&log_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            logs::stderr(&format!("cannot open the log directory {}: {e}", log_dir.display()));
+            return exit::SETUP;
+        }
+    };
+    let member = match member::Member::open(&config).await {
+        Ok(m) => m,
+        Err(e) => {
+            log.runner(&format!("cannot use the state bucket {}: {e}", config.bucket));
+            return exit::SETUP;
+        }
+    };
+    let prepared = match prepare::prepare(&config, &member, &log).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    supervise::supervise(&config, prepared, &member, &log).await
+}

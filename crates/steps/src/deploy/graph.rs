@@ -1,0 +1,148 @@
+//! The step graphs of `deploy` and `rollback`, built from a [`Rollout`].
+
+use serde_json::json;
+use skiff_saga::{SagaBuilder, SagaError, SagaGraph};
+
+use super::Rollout;
+
+/// The deploy graph: provision, register, then shift/analyse per canary step,
+/// promote, retire.
+pub fn deploy_graph(r: &Rollout) -> Result<SagaGraph, SagaError> {
+    let stable_serves = r.stable.as_ref().is_some_and(|s| s.serving && s.target_group.is_some());
+    graph("deploy", r, stable_serves && r.traffic.is_some())
+}
+
+/// The rollback graph: the same steps towards an older release with one 100% shift
+/// and no analysis.
+pub fn rollback_graph(r: &Rollout) -> Result<SagaGraph, SagaError> {
+    graph("rollback", r, false)
+}
+
+fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> {
+    let t = r.step_timeout_ms;
+    let mut b = SagaBuilder::new(saga)
+        .step(
+            "provision",
+            "deploy.provision",
+            json!({"group": r.group, "service": r.service, "role": r.role, "log_group": r.log_group}),
+        )
+        .timeout_ms(t);
+    let canary_tg = r.traffic.as_ref().map(|tp| tp.target_group.name.clone());
+    let stable_tg = r.stable.as_ref().and_then(|s| s.target_group.clone());
+    if let Some(tp) = &r.traffic {
+        b = b
+            .step(
+                "register",
+                "deploy.register",
+                json!({"service": r.service, "target_group": tp.target_group, "listener_port": tp.listener_port}),
+            )
+            .timeout_ms(t);
+        let weights: Vec<u32> = if canary { r.steps.clone() } else { vec![100] };
+        for w in weights {
+            let shift = json!({"service": r.service, "canary": canary_tg, "stable": stable_tg, "weight": w});
+            b = b.step(&format!("shift-{w}"), "deploy.shift", shift).timeout_ms(t);
+            // A zero bake opts out of analysis: each shift still waits for its weights
+            // and the canary's health to be in effect.
+            if canary && r.bake_ms > 0 {
+                let analyse = json!({
+                    "service": r.service, "canary": canary_tg, "stable": stable_tg, "weight": w,
+                    "bake_ms": r.bake_ms, "thresholds": r.thresholds,
+                });
+                b = b.step(&format!("analyse-{w}"), "deploy.analyse", analyse).timeout_ms(r.bake_ms + t);
+            }
+        }
+    }
+    b = b
+        .step(
+            "promote",
+            "deploy.promote",
+            json!({
+                "service": r.service, "release": r.release, "spec_digest": r.spec_digest,
+                "previous": r.stable.as_ref().map(|s| &s.release),
+                "previous_spec": r.stable.as_ref().and_then(|s| s.spec_digest.as_ref()),
+            }),
+        )
+        .timeout_ms(t);
+    if let Some(s) = &r.stable
+        && s.group != r.group.name
+    {
+        let retire = json!({
+            "service": r.service, "group": s.group, "target_group": s.target_group,
+            "drain_ms": r.drain_ms, "retention_ms": r.retention_ms,
+        });
+        b = b.step("retire", "deploy.retire", retire).timeout_ms(r.retention_ms + r.drain_ms + t).retry(5, 1_000);
+    }
+    b.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::{Stable, Thresholds, TrafficPlan};
+    use skiff_pluginapi::{GroupSpec, TargetGroupSpec};
+
+    const T: Thresholds = Thresholds { max_error_rate: 0.01, max_p95_ms: 250, min_requests: 20 };
+
+    #[test]
+    fn the_graph_canaries_only_against_a_serving_stable_group() {
+        let group: GroupSpec = serde_json::from_value(json!({
+            "name": "web-r2", "service": "web", "release": "r2", "desired": 2, "zones": ["local-a"],
+            "launch": {"instance_type": "t", "spot": false, "command": ["x"], "env": {}, "secrets": {}, "port": 8080,
+                "health": null, "drain_timeout_ms": 0, "role": null, "log_group": null,
+                "runner": {"bucket": "memory://", "public_key_pem": "", "heartbeat_ms": 1000}}
+        }))
+        .unwrap();
+        let health = skiff_pluginapi::HealthCheck {
+            path: "/healthz".into(),
+            interval_ms: 1000,
+            timeout_ms: 500,
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+        };
+        let tg = TargetGroupSpec {
+            name: "web-r2".into(),
+            service: "web".into(),
+            port: 8080,
+            health,
+            deregistration_delay_ms: 0,
+        };
+        let mut r = Rollout {
+            service: "web".into(),
+            release: "r2".into(),
+            spec_digest: "d".into(),
+            group,
+            traffic: Some(TrafficPlan { target_group: tg, listener_port: 8080 }),
+            stable: Some(Stable {
+                release: "r1".into(),
+                group: "web-r1".into(),
+                target_group: Some("web-r1".into()),
+                spec_digest: None,
+                serving: true,
+            }),
+            steps: vec![5, 100],
+            bake_ms: 1000,
+            thresholds: T,
+            step_timeout_ms: 1000,
+            drain_ms: 0,
+            retention_ms: 0,
+            role: None,
+            log_group: None,
+        };
+        let ids = |g: SagaGraph| {
+            serde_json::to_value(&g).unwrap()["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(deploy_graph(&r).unwrap()),
+            ["provision", "register", "shift-5", "analyse-5", "shift-100", "analyse-100", "promote", "retire"]
+        );
+        r.stable.as_mut().unwrap().serving = false;
+        assert_eq!(ids(deploy_graph(&r).unwrap()), ["provision", "register", "shift-100", "promote", "retire"]);
+        r.stable = None;
+        assert_eq!(ids(rollback_graph(&r).unwrap()), ["provision", "register", "shift-100", "promote"]);
+    }
+}

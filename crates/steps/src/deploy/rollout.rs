@@ -1,0 +1,181 @@
+//! What a rollout is, decided before anything runs: the release's instance group,
+//! its traffic plan, canary steps, thresholds and deadlines, derived from the IR.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use skiff_ir::ServiceIr;
+use skiff_pluginapi::{GroupSpec, HealthCheck, LaunchConfig, Permission, RoleSpec, RunnerConfig, TargetGroupSpec};
+
+/// Canary analysis thresholds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// Highest acceptable share of 5xx answers, 0..=1.
+    pub max_error_rate: f64,
+    /// Highest acceptable p95 latency.
+    pub max_p95_ms: u64,
+    /// Fewest canary requests a verdict needs; fewer is inconclusive.
+    pub min_requests: u64,
+}
+
+/// The release currently taking traffic, which a rollout moves away from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stable {
+    /// Its release id.
+    pub release: String,
+    /// Its instance group.
+    pub group: String,
+    /// Its target group, if the service serves traffic.
+    pub target_group: Option<String>,
+    /// The IR digest it was built from.
+    pub spec_digest: Option<String>,
+    /// Whether it has healthy targets taking traffic (else there is nothing to
+    /// canary against, and it is only cleaned up).
+    pub serving: bool,
+}
+
+/// Everything a deploy or rollback graph needs, decided before anything runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// The service.
+    pub service: String,
+    /// The release to roll out.
+    pub release: String,
+    /// The IR digest the release was built from.
+    pub spec_digest: String,
+    /// Its instance group.
+    pub group: GroupSpec,
+    /// Its target group and the load balancer's port, for services that serve.
+    pub traffic: Option<TrafficPlan>,
+    /// What takes traffic now.
+    pub stable: Option<Stable>,
+    /// Canary weights, ascending, ending at 100.
+    pub steps: Vec<u32>,
+    /// Bake time after each shift.
+    pub bake_ms: u64,
+    /// Analysis thresholds.
+    pub thresholds: Thresholds,
+    /// Deadline of each step (bakes get theirs on top).
+    pub step_timeout_ms: u64,
+    /// Time in-flight requests get when targets leave.
+    pub drain_ms: u64,
+    /// How long the old group is kept after promotion.
+    pub retention_ms: u64,
+    /// The role instances run as, ensured before they start.
+    pub role: Option<RoleSpec>,
+    /// The log group (name, retention in days), ensured before instances start.
+    pub log_group: Option<(String, u32)>,
+}
+
+/// Where a serving release takes traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficPlan {
+    /// Its target group.
+    pub target_group: TargetGroupSpec,
+    /// The load balancer's port.
+    pub listener_port: u16,
+}
+
+/// The instance group (and target group) name of a release: `hello-2026-11-23-1`.
+pub fn group_name(service: &str, release: &str) -> String {
+    format!("{service}-{}", release.replace('.', "-"))
+}
+
+fn health_of(ir: &ServiceIr) -> Option<HealthCheck> {
+    ir.network.as_ref().map(|n| HealthCheck {
+        path: n.health.path.clone(),
+        interval_ms: n.health.interval.as_millis(),
+        timeout_ms: n.health.timeout.as_millis(),
+        healthy_threshold: n.health.healthy_threshold,
+        unhealthy_threshold: n.health.unhealthy_threshold,
+    })
+}
+
+/// The instance group a release of `ir` runs as.
+pub fn group_spec(ir: &ServiceIr, release: &str, runner: RunnerConfig) -> GroupSpec {
+    GroupSpec {
+        name: group_name(&ir.service, release),
+        service: ir.service.clone(),
+        release: release.to_owned(),
+        desired: ir.capacity.desired,
+        zones: ir.capacity.zones.clone(),
+        launch: LaunchConfig {
+            instance_type: ir.capacity.instance_type.clone(),
+            spot: ir.capacity.spot,
+            command: ir.run.command.clone(),
+            env: BTreeMap::new(),
+            secrets: ir.secrets.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            port: ir.network.as_ref().map(|n| n.port),
+            health: health_of(ir),
+            drain_timeout_ms: ir.rollout.drain_timeout.as_millis(),
+            role: Some(skiff_compiler::role_name(ir)),
+            log_group: Some(ir.logs.group.clone()),
+            runner,
+        },
+        operation: None,
+    }
+}
+
+fn traffic_plan(ir: &ServiceIr, release: &str) -> Option<TrafficPlan> {
+    let (network, health) = (ir.network.as_ref()?, health_of(ir)?);
+    Some(TrafficPlan {
+        target_group: TargetGroupSpec {
+            name: group_name(&ir.service, release),
+            service: ir.service.clone(),
+            port: network.port,
+            health,
+            deregistration_delay_ms: ir.rollout.drain_timeout.as_millis(),
+        },
+        listener_port: network.port,
+    })
+}
+
+/// Everything a rollout of `release` needs, from its IR: group, traffic, canary steps,
+/// thresholds and deadlines.
+pub fn rollout_for(
+    ir: &ServiceIr,
+    release: &str,
+    spec_digest: &str,
+    group: GroupSpec,
+    stable: Option<Stable>,
+) -> Rollout {
+    let a = &ir.rollout.analysis;
+    Rollout {
+        service: ir.service.clone(),
+        release: release.to_owned(),
+        spec_digest: spec_digest.to_owned(),
+        group,
+        traffic: traffic_plan(ir, release),
+        stable,
+        steps: if ir.rollout.strategy == skiff_spec::Strategy::AllAtOnce {
+            vec![100]
+        } else {
+            ir.rollout.steps.clone()
+        },
+        bake_ms: ir.rollout.bake.as_millis(),
+        thresholds: Thresholds {
+            max_error_rate: a.max_error_rate.fraction(),
+            max_p95_ms: a.max_p95_latency.as_millis(),
+            min_requests: u64::from(a.min_requests),
+        },
+        step_timeout_ms: ir.rollout.step_timeout.as_millis(),
+        drain_ms: ir.rollout.drain_timeout.as_millis(),
+        retention_ms: ir.rollout.retention.as_millis(),
+        role: Some(RoleSpec {
+            name: skiff_compiler::role_name(ir),
+            service: ir.service.clone(),
+            permissions: skiff_compiler::permissions(ir)
+                .into_iter()
+                .map(|p| Permission { action: p.action, resource: p.resource })
+                .collect(),
+        }),
+        log_group: Some((
+            ir.logs.group.clone(),
+            u32::try_from(ir.logs.retention.as_millis() / 86_400_000).unwrap_or(u32::MAX).max(1),
+        )),
+    }
+}
