@@ -2,85 +2,16 @@
 //! intents (idempotent, surviving SIGKILL), the status API, policies, two workers
 //! sharing operations, and a deploy through the server repaired after drift.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Daemon {
-    _proc: Proc,
-    port: u16,
-}
-
-fn skiffd(dir: &Path, extra: &[&str]) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--refresh-ms", "300"])
-        .arg("--bucket")
-        .arg(format!("file://{}", dir.join("state").display()))
-        .arg("--tokens")
-        .arg(dir.join("tokens.json"))
-        .arg("--keys")
-        .arg(dir.join("keys"))
-        .args(extra)
-        .env("SKIFF_BIN", skiff_testkit::workspace_bin("skiff"))
-        .env("SKIFF_RUNNER_BIN", skiff_testkit::workspace_bin("skiff-runner"))
-        .env("SKIFF_LEASE_TTL_MS", "1500")
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.split("127.0.0.1:").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
-    Daemon { _proc: Proc(child), port }
-}
-
-fn worker(dir: &Path, name: &str, reconcile_ms: u64) -> (Proc, PathBuf) {
-    worker_with(dir, name, reconcile_ms, &[])
-}
-
-fn worker_with(dir: &Path, name: &str, reconcile_ms: u64, extra: &[&str]) -> (Proc, PathBuf) {
-    let log = dir.join(format!("{name}.log"));
-    let child = Command::new(skiff_testkit::workspace_bin("skiff-worker"))
-        .arg("--bucket")
-        .arg(format!("file://{}", dir.join("state").display()))
-        .arg("--keys")
-        .arg(dir.join("keys"))
-        .args(["--name", name, "--poll-ms", "100", "--reconcile-ms", &reconcile_ms.to_string()])
-        .args(extra)
-        .env("SKIFF_BIN", skiff_testkit::workspace_bin("skiff"))
-        .env("SKIFF_RUNNER_BIN", skiff_testkit::workspace_bin("skiff-runner"))
-        .env("SKIFF_LEASE_TTL_MS", "1500")
-        .current_dir(dir)
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    (Proc(child), log)
-}
-
-fn token(dir: &Path, name: &str, role: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_skiffd"))
-        .args(["token", "create", "--name", name, "--role", role, "--tokens"])
-        .arg(dir.join("tokens.json"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
+mod common;
+use common::{Daemon, Down, block, ledger, skiffd, token, worker, worker_with};
 
 /// One HTTP/1.1 request; (status, JSON body or the text as a string).
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> (u16, Value) {
@@ -129,14 +60,6 @@ fn bearer(t: &str) -> String {
 fn intent(port: u16, tok: &str, key: &str, body: &Value) -> (u16, Value) {
     let b = bearer(tok);
     http(port, "POST", "/v1/intents", &[("authorization", &b), ("Idempotency-Key", key)], Some(body))
-}
-
-fn ledger(dir: &Path) -> skiff_state::Ledger {
-    skiff_state::Ledger::open(&format!("file://{}", dir.join("state").display()), &Default::default()).unwrap()
-}
-
-fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 
 fn event_types(dir: &Path, op: &str) -> Vec<String> {
@@ -340,19 +263,6 @@ fn two_workers_run_each_operation_once() {
         "{:?}",
         status_of(&op)
     );
-}
-
-/// Stops the local supervisor and its instances when dropped.
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = Command::new(skiff_testkit::workspace_bin("skiff"))
-            .args(["local", "down", "--stop-instances", "--yes", "--bucket"])
-            .arg(format!("file://{}", self.0.join("state").display()))
-            .current_dir(&self.0)
-            .output();
-    }
 }
 
 /// `skiff --server … --format json ARGS` in `dir/app` with `token`: (exit code, envelope).
