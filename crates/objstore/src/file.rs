@@ -2,17 +2,24 @@
 //! processes. Conditional writes take a per-key lock (`flock` on a lock file under
 //! `.skiff-locks/`), compare the current version, write a temporary file, fsync it,
 //! rename it into place and fsync the directory, so a crash leaves either the old or
-//! the new document, never a torn one. Create-only writes use `link(2)`, which fails
+//! the new document, never a torn one. Create-only writes link a fsynced file into
+//! place (an unnamed `O_TMPFILE` where the kernel offers one), and `link(2)` fails
 //! atomically when the key exists. Readers take no lock: a rename is atomic.
+//!
+//! Directories known to exist are kept open (a bounded cache): their handles are
+//! what gets fsynced, and a directory removed behind the store's back is made again
+//! by the next write that misses it.
 //!
 //! Versions are the first 128 bits of the content's SHA-256, like S3's content ETag:
 //! equal content gives equal versions. Skiff's mutable documents carry a generation
 //! bumped on every write, so an A→B→A history never repeats bytes.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
@@ -27,9 +34,15 @@ const TMP: &str = ".skiff-tmp";
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
+    dirs: Arc<Mutex<HashMap<PathBuf, Arc<File>>>>,
 }
 
+/// Directory handles kept open at most; the cache starts over when full.
+const OPEN_DIRS: usize = 256;
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// This machine cannot make unnamed files (`O_TMPFILE`, or `/proc` is missing).
+static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
 
 fn version_of(bytes: &[u8]) -> Version {
     Version(hex::encode(&Sha256::digest(bytes)[..16]))
@@ -39,7 +52,7 @@ impl FileStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        Ok(FileStore { root })
+        Ok(FileStore { root, dirs: Arc::default() })
     }
 
     /// The root directory.
@@ -75,17 +88,48 @@ impl FileStore {
         Ok(Some(Object { bytes, version }))
     }
 
+    fn cached(&self, dir: &Path) -> Option<Arc<File>> {
+        self.dirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(dir).cloned()
+    }
+
+    /// An open handle on `dir` (which exists), cached.
+    fn dir_handle(&self, dir: &Path) -> std::io::Result<Arc<File>> {
+        if let Some(f) = self.cached(dir) {
+            return Ok(f);
+        }
+        let f = Arc::new(File::open(dir)?);
+        let mut dirs = self.dirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if dirs.len() >= OPEN_DIRS {
+            dirs.clear();
+        }
+        dirs.insert(dir.to_path_buf(), f.clone());
+        Ok(f)
+    }
+
+    /// Forgets `dir` (it was removed behind the store's back).
+    fn forget(&self, dir: &Path) {
+        self.dirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|d, _| !d.starts_with(dir));
+    }
+
+    /// Makes the new entries of `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.dir_handle(dir)?.sync_all()
+    }
+
     /// Creates `dir` and any missing parents, fsyncing each parent after a mkdir so
     /// the new directory entries survive a crash.
     fn ensure_dir(&self, key: &str, dir: &Path) -> Result<()> {
-        if dir.is_dir() {
+        if self.cached(dir).is_some() {
             return Ok(());
+        }
+        if dir.is_dir() {
+            return self.dir_handle(dir).map(drop).map_err(|e| self.io(key, &e));
         }
         if let Some(parent) = dir.parent() {
             self.ensure_dir(key, parent)?;
         }
         match fs::create_dir(dir) {
-            Ok(()) => sync_dir(dir.parent().unwrap_or(dir)).map_err(|e| self.io(key, &e)),
+            Ok(()) => self.sync_dir(dir.parent().unwrap_or(dir)).map_err(|e| self.io(key, &e)),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
             Err(e) => Err(self.io(key, &e)),
         }
@@ -102,7 +146,15 @@ impl FileStore {
             f.write_all(bytes)?;
             f.sync_all()
         };
-        write().map_err(|e| {
+        let written = match write() {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.forget(&dir);
+                self.ensure_dir(key, &dir)?;
+                write()
+            }
+            other => other,
+        };
+        written.map_err(|e| {
             let _ = fs::remove_file(&path);
             self.io(key, &e)
         })?;
@@ -126,16 +178,77 @@ impl FileStore {
         out
     }
 
+    /// Writes `bytes` to an unnamed file in `dir` (`O_TMPFILE`), fsyncs it, and links
+    /// it at `target`: one name made, none removed. `None` where the file system or
+    /// kernel cannot (the caller then uses a named temporary file).
+    fn create_unnamed(&self, dir: &Path, target: &Path, bytes: &[u8]) -> Option<std::io::Result<()>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::io::AsRawFd;
+        if NO_TMPFILE.load(Ordering::Relaxed) {
+            return None;
+        }
+        let opened =
+            File::options().write(true).custom_flags(nix::fcntl::OFlag::O_TMPFILE.bits()).mode(0o644).open(dir);
+        let mut f = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Some(Err(e)),
+            Err(_) => {
+                NO_TMPFILE.store(true, Ordering::Relaxed);
+                return None;
+            }
+        };
+        if let Err(e) = f.write_all(bytes).and_then(|()| f.sync_all()) {
+            return Some(Err(e));
+        }
+        let proc_path = format!("/proc/self/fd/{}", f.as_raw_fd());
+        let at = nix::fcntl::AT_FDCWD;
+        match nix::unistd::linkat(at, proc_path.as_str(), at, target, nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW) {
+            Ok(()) => Some(Ok(())),
+            Err(nix::errno::Errno::EEXIST) => Some(Err(ErrorKind::AlreadyExists.into())),
+            Err(nix::errno::Errno::ENOENT) if !Path::new("/proc/self/fd").exists() => {
+                NO_TMPFILE.store(true, Ordering::Relaxed);
+                None
+            }
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+
     fn create(&self, key: &str, bytes: &[u8]) -> Result<Version> {
         let target = self.root.join(key);
         let parent = target.parent().expect("a key has a parent directory");
         self.ensure_dir(key, parent)?;
+        let unnamed = match self.create_unnamed(parent, &target, bytes) {
+            Some(Err(e)) if e.kind() == ErrorKind::NotFound => {
+                self.forget(parent);
+                self.ensure_dir(key, parent)?;
+                self.create_unnamed(parent, &target, bytes)
+            }
+            other => other,
+        };
+        match unnamed {
+            Some(Ok(())) => {
+                self.sync_dir(parent).map_err(|e| self.io(key, &e))?;
+                return Ok(version_of(bytes));
+            }
+            Some(Err(e)) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(StoreError::AlreadyExists { key: key.to_owned(), maybe_applied: false });
+            }
+            Some(Err(e)) => return Err(self.io(key, &e)),
+            None => {}
+        }
         let tmp = self.temp(key, bytes)?;
-        let linked = fs::hard_link(&tmp, &target);
+        let linked = match fs::hard_link(&tmp, &target) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.forget(parent);
+                self.ensure_dir(key, parent)?;
+                fs::hard_link(&tmp, &target)
+            }
+            other => other,
+        };
         let _ = fs::remove_file(&tmp);
         match linked {
             Ok(()) => {
-                sync_dir(parent).map_err(|e| self.io(key, &e))?;
+                self.sync_dir(parent).map_err(|e| self.io(key, &e))?;
                 Ok(version_of(bytes))
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
@@ -157,7 +270,7 @@ impl FileStore {
                 let _ = fs::remove_file(&tmp);
                 self.io(key, &e)
             })?;
-            sync_dir(target.parent().expect("a key has a parent")).map_err(|e| self.io(key, &e))?;
+            self.sync_dir(target.parent().expect("a key has a parent")).map_err(|e| self.io(key, &e))?;
             Ok(version_of(bytes))
         })
     }
@@ -170,7 +283,7 @@ impl FileStore {
             }
             let target = self.root.join(key);
             fs::remove_file(&target).map_err(|e| self.io(key, &e))?;
-            sync_dir(target.parent().expect("a key has a parent")).map_err(|e| self.io(key, &e))
+            self.sync_dir(target.parent().expect("a key has a parent")).map_err(|e| self.io(key, &e))
         })
     }
 
@@ -209,10 +322,6 @@ impl FileStore {
         out.sort();
         Ok(out)
     }
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Runs blocking file-system work without stalling the async runtime: in place on a

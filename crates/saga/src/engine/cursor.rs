@@ -1,7 +1,13 @@
 //! The operation's state document (the cursor): the fold written under the lease's
-//! fencing token, in the background behind the next step, coalesced when the store is slow.
+//! fencing token — at every status change, and between them as a checkpoint at most
+//! every [`CHECKPOINT_MS`] of the clock, in the background behind the next step.
 
 use super::*;
+
+/// Between status changes the cursor is written at most this often: it is a snapshot
+/// of the event fold (resume folds whatever came after it), so fast steps cost their
+/// two events and not a third write each.
+pub(super) const CHECKPOINT_MS: u64 = 1_000;
 
 impl Engine {
     /// Writes the folded state under the lease's fencing token. The first write
@@ -12,16 +18,21 @@ impl Engine {
         self.write_cursor(sh).await
     }
 
-    /// Writes the cursor in the background: the next step's `step_started` event may be
-    /// written meanwhile (the cursor is a snapshot of the event fold; the events carry
-    /// the order). Cursor writes stay in order, and every status change or return
-    /// [`Engine::flush`]es first. While one write is in flight, later requests coalesce
-    /// into a single queued write that reads the newest fold when it starts, so a slow
-    /// store writes fewer snapshots instead of falling behind. `point` is the hook fired
-    /// once a write covering it is durable.
+    /// Checkpoints the cursor in the background: the next step's `step_started` event
+    /// may be written meanwhile (the cursor is a snapshot of the event fold; the events
+    /// carry the order). Within [`CHECKPOINT_MS`] of the last write nothing is written:
+    /// the next checkpoint or status change covers this step. Cursor writes stay in
+    /// order, and every status change or return [`Engine::flush`]es first. While one
+    /// write is in flight, later requests coalesce into a single queued write that reads
+    /// the newest fold when it starts, so a slow store writes fewer snapshots instead of
+    /// falling behind. `point` is the hook fired once a write covering it is durable.
     pub(super) async fn persist_behind(&self, sh: &Arc<Shared>, point: String) {
         let mut pending = sh.pending.lock().await;
         sh.queued_points.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(point);
+        let since = self.ledger.clock().now_ms().saturating_sub(sh.checkpointed_at_ms.load(Ordering::SeqCst));
+        if since < CHECKPOINT_MS {
+            return;
+        }
         if pending.is_some() && sh.queued.load(Ordering::SeqCst) {
             // A write is already queued and will read the newest fold: nothing to add.
             return;
@@ -34,13 +45,7 @@ impl Engine {
                 join_cursor(p).await?;
             }
             shared.queued.store(false, Ordering::SeqCst);
-            let points: Vec<String> =
-                std::mem::take(&mut *shared.queued_points.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-            engine.write_cursor(&shared).await?;
-            for p in &points {
-                engine.hook(p);
-            }
-            Ok(())
+            engine.write_cursor(&shared).await
         }));
     }
 
@@ -53,7 +58,11 @@ impl Engine {
         }
     }
 
+    /// Writes the fold as it is now, then fires the crash-test points it covers.
     pub(super) async fn write_cursor(&self, sh: &Arc<Shared>) -> Result<(), SagaError> {
+        sh.checkpointed_at_ms.store(self.ledger.clock().now_ms(), Ordering::SeqCst);
+        let points: Vec<String> =
+            std::mem::take(&mut *sh.queued_points.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let d = sh.detail.lock().await.clone();
         let key = keys::op_state(&sh.op);
         let doc = OperationState {
@@ -67,14 +76,18 @@ impl Engine {
             detail: d.clone(),
         };
         let mut last = sh.last.lock().await;
-        if let Some((prev, version)) = last.as_ref()
-            && let Some(written) = self.ledger.replace_if_match(&key, prev, version, doc.clone()).await?
-        {
-            *last = Some(written);
-            return Ok(());
+        let replaced = match last.as_ref() {
+            Some((prev, version)) => self.ledger.replace_if_match(&key, prev, version, doc.clone()).await?,
+            None => None,
+        };
+        *last = Some(match replaced {
+            Some(written) => written,
+            None => self.ledger.fenced_update_versioned(&key, &sh.guard, |_| Ok(Update::Write(doc.clone()))).await?,
+        });
+        drop(last);
+        for p in &points {
+            self.hook(p);
         }
-        let written = self.ledger.fenced_update_versioned(&key, &sh.guard, |_| Ok(Update::Write(doc.clone()))).await?;
-        *last = Some(written);
         Ok(())
     }
 }

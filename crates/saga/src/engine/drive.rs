@@ -52,6 +52,7 @@ impl Engine {
             pending: Mutex::new(None),
             queued: AtomicBool::new(false),
             queued_points: std::sync::Mutex::new(Vec::new()),
+            checkpointed_at_ms: AtomicU64::new(0),
             lost: AtomicBool::new(false),
             cancel,
         });

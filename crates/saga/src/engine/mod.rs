@@ -11,7 +11,7 @@ mod submit;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -131,8 +131,10 @@ struct Shared {
     pending: Mutex<Option<tokio::task::JoinHandle<Result<(), SagaError>>>>,
     /// A cursor write is queued behind the pending one and has not read the fold yet.
     queued: AtomicBool,
-    /// Crash-test points the queued write covers.
+    /// Crash-test points the next cursor write covers.
     queued_points: std::sync::Mutex<Vec<String>>,
+    /// When the last cursor write started (clock milliseconds).
+    checkpointed_at_ms: AtomicU64,
     lost: AtomicBool,
     cancel: Cancellation,
 }
