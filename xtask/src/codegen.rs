@@ -38,11 +38,20 @@ exits with the code's number. Agents branch on `code`, people read `summary`, `f
     out.push_str(&skiff_sdk::code::markdown_table());
     for c in Code::ALL {
         out.push_str(&format!(
-            "\n## `{}`\n\nExit code {}. {}\n\n**What to do.** {}\n",
+            "\n## `{}`\n\nExit code {}. {}\n\n**What to do.** {}\n\n**Returned by:** {}.\n",
             c.as_str(),
             c.exit_code(),
             c.meaning(),
-            c.fix()
+            c.fix(),
+            c.returned_by()
+                .iter()
+                .map(|b| if b.starts_with("skiff") || b.starts_with("POST") {
+                    format!("`{b}`")
+                } else {
+                    (*b).to_owned()
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     out

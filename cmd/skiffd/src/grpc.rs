@@ -89,7 +89,19 @@ impl Service {
     }
 
     async fn write(&self, caller: &Caller, action: &str, target: &str, request: Op, uploads: Vec<Upload>) -> Reply {
-        let answer = self.0.run(caller, request, uploads).await;
+        self.write_confirmed(caller, action, target, request, uploads, true).await
+    }
+
+    async fn write_confirmed(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        request: Op,
+        uploads: Vec<Upload>,
+        confirmed: bool,
+    ) -> Reply {
+        let answer = self.0.run_confirmed(caller, request, uploads, confirmed).await;
         let env = &answer.envelope;
         let target = env.operation_id.clone().unwrap_or_else(|| target.to_owned());
         self.0.audit(&caller.name, action, &target, env).await;
@@ -133,15 +145,9 @@ impl Skiff for Service {
         let caller = self.caller(&req, Role::Operator).await?;
         let r = req.into_inner();
         let to = if r.to.is_empty() { "previous-stable".to_owned() } else { r.to };
-        let target = r.service.clone();
-        self.write(
-            &caller,
-            "api.rollback",
-            &target,
-            Op::Rollback(RollbackRequest { service: r.service, to }),
-            Vec::new(),
-        )
-        .await
+        let (target, confirmed) = (r.service.clone(), r.confirmed);
+        let request = Op::Rollback(RollbackRequest { service: r.service, to });
+        self.write_confirmed(&caller, "api.rollback", &target, request, Vec::new(), confirmed).await
     }
 
     async fn status(&self, req: Request<proto::ServiceRequest>) -> Reply {
@@ -158,7 +164,8 @@ impl Skiff for Service {
             (service, _) => Op::Reconcile { service },
         };
         // A reconcile writes services/<svc>/reconcile.json: audited either way.
-        self.write(&caller, if r.repair { "api.repair" } else { "api.reconcile" }, &target, request, Vec::new()).await
+        let action = if r.repair { "api.repair" } else { "api.reconcile" };
+        self.write_confirmed(&caller, action, &target, request, Vec::new(), r.confirmed || !r.repair).await
     }
 
     async fn doctor(&self, req: Request<proto::ServiceRequest>) -> Reply {
@@ -183,32 +190,35 @@ impl Skiff for Service {
         let caller = self.caller(&req, Role::Approver).await?;
         let r = req.into_inner();
         let request = Op::Saga(SagaRequest::Approve { op: r.op_id.clone(), step: r.detail });
-        self.write(&caller, "api.approve", &r.op_id, request, Vec::new()).await
+        self.write_confirmed(&caller, "api.approve", &r.op_id, request, Vec::new(), r.confirmed).await
     }
 
     async fn reject(&self, req: Request<proto::SagaDecisionRequest>) -> Reply {
         let caller = self.caller(&req, Role::Approver).await?;
         let r = req.into_inner();
         let request = Op::Saga(SagaRequest::Reject { op: r.op_id.clone(), reason: r.detail.unwrap_or_default() });
-        self.write(&caller, "api.reject", &r.op_id, request, Vec::new()).await
+        self.write_confirmed(&caller, "api.reject", &r.op_id, request, Vec::new(), r.confirmed).await
     }
 
     async fn pause(&self, req: Request<proto::OperationRequest>) -> Reply {
         let caller = self.caller(&req, Role::Operator).await?;
-        let op = req.into_inner().op_id;
-        self.write(&caller, "api.pause", &op.clone(), Op::Saga(SagaRequest::Pause { op }), Vec::new()).await
+        let r = req.into_inner();
+        let request = Op::Saga(SagaRequest::Pause { op: r.op_id.clone() });
+        self.write_confirmed(&caller, "api.pause", &r.op_id, request, Vec::new(), r.confirmed).await
     }
 
     async fn resume(&self, req: Request<proto::OperationRequest>) -> Reply {
         let caller = self.caller(&req, Role::Operator).await?;
-        let op = req.into_inner().op_id;
-        self.write(&caller, "api.resume", &op.clone(), Op::Saga(SagaRequest::Resume { op }), Vec::new()).await
+        let r = req.into_inner();
+        let request = Op::Saga(SagaRequest::Resume { op: r.op_id.clone() });
+        self.write_confirmed(&caller, "api.resume", &r.op_id, request, Vec::new(), r.confirmed).await
     }
 
     async fn cancel(&self, req: Request<proto::OperationRequest>) -> Reply {
         let caller = self.caller(&req, Role::Operator).await?;
-        let op = req.into_inner().op_id;
-        self.write(&caller, "api.cancel", &op.clone(), Op::Saga(SagaRequest::Cancel { op }), Vec::new()).await
+        let r = req.into_inner();
+        let request = Op::Saga(SagaRequest::Cancel { op: r.op_id.clone() });
+        self.write_confirmed(&caller, "api.cancel", &r.op_id, request, Vec::new(), r.confirmed).await
     }
 
     type EventsStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send + 'static>>;
@@ -307,7 +317,7 @@ impl Skiff for Service {
         let dry_run = req.get_ref().dry_run;
         let caller = self.caller(&req, if dry_run { Role::Viewer } else { Role::Operator }).await?;
         let r = req.into_inner();
-        let target = r.kind.clone();
+        let (target, confirmed) = (r.kind.clone(), r.confirmed);
         let request = Op::Saga(SagaRequest::Start(SagaStart {
             kind: r.kind,
             service: r.service,
@@ -320,7 +330,7 @@ impl Skiff for Service {
         if dry_run {
             self.read(&caller, request, Vec::new()).await
         } else {
-            self.write(&caller, "api.saga.start", &target, request, Vec::new()).await
+            self.write_confirmed(&caller, "api.saga.start", &target, request, Vec::new(), confirmed).await
         }
     }
 

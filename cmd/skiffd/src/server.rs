@@ -80,7 +80,24 @@ impl Server {
     /// Answers `request` for `caller` with `uploads` in its working directory;
     /// operations are submitted for a worker, not run here.
     pub async fn run(self: &Arc<Self>, caller: &Caller, request: Request, uploads: Vec<Upload>) -> Answer {
-        self.with_context(caller, uploads, move |ctx| async move { skiff_ops::run(&ctx, request).await }).await
+        self.run_confirmed(caller, request, uploads, true).await
+    }
+
+    /// [`Server::run`] for a mutating request the caller may not have confirmed: then
+    /// what it names is checked and the answer is CONFIRMATION_REQUIRED, as a terminal
+    /// without `--yes` answers.
+    pub async fn run_confirmed(
+        self: &Arc<Self>,
+        caller: &Caller,
+        request: Request,
+        uploads: Vec<Upload>,
+        confirmed: bool,
+    ) -> Answer {
+        self.with_context(caller, uploads, move |ctx| async move {
+            let ctx = Context { yes: confirmed, ..ctx };
+            skiff_ops::run(&ctx, request).await
+        })
+        .await
     }
 
     /// Stages a fresh working directory (the request's files, the server's `policies/`)

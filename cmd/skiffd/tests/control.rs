@@ -241,22 +241,27 @@ fn two_workers_run_each_operation_once() {
         params: [("wait_ms", "4000"), ("seal", "false")]
             .map(|(k, v)| proto::Param { key: k.into(), value: v.into() })
             .to_vec(),
+        confirmed: true,
         ..Default::default()
     };
     let started = block(async { client().start_saga(start).await }).envelope;
     assert!(started.ok, "{started:?}");
     let op = started.operation_id.clone().unwrap();
     assert!(skiff_testkit::wait_until(Duration::from_secs(20), || status_of(&op).as_deref() == Some("running")));
-    let paused =
-        block(async { client().pause(proto::OperationRequest { op_id: op.clone(), outcome: false }).await }).envelope;
+    let paused = block(async {
+        client().pause(proto::OperationRequest { op_id: op.clone(), outcome: false, confirmed: true }).await
+    })
+    .envelope;
     assert!(paused.ok, "{paused:?}");
     assert!(
         skiff_testkit::wait_until(Duration::from_secs(30), || status_of(&op).as_deref() == Some("paused")),
         "{:?}",
         status_of(&op)
     );
-    let resumed =
-        block(async { client().resume(proto::OperationRequest { op_id: op.clone(), outcome: false }).await }).envelope;
+    let resumed = block(async {
+        client().resume(proto::OperationRequest { op_id: op.clone(), outcome: false, confirmed: true }).await
+    })
+    .envelope;
     assert!(resumed.ok, "{resumed:?}");
     assert!(
         skiff_testkit::wait_until(Duration::from_secs(30), || status_of(&op).as_deref() == Some("succeeded")),
@@ -393,7 +398,7 @@ fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
     // w1 runs operations only; w2, started once the drift below has settled, reconciles.
     let (_w1, _) = worker(dir, "w1", 0);
     let group = deploy_web(dir, &d, &approver, &viewer);
-    // The commands without a call of their own go through `Run`, role-checked.
+    // The commands with calls of their own since `Run` is gone, role-checked.
     for args in [&["release", "list", "web"][..], &["metrics", "web"], &["logs", "web"], &["saga", "kinds"]] {
         let (code, out) = remote(dir, &d, &viewer, args);
         assert_eq!(code, 0, "{args:?}: {out}");

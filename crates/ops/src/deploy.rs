@@ -89,16 +89,8 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool) -> Result<An
     let provider_name = resolved.provider.value.as_str();
     let prospective = crate::policy::prospective_graph(&ir)?;
     crate::policy::enforce(&rules, &crate::policy::input(ctx, &ir, "deploy", provider_name, None, Some(&prospective)))?;
-    let mut notes = Vec::new();
-    let signer = crate::keys::signer_or_generate(ctx, embedded, &mut notes)?;
-    let public_pem = crate::keys::public_key(ctx)?;
-    let verifier = skiff_release::Verifier::from_pem(public_pem.as_bytes()).map_err(|e| crate::error::release(&e))?;
-    local_ready(ctx, Some(&mut notes)).await?;
+    // Fail before building a release nobody could roll out, or starting anything.
     let (_, ledger) = ctx.ledger()?;
-    let provider = crate::factory::provider(ctx, &ledger).await?;
-    let engine = crate::factory::engine(ctx, &ledger).await;
-    let actor = ctx.actor();
-    ledger.init(&actor).await.map_err(|e| crate::error::state(&e))?;
     let before = ledger
         .read::<ServiceState>(&skiff_state::keys::service_state(&ir.service))
         .await
@@ -106,6 +98,15 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool) -> Result<An
     if before.is_some() {
         check_free(ctx, &ledger, &ir.service).await?;
     }
+    let mut notes = Vec::new();
+    let signer = crate::keys::signer_or_generate(ctx, embedded, &mut notes)?;
+    let public_pem = crate::keys::public_key(ctx)?;
+    let verifier = skiff_release::Verifier::from_pem(public_pem.as_bytes()).map_err(|e| crate::error::release(&e))?;
+    local_ready(ctx, Some(&mut notes)).await?;
+    let provider = crate::factory::provider(ctx, &ledger).await?;
+    let engine = crate::factory::engine(ctx, &ledger).await;
+    let actor = ctx.actor();
+    ledger.init(&actor).await.map_err(|e| crate::error::state(&e))?;
     if build && ir.artifact.build.is_some() {
         ctx.progress(&format!("building: {}", ir.artifact.build.as_deref().unwrap_or_default()));
     }
@@ -177,43 +178,37 @@ pub(crate) async fn watch(ctx: &Context, file: &Path) -> Result<Answer> {
 
 /// `skiff rollback SERVICE [--to previous-stable|RELEASE]`.
 pub(crate) async fn rollback(ctx: &Context, service: &str, to: &str) -> Result<Answer> {
-    ctx.confirm(&format!("roll {service} back to {to}"), &format!("skiff rollback {service} --to {to}"))?;
     let (_, resolved) = ctx.resolve()?;
+    let (_, ledger) = ctx.ledger()?;
+    // What the user named first: the service and the release to go back to.
+    let state = crate::lookup::service(&ledger, service).await?;
+    let target = if to == "previous-stable" {
+        let last_failed = state.candidate_release.is_some();
+        let t = if last_failed { state.stable_release.clone() } else { state.previous_stable.clone() };
+        t.ok_or_else(|| {
+            Error::from(
+                Envelope::failure(Code::NotFound, format!("{service} has no previous stable release"))
+                    .fact(format!(
+                        "{service} runs {}; nothing finished a rollout before it",
+                        state.current_release.as_deref().unwrap_or("nothing")
+                    ))
+                    .action("releases", format!("skiff release list {service}"), false, Safety::ReadOnly, 0.7),
+            )
+        })?
+    } else {
+        to.to_owned()
+    };
+    let manifest = crate::lookup::release(&ledger, service, &target).await?;
+    check_free(ctx, &ledger, service).await?;
+    ctx.confirm(&format!("roll {service} back to {to}"), &format!("skiff rollback {service} --to {to}"))?;
     let public_pem = crate::keys::public_key(ctx)?;
     local_ready(ctx, None).await?;
     // No spec file here: the rules are the built-in ones plus ./policies.
     let rules = crate::policy::load(&ctx.cwd.join("skiff.yaml"))?;
     let verifier = skiff_release::Verifier::from_pem(public_pem.as_bytes()).map_err(|e| crate::error::release(&e))?;
     let provider_name = resolved.provider.value.as_str();
-    let (_, ledger) = ctx.ledger()?;
     let provider = crate::factory::provider(ctx, &ledger).await?;
     let engine = crate::factory::engine(ctx, &ledger).await;
-    let not_found = |why: String| {
-        Error::from(Envelope::failure(Code::NotFound, why).action(
-            "releases",
-            format!("skiff release list {service}"),
-            false,
-            Safety::ReadOnly,
-            0.7,
-        ))
-    };
-    let state = ledger
-        .read::<ServiceState>(&skiff_state::keys::service_state(service))
-        .await
-        .map_err(|e| crate::error::state(&e))?
-        .ok_or_else(|| not_found(format!("{service} has never been deployed")))?;
-    let target = if to == "previous-stable" {
-        let last_failed = state.candidate_release.is_some();
-        let t = if last_failed { state.stable_release.clone() } else { state.previous_stable.clone() };
-        t.ok_or_else(|| not_found(format!("{service} has no previous stable release")))?
-    } else {
-        to.to_owned()
-    };
-    let manifest = ledger
-        .read::<skiff_release::ReleaseManifest>(&skiff_state::keys::release(service, &target))
-        .await
-        .map_err(|e| crate::error::state(&e))?
-        .ok_or_else(|| not_found(format!("{service} has no release {target}")))?;
     let ir: ServiceIr = ledger.get_spec(&manifest.spec_digest).await.map_err(|e| crate::error::state(&e))?;
     // Move away from whatever serves now: a failed candidate's group first, else the current release.
     let mut from = None;
@@ -243,11 +238,13 @@ pub(crate) async fn rollback(ctx: &Context, service: &str, to: &str) -> Result<A
 /// `skiff reconcile SERVICE --repair`: reconcile, then run the `repair` saga for the
 /// drift a step can fix (after the policy check), then reconcile again.
 pub(crate) async fn repair(ctx: &Context, service: &str) -> Result<Answer> {
-    ctx.confirm(&format!("repair drift of {service}"), &format!("skiff reconcile {service} --repair"))?;
     let (_, resolved) = ctx.resolve()?;
+    let (_, ledger) = ctx.ledger()?;
+    crate::lookup::service(&ledger, service).await?;
+    check_free(ctx, &ledger, service).await?;
+    ctx.confirm(&format!("repair drift of {service}"), &format!("skiff reconcile {service} --repair"))?;
     let rules = crate::policy::load(&ctx.cwd.join("skiff.yaml"))?;
     let provider_name = resolved.provider.value.as_str();
-    let (_, ledger) = ctx.ledger()?;
     let provider = crate::factory::provider(ctx, &ledger).await?;
     let engine = crate::factory::engine(ctx, &ledger).await;
     let actor = ctx.actor();

@@ -14,6 +14,12 @@ const STUCK_AFTER_MS: u64 = 15 * 60 * 1000;
 const HEARTBEAT_STALE_MS: u64 = 30_000;
 
 pub(crate) async fn run(ctx: &Context, service: Option<String>) -> Result<Answer> {
+    if let Some(s) = &service {
+        let (_, ledger) = ctx.ledger()?;
+        if !crate::lookup::service_known(&ledger, s).await? {
+            return Err(crate::lookup::no_service(&ledger, s));
+        }
+    }
     let key = {
         let p = ctx.private_key_path();
         if p.exists() { KeyCheck::Present } else { KeyCheck::Missing(p.display().to_string()) }

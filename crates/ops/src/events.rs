@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use skiff_clock::{Clock as _, SystemClock, Utc};
-use skiff_sdk::{Answer, Code, Envelope, Safety};
+use skiff_sdk::{Answer, Envelope, Safety};
 use skiff_state::docs::{Event, OpStatus, OperationState};
 use skiff_state::{Ledger, keys};
 
@@ -25,15 +25,8 @@ async fn status(ledger: &Ledger, op: &str) -> Result<Option<OpStatus>> {
 /// UI) until the operation ends.
 pub(crate) async fn run(ctx: &Context, op: &str, follow: bool, after: u64) -> Result<Answer> {
     let (_, ledger) = ctx.ledger()?;
-    let known = ledger.store().get(&keys::op_intent(op)).await.map_err(|e| crate::error::state(&e.into()))?.is_some();
+    crate::lookup::operation(&ledger, op).await?;
     let mut events = ledger.events_after(op, after).await.map_err(|e| crate::error::state(&e))?;
-    if !known && events.is_empty() {
-        return Err(Envelope::failure(Code::NotFound, format!("no operation `{op}`"))
-            .fact("it has no intent and no events in this bucket")
-            .fact(format!("bucket: {}", ledger.url()))
-            .action("config", "skiff config show", false, Safety::ReadOnly, 0.5)
-            .into());
-    }
     let mut last = events.last().map_or(after, |e| e.seq);
     if follow {
         for e in &events {

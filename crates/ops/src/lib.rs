@@ -21,6 +21,7 @@ mod init;
 pub mod intent;
 mod keys;
 mod local;
+mod lookup;
 mod meta;
 mod observe;
 mod pipeline;
@@ -47,7 +48,26 @@ use skiff_sdk::Answer;
 
 /// Answers a request here (direct mode).
 pub async fn run(ctx: &Context, request: Request) -> Answer {
-    answer(execute(ctx, request).await)
+    let mut a = answer(execute(ctx, request).await);
+    if a.envelope.code == skiff_sdk::Code::StateUnavailable {
+        name_the_bucket(ctx, &mut a);
+    }
+    a
+}
+
+/// An unreachable bucket is always named, with where its URL came from.
+fn name_the_bucket(ctx: &Context, a: &mut Answer) {
+    let Ok((_, resolved)) = ctx.resolve() else { return };
+    let url = &resolved.state.value;
+    if !a.envelope.summary.contains(url.as_str()) && !a.envelope.facts.iter().any(|f| f.contains(url.as_str())) {
+        let from = match resolved.state.origin {
+            skiff_sdk::config::Origin::Flag => "--bucket",
+            skiff_sdk::config::Origin::Env => "$SKIFF_STATE",
+            skiff_sdk::config::Origin::Context => "the current context",
+            skiff_sdk::config::Origin::Default => "the default",
+        };
+        a.envelope.facts.insert(0, format!("bucket: {url} (from {from})"));
+    }
 }
 
 async fn execute(ctx: &Context, request: Request) -> Result<Answer> {

@@ -135,23 +135,18 @@ fn line(v: &ServiceView) -> String {
     )
 }
 
-/// The ledger and provider for a read-only command.
-async fn open(ctx: &Context) -> Result<(Ledger, Arc<dyn Provider>)> {
+/// The states of `only` (NOT_FOUND when it is unknown) or of every service, then the
+/// provider: what the user named is checked before anything else is needed.
+async fn open(ctx: &Context, only: Option<&str>) -> Result<(Ledger, Vec<ServiceState>, Arc<dyn Provider>)> {
     let (_, ledger) = ctx.ledger()?;
+    let states = service_states(&ledger, only).await?;
     let provider = crate::factory::provider(ctx, &ledger).await?;
-    Ok((ledger, provider))
-}
-
-fn not_deployed(service: &str) -> Error {
-    Envelope::failure(Code::NotFound, format!("{service} has never been deployed"))
-        .action("deploy", "skiff deploy -f skiff.yaml --yes", true, Safety::Reversible, 0.6)
-        .action("list", "skiff status", false, Safety::ReadOnly, 0.5)
-        .into()
+    Ok((ledger, states, provider))
 }
 
 async fn service_states(ledger: &Ledger, only: Option<&str>) -> Result<Vec<ServiceState>> {
     let names: Vec<String> = match only {
-        Some(s) => vec![s.to_owned()],
+        Some(s) => return Ok(vec![crate::lookup::service(ledger, s).await?]),
         None => ledger.rebuild_index().await.map_err(|e| crate::error::state(&e))?.services.keys().cloned().collect(),
     };
     let mut out = Vec::new();
@@ -177,13 +172,7 @@ pub(crate) fn reconcile_error(e: skiff_steps::reconcile::ReconcileError) -> Erro
 
 pub(crate) async fn status(ctx: &Context, service: Option<String>) -> Result<Answer> {
     {
-        let (ledger, provider) = open(ctx).await?;
-        let states = service_states(&ledger, service.as_deref()).await?;
-        if let Some(s) = &service
-            && states.is_empty()
-        {
-            return Err(not_deployed(s));
-        }
+        let (ledger, states, provider) = open(ctx, service.as_deref()).await?;
         let mut views = Vec::new();
         for s in &states {
             views.push(view(&ledger, provider.as_ref(), s).await);
@@ -239,9 +228,8 @@ pub(crate) async fn status(ctx: &Context, service: Option<String>) -> Result<Ans
 
 pub(crate) async fn metrics(ctx: &Context, service: &str) -> Result<Answer> {
     {
-        let (ledger, provider) = open(ctx).await?;
-        let states = service_states(&ledger, Some(service)).await?;
-        let Some(s) = states.first() else { return Err(not_deployed(service)) };
+        let (ledger, states, provider) = open(ctx, Some(service)).await?;
+        let Some(s) = states.first() else { return Err(crate::lookup::no_service(&ledger, service)) };
         let v = view(&ledger, provider.as_ref(), s).await;
         let mut groups = Vec::new();
         for w in &v.weights {
@@ -301,7 +289,7 @@ pub(crate) async fn logs(ctx: &Context, r: LogsRequest) -> Result<Answer> {
         None => None,
     };
     let service = r.service;
-    let (_, provider) = open(ctx).await?;
+    let (_, _, provider) = open(ctx, Some(&service)).await?;
     let mut q = LogQuery { service: service.clone(), instance: r.instance, since_ms, limit: None };
     loop {
         let lines = provider
@@ -333,13 +321,9 @@ pub(crate) async fn logs(ctx: &Context, r: LogsRequest) -> Result<Answer> {
 /// `skiff reconcile [SERVICE]`: desired against actual, recorded; DRIFTED exits 24.
 pub(crate) async fn reconcile(ctx: &Context, service: Option<String>) -> Result<Answer> {
     let actor = ctx.actor();
-    let (ledger, provider) = open(ctx).await?;
-    let states = service_states(&ledger, service.as_deref()).await?;
+    let (ledger, states, provider) = open(ctx, service.as_deref()).await?;
     if states.is_empty() {
-        return match service {
-            Some(s) => Err(not_deployed(&s)),
-            None => Ok(Envelope::ok("no services deployed; nothing to reconcile").into()),
-        };
+        return Ok(Envelope::ok("no services deployed; nothing to reconcile").into());
     }
     let mut docs = Vec::new();
     let mut skipped = Vec::new();

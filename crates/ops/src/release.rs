@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use skiff_release::{ReleaseError, ReleaseInput};
+use skiff_release::ReleaseInput;
 use skiff_sdk::{Answer, Code, Envelope, Safety};
 use skiff_state::Ledger;
 
@@ -66,6 +66,12 @@ async fn list(ctx: &Context, service: Option<String>) -> Result<Answer> {
     for s in &services {
         all.extend(skiff_release::list(&ledger, s).await.map_err(|e| crate::error::release(&e))?);
     }
+    if let Some(s) = &service
+        && all.is_empty()
+        && !crate::lookup::service_known(&ledger, s).await?
+    {
+        return Err(crate::lookup::no_service(&ledger, s));
+    }
     let mut body = String::new();
     for l in &all {
         let m = &l.manifest;
@@ -84,12 +90,16 @@ async fn list(ctx: &Context, service: Option<String>) -> Result<Answer> {
     Ok(Answer::from(Envelope::ok(plural(all.len(), "release")).data(data)).body(body))
 }
 
-/// The named release, or the service's newest.
+/// The named release (which must exist), or the service's newest.
 async fn chosen(ledger: &Ledger, service: &str, release: Option<String>) -> Result<String> {
     if let Some(r) = release {
+        crate::lookup::release(ledger, service, &r).await?;
         return Ok(r);
     }
     let listed = skiff_release::list(ledger, service).await.map_err(|e| crate::error::release(&e))?;
+    if listed.is_empty() && !crate::lookup::service_known(ledger, service).await? {
+        return Err(crate::lookup::no_service(ledger, service));
+    }
     listed.last().map(|l| l.manifest.release.clone()).ok_or_else(|| {
         Envelope::failure(Code::NotFound, format!("{service} has no releases"))
             .action("create", "skiff release create --yes", true, Safety::Reversible, 0.6)
@@ -100,11 +110,7 @@ async fn chosen(ledger: &Ledger, service: &str, release: Option<String>) -> Resu
 async fn show(ctx: &Context, service: &str, release: Option<String>) -> Result<Answer> {
     let (_, ledger) = ctx.ledger()?;
     let release = chosen(&ledger, service, release).await?;
-    let key = skiff_state::keys::release(service, &release);
-    let manifest =
-        ledger.read::<skiff_release::ReleaseManifest>(&key).await.map_err(|e| crate::error::state(&e))?.ok_or_else(
-            || crate::error::release(&ReleaseError::NotFound { service: service.to_owned(), release: release.clone() }),
-        )?;
+    let manifest = crate::lookup::release(&ledger, service, &release).await?;
     let signed =
         matches!(ledger.store().get(&skiff_state::keys::release_signature(service, &release)).await, Ok(Some(_)));
     let mut body = serde_json::to_string_pretty(&manifest).unwrap_or_default();
@@ -120,9 +126,9 @@ async fn show(ctx: &Context, service: &str, release: Option<String>) -> Result<A
 }
 
 async fn verify(ctx: &Context, service: &str, release: Option<String>, public_key: Option<&Path>) -> Result<Answer> {
-    let verifier = crate::keys::verifier(ctx, public_key)?;
     let (_, ledger) = ctx.ledger()?;
     let release = chosen(&ledger, service, release).await?;
+    let verifier = crate::keys::verifier(ctx, public_key)?;
     let v =
         skiff_release::verify(&ledger, &verifier, service, &release).await.map_err(|e| crate::error::release(&e))?;
     Ok(Envelope::ok(format!("release {service} {release} verifies"))

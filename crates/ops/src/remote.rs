@@ -93,13 +93,18 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
         }
         Request::Watch { file } => return watch(ctx, c, &file).await,
         Request::Rollback(r) => {
-            let submitted = c.rollback(proto::RollbackRequest { service: r.service, to: r.to }).await;
+            let confirmed = confirmed(ctx, &format!("roll {} back to {}", r.service, r.to))?;
+            let submitted = c.rollback(proto::RollbackRequest { service: r.service, to: r.to, confirmed }).await;
             follow(ctx, c, submitted, false).await
         }
         Request::Status { service } => c.status(proto::ServiceRequest { service }).await,
-        Request::Reconcile { service } => c.reconcile(proto::ReconcileRequest { service, repair: false }).await,
+        Request::Reconcile { service } => {
+            c.reconcile(proto::ReconcileRequest { service, repair: false, confirmed: true }).await
+        }
         Request::Repair { service } => {
-            let answered = c.reconcile(proto::ReconcileRequest { service: Some(service), repair: true }).await;
+            let confirmed = confirmed(ctx, &format!("repair drift of {service}"))?;
+            let answered =
+                c.reconcile(proto::ReconcileRequest { service: Some(service), repair: true, confirmed }).await;
             follow(ctx, c, answered, false).await
         }
         Request::Logs(r) if r.follow => return follow_logs(ctx, c, r).await,
@@ -130,15 +135,38 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
     })
 }
 
+/// Whether the caller confirmed a mutating request here: `--yes`, or yes at a prompt.
+/// Without a terminal the server is told it was not: it checks what was named and
+/// answers CONFIRMATION_REQUIRED, as direct mode does.
+fn confirmed(ctx: &Context, question: &str) -> Result<bool> {
+    if ctx.yes {
+        return Ok(true);
+    }
+    match ctx.ui.ask(&format!("{question} [y/N] ")) {
+        Some(true) => Ok(true),
+        Some(false) => Err(Envelope::failure(Code::Cancelled, "not confirmed; nothing was changed").into()),
+        None => Ok(false),
+    }
+}
+
 async fn saga(ctx: &Context, c: &Client, r: SagaRequest) -> Result<Answer> {
-    let op_req = |op_id: String| proto::OperationRequest { op_id, outcome: false };
+    let show = |op_id: String, outcome: bool| proto::OperationRequest { op_id, outcome, confirmed: false };
+    let steer = |verb: &str, op_id: String| -> Result<proto::OperationRequest> {
+        let confirmed = confirmed(ctx, &format!("{verb} operation {op_id}"))?;
+        Ok(proto::OperationRequest { op_id, outcome: false, confirmed })
+    };
+    let decide = |verb: &str, op_id: String, detail: Option<String>| -> Result<proto::SagaDecisionRequest> {
+        let confirmed = confirmed(ctx, &format!("{verb} operation {op_id}"))?;
+        Ok(proto::SagaDecisionRequest { op_id, detail, confirmed })
+    };
     Ok(match r {
         SagaRequest::List { service, status } => c.list_sagas(proto::SagaListRequest { service, status }).await,
-        SagaRequest::Show { op } => c.get_operation(op_req(op)).await,
-        SagaRequest::Outcome { op } => c.get_operation(proto::OperationRequest { op_id: op, outcome: true }).await,
+        SagaRequest::Show { op } => c.get_operation(show(op, false)).await,
+        SagaRequest::Outcome { op } => c.get_operation(show(op, true)).await,
         SagaRequest::Kinds => c.saga_kinds(proto::Empty {}).await,
         SagaRequest::Start(s) => {
             let dry_run = s.dry_run;
+            let confirmed = dry_run || confirmed(ctx, &format!("start saga {}", s.kind))?;
             let req = proto::SagaStartRequest {
                 kind: s.kind,
                 service: s.service,
@@ -147,17 +175,16 @@ async fn saga(ctx: &Context, c: &Client, r: SagaRequest) -> Result<Answer> {
                 idempotency_key: s.idempotency_key,
                 reason: s.reason,
                 to: s.to,
+                confirmed,
             };
             let submitted = c.start_saga(req).await;
             follow(ctx, c, submitted, dry_run).await
         }
-        SagaRequest::Approve { op, step } => c.approve(proto::SagaDecisionRequest { op_id: op, detail: step }).await,
-        SagaRequest::Reject { op, reason } => {
-            c.reject(proto::SagaDecisionRequest { op_id: op, detail: Some(reason) }).await
-        }
-        SagaRequest::Pause { op } => c.pause(op_req(op)).await,
-        SagaRequest::Resume { op } => c.resume(op_req(op)).await,
-        SagaRequest::Cancel { op } => c.cancel(op_req(op)).await,
+        SagaRequest::Approve { op, step } => c.approve(decide("approve", op, step)?).await,
+        SagaRequest::Reject { op, reason } => c.reject(decide("reject", op, Some(reason))?).await,
+        SagaRequest::Pause { op } => c.pause(steer("pause", op)?).await,
+        SagaRequest::Resume { op } => c.resume(steer("resume", op)?).await,
+        SagaRequest::Cancel { op } => c.cancel(steer("cancel", op)?).await,
     })
 }
 
@@ -286,7 +313,7 @@ async fn follow(ctx: &Context, c: &Client, submitted: Answer, detach: bool) -> A
             break;
         }
     }
-    c.get_operation(proto::OperationRequest { op_id: op, outcome: true }).await
+    c.get_operation(proto::OperationRequest { op_id: op, outcome: true, confirmed: false }).await
 }
 
 /// An operation's events from the stream, answered as direct mode answers them.
@@ -309,7 +336,8 @@ async fn events(ctx: &Context, c: &Client, op: &str, follow: bool, after: u64) -
             Err(s) => return Err(skiff_sdk::grpc::status_envelope(c.server(), &s).into()),
         }
     }
-    let shown = c.get_operation(proto::OperationRequest { op_id: op.to_owned(), outcome: false }).await;
+    let shown =
+        c.get_operation(proto::OperationRequest { op_id: op.to_owned(), outcome: false, confirmed: false }).await;
     if !shown.envelope.ok && all.is_empty() {
         return Ok(shown);
     }

@@ -21,6 +21,7 @@ pub(crate) async fn run(ctx: &Context, r: SagaRequest) -> Result<Answer> {
         SagaRequest::Show { op } => show(ctx, &op).await,
         SagaRequest::Outcome { op } => {
             let (_, ledger) = ctx.ledger()?;
+            crate::lookup::operation(&ledger, &op).await?;
             crate::report::outcome(ctx, &ledger, &op).await
         }
         SagaRequest::Kinds => Ok(kinds()),
@@ -129,9 +130,10 @@ async fn steer(ctx: &Context, op: &str, action: Steer) -> Result<Answer> {
         Steer::Resume => "resume",
         Steer::Cancel => "cancel",
     };
+    let (_, ledger) = ctx.ledger()?;
+    crate::lookup::operation(&ledger, op).await?;
     ctx.confirm(&format!("{verb} operation {op}"), &format!("skiff saga {verb} {op}"))?;
     let actor = ctx.actor();
-    let (_, ledger) = ctx.ledger()?;
     let e = crate::factory::engine(ctx, &ledger).await;
     let (_, detail) = e.load(op).await.map_err(|err| crate::error::saga(&err))?;
     let recorded = match &action {
@@ -187,6 +189,12 @@ async fn steer(ctx: &Context, op: &str, action: Steer) -> Result<Answer> {
 async fn list(ctx: &Context, service: Option<String>, status: Option<String>) -> Result<Answer> {
     let (_, ledger) = ctx.ledger()?;
     let index = ledger.rebuild_index().await.map_err(|e| crate::error::state(&e))?;
+    if let Some(s) = &service
+        && !index.operations.values().any(|o| o.service.as_ref() == Some(s))
+        && !crate::lookup::service_known(&ledger, s).await?
+    {
+        return Err(crate::lookup::no_service(&ledger, s));
+    }
     let mut ops: Vec<(&String, &skiff_state::OperationEntry)> = index
         .operations
         .iter()
@@ -216,6 +224,7 @@ async fn list(ctx: &Context, service: Option<String>, status: Option<String>) ->
 
 async fn show(ctx: &Context, op: &str) -> Result<Answer> {
     let (_, ledger) = ctx.ledger()?;
+    crate::lookup::operation(&ledger, op).await?;
     let e = crate::factory::engine(ctx, &ledger).await;
     let (plan, detail) = e.load(op).await.map_err(|err| crate::error::saga(&err))?;
     let intent = ledger.read::<OperationIntent>(&keys::op_intent(op)).await.ok().flatten();

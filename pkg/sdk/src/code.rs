@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 macro_rules! codes {
-    ($($variant:ident = $exit:literal, $name:literal, $meaning:literal, $fix:literal;)+) => {
+    ($($variant:ident = $exit:literal, $name:literal, $meaning:literal, $fix:literal, [$($by:literal),+];)+) => {
         /// One class of outcome. The set is closed: a new class is a new schema version.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -39,38 +39,45 @@ macro_rules! codes {
             pub const fn fix(self) -> &'static str {
                 match self { $(Code::$variant => $fix),+ }
             }
+
+            /// The commands that can answer with it (`every command`, or command
+            /// prefixes such as `skiff release verify`). The CLI contract test checks
+            /// every answer it provokes against this list.
+            pub const fn returned_by(self) -> &'static [&'static str] {
+                match self { $(Code::$variant => &[$($by),+]),+ }
+            }
         }
     };
 }
 
 codes! {
-    Ok = 0, "OK", "The command did what was asked.", "Nothing to do.";
-    Internal = 1, "INTERNAL", "Skiff hit a bug it did not expect.", "Re-run with `--format json` and report the output; nothing was changed unless the output says so.";
-    Usage = 2, "USAGE", "The command line was not understood.", "Read `skiff <command> --help` for the flags and examples.";
-    SpecInvalid = 3, "SPEC_INVALID", "The service spec (skiff.yaml) is invalid.", "Fix the field named at file:line:column as the message says, then run `skiff validate` again.";
-    NotFound = 4, "NOT_FOUND", "A file, service, release, operation or context does not exist.", "Check the name; list what exists (`skiff status`, `skiff release list`, `skiff saga list`, `skiff config get-contexts`).";
-    AlreadyExists = 5, "ALREADY_EXISTS", "The thing to create is already there.", "Use the existing one, pick another name, or pass `--force` where the command offers it.";
-    Conflict = 6, "CONFLICT", "Another writer changed the same document first; retries ran out.", "Run the command again: it re-reads the latest state. Persistent conflicts mean a busy writer; check `skiff saga list`.";
-    LeaseHeld = 7, "LEASE_HELD", "Another operation holds the lease on this scope.", "Wait for it (`skiff saga show OP`), or cancel it (`skiff saga cancel OP`) if it is stuck.";
-    PolicyDenied = 8, "POLICY_DENIED", "A guardrail rejected the plan before anything changed.", "Change the spec as the rule's fix says, or ask an approver; `skiff policy check` explains each rule.";
-    ApprovalRequired = 9, "APPROVAL_REQUIRED", "The operation waits for an approver.", "An approver runs `skiff saga approve OP` (or `reject`).";
-    ConfirmationRequired = 10, "CONFIRMATION_REQUIRED", "A mutating command ran without a terminal to confirm on.", "Re-run with `--yes` once you have read the plan (`--dry-run` shows it).";
-    CanaryFailed = 11, "CANARY_FAILED", "The new release failed canary analysis and was rolled back to stable.", "Read the facts (error rate, latency, health), fix the release, and deploy again.";
-    AnalysisInconclusive = 12, "ANALYSIS_INCONCLUSIVE", "Too few requests reached the canary to judge it; the rollout paused.", "Send traffic and `skiff saga resume OP`, or `skiff rollback SERVICE`.";
-    DeadlineExceeded = 13, "DEADLINE_EXCEEDED", "A step missed its deadline; the operation was rolled back.", "Find the slow step in `skiff saga events OP`; raise `rollout.step_timeout` only if the step is healthy but slow.";
-    OperationFailed = 14, "OPERATION_FAILED", "An operation failed and was compensated (or could not be).", "Read `skiff saga show OP` for the failing step and its error; `skiff doctor` suggests repairs.";
-    Cancelled = 15, "CANCELLED", "The operation was cancelled.", "Start it again when ready.";
-    SignatureInvalid = 16, "SIGNATURE_INVALID", "A release signature is missing or does not verify.", "Re-create the release with the right key (`skiff release create`); check `skiff keys` and the trusted public key.";
-    DigestMismatch = 17, "DIGEST_MISMATCH", "An artifact or blob does not match its recorded sha256.", "Treat it as tampering or corruption: re-create the release from a clean build.";
-    StateUnavailable = 18, "STATE_UNAVAILABLE", "The state bucket cannot be reached or written.", "Check the bucket URL (`skiff config show`), credentials and network; `skiff doctor` tests access.";
-    StateCorrupt = 19, "STATE_CORRUPT", "The state bucket holds documents that fail verification.", "Run `skiff state verify` for the findings; restore the named objects from bucket versioning.";
-    ProviderError = 20, "PROVIDER_ERROR", "The cloud or local provider refused or failed a call.", "Read the provider's message in the facts; fix credentials, quotas or the resource, then resume.";
-    Unauthenticated = 21, "UNAUTHENTICATED", "The server needs a valid token.", "Set `SKIFF_TOKEN` (or the context's token) to a token issued for you.";
-    PermissionDenied = 22, "PERMISSION_DENIED", "Your role may not do this.", "Ask for the operator or approver role, or have someone with it run the command.";
-    ConfigInvalid = 23, "CONFIG_INVALID", "The client configuration (contexts file) is invalid.", "Fix the file at the line named, or recreate the context with `skiff config set-context`.";
-    Drifted = 24, "DRIFTED", "Actual state differs from desired state.", "Read the differences; repair with the recommended `repair` saga or re-deploy.";
-    Unhealthy = 25, "UNHEALTHY", "The service or its instances are unhealthy.", "Read the findings of `skiff doctor SERVICE` and follow their recommended actions.";
-    IoError = 26, "IO_ERROR", "A local file could not be read or written.", "Check the path, permissions and free disk space named in the facts.";
+    Ok = 0, "OK", "The command did what was asked.", "Nothing to do.", ["every command"];
+    Internal = 1, "INTERNAL", "Skiff hit a bug it did not expect.", "Re-run with `--format json` and report the output; nothing was changed unless the output says so.", ["every command"];
+    Usage = 2, "USAGE", "The command line was not understood.", "Read `skiff <command> --help` for the flags and examples.", ["every command", "skiff --server"];
+    SpecInvalid = 3, "SPEC_INVALID", "The service spec (skiff.yaml) is invalid.", "Fix the field named at file:line:column as the message says, then run `skiff validate` again.", ["skiff validate", "skiff plan", "skiff deploy", "skiff policy check", "skiff release create", "skiff rollback", "skiff reconcile", "POST /v1/intents"];
+    NotFound = 4, "NOT_FOUND", "A file, service, release, operation or context does not exist.", "Check the name; list what exists (`skiff status`, `skiff release list`, `skiff saga list`, `skiff config get-contexts`).", ["skiff validate", "skiff plan", "skiff deploy", "skiff rollback", "skiff status", "skiff reconcile", "skiff logs", "skiff metrics", "skiff doctor", "skiff events", "skiff saga", "skiff release", "skiff local status", "skiff config use-context", "skiff secrets", "skiff policy check"];
+    AlreadyExists = 5, "ALREADY_EXISTS", "The thing to create is already there.", "Use the existing one, pick another name, or pass `--force` where the command offers it.", ["skiff init", "skiff keys generate", "skiff saga start", "POST /v1/intents"];
+    Conflict = 6, "CONFLICT", "Another writer changed the same document first; retries ran out.", "Run the command again: it re-reads the latest state. Persistent conflicts mean a busy writer; check `skiff saga list`.", ["skiff deploy", "skiff rollback", "skiff reconcile", "skiff saga", "skiff state init", "skiff release create"];
+    LeaseHeld = 7, "LEASE_HELD", "Another operation holds the lease on this scope.", "Wait for it (`skiff saga show OP`), or cancel it (`skiff saga cancel OP`) if it is stuck.", ["skiff deploy", "skiff rollback", "skiff reconcile", "skiff saga start"];
+    PolicyDenied = 8, "POLICY_DENIED", "A guardrail rejected the plan before anything changed.", "Change the spec as the rule's fix says, or ask an approver; `skiff policy check` explains each rule.", ["skiff deploy", "skiff rollback", "skiff reconcile", "skiff policy check", "POST /v1/intents"];
+    ApprovalRequired = 9, "APPROVAL_REQUIRED", "The operation waits for an approver.", "An approver runs `skiff saga approve OP` (or `reject`).", ["skiff deploy", "skiff saga start", "skiff saga approve", "skiff saga resume"];
+    ConfirmationRequired = 10, "CONFIRMATION_REQUIRED", "A mutating command ran without a terminal to confirm on.", "Re-run with `--yes` once you have read the plan (`--dry-run` shows it).", ["skiff deploy", "skiff rollback", "skiff reconcile", "skiff release create", "skiff saga start", "skiff saga approve", "skiff saga reject", "skiff saga pause", "skiff saga resume", "skiff saga cancel", "skiff state init", "skiff secrets set", "skiff secrets delete", "skiff local down"];
+    CanaryFailed = 11, "CANARY_FAILED", "The new release failed canary analysis and was rolled back to stable.", "Read the facts (error rate, latency, health), fix the release, and deploy again.", ["skiff deploy", "skiff saga resume", "skiff saga show"];
+    AnalysisInconclusive = 12, "ANALYSIS_INCONCLUSIVE", "Too few requests reached the canary to judge it; the rollout paused.", "Send traffic and `skiff saga resume OP`, or `skiff rollback SERVICE`.", ["skiff deploy", "skiff saga resume"];
+    DeadlineExceeded = 13, "DEADLINE_EXCEEDED", "A step missed its deadline; the operation was rolled back.", "Find the slow step in `skiff saga events OP`; raise `rollout.step_timeout` only if the step is healthy but slow.", ["skiff deploy", "skiff rollback", "skiff saga start", "skiff saga resume"];
+    OperationFailed = 14, "OPERATION_FAILED", "An operation failed and was compensated (or could not be).", "Read `skiff saga show OP` for the failing step and its error; `skiff doctor` suggests repairs.", ["skiff deploy", "skiff rollback", "skiff reconcile", "skiff saga start", "skiff saga approve", "skiff saga resume", "skiff doctor"];
+    Cancelled = 15, "CANCELLED", "The operation was cancelled.", "Start it again when ready.", ["skiff saga cancel", "every mutating command not confirmed at its prompt"];
+    SignatureInvalid = 16, "SIGNATURE_INVALID", "A release signature is missing or does not verify.", "Re-create the release with the right key (`skiff release create`); check `skiff keys` and the trusted public key.", ["skiff deploy", "skiff rollback", "skiff release create", "skiff release verify", "skiff doctor"];
+    DigestMismatch = 17, "DIGEST_MISMATCH", "An artifact or blob does not match its recorded sha256.", "Treat it as tampering or corruption: re-create the release from a clean build.", ["skiff deploy", "skiff rollback", "skiff release verify", "skiff secrets"];
+    StateUnavailable = 18, "STATE_UNAVAILABLE", "The state bucket cannot be reached or written.", "Check the bucket URL (`skiff config show`), credentials and network; `skiff doctor` tests access.", ["every command that reads the state bucket", "skiff --server"];
+    StateCorrupt = 19, "STATE_CORRUPT", "The state bucket holds documents that fail verification.", "Run `skiff state verify` for the findings; restore the named objects from bucket versioning.", ["skiff state verify", "every command that reads the state bucket"];
+    ProviderError = 20, "PROVIDER_ERROR", "The cloud or local provider refused or failed a call.", "Read the provider's message in the facts; fix credentials, quotas or the resource, then resume.", ["skiff deploy", "skiff rollback", "skiff status", "skiff logs", "skiff metrics", "skiff reconcile", "skiff doctor", "skiff local", "skiff secrets", "skiff state init", "skiff iam policy"];
+    Unauthenticated = 21, "UNAUTHENTICATED", "The server needs a valid token.", "Set `SKIFF_TOKEN` (or the context's token) to a token issued for you.", ["skiff --server"];
+    PermissionDenied = 22, "PERMISSION_DENIED", "Your role may not do this.", "Ask for the operator or approver role, or have someone with it run the command.", ["skiff --server"];
+    ConfigInvalid = 23, "CONFIG_INVALID", "The client configuration (contexts file) is invalid.", "Fix the file at the line named, or recreate the context with `skiff config set-context`.", ["every command", "skiff config"];
+    Drifted = 24, "DRIFTED", "Actual state differs from desired state.", "Read the differences; repair with the recommended `repair` saga or re-deploy.", ["skiff reconcile", "skiff doctor"];
+    Unhealthy = 25, "UNHEALTHY", "The service or its instances are unhealthy.", "Read the findings of `skiff doctor SERVICE` and follow their recommended actions.", ["skiff doctor"];
+    IoError = 26, "IO_ERROR", "A local file could not be read or written.", "Check the path, permissions and free disk space named in the facts.", ["skiff init", "skiff keys generate", "skiff deploy", "skiff release create", "skiff local", "skiff secrets"];
 }
 
 impl std::str::FromStr for Code {
