@@ -144,6 +144,10 @@ default (./.skiff) the state bucket and a signing key are created on first use."
         /// (follow it with `skiff saga events OP --follow`; `skiff saga resume OP` runs it here).
         #[arg(long, conflicts_with = "watch")]
         detach: bool,
+        /// Plan the rollout and show every step with its safety, risk and approval gate;
+        /// build, sign, start and record nothing.
+        #[arg(long, conflicts_with_all = ["watch", "detach"])]
+        dry_run: bool,
     },
     /// Move a service back to an earlier release (re-creating its group if retired).
     #[command(after_help = "\
@@ -663,7 +667,9 @@ impl Command {
             Command::Validate { file } => Request::Validate { file },
             Command::Plan { file } => Request::Plan { file },
             Command::Deploy { file, watch: true, .. } => Request::Watch { file },
-            Command::Deploy { file, no_build, .. } => Request::Deploy(DeployRequest { file, build: !no_build }),
+            Command::Deploy { file, no_build, dry_run, .. } => {
+                Request::Deploy(DeployRequest { file, build: !no_build, dry_run })
+            }
             Command::Rollback { service, to } => Request::Rollback(RollbackRequest { service, to }),
             Command::Status { service } => Request::Status { service },
             Command::Reconcile { service: Some(service), repair: true } => Request::Repair { service },

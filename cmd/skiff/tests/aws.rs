@@ -157,6 +157,61 @@ fn deploy_rollback_and_status_run_the_canary_saga_on_aws_apis() {
 }
 
 #[test]
+fn a_deploy_with_a_database_creates_it_encrypted_private_and_backed_up_on_rds() {
+    let s = Sandbox::new();
+    let moto = Moto::start();
+    let mut env = moto.env();
+    env.push(("SKIFF_AWS_AMI", "ami-12c6146b".to_owned()));
+    let aws = Aws { s: &s, moto, env };
+    assert_eq!(s.run(&["keys", "generate", "--format", "json"]).code, 0);
+    assert_eq!(aws.run(&["state", "init", "--yes", "--format", "json"]).code, 0);
+    let hello = skiff_testkit::workspace_bin("hello");
+    let yaml = format!(
+        "service: orders\nartifact: {{path: {}}}\nrun: {{command: [hello]}}\nport: 8080\n\
+         instances: {{min: 1, max: 2, desired: 1}}\n\
+         secrets: {{DATABASE_URL: secret://orders-db/url}}\n\
+         database: {{name: orders-db, engine: postgres, version: \"16\", backups: {{retention: 7d}}}}\n\
+         rollout: {{canary: {{steps: [100], bake: 0s}}, drain_timeout: 1s, step_timeout: 2m}}\n",
+        hello.display()
+    );
+    std::fs::write(s.path().join("orders.yaml"), yaml).unwrap();
+    let r = aws.run(&["deploy", "-f", "orders.yaml", "--yes", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let steps = json(&r)["data"]["steps"].clone();
+    assert_eq!(steps[0]["id"], "database", "{steps}");
+    assert!(steps[0]["summary"].as_str().unwrap().contains("database orders-db created"), "{steps}");
+
+    let p = aws.provider();
+    let conf = block(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(aws.moto.endpoint())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "moto"))
+            .load(),
+    );
+    let rds = aws_sdk_rds::Client::new(&conf);
+    block(async {
+        let out = rds.describe_db_instances().db_instance_identifier("orders-db").send().await.unwrap();
+        let db = &out.db_instances()[0];
+        assert_eq!(db.storage_encrypted(), Some(true), "encrypted");
+        assert_eq!(db.publicly_accessible(), Some(false), "private");
+        assert_eq!(db.backup_retention_period(), Some(7), "backups kept a week");
+        assert_eq!(db.db_name(), Some("orders_db"));
+        // The credentials are behind the reference the spec names, and the role may read them.
+        assert!(p.secrets().exists("secret://orders-db/url").await.unwrap());
+        let role = p.identity().describe_role("skiff-production-orders").await.unwrap().expect("instance role");
+        assert!(role.permissions.iter().any(|x| x.action == "secrets:read" && x.resource == "orders-db"), "{role:?}");
+    });
+    // The next deploy finds the database instead of creating another.
+    let again = aws.run(&["deploy", "-f", "orders.yaml", "--yes", "--format", "json"]);
+    assert_eq!(again.code, 0, "{}", again.stdout);
+    assert!(json(&again)["data"]["steps"][0]["summary"].as_str().unwrap().contains("available"), "{}", again.stdout);
+    let count = block(async { rds.describe_db_instances().send().await.unwrap().db_instances().len() });
+    assert_eq!(count, 1);
+    assert_eq!(aws.run(&["state", "verify", "--format", "json"]).code, 0);
+}
+
+#[test]
 fn iam_policy_prints_a_document_without_wildcard_actions() {
     let s = Sandbox::new();
     let args = ["iam", "policy", "--provider", "aws", "--bucket", "s3://acme-skiff/prod", "--account", "123456789012"];

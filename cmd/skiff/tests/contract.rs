@@ -86,6 +86,7 @@ const MATRIX: &[Cell] = &[
     cell(UninitializedBucket, "reconcile", Code::Ok, "nothing to reconcile"),
     cell(UninitializedBucket, "audit", Code::Ok, "0 audit entries"),
     cell(UninitializedBucket, "plan -f skiff.yaml", Code::Ok, "web"),
+    cell(UninitializedBucket, "deploy -f skiff.yaml --dry-run", Code::Ok, "web"),
     cell(UninitializedBucket, "iam policy", Code::Usage, "S3"),
     cell(UninitializedBucket, "secrets set not-a-reference", Code::Usage, "not-a-reference"),
     cell(UninitializedBucket, "secrets list nosuch", Code::Ok, "nosuch"),
@@ -114,6 +115,7 @@ const MATRIX: &[Cell] = &[
     cell(SpecInvalid, "policy check -f bad.yaml", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "deploy -f bad.yaml --yes", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "deploy -f bad.yaml --watch", Code::SpecInvalid, "bad.yaml:"),
+    cell(SpecInvalid, "deploy -f bad.yaml --dry-run", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "release create -f bad.yaml --yes", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "validate -f missing.yaml", Code::NotFound, "missing.yaml"),
     // Another operation works on the service: LEASE_HELD naming it.

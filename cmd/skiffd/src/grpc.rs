@@ -137,7 +137,7 @@ impl Skiff for Service {
             }
             uploads.push(Upload { path: a.path, bytes: a.content });
         }
-        let request = Op::Deploy(DeployRequest { file: file.clone(), build: false });
+        let request = Op::Deploy(DeployRequest { file: file.clone(), build: false, dry_run: false });
         self.write(&caller, "api.deploy", &file.display().to_string(), request, uploads).await
     }
 

@@ -138,6 +138,64 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool) -> Result<An
     Ok(launch(ctx, &engine, &ledger, l).await?.answer())
 }
 
+/// `skiff deploy --dry-run`: the rollout's steps as the engine plans them, after the
+/// policy check, with nothing built, signed, started or recorded. With `bucket`, the
+/// service's recorded stable release decides canary or first rollout; without (through
+/// skiffd) the plan is the spec's own, and says so.
+pub(crate) async fn dry_run(ctx: &Context, file: &Path, bucket: bool) -> Result<Answer> {
+    let (shown, spec) = crate::spec::load(ctx, file)?;
+    let ir = skiff_ir::compile(&spec);
+    let (_, resolved) = ctx.resolve()?;
+    let rules = crate::policy::load(&ctx.cwd.join(file))?;
+    let mut facts = Vec::new();
+    let stable = if bucket {
+        let (_, ledger) = ctx.ledger()?;
+        let state = ledger
+            .read::<ServiceState>(&skiff_state::keys::service_state(&ir.service))
+            .await
+            .map_err(|e| crate::error::state(&e))?;
+        state.and_then(|s| s.stable_release).map(|release| Stable {
+            group: group_name(&ir.service, &release),
+            target_group: ir.network.as_ref().map(|_| group_name(&ir.service, &release)),
+            release,
+            spec_digest: None,
+            serving: true,
+        })
+    } else {
+        facts.push("planned from the spec alone: with a serving stable release the shift is a canary".to_owned());
+        None
+    };
+    match &stable {
+        Some(s) => facts.push(format!("a canary from stable release {} (if it still serves)", s.release)),
+        None if bucket => facts.push(format!("{} has no stable release: this rollout takes all traffic", ir.service)),
+        None => {}
+    }
+    let group = skiff_steps::deploy::group_spec(&ir, "next", runner_config(&resolved.state.value, ""));
+    let rollout = skiff_steps::deploy::rollout_for(&ir, "next", "", group, stable);
+    let graph = skiff_steps::deploy::deploy_graph(&rollout).map_err(|e| crate::error::saga(&e))?;
+    let input = crate::policy::input(ctx, &ir, "deploy", resolved.provider.value.as_str(), None, Some(&graph));
+    facts.extend(crate::policy::enforce(&rules, &input)?.1);
+    // Planning reads only the steps' parameters: an empty in-memory bucket stands in.
+    let ledger = Ledger::open("memory://deploy-dry-run", &skiff_objstore::OpenOptions::default())
+        .map_err(|e| crate::error::state(&e))?;
+    let engine = crate::factory::engine_with(ctx, &ledger, skiff_sagaapi::Extensions::default());
+    let plan = engine.plan(&graph, Some(&ir.service), "op-dry-run").await.map_err(|e| crate::error::saga(&e))?;
+    let env = Envelope::ok(format!(
+        "plan for deploy of {}: {} steps, nothing changed (dry run)",
+        ir.service,
+        plan.steps.len()
+    ))
+    .facts(facts)
+    .fact(format!("least reversible step: {}", plan.safety().as_str()))
+    .data(crate::report::plan_data(&plan))
+    .risk(
+        crate::report::risk(plan.risk()),
+        plan.steps.iter().filter(|s| s.risk >= plan.risk()).map(|s| format!("{}: {}", s.id, s.description)).collect(),
+    )
+    .action("deploy", format!("skiff deploy -f {shown} --yes"), true, Safety::Reversible, 0.7);
+    Ok(Answer::from(env).body(crate::report::plan_table(&plan, None)))
+}
+
 /// The launch of a deploy or rollback graph.
 fn rollout_launch(saga: &str, graph: skiff_saga::SagaGraph, r: &Rollout, key: String, notes: Vec<String>) -> Launch {
     let candidate = (saga == "deploy").then(|| r.release.clone());

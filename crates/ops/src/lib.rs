@@ -75,6 +75,7 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
         Request::Init(r) => init::run(ctx, &r),
         Request::Validate { file } => meta::validate(ctx, &file),
         Request::Plan { file } => plan::run(ctx, &file).await,
+        Request::Deploy(r) if r.dry_run => deploy::dry_run(ctx, &r.file, true).await,
         Request::Deploy(r) => deploy::deploy(ctx, &r.file, r.build).await,
         Request::Watch { file } => deploy::watch(ctx, &file).await,
         Request::Rollback(r) => deploy::rollback(ctx, &r.service, &r.to).await,

@@ -87,6 +87,8 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
         Request::PolicyCheck { file } => {
             c.policy_check(proto::PolicyCheckRequest { spec: Some(spec_file(ctx, &file)?.0) }).await
         }
+        // A plan from the spec alone: nothing to ask the server, and nothing changes.
+        Request::Deploy(r) if r.dry_run => return crate::deploy::dry_run(ctx, &r.file, false).await,
         Request::Deploy(r) => {
             let req = deploy_request(ctx, &r.file, r.build)?;
             follow(ctx, c, c.deploy(req).await, ctx.detach).await

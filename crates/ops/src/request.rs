@@ -139,6 +139,8 @@ pub struct DeployRequest {
     pub file: PathBuf,
     /// Run `artifact.build` first.
     pub build: bool,
+    /// Plan the rollout's steps and change nothing.
+    pub dry_run: bool,
 }
 
 /// `skiff rollback`.

@@ -1,5 +1,6 @@
 //! Databases on RDS for PostgreSQL: create (encrypted, tagged, password generated and
-//! kept in Secrets Manager as `secret://db-ID/…`), snapshot, restore into a new
+//! kept in Secrets Manager as `secret://ID/…`, the
+//! same references the local provider uses), snapshot, restore into a new
 //! instance, delete with a final snapshot. Waits poll `DescribeDBInstances`.
 
 use std::time::{Duration, Instant};
@@ -19,8 +20,10 @@ const WAIT: Duration = Duration::from_secs(45 * 60);
 const POLL: Duration = Duration::from_secs(5);
 const USER: &str = "skiff";
 
+/// The secret holding a database's `password` and `url`: named as the database, so
+/// a spec's `secret://DB/url` means the same on every provider.
 fn secret_name(id: &str) -> String {
-    format!("db-{id}")
+    id.to_owned()
 }
 
 fn info(d: &DbInstance) -> DatabaseInfo {
@@ -72,7 +75,7 @@ impl AwsProvider {
         }
     }
 
-    /// Writes the connection URL (with its password) behind `secret://db-ID/url`.
+    /// Writes the connection URL (with its password) behind `secret://ID/url`.
     async fn store_url(&self, d: &DatabaseInfo, db_name: &str, pass: &str) -> Result<()> {
         let name = secret_name(&d.id);
         if !self.exists(&format!("secret://{name}/password")).await? {

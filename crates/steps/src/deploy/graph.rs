@@ -18,9 +18,19 @@ pub fn rollback_graph(r: &Rollout) -> Result<SagaGraph, SagaError> {
     graph("rollback", r, false)
 }
 
+/// The least time creating a managed database gets (RDS takes minutes).
+const DB_MS: u64 = 60 * 60 * 1000;
+
 fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> {
     let t = r.step_timeout_ms;
-    let mut b = SagaBuilder::new(saga)
+    let mut b = SagaBuilder::new(saga);
+    // A rollback goes back to a release that ran against the database already.
+    if let Some(db) = r.database.as_ref().filter(|_| saga == "deploy") {
+        b = b
+            .step("database", "deploy.database", serde_json::to_value(db).unwrap_or_default())
+            .timeout_ms(t.max(DB_MS));
+    }
+    let mut b = b
         .step(
             "provision",
             "deploy.provision",
@@ -127,6 +137,7 @@ mod tests {
             retention_ms: 0,
             role: None,
             log_group: None,
+            database: None,
         };
         let ids = |g: SagaGraph| {
             serde_json::to_value(&g).unwrap()["steps"]
@@ -143,6 +154,19 @@ mod tests {
         r.stable.as_mut().unwrap().serving = false;
         assert_eq!(ids(deploy_graph(&r).unwrap()), ["provision", "register", "shift-100", "promote", "retire"]);
         r.stable = None;
+        assert_eq!(ids(rollback_graph(&r).unwrap()), ["provision", "register", "shift-100", "promote"]);
+        // A managed database is ensured before a deploy's instances start, never by a rollback.
+        r.database = Some(skiff_pluginapi::DatabaseSpec {
+            id: "web-db".into(),
+            name: "web_db".into(),
+            engine: "postgres".into(),
+            version: "16".into(),
+            instance_class: "db.t4g.small".into(),
+            storage_gib: 20,
+            multi_az: false,
+            backup_retention_days: 7,
+        });
+        assert_eq!(ids(deploy_graph(&r).unwrap())[..2], ["database", "provision"]);
         assert_eq!(ids(rollback_graph(&r).unwrap()), ["provision", "register", "shift-100", "promote"]);
     }
 }

@@ -12,6 +12,7 @@
 
 mod analyse;
 mod common;
+mod database;
 mod graph;
 mod promote;
 mod provision;
@@ -27,7 +28,7 @@ pub use analyse::{Verdict, judge};
 pub(crate) use common::{POLL, apply_weights, provider, provider_error};
 pub use graph::{deploy_graph, rollback_graph};
 pub use provision::Provisioned;
-pub use rollout::{Rollout, Stable, Thresholds, TrafficPlan, group_name, group_spec, rollout_for};
+pub use rollout::{Rollout, Stable, Thresholds, TrafficPlan, database_spec, group_name, group_spec, rollout_for};
 
 /// `deploy` in the catalog: planned from a spec and a release, so started by `skiff deploy`.
 pub(crate) const DEPLOY_KIND: crate::SagaKind = crate::SagaKind {
@@ -77,7 +78,8 @@ pub fn declared_safety(saga: &str, kind: &str) -> (Safety, bool) {
 
 /// The deploy step kinds.
 pub(crate) fn register(r: Registry) -> Registry {
-    r.with(provision::Provision)
+    r.with(database::EnsureDatabase)
+        .with(provision::Provision)
         .with(register::Register)
         .with(shift::Shift)
         .with(analyse::Analyse)

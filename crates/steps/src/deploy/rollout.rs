@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use skiff_ir::ServiceIr;
-use skiff_pluginapi::{GroupSpec, HealthCheck, LaunchConfig, Permission, RoleSpec, RunnerConfig, TargetGroupSpec};
+use skiff_pluginapi::{
+    DatabaseSpec, GroupSpec, HealthCheck, LaunchConfig, Permission, RoleSpec, RunnerConfig, TargetGroupSpec,
+};
 
 /// Canary analysis thresholds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,6 +70,9 @@ pub struct Rollout {
     pub role: Option<RoleSpec>,
     /// The log group (name, retention in days), ensured before instances start.
     pub log_group: Option<(String, u32)>,
+    /// The managed database, ensured before instances start (a deploy only).
+    #[serde(default)]
+    pub database: Option<DatabaseSpec>,
 }
 
 /// Where a serving release takes traffic.
@@ -134,6 +139,23 @@ fn traffic_plan(ir: &ServiceIr, release: &str) -> Option<TrafficPlan> {
     })
 }
 
+/// The managed database of `ir` as the provider creates it: its id is its name, so
+/// its credentials are behind `secret://NAME/url` on every provider.
+pub fn database_spec(ir: &ServiceIr) -> Option<DatabaseSpec> {
+    ir.database.as_ref().map(|db| DatabaseSpec {
+        id: db.name.clone(),
+        name: db.name.replace('-', "_"),
+        engine: match db.engine {
+            skiff_spec::DatabaseEngine::Postgres => "postgres".to_owned(),
+        },
+        version: db.version.clone(),
+        instance_class: db.instance_class.clone(),
+        storage_gib: db.storage_gib,
+        multi_az: db.multi_az,
+        backup_retention_days: u32::try_from(db.backup_retention.as_millis() / 86_400_000).unwrap_or(u32::MAX).max(1),
+    })
+}
+
 /// Everything a rollout of `release` needs, from its IR: group, traffic, canary steps,
 /// thresholds and deadlines.
 pub fn rollout_for(
@@ -177,5 +199,6 @@ pub fn rollout_for(
             ir.logs.group.clone(),
             u32::try_from(ir.logs.retention.as_millis() / 86_400_000).unwrap_or(u32::MAX).max(1),
         )),
+        database: database_spec(ir),
     }
 }

@@ -1,0 +1,116 @@
+//! The api-db stack end to end on the local provider with a real PostgreSQL: a deploy
+//! creates the database before any instance starts, keeps its credentials only in the
+//! secret store, and rolls the real orders API out with `DATABASE_URL` resolved on
+//! each instance; rows written through the load balancer survive the next deploy.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::time::Duration;
+
+use common::*;
+
+/// Writes `orders.yaml`: the orders API with its database, `note` in its env so two
+/// deploys make two releases.
+fn spec(s: &Sandbox, port: u16, note: &str) -> String {
+    let api = skiff_testkit::workspace_bin("orders-api");
+    let yaml = format!(
+        "service: orders-api\nartifact: {{path: {}}}\n\
+         run: {{command: [orders-api, --port, \"${{PORT}}\"], env: {{NOTE: {note}}}}}\nport: {port}\n\
+         health: {{path: /healthz, interval: 1s, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 2}}\n\
+         instances: {{min: 1, max: 2, desired: 2}}\n\
+         secrets: {{DATABASE_URL: secret://orders-db/url}}\n\
+         database: {{name: orders-db, engine: postgres, version: \"16\", backups: {{retention: 7d}}}}\n\
+         rollout: {{canary: {{steps: [50, 100], bake: 0s}}, drain_timeout: 1s, step_timeout: 1m}}\n",
+        api.display()
+    );
+    let path = s.path().join("orders.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+/// One request through a fresh connection: status and body.
+fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    Some((status, serde_json::from_str(body).unwrap_or_default()))
+}
+
+/// Whether a file called `name` is anywhere under `dir`.
+fn has_file(dir: &std::path::Path, name: &str) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() { has_file(&p, name) } else { p.file_name().is_some_and(|n| n == name) }
+    })
+}
+
+fn step<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    v["data"]["steps"].as_array().and_then(|s| s.iter().find(|s| s["id"] == id)).unwrap_or(&serde_json::Value::Null)
+}
+
+#[test]
+fn a_deploy_creates_the_database_and_the_api_reads_and_writes_rows() {
+    let s = Sandbox::new();
+    let runner = skiff_testkit::workspace_bin("skiff-runner").display().to_string();
+    let env_owned = vec![("SKIFF_RUNNER_BIN", runner)];
+    let _stop = StopAll(&s, env_owned.clone());
+    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let port = skiff_testkit::free_port();
+    let file = spec(&s, port, "one");
+
+    // Planned first: the database step comes before any instance, with its safety.
+    let dry = s.run_env(&["deploy", "-f", &file, "--dry-run", "--format", "json"], &env);
+    let v = json(&dry);
+    assert_eq!(dry.code, 0, "{}", dry.stdout);
+    let planned = v["data"]["plan"]["steps"].as_array().or_else(|| v["data"]["steps"].as_array()).cloned();
+    let planned = planned.unwrap_or_default();
+    assert_eq!(planned.first().map(|s| s["id"].clone()), Some("database".into()), "{}", dry.stdout);
+    assert_eq!(planned[0]["safety"], "reversible");
+    assert!(planned[0]["description"].as_str().unwrap().contains("encrypted, private, backups kept 7 days"));
+    assert!(!has_file(s.path(), "orders-db.json"), "a dry run creates no database");
+    let shown = s.run_env(&["deploy", "-f", &file, "--dry-run"], &env);
+    insta::assert_snapshot!("deploy-dry-run-human", human(&shown));
+
+    let r = s.run_env(&["deploy", "-f", &file, "--yes", "--format", "json"], &env);
+    let v = json(&r);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(step(&v, "database")["status"], "succeeded", "{}", r.stdout);
+    let said = step(&v, "database")["summary"].to_string();
+    assert!(said.contains("database orders-db created"), "{said}");
+
+    // The credentials are a secret, never in the ledger.
+    let listed = s.run_env(&["secrets", "list", "orders-db", "--format", "json"], &env);
+    assert!(listed.stdout.contains("secret://orders-db/url"), "{}", listed.stdout);
+    let state = s.path().join(".skiff/state");
+    let grep = std::process::Command::new("grep").args(["-r", "-l", "postgres://skiff:"]).arg(&state).output().unwrap();
+    assert!(grep.stdout.is_empty(), "a password reached the bucket: {}", String::from_utf8_lossy(&grep.stdout));
+
+    // Rows through the load balancer, each request on a fresh connection to any instance.
+    for i in 0..20 {
+        let (status, body) = request(port, "POST", "/orders", &format!("{{\"item\": \"item-{i}\"}}")).unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, before) = request(port, "GET", "/orders", "").unwrap();
+    assert_eq!((status, before["count"].as_i64()), (200, Some(20)), "{before}");
+
+    // The next deploy finds the database and keeps its rows.
+    let file = spec(&s, port, "two");
+    let r = s.run_env(&["deploy", "-f", &file, "--yes", "--format", "json"], &env);
+    let v = json(&r);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(step(&v, "database")["summary"].to_string().contains("database orders-db available"), "{}", r.stdout);
+    let (_, after) = request(port, "GET", "/orders", "").unwrap();
+    assert_eq!(after["checksum"], before["checksum"], "{after}");
+    assert_ne!(after["release"], before["release"], "the new release answers");
+    assert!(s.run_env(&["state", "verify", "--format", "json"], &env).code == 0);
+}
