@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use skiff_ops::{
-    ConfigRequest, DeployRequest, InitRequest, LocalRequest, LogsRequest, Recipe, ReleaseRequest, Request,
-    RollbackRequest, SagaRequest, SagaStart, SecretsRequest,
+    ConfigRequest, DatabaseRequest, DeployRequest, InitRequest, LocalRequest, LogsRequest, Recipe, ReleaseRequest,
+    Request, RollbackRequest, SagaRequest, SagaStart, SecretsRequest,
 };
 use skiff_sdk::config::ProviderKind;
 
@@ -374,6 +374,20 @@ Examples:
         #[command(subcommand)]
         action: SecretsAction,
     },
+    /// Managed databases: backups with restore points, recorded in the ledger.
+    #[command(after_help = "\
+Examples:
+  skiff database backup orders-db --dry-run    the steps, with safety and risk; nothing runs
+  skiff database backup orders-db --yes        a base copy and a restore point named after the operation
+  skiff database list-backups orders-db        restore points, newest first, with their table manifests
+
+A database is the `database.name` of a deployed spec. Locally a backup is a
+pg_basebackup copy plus a named restore point in the archived WAL; on AWS an RDS
+snapshot (automated backups cover the time between).")]
+    Database {
+        #[command(subcommand)]
+        action: DatabaseAction,
+    },
     /// Contexts: named state buckets, providers, regions and servers.
     #[command(after_help = "\
 Examples:
@@ -409,6 +423,24 @@ pub enum LocalAction {
         /// Control port on 127.0.0.1 (0 picks one).
         #[arg(long, default_value_t = 0)]
         port: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatabaseAction {
+    /// Take a backup: a base copy and a named restore point with every table's rows
+    /// and checksum, recorded in the ledger (the `database-backup` saga).
+    Backup {
+        /// The database.
+        database: String,
+        /// Plan the backup and show its steps; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The backups recorded for a database, newest first.
+    ListBackups {
+        /// The database.
+        database: String,
     },
 }
 
@@ -702,6 +734,10 @@ impl Command {
                 LocalAction::Down { stop_instances } => LocalRequest::Down { stop_instances },
                 LocalAction::Status => LocalRequest::Status,
                 LocalAction::Serve { port } => LocalRequest::Serve { port },
+            }),
+            Command::Database { action } => Request::Database(match action {
+                DatabaseAction::Backup { database, dry_run } => DatabaseRequest::Backup { database, dry_run },
+                DatabaseAction::ListBackups { database } => DatabaseRequest::ListBackups { database },
             }),
             Command::Secrets { action } => Request::Secrets(match action {
                 SecretsAction::Set { reference } => SecretsRequest::Set { reference },

@@ -1,7 +1,8 @@
 //! The api-db stack end to end on the local provider with a real PostgreSQL: a deploy
 //! creates the database before any instance starts, keeps its credentials only in the
 //! secret store, and rolls the real orders API out with `DATABASE_URL` resolved on
-//! each instance; rows written through the load balancer survive the next deploy.
+//! each instance; rows written through the load balancer survive the next deploy, and
+//! a backup records a restore point with the rows at it.
 
 mod common;
 
@@ -103,6 +104,33 @@ fn a_deploy_creates_the_database_and_the_api_reads_and_writes_rows() {
     let (status, before) = request(port, "GET", "/orders", "").unwrap();
     assert_eq!((status, before["count"].as_i64()), (200, Some(20)), "{before}");
 
+    // A backup: planned, then taken; its record holds the restore point and the rows at it.
+    let planned = s.run_env(&["database", "backup", "orders-db", "--dry-run", "--format", "json"], &env);
+    assert_eq!(planned.code, 0, "{}", planned.stdout);
+    let ids: Vec<String> = json(&planned)["data"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{}:{}", s["id"].as_str().unwrap(), s["safety"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ids, ["backup:reversible", "record:reversible"]);
+    let unconfirmed = s.run_env(&["database", "backup", "orders-db", "--format", "json"], &env);
+    assert_eq!(json(&unconfirmed)["code"], "CONFIRMATION_REQUIRED");
+    let taken = s.run_env(&["database", "backup", "orders-db", "--yes", "--format", "json"], &env);
+    assert_eq!(taken.code, 0, "{}", taken.stdout);
+    let op = json(&taken)["operation_id"].as_str().unwrap().to_owned();
+    let listed = s.run_env(&["database", "list-backups", "orders-db", "--format", "json"], &env);
+    let backups = json(&listed)["data"]["backups"].clone();
+    assert_eq!(backups.as_array().map(Vec::len), Some(1), "{}", listed.stdout);
+    assert_eq!(backups[0]["restore_point"], op.as_str());
+    let orders = backups[0]["tables"].as_array().unwrap().iter().find(|t| t["table"] == "public.orders").unwrap();
+    assert_eq!(orders["rows"], 20, "{orders}");
+    let shown = s.run_env(&["database", "list-backups", "orders-db"], &env);
+    assert!(shown.stdout.contains(&op) && shown.stdout.contains("20 rows"), "{}", shown.stdout);
+    let unknown = s.run_env(&["database", "backup", "nosuch-db", "--yes", "--format", "json"], &env);
+    assert_eq!((json(&unknown)["code"].as_str(), unknown.code), (Some("NOT_FOUND"), 4), "{}", unknown.stdout);
+    assert!(unknown.stdout.contains("orders-db"), "names the databases that exist: {}", unknown.stdout);
+
     // The next deploy finds the database and keeps its rows.
     let file = spec(&s, port, "two");
     let r = s.run_env(&["deploy", "-f", &file, "--yes", "--format", "json"], &env);
@@ -113,4 +141,59 @@ fn a_deploy_creates_the_database_and_the_api_reads_and_writes_rows() {
     assert_eq!(after["checksum"], before["checksum"], "{after}");
     assert_ne!(after["release"], before["release"], "the new release answers");
     assert!(s.run_env(&["state", "verify", "--format", "json"], &env).code == 0);
+}
+
+#[test]
+fn a_backup_killed_at_every_step_boundary_resumes_to_exactly_one_backup() {
+    let s = Sandbox::new();
+    let runner = skiff_testkit::workspace_bin("skiff-runner").display().to_string();
+    let env_owned = vec![("SKIFF_RUNNER_BIN", runner), ("SKIFF_LEASE_TTL_MS", "1500".to_owned())];
+    let _stop = StopAll(&s, env_owned.clone());
+    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let file = spec(&s, skiff_testkit::free_port(), "one");
+    let r = s.run_env(&["deploy", "-f", &file, "--yes", "--format", "json"], &env);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let points = [
+        "before:step_started:backup",
+        "after:step_started:backup",
+        "after:result:backup",
+        "before:step_started:record",
+        "after:result:record",
+    ];
+    for (n, point) in points.iter().enumerate() {
+        let marker = s.path().join(format!("frozen-{n}"));
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("skiff"));
+        cmd.current_dir(s.path())
+            .env("SKIFF_CONFIG", s.path().join("config.yaml"))
+            .env("SKIFF_FREEZE_AT", point)
+            .env("SKIFF_FREEZE_MARKER", &marker)
+            .envs(env.iter().copied())
+            .args(["database", "backup", "orders-db", "--yes", "--format", "json"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let reached = skiff_testkit::wait_until(Duration::from_secs(60), || marker.exists());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(reached, "the CLI never reached {point}");
+        let listed = s.run_env(&["saga", "list", "--format", "json"], &env);
+        let ops = json(&listed)["data"].clone();
+        let op = ops
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["saga"] == "database-backup" && o["status"] != "succeeded")
+            .unwrap_or_else(|| panic!("no unfinished backup after a kill at {point}: {}", listed.stdout))["op_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let resumed = s.run_env(&["saga", "resume", &op, "--yes", "--format", "json"], &env);
+        assert_eq!(resumed.code, 0, "resume after a kill at {point}: {}", resumed.stdout);
+        let backups = s.run_env(&["database", "list-backups", "orders-db", "--format", "json"], &env);
+        let backups = json(&backups)["data"]["backups"].clone();
+        assert_eq!(backups.as_array().map(Vec::len), Some(n + 1), "one backup per operation, after {point}");
+        assert!(backups.as_array().unwrap().iter().any(|b| b["id"] == op.as_str()), "{point}: {backups}");
+    }
+    let verify = s.run_env(&["state", "verify", "--format", "json"], &env);
+    assert_eq!(verify.code, 0, "{}", verify.stdout);
 }

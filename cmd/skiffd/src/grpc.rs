@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use skiff_clock::{Clock as _, SystemClock};
 use skiff_ops::{
-    DeployRequest, LogsRequest, ReleaseRequest, Request as Op, RollbackRequest, SagaRequest, SagaStart, SecretsRequest,
+    DatabaseRequest, DeployRequest, LogsRequest, ReleaseRequest, Request as Op, RollbackRequest, SagaRequest,
+    SagaStart, SecretsRequest,
 };
 use skiff_sdk::Answer;
 use skiff_sdk::grpc::proto::{self, skiff_server::Skiff};
@@ -347,5 +348,11 @@ impl Skiff for Service {
     async fn list_secrets(&self, req: Request<proto::SecretsListRequest>) -> Reply {
         let caller = self.caller(&req, Role::Viewer).await?;
         self.read(&caller, Op::Secrets(SecretsRequest::List { name: req.into_inner().name }), Vec::new()).await
+    }
+
+    async fn list_backups(&self, req: Request<proto::DatabaseRequest>) -> Reply {
+        let caller = self.caller(&req, Role::Viewer).await?;
+        let database = req.into_inner().database;
+        self.read(&caller, Op::Database(DatabaseRequest::ListBackups { database }), Vec::new()).await
     }
 }

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use skiff_pluginapi::Provider;
 use skiff_provider_local::LocalDir;
@@ -85,6 +86,21 @@ pub async fn engine(ctx: &Context, ledger: &Ledger) -> Engine {
     engine_with(ctx, ledger, ext)
 }
 
+/// A hook that freezes the process at `point` (after writing `marker`) until it is
+/// killed: how tests SIGKILL a `skiff` at an exact step boundary.
+fn freeze_at(point: String, marker: Option<String>) -> skiff_saga::Hook {
+    Arc::new(move |p: &str| {
+        if p == point {
+            if let Some(m) = &marker {
+                let _ = std::fs::write(m, p);
+            }
+            loop {
+                skiff_clock::SystemClock::block_for(Duration::from_secs(1));
+            }
+        }
+    })
+}
+
 /// [`engine`] with the extensions given (the simulation passes its own provider).
 pub fn engine_with(ctx: &Context, ledger: &Ledger, ext: Extensions) -> Engine {
     let ttl = lease_ttl_ms(ctx);
@@ -93,6 +109,10 @@ pub fn engine_with(ctx: &Context, ledger: &Ledger, ext: Extensions) -> Engine {
         .with_policy(Arc::new(skiff_steps::deploy::RoutinePolicy))
         .with_lease_ttl_ms(ttl)
         .with_lease_wait_ms(LEASE_WAIT_MS.max(ttl + 5_000));
+    let engine = match ctx.setting(&skiff_settings::FREEZE_AT) {
+        Some(point) => engine.with_hook(freeze_at(point, ctx.setting(&skiff_settings::FREEZE_MARKER))),
+        None => engine,
+    };
     if !ctx.ui.wants_progress() {
         return engine;
     }

@@ -10,6 +10,7 @@
 mod audit;
 mod config;
 mod context;
+mod database;
 mod deploy;
 pub mod describe;
 mod doctor;
@@ -41,8 +42,8 @@ pub use context::{Context, Env, Quiet, Ui};
 pub use error::{Error, Result, answer};
 pub use local::RUNNER_ARG;
 pub use request::{
-    ConfigRequest, DeployRequest, InitRequest, LocalRequest, LogsRequest, Recipe, ReleaseRequest, Request,
-    RollbackRequest, SagaRequest, SagaStart, SecretsRequest,
+    ConfigRequest, DatabaseRequest, DeployRequest, InitRequest, LocalRequest, LogsRequest, Recipe, ReleaseRequest,
+    Request, RollbackRequest, SagaRequest, SagaStart, SecretsRequest,
 };
 use skiff_sdk::Answer;
 
@@ -98,6 +99,7 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
         Request::PolicyCheck { file } => policy::check(ctx, &file),
         Request::Local(r) => local::run(ctx, r).await,
         Request::Secrets(r) => secrets::run(ctx, r).await,
+        Request::Database(r) => database::run(ctx, r).await,
         Request::Release(r) => release::run(ctx, r).await,
     }
 }

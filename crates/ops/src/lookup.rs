@@ -83,3 +83,34 @@ pub(crate) async fn operation(ledger: &Ledger, op: &str) -> Result<()> {
         ledger.store().get(&skiff_state::keys::op_event(op, 1)).await.map_err(|e| crate::error::state(&e.into()))?;
     first.map(drop).ok_or_else(missing)
 }
+
+/// The service whose spec declares `database`, or NOT_FOUND naming it and the
+/// databases that exist.
+pub(crate) async fn database(ledger: &Ledger, database: &str) -> Result<String> {
+    skiff_state::keys::check_name("database", database).map_err(|e| crate::error::state(&e))?;
+    let listed =
+        ledger.store().list(&skiff_state::keys::services()).await.map_err(|e| crate::error::state(&e.into()))?;
+    let mut known = Vec::new();
+    for l in &listed {
+        let skiff_state::keys::KeyKind::ServiceState { service } = skiff_state::keys::classify(&l.key) else {
+            continue;
+        };
+        let recorded = ledger.recorded(&service).await.map_err(|e| crate::error::state(&e))?;
+        if let Some(db) = recorded.and_then(|(_, ir)| ir).and_then(|ir| ir.database) {
+            if db.name == database {
+                return Ok(service);
+            }
+            known.push(db.name);
+        }
+    }
+    let mut e = Envelope::failure(Code::NotFound, format!("no deployed service has a database called {database}"));
+    e = if known.is_empty() {
+        e.fact("no deployed spec declares a `database`")
+    } else {
+        e.fact(format!("databases: {}", known.join(", ")))
+    };
+    Err(e
+        .action("deploy", "skiff deploy -f skiff.yaml --yes", true, Safety::Reversible, 0.5)
+        .action("status", "skiff status", false, Safety::ReadOnly, 0.5)
+        .into())
+}

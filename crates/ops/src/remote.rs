@@ -14,7 +14,7 @@ use skiff_sdk::{Answer, Code, Envelope, Safety};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::request::{LogsRequest, ReleaseRequest, Request, SagaRequest, SecretsRequest};
+use crate::request::{DatabaseRequest, LogsRequest, ReleaseRequest, Request, SagaRequest, SecretsRequest};
 
 /// How long a follow waits for the first event before hinting that no worker runs.
 const CLAIM_HINT_AFTER: Duration = Duration::from_secs(10);
@@ -122,6 +122,25 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
         Request::IamPolicy { account } => c.iam_policy(proto::IamPolicyRequest { account }).await,
         Request::Secrets(SecretsRequest::List { name }) => c.list_secrets(proto::SecretsListRequest { name }).await,
         Request::Secrets(_) => return Err(not_served("secrets set/delete")),
+        Request::Database(DatabaseRequest::ListBackups { database }) => {
+            c.list_backups(proto::DatabaseRequest { database }).await
+        }
+        // A backup is the `database-backup` saga: the server looks the database up first.
+        Request::Database(DatabaseRequest::Backup { database, dry_run }) => {
+            let confirmed = dry_run || confirmed(ctx, &format!("back up {database}"))?;
+            let req = proto::SagaStartRequest {
+                kind: "database-backup".to_owned(),
+                service: None,
+                params: vec![proto::Param { key: "database".to_owned(), value: database.clone() }],
+                dry_run,
+                idempotency_key: None,
+                reason: format!("backup {database}"),
+                to: None,
+                confirmed,
+            };
+            let submitted = c.start_saga(req).await;
+            follow(ctx, c, submitted, dry_run).await
+        }
         Request::Release(ReleaseRequest::List { service }) => {
             c.list_releases(proto::ReleaseListRequest { service }).await
         }

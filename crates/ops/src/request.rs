@@ -101,6 +101,8 @@ pub enum Request {
     Local(LocalRequest),
     /// Secret values for references.
     Secrets(SecretsRequest),
+    /// Backups of a managed database.
+    Database(DatabaseRequest),
     /// Releases.
     Release(ReleaseRequest),
 }
@@ -284,6 +286,24 @@ pub enum LocalRequest {
     Serve {
         /// Control port on 127.0.0.1 (0 picks one).
         port: u16,
+    },
+}
+
+/// `skiff database`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DatabaseRequest {
+    /// Take a backup (the `database-backup` saga).
+    Backup {
+        /// The database.
+        database: String,
+        /// Plan it and change nothing.
+        dry_run: bool,
+    },
+    /// The backups recorded for a database.
+    ListBackups {
+        /// The database.
+        database: String,
     },
 }
 

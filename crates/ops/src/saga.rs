@@ -25,6 +25,13 @@ pub(crate) async fn run(ctx: &Context, r: SagaRequest) -> Result<Answer> {
             crate::report::outcome(ctx, &ledger, &op).await
         }
         SagaRequest::Kinds => Ok(kinds()),
+        // A backup names a database, looked up before anything starts.
+        SagaRequest::Start(SagaStart { kind, params, dry_run, .. })
+            if kind == "database-backup" && params.iter().any(|(k, _)| k == "database") =>
+        {
+            let database = params.iter().find(|(k, _)| k == "database").map(|(_, v)| v.clone()).unwrap_or_default();
+            crate::database::backup(ctx, &database, dry_run).await
+        }
         SagaRequest::Start(SagaStart { kind, service: Some(service), to, .. }) if kind == "rollback" => {
             crate::deploy::rollback(ctx, &service, to.as_deref().unwrap_or("previous-stable")).await
         }
@@ -66,34 +73,8 @@ async fn start(ctx: &Context, s: SagaStart) -> Result<Answer> {
         .map_err(|e| crate::error::saga(&e))?;
     let graph = (saga.build)(&params).map_err(|e| crate::error::saga(&e))?;
     if s.dry_run {
-        let (_, ledger) = ctx.ledger()?;
-        let engine = crate::factory::engine(ctx, &ledger).await;
-        let plan = engine.plan(&graph, s.service.as_deref(), "op-dry-run").await.map_err(|e| crate::error::saga(&e))?;
-        let gates = plan.steps.iter().filter(|s| s.needs_approval).count();
-        let env = Envelope::ok(format!("plan for {kind}: {} steps, nothing changed (dry run)", plan.steps.len()))
-            .fact(format!("least reversible step: {}", plan.safety().as_str()))
-            .fact(if gates == 1 {
-                "1 step waits for approval".to_owned()
-            } else {
-                format!("{gates} steps wait for approval")
-            })
-            .data(plan_data(&plan))
-            .risk(
-                risk(plan.risk()),
-                plan.steps
-                    .iter()
-                    .filter(|s| s.risk >= plan.risk())
-                    .map(|s| format!("{}: {}", s.id, s.description))
-                    .collect(),
-            )
-            .action(
-                "start",
-                format!("skiff saga start {kind}{} --yes", param_args(&params)),
-                true,
-                safety(plan.safety()),
-                0.6,
-            );
-        return Ok(Answer::from(env).body(plan_table(&plan, None)));
+        let start = format!("skiff saga start {kind}{} --yes", param_args(&params));
+        return planned(ctx, &graph, s.service.as_deref(), kind, start).await;
     }
     ctx.confirm(&format!("start saga {kind}"), &format!("skiff saga start {kind}{}", param_args(&params)))?;
     let actor = ctx.actor();
@@ -112,6 +93,39 @@ async fn start(ctx: &Context, s: SagaStart) -> Result<Answer> {
         release: String::new(),
     };
     Ok(launch(ctx, &engine, &ledger, l).await?.answer())
+}
+
+/// A dry run's answer: every step of `graph` as the engine plans it, with its safety,
+/// risk and approval gate, and `start` as the command that runs it.
+pub(crate) async fn planned(
+    ctx: &Context,
+    graph: &skiff_saga::SagaGraph,
+    service: Option<&str>,
+    label: &str,
+    start: String,
+) -> Result<Answer> {
+    let (_, ledger) = ctx.ledger()?;
+    let engine = crate::factory::engine(ctx, &ledger).await;
+    let plan = engine.plan(graph, service, "op-dry-run").await.map_err(|e| crate::error::saga(&e))?;
+    let gates = plan.steps.iter().filter(|s| s.needs_approval).count();
+    let env = Envelope::ok(format!("plan for {label}: {} steps, nothing changed (dry run)", plan.steps.len()))
+        .fact(format!("least reversible step: {}", plan.safety().as_str()))
+        .fact(if gates == 1 {
+            "1 step waits for approval".to_owned()
+        } else {
+            format!("{gates} steps wait for approval")
+        })
+        .data(plan_data(&plan))
+        .risk(
+            risk(plan.risk()),
+            plan.steps
+                .iter()
+                .filter(|s| s.risk >= plan.risk())
+                .map(|s| format!("{}: {}", s.id, s.description))
+                .collect(),
+        )
+        .action("start", start, true, safety(plan.safety()), 0.6);
+    Ok(Answer::from(env).body(plan_table(&plan, None)))
 }
 
 enum Steer {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_rds::types::{DbInstance, Tag};
 use skiff_pluginapi::{
-    ConnectionInfo, Database, DatabaseInfo, DatabaseSpec, ProviderError, Result, Secrets, SnapshotInfo,
+    BackupInfo, ConnectionInfo, Database, DatabaseInfo, DatabaseSpec, ProviderError, Result, Secrets, SnapshotInfo,
 };
 
 use crate::names::TAG_SERVICE;
@@ -236,6 +236,23 @@ impl Database for AwsProvider {
             database: d.db_name().unwrap_or_default().to_owned(),
             user: d.master_username().unwrap_or(USER).to_owned(),
             url_ref: format!("secret://{}/url", secret_name(id)),
+        })
+    }
+
+    /// A manual snapshot is the base copy; RDS has no named restore points, so the
+    /// point is the snapshot's time (automated backups restore to any second after it
+    /// within the retention window). RDS cannot look inside the data: no table manifest.
+    async fn backup(&self, id: &str, backup_id: &str) -> Result<BackupInfo> {
+        let snap = self.snapshot(id, backup_id).await?;
+        Ok(BackupInfo {
+            id: backup_id.to_owned(),
+            database: id.to_owned(),
+            provider_ref: snap.provider_ref,
+            restore_point: backup_id.to_owned(),
+            at_ms: now_ms(),
+            lsn: None,
+            size_bytes: snap.size_bytes,
+            tables: Vec::new(),
         })
     }
 

@@ -354,6 +354,9 @@ impl Database for LocalProvider {
     async fn delete(&self, id: &str) -> Result<()> {
         self.postgres.delete(id).await
     }
+    async fn backup(&self, id: &str, backup_id: &str) -> Result<BackupInfo> {
+        self.postgres.backup(id, backup_id).await
+    }
 }
 
 impl Provider for LocalProvider {

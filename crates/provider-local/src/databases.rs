@@ -2,7 +2,8 @@
 //! `initdb` and run with `pg_ctl` on its own port on 127.0.0.1. Snapshots are
 //! `pg_dump` archives stored as blobs in the state bucket; a restore loads one into a
 //! new cluster with `pg_restore`. The password lives only in the secret store, behind
-//! `secret://<id>/url`. PostgreSQL refuses to run as root: when Skiff runs as root the
+//! `secret://<id>/url`. Every cluster archives its WAL; the `backup` module takes base backups
+//! and restore points. PostgreSQL refuses to run as root: when Skiff runs as root the
 //! tools run as the `postgres` user (`SKIFF_PG_USER`) and data lives under that user's
 //! home, since root-only parent directories would be closed to it.
 
@@ -17,6 +18,8 @@ use skiff_pluginapi::{ConnectionInfo, DatabaseInfo, DatabaseSpec, ProviderError,
 use skiff_secrets::LocalSecrets;
 use skiff_state::Ledger;
 use tokio::io::AsyncWriteExt;
+
+mod backup;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Record {
@@ -184,6 +187,7 @@ impl Postgres {
     }
 
     async fn start(&self, r: &Record) -> Result<()> {
+        Self::ensure_archiving(r, pg_user()?.map(|(u, g, _)| (u, g)))?;
         let (data, log, sock) = (r.base.join("data"), r.base.join("postgres.log"), r.base.join("sock"));
         let opts = format!("-p {} -c listen_addresses=127.0.0.1 -k {}", r.port, sock.display());
         self.tool(

@@ -55,3 +55,35 @@ async fn snapshot_and_restore_keep_the_rows() {
     }
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_a_base_copy_and_a_restore_point_with_the_tables_at_it() {
+    let env = common::Env::start().await;
+    let p = &env.provider;
+    p.create(&spec("ledger-db")).await.unwrap();
+    let url = p.secret_store().get(&p.connection("ledger-db").await.unwrap().url_ref).unwrap().unwrap();
+    psql(
+        &url,
+        "create table orders (id int primary key, item text); insert into orders select g, 'item-' || g from generate_series(1, 300) g;",
+    );
+    psql(&url, "create table empty (id int)");
+    let b = p.backup("ledger-db", "op-backup-1").await.unwrap();
+    assert_eq!(b.restore_point, "op-backup-1");
+    assert!(b.lsn.as_deref().is_some_and(|l| l.contains('/')), "an LSN: {:?}", b.lsn);
+    let orders = b.tables.iter().find(|t| t.table == "public.orders").expect("orders in the manifest");
+    assert_eq!(orders.rows, 300);
+    let expected = psql(&url, "select md5(string_agg(x::text, ',' order by x::text)) from public.orders x");
+    assert_eq!(orders.checksum, expected);
+    assert!(b.tables.iter().any(|t| t.table == "public.empty" && t.rows == 0 && t.checksum.is_empty()));
+    assert!(b.size_bytes.unwrap() > 1_000_000, "a physical copy");
+    let base = b.provider_ref.strip_prefix("local-basebackup:").unwrap();
+    assert!(std::path::Path::new(base).join("PG_VERSION").exists(), "{base}");
+    // WAL archiving is on and the segment holding the point is archived.
+    assert_eq!(psql(&url, "show archive_mode"), "on");
+    assert_eq!(psql(&url, "select archived_count > 0 from pg_stat_archiver"), "t");
+    // Same id, same backup; later writes do not change it.
+    psql(&url, "insert into orders values (301, 'later')");
+    assert_eq!(p.backup("ledger-db", "op-backup-1").await.unwrap(), b);
+    p.delete("ledger-db").await.unwrap();
+    env.stop().await;
+}

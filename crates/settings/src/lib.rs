@@ -255,6 +255,12 @@ settings! {
     CRASH_DIR = "SKIFF_CRASH_DIR", Development, [Dev], None, false, "The crash test's working directory for its child.";
     /// Crash saga fails.
     CRASH_FAILING = "SKIFF_CRASH_FAILING", Development, [Dev], None, false, "The crash test's child runs the failing saga.";
+    /// Freeze point.
+    FREEZE_AT = "SKIFF_FREEZE_AT", Development, [Dev], None, false,
+        "An engine hook point (`after:result:STEP`, `before:step_started:STEP` …) where a `skiff` process freezes, for kill-and-resume tests.";
+    /// Freeze marker.
+    FREEZE_MARKER = "SKIFF_FREEZE_MARKER", Development, [Dev], None, false,
+        "A file a process frozen by `SKIFF_FREEZE_AT` writes when it reaches the point.";
     /// Simulation seeds.
     SIM_SEEDS = "SKIFF_SIM_SEEDS", Development, [Dev], Some("`0..100`"), false,
         "Seeds the deterministic simulation test runs: one (`17`) or a range (`0..100`).";

@@ -354,3 +354,40 @@ pub struct AuditEntry {
     pub details: Value,
 }
 document!(AuditEntry, "skiff.audit", 1);
+
+/// One table of a backup's manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRecord {
+    /// `schema.table`.
+    pub table: String,
+    /// Rows at the restore point.
+    pub rows: u64,
+    /// md5 over the rows' text, in order.
+    pub checksum: String,
+}
+
+/// `databases/<db>/backups/<id>.json`: a backup a restore can go back to. Immutable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRecord {
+    /// Backup id (the operation's id).
+    pub id: String,
+    /// The database.
+    pub database: String,
+    /// The operation that took it.
+    pub op_id: String,
+    /// The restore point's name.
+    pub restore_point: String,
+    /// When the point was taken, ms since the epoch.
+    pub at_ms: u64,
+    /// The point's log position, where the engine has one.
+    pub lsn: Option<String>,
+    /// Size of the base copy, if known.
+    pub size_bytes: Option<u64>,
+    /// Where the provider keeps the copy.
+    pub provider_ref: String,
+    /// Every user table at the point (empty where the provider cannot look inside).
+    pub tables: Vec<TableRecord>,
+}
+document!(BackupRecord, "skiff.database_backup", 1);

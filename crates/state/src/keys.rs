@@ -118,6 +118,16 @@ pub fn audits() -> String {
     format!("{ROOT}audit/")
 }
 
+/// A database backup's record.
+pub fn database_backup(database: &str, backup: &str) -> String {
+    format!("{ROOT}databases/{database}/backups/{backup}.json")
+}
+
+/// Prefix of a database's backup records.
+pub fn database_backups(database: &str) -> String {
+    format!("{ROOT}databases/{database}/backups/")
+}
+
 /// What a key holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyKind {
@@ -196,6 +206,13 @@ pub enum KeyKind {
         /// Date.
         date: String,
     },
+    /// `databases/<db>/backups/<id>.json`.
+    DatabaseBackup {
+        /// Database.
+        database: String,
+        /// Backup id.
+        backup: String,
+    },
     /// Anything else under `v1/`.
     Unknown,
 }
@@ -218,6 +235,7 @@ impl KeyKind {
             KeyKind::Lease { .. } => Lease::KIND,
             KeyKind::Member { .. } => <Member>::KIND,
             KeyKind::Audit { .. } => AuditEntry::KIND,
+            KeyKind::DatabaseBackup { .. } => BackupRecord::KIND,
             KeyKind::ReleaseSignature { .. } | KeyKind::Blob { .. } | KeyKind::Unknown => return None,
         })
     }
@@ -254,6 +272,9 @@ pub fn classify(key: &str) -> KeyKind {
             json(file).map_or(KeyKind::Unknown, |instance| KeyKind::Member { service: (*svc).to_owned(), instance })
         }
         ["audit", date, _] => KeyKind::Audit { date: (*date).to_owned() },
+        ["databases", db, "backups", file] => {
+            json(file).map_or(KeyKind::Unknown, |backup| KeyKind::DatabaseBackup { database: (*db).to_owned(), backup })
+        }
         _ => KeyKind::Unknown,
     }
 }

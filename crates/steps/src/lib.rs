@@ -3,6 +3,7 @@
 //! step implementations the graphs name.
 #![warn(missing_docs)]
 
+pub mod database;
 pub mod deploy;
 pub mod intent;
 pub mod reconcile;
@@ -31,7 +32,7 @@ pub struct SagaKind {
 
 /// Every saga kind Skiff can run.
 pub fn catalog() -> Vec<SagaKind> {
-    vec![deploy::DEPLOY_KIND, deploy::ROLLBACK_KIND, repair::KIND, intent::KIND, selftest::KIND]
+    vec![deploy::DEPLOY_KIND, deploy::ROLLBACK_KIND, database::BACKUP_KIND, repair::KIND, intent::KIND, selftest::KIND]
 }
 
 /// The saga kind called `name`.
@@ -44,7 +45,7 @@ pub fn saga(name: &str) -> Result<SagaKind, SagaError> {
 
 /// Every step kind, ready for an engine.
 pub fn registry() -> Registry {
-    deploy::register(repair::register(intent::register(selftest::register(Registry::new()))))
+    database::register(deploy::register(repair::register(intent::register(selftest::register(Registry::new())))))
 }
 
 /// Ledger trouble that may pass (unreachable bucket, contention) is retryable; the rest is final.

@@ -134,6 +134,12 @@ pub trait Database: Send + Sync {
     async fn connection(&self, id: &str) -> Result<ConnectionInfo>;
     /// Deletes an instance (idempotent).
     async fn delete(&self, id: &str) -> Result<()>;
+    /// Takes a backup: a base copy plus a named restore point after it, with a manifest
+    /// of every table at the point (idempotent by backup id).
+    async fn backup(&self, id: &str, backup_id: &str) -> Result<BackupInfo> {
+        let _ = backup_id;
+        Err(ProviderError::new(format!("this provider cannot back up database {id}"), false))
+    }
 }
 
 /// A provider: its capabilities, by trait.

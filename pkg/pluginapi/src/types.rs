@@ -401,6 +401,38 @@ pub struct SnapshotInfo {
     pub size_bytes: Option<u64>,
 }
 
+/// One table at a restore point: its rows and a checksum of their contents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableManifest {
+    /// `schema.table`.
+    pub table: String,
+    /// Row count.
+    pub rows: u64,
+    /// md5 over the rows' text, in order (empty for an empty table).
+    pub checksum: String,
+}
+
+/// A backup: a base copy the provider restores from and a named restore point after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupInfo {
+    /// Backup id.
+    pub id: String,
+    /// Instance it was taken from.
+    pub database: String,
+    /// Where the provider keeps the copy (a directory, a snapshot ARN).
+    pub provider_ref: String,
+    /// The restore point's name, for a restore `--to` it.
+    pub restore_point: String,
+    /// When the point was taken (ms since the epoch, the database's clock).
+    pub at_ms: u64,
+    /// The point's log position, where the engine has one.
+    pub lsn: Option<String>,
+    /// Size of the copy, if known.
+    pub size_bytes: Option<u64>,
+    /// Every user table at the point (empty where the provider cannot look inside).
+    pub tables: Vec<TableManifest>,
+}
+
 /// How to connect to a database; the password stays behind a reference.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionInfo {

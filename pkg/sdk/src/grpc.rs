@@ -331,6 +331,8 @@ impl Client {
         iam_policy(proto::IamPolicyRequest);
         /// `skiff secrets list`.
         list_secrets(proto::SecretsListRequest);
+        /// `skiff database list-backups`.
+        list_backups(proto::DatabaseRequest);
     }
 
     /// An operation's events; with `follow`, until it ends.

@@ -1,0 +1,86 @@
+//! `skiff database backup|list-backups`: backups of a service's managed database,
+//! taken by the `database-backup` saga and recorded in the ledger
+//! (`databases/<db>/backups/<id>.json`) with their restore point and table manifest.
+
+use std::fmt::Write as _;
+
+use skiff_sdk::{Answer, Envelope, Safety};
+use skiff_state::docs::BackupRecord;
+
+use crate::context::Context;
+use crate::error::{Result, plural};
+use crate::pipeline::{Launch, launch};
+use crate::request::DatabaseRequest;
+
+/// Answers a `skiff database` request.
+pub(crate) async fn run(ctx: &Context, r: DatabaseRequest) -> Result<Answer> {
+    match r {
+        DatabaseRequest::Backup { database, dry_run } => backup(ctx, &database, dry_run).await,
+        DatabaseRequest::ListBackups { database } => list_backups(ctx, &database).await,
+    }
+}
+
+pub(crate) async fn backup(ctx: &Context, database: &str, dry_run: bool) -> Result<Answer> {
+    let (_, ledger) = ctx.ledger()?;
+    let service = crate::lookup::database(&ledger, database).await?;
+    let graph = skiff_steps::database::backup_graph(database).map_err(|e| crate::error::saga(&e))?;
+    let command = format!("skiff database backup {database}");
+    if dry_run {
+        return crate::saga::planned(ctx, &graph, Some(&service), &format!("backup of {database}"), command + " --yes")
+            .await;
+    }
+    ctx.confirm(&format!("back up {database}"), &command)?;
+    let actor = ctx.actor();
+    ledger.init(&actor).await.map_err(|e| crate::error::state(&e))?;
+    let engine = crate::factory::engine(ctx, &ledger).await;
+    let l = Launch {
+        graph,
+        service: Some(service),
+        scope: None,
+        key: None,
+        reason: format!("backup {database}"),
+        params: serde_json::json!({"database": database}),
+        audit: ("database.backup".to_owned(), serde_json::json!({"database": database})),
+        audit_existing: false,
+        release: String::new(),
+    };
+    Ok(launch(ctx, &engine, &ledger, l).await?.answer())
+}
+
+async fn list_backups(ctx: &Context, database: &str) -> Result<Answer> {
+    let (_, ledger) = ctx.ledger()?;
+    crate::lookup::database(&ledger, database).await?;
+    let prefix = skiff_state::keys::database_backups(database);
+    let listed = ledger.store().list(&prefix).await.map_err(|e| crate::error::state(&e.into()))?;
+    let mut backups = Vec::new();
+    for l in &listed {
+        if let Some(b) = ledger.read::<BackupRecord>(&l.key).await.map_err(|e| crate::error::state(&e))? {
+            backups.push(b);
+        }
+    }
+    backups.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then_with(|| a.id.cmp(&b.id)));
+    let mut body = String::new();
+    for b in &backups {
+        let rows: u64 = b.tables.iter().map(|t| t.rows).sum();
+        let _ = writeln!(
+            body,
+            "  {:<24} {}  {} tables, {rows} rows  {}",
+            b.restore_point,
+            skiff_clock::Utc::from_ms(b.at_ms).rfc3339(),
+            b.tables.len(),
+            b.size_bytes.map_or_else(|| "size unknown".to_owned(), |s| format!("{} MiB", s.div_ceil(1 << 20)))
+        );
+    }
+    let mut env = Envelope::ok(format!("{} of {database}", plural(backups.len(), "backup")))
+        .data(serde_json::json!({"database": database, "backups": backups}));
+    env = match backups.first() {
+        Some(b) => env.fact(format!(
+            "newest restore point: {} at {}",
+            b.restore_point,
+            skiff_clock::Utc::from_ms(b.at_ms).rfc3339()
+        )),
+        None => env.fact("a restore needs a backup to go back to"),
+    };
+    let env = env.action("backup", format!("skiff database backup {database} --yes"), true, Safety::Reversible, 0.6);
+    Ok(Answer::from(env).body(body))
+}
