@@ -388,6 +388,21 @@ snapshot (automated backups cover the time between).")]
         #[command(subcommand)]
         action: DatabaseAction,
     },
+    /// Restore a managed database into a new instance and cut its consumers over.
+    #[command(after_help = "\
+Examples:
+  skiff restore database orders-db --to latest --dry-run     the saga's steps, with safety and risk
+  skiff restore database orders-db --to op-5623444cc83fd5484351 --yes
+  skiff restore database orders-db --to 2026-12-03T13:00:00Z --yes
+
+Never in place: the current database is snapshotted, the backup is restored into a
+new instance and proven (the restore point's rows, the source's settings), then the
+saga waits for `skiff saga approve OP` before pointing the consumers' secret at the
+copy and restarting them. The old instance is kept for 7 days.")]
+    Restore {
+        #[command(subcommand)]
+        what: RestoreWhat,
+    },
     /// Contexts: named state buckets, providers, regions and servers.
     #[command(after_help = "\
 Examples:
@@ -423,6 +438,21 @@ pub enum LocalAction {
         /// Control port on 127.0.0.1 (0 picks one).
         #[arg(long, default_value_t = 0)]
         port: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RestoreWhat {
+    /// A managed database (its `database.name` in the spec).
+    Database {
+        /// The database.
+        database: String,
+        /// `latest`, a restore point (see `skiff database list-backups`), or an RFC 3339 time.
+        #[arg(long, default_value = "latest")]
+        to: String,
+        /// Plan the restore and show its steps; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -735,6 +765,9 @@ impl Command {
                 LocalAction::Status => LocalRequest::Status,
                 LocalAction::Serve { port } => LocalRequest::Serve { port },
             }),
+            Command::Restore { what: RestoreWhat::Database { database, to, dry_run } } => {
+                Request::Database(DatabaseRequest::Restore { database, to, dry_run })
+            }
             Command::Database { action } => Request::Database(match action {
                 DatabaseAction::Backup { database, dry_run } => DatabaseRequest::Backup { database, dry_run },
                 DatabaseAction::ListBackups { database } => DatabaseRequest::ListBackups { database },

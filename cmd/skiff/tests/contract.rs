@@ -63,6 +63,9 @@ const MATRIX: &[Cell] = &[
     cell(UnknownService, "database backup nosuch --yes", Code::NotFound, "nosuch"),
     cell(UnknownService, "database backup nosuch --dry-run", Code::NotFound, "nosuch"),
     cell(UnknownService, "database list-backups nosuch", Code::NotFound, "nosuch"),
+    cell(UnknownService, "restore database nosuch --yes", Code::NotFound, "nosuch"),
+    cell(UnknownService, "restore database nosuch --to latest --dry-run", Code::NotFound, "nosuch"),
+    cell(UnknownService, "saga start database-restore --param database=nosuch --yes", Code::NotFound, "nosuch"),
     cell(UnknownService, "saga start database-backup --param database=nosuch --yes", Code::NotFound, "nosuch"),
     // An operation that does not exist.
     cell(UnknownOperation, "saga show op-nosuch", Code::NotFound, "op-nosuch"),

@@ -197,3 +197,188 @@ fn a_backup_killed_at_every_step_boundary_resumes_to_exactly_one_backup() {
     let verify = s.run_env(&["state", "verify", "--format", "json"], &env);
     assert_eq!(verify.code, 0, "{}", verify.stdout);
 }
+
+#[test]
+fn a_restore_to_a_point_serves_its_rows_after_approval_and_keeps_the_old_database() {
+    let s = Sandbox::new();
+    let runner = skiff_testkit::workspace_bin("skiff-runner").display().to_string();
+    let env_owned = vec![("SKIFF_RUNNER_BIN", runner)];
+    let _stop = StopAll(&s, env_owned.clone());
+    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = |args: &[&str]| {
+        let r = s.run_env(args, &env);
+        (json(&r), r)
+    };
+    let port = skiff_testkit::free_port();
+    let file = spec(&s, port, "one");
+    assert_eq!(run(&["deploy", "-f", &file, "--yes", "--format", "json"]).1.code, 0);
+    for i in 0..20 {
+        assert_eq!(request(port, "POST", "/orders", &format!("{{\"item\": \"kept-{i}\"}}")).unwrap().0, 201);
+    }
+    let (_, at_point) = request(port, "GET", "/orders", "").unwrap();
+    let (taken, _) = run(&["database", "backup", "orders-db", "--yes", "--format", "json"]);
+    let point = taken["operation_id"].as_str().unwrap().to_owned();
+    for i in 0..10 {
+        assert_eq!(request(port, "POST", "/orders", &format!("{{\"item\": \"later-{i}\"}}")).unwrap().0, 201);
+    }
+
+    // Bad input changes nothing.
+    let ops_before = run(&["saga", "list", "--format", "json"]).0["data"].as_array().unwrap().len();
+    let (v, r) = run(&["restore", "database", "orders-db", "--to", "no-such-point", "--yes", "--format", "json"]);
+    assert_eq!((v["code"].as_str(), r.code), (Some("NOT_FOUND"), 4), "{}", r.stdout);
+    assert!(r.stdout.contains(&point), "names the restore points that exist: {}", r.stdout);
+    let (v, r) =
+        run(&["restore", "database", "orders-db", "--to", "2001-01-01T00:00:00Z", "--yes", "--format", "json"]);
+    assert_eq!(v["code"], "USAGE", "{}", r.stdout);
+    assert!(v["summary"].as_str().unwrap().contains("outside"), "{}", r.stdout);
+    let (v, _) = run(&["restore", "database", "nosuch-db", "--yes", "--format", "json"]);
+    assert_eq!(v["code"], "NOT_FOUND");
+    assert_eq!(run(&["saga", "list", "--format", "json"]).0["data"].as_array().unwrap().len(), ops_before);
+
+    // Planned: the cutover is the one irreversible step, behind an approval gate.
+    let (planned, r) = run(&["restore", "database", "orders-db", "--to", &point, "--dry-run", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let steps: Vec<String> = planned["data"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{}:{}:{}", s["id"].as_str().unwrap(), s["safety"].as_str().unwrap(), s["needs_approval"]))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "snapshot:reversible:false",
+            "restore:reversible:false",
+            "smoke:read_only:false",
+            "cutover:irreversible:true",
+            "restart:reversible:false",
+            "verify:read_only:false",
+            "retain:reversible:false"
+        ]
+    );
+
+    // Run to the gate: the copy exists and is proven, production is unchanged.
+    let (v, r) = run(&["restore", "database", "orders-db", "--to", &point, "--yes", "--format", "json"]);
+    assert_eq!(v["code"], "APPROVAL_REQUIRED", "{}", r.stdout);
+    let op = v["operation_id"].as_str().unwrap().to_owned();
+    let (_, now) = request(port, "GET", "/orders", "").unwrap();
+    assert_eq!(now["count"], 30, "no production change before the approval");
+    let (shown, _) = run(&["saga", "show", &op, "--format", "json"]);
+    assert!(shown.to_string().contains("every table matches the restore point"), "{shown}");
+
+    let (v, r) = run(&["saga", "approve", &op, "--yes", "--format", "json"]);
+    assert_eq!(v["code"], "OK", "{}", r.stdout);
+    let (_, after) = request(port, "GET", "/orders", "").unwrap();
+    assert_eq!(
+        (after["count"].clone(), after["checksum"].clone()),
+        (at_point["count"].clone(), at_point["checksum"].clone())
+    );
+    // The API writes to the restored database now.
+    assert_eq!(request(port, "POST", "/orders", "{\"item\": \"after\"}").unwrap().0, 201);
+
+    // The old database is untouched and retained; the previous secret value is kept.
+    let state = format!("file://{}", s.path().join(".skiff/state").display());
+    let secrets =
+        skiff_secrets::LocalSecrets::new(skiff_provider_local::LocalDir::for_state(&state, s.path()).secrets());
+    let old = secrets.get("secret://orders-db/url-previous").unwrap().expect("the previous value is kept");
+    let out =
+        std::process::Command::new("psql").args([old.as_str(), "-At", "-c", "select count(*) from orders"]).output();
+    assert_eq!(String::from_utf8_lossy(&out.unwrap().stdout).trim(), "30");
+    let (verify, r) = run(&["state", "verify", "--format", "json"]);
+    assert_eq!(verify["code"], "OK", "{}", r.stdout);
+    // Later backups are of the restored instance.
+    let (v, r) = run(&["database", "backup", "orders-db", "--yes", "--format", "json"]);
+    assert_eq!(v["code"], "OK", "{}", r.stdout);
+    let (listed, _) = run(&["database", "list-backups", "orders-db", "--format", "json"]);
+    assert_eq!(listed["data"]["backups"][0]["tables"][0]["rows"], 21, "{listed}");
+}
+
+/// `skiff ARGS` frozen at engine hook `point`, then SIGKILLed there.
+fn kill_at(s: &Sandbox, env: &[(&str, &str)], args: &[&str], point: &str, n: usize) {
+    let marker = s.path().join(format!("frozen-{n}"));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("skiff"))
+        .current_dir(s.path())
+        .env("SKIFF_CONFIG", s.path().join("config.yaml"))
+        .env("SKIFF_FREEZE_AT", point)
+        .env("SKIFF_FREEZE_MARKER", &marker)
+        .envs(env.iter().copied())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let reached = skiff_testkit::wait_until(Duration::from_secs(60), || marker.exists());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(reached, "`skiff {}` never reached {point}", args.join(" "));
+}
+
+#[test]
+fn a_restore_killed_at_every_step_boundary_resumes_to_exactly_one_copy_and_one_cutover() {
+    let s = Sandbox::new();
+    let runner = skiff_testkit::workspace_bin("skiff-runner").display().to_string();
+    let env_owned = vec![("SKIFF_RUNNER_BIN", runner), ("SKIFF_LEASE_TTL_MS", "1500".to_owned())];
+    let _stop = StopAll(&s, env_owned.clone());
+    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = |args: &[&str]| json(&s.run_env(args, &env));
+    let port = skiff_testkit::free_port();
+    let file = spec(&s, port, "one");
+    assert_eq!(run(&["deploy", "-f", &file, "--yes", "--format", "json"])["code"], "OK");
+    assert_eq!(request(port, "POST", "/orders", "{\"item\": \"kept\"}").unwrap().0, 201);
+    let point = run(&["database", "backup", "orders-db", "--yes", "--format", "json"])["operation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let restore = ["restore", "database", "orders-db", "--to", &point, "--yes", "--format", "json"];
+    let unfinished = || {
+        let ops = run(&["saga", "list", "--format", "json"])["data"].clone();
+        ops.as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["saga"] == "database-restore" && o["status"] != "succeeded")
+            .map(|o| o["op_id"].as_str().unwrap().to_owned())
+            .expect("an unfinished restore")
+    };
+    let before_gate =
+        ["before:step_started:snapshot", "after:result:snapshot", "after:result:restore", "after:result:smoke"];
+    let after_gate = ["after:result:cutover", "after:result:restart", "after:result:verify", "after:result:retain"];
+    for (n, p) in before_gate.iter().chain(after_gate.iter()).enumerate() {
+        assert_eq!(request(port, "POST", "/orders", "{\"item\": \"later\"}").unwrap().0, 201);
+        let (_, live) = request(port, "GET", "/orders", "").unwrap();
+        let op = if before_gate.contains(p) {
+            kill_at(&s, &env, &restore, p, n);
+            let op = unfinished();
+            let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
+            assert_eq!(resumed["code"], "APPROVAL_REQUIRED", "resume after a kill at {p}: {resumed}");
+            let (_, now) = request(port, "GET", "/orders", "").unwrap();
+            assert_eq!(now["count"], live["count"], "no production change before the approval ({p})");
+            op
+        } else {
+            let gated = run(&restore);
+            assert_eq!(gated["code"], "APPROVAL_REQUIRED", "{gated}");
+            let op = gated["operation_id"].as_str().unwrap().to_owned();
+            kill_at(&s, &env, &["saga", "approve", &op, "--yes", "--format", "json"], p, n);
+            op
+        };
+        if before_gate.contains(p) {
+            assert_eq!(run(&["saga", "approve", &op, "--yes", "--format", "json"])["code"], "OK", "after {p}");
+        } else {
+            let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
+            assert_eq!(resumed["code"], "OK", "resume after a kill at {p}: {resumed}");
+        }
+        let (_, served) = request(port, "GET", "/orders", "").unwrap();
+        assert_eq!(served["count"], 1, "served from the copy at the restore point after {p}");
+        // One restore record (one cutover) and one new instance per operation.
+        let restores =
+            std::fs::read_dir(s.path().join(".skiff/state/v1/databases/orders-db/restores")).unwrap().count();
+        assert_eq!(restores, n + 1, "one cutover per restore, after {p}");
+        let local = s.path().join(".skiff/local/databases");
+        let instances = std::fs::read_dir(&local)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count();
+        assert_eq!(instances, n + 2, "the source and one copy per restore, after {p}");
+    }
+    assert_eq!(run(&["state", "verify", "--format", "json"])["code"], "OK");
+}

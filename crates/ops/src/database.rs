@@ -17,13 +17,18 @@ pub(crate) async fn run(ctx: &Context, r: DatabaseRequest) -> Result<Answer> {
     match r {
         DatabaseRequest::Backup { database, dry_run } => backup(ctx, &database, dry_run).await,
         DatabaseRequest::ListBackups { database } => list_backups(ctx, &database).await,
+        DatabaseRequest::Restore { database, to, dry_run } => {
+            crate::restore::database(ctx, &database, &to, dry_run).await
+        }
     }
 }
 
 pub(crate) async fn backup(ctx: &Context, database: &str, dry_run: bool) -> Result<Answer> {
     let (_, ledger) = ctx.ledger()?;
     let service = crate::lookup::database(&ledger, database).await?;
-    let graph = skiff_steps::database::backup_graph(database).map_err(|e| crate::error::saga(&e))?;
+    let instance =
+        skiff_steps::database::current_instance(&ledger, database).await.map_err(|e| crate::error::state(&e))?;
+    let graph = skiff_steps::database::backup_graph(database, &instance).map_err(|e| crate::error::saga(&e))?;
     let command = format!("skiff database backup {database}");
     if dry_run {
         return crate::saga::planned(ctx, &graph, Some(&service), &format!("backup of {database}"), command + " --yes")
@@ -47,9 +52,8 @@ pub(crate) async fn backup(ctx: &Context, database: &str, dry_run: bool) -> Resu
     Ok(launch(ctx, &engine, &ledger, l).await?.answer())
 }
 
-async fn list_backups(ctx: &Context, database: &str) -> Result<Answer> {
-    let (_, ledger) = ctx.ledger()?;
-    crate::lookup::database(&ledger, database).await?;
+/// The backups recorded for `database`, oldest first.
+pub(crate) async fn records(ledger: &skiff_state::Ledger, database: &str) -> Result<Vec<BackupRecord>> {
     let prefix = skiff_state::keys::database_backups(database);
     let listed = ledger.store().list(&prefix).await.map_err(|e| crate::error::state(&e.into()))?;
     let mut backups = Vec::new();
@@ -58,7 +62,15 @@ async fn list_backups(ctx: &Context, database: &str) -> Result<Answer> {
             backups.push(b);
         }
     }
-    backups.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then_with(|| a.id.cmp(&b.id)));
+    backups.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+    Ok(backups)
+}
+
+async fn list_backups(ctx: &Context, database: &str) -> Result<Answer> {
+    let (_, ledger) = ctx.ledger()?;
+    crate::lookup::database(&ledger, database).await?;
+    let mut backups = records(&ledger, database).await?;
+    backups.reverse();
     let mut body = String::new();
     for b in &backups {
         let rows: u64 = b.tables.iter().map(|t| t.rows).sum();

@@ -32,6 +32,7 @@ mod release;
 pub mod remote;
 pub mod report;
 mod request;
+mod restore;
 mod saga;
 mod secrets;
 pub mod spec;

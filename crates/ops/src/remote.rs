@@ -125,21 +125,12 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
         Request::Database(DatabaseRequest::ListBackups { database }) => {
             c.list_backups(proto::DatabaseRequest { database }).await
         }
-        // A backup is the `database-backup` saga: the server looks the database up first.
+        // Backups and restores are sagas: the server looks the database up first.
         Request::Database(DatabaseRequest::Backup { database, dry_run }) => {
-            let confirmed = dry_run || confirmed(ctx, &format!("back up {database}"))?;
-            let req = proto::SagaStartRequest {
-                kind: "database-backup".to_owned(),
-                service: None,
-                params: vec![proto::Param { key: "database".to_owned(), value: database.clone() }],
-                dry_run,
-                idempotency_key: None,
-                reason: format!("backup {database}"),
-                to: None,
-                confirmed,
-            };
-            let submitted = c.start_saga(req).await;
-            follow(ctx, c, submitted, dry_run).await
+            return database_saga(ctx, c, "database-backup", database, None, dry_run).await;
+        }
+        Request::Database(DatabaseRequest::Restore { database, to, dry_run }) => {
+            return database_saga(ctx, c, "database-restore", database, Some(to), dry_run).await;
         }
         Request::Release(ReleaseRequest::List { service }) => {
             c.list_releases(proto::ReleaseListRequest { service }).await
@@ -154,6 +145,32 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
         Request::Saga(r) => return saga(ctx, c, r).await,
         other => return Ok(crate::run(ctx, other).await),
     })
+}
+
+/// `skiff database backup` / `skiff restore database` through the server's StartSaga.
+async fn database_saga(
+    ctx: &Context,
+    c: &Client,
+    kind: &str,
+    database: String,
+    to: Option<String>,
+    dry_run: bool,
+) -> Result<Answer> {
+    let confirmed = dry_run || confirmed(ctx, &format!("{kind} of {database}"))?;
+    let mut params = vec![proto::Param { key: "database".to_owned(), value: database.clone() }];
+    params.extend(to.map(|value| proto::Param { key: "to".to_owned(), value }));
+    let req = proto::SagaStartRequest {
+        kind: kind.to_owned(),
+        service: None,
+        params,
+        dry_run,
+        idempotency_key: None,
+        reason: format!("{kind} {database}"),
+        to: None,
+        confirmed,
+    };
+    let submitted = c.start_saga(req).await;
+    Ok(follow(ctx, c, submitted, dry_run).await)
 }
 
 /// Whether the caller confirmed a mutating request here: `--yes`, or yes at a prompt.

@@ -305,6 +305,15 @@ pub enum DatabaseRequest {
         /// The database.
         database: String,
     },
+    /// Restore it into a new instance and cut its consumers over (the `database-restore` saga).
+    Restore {
+        /// The database.
+        database: String,
+        /// `latest`, a restore point, or an RFC 3339 time.
+        to: String,
+        /// Plan it and change nothing.
+        dry_run: bool,
+    },
 }
 
 /// `skiff secrets`.

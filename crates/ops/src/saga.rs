@@ -25,6 +25,12 @@ pub(crate) async fn run(ctx: &Context, r: SagaRequest) -> Result<Answer> {
             crate::report::outcome(ctx, &ledger, &op).await
         }
         SagaRequest::Kinds => Ok(kinds()),
+        // A restore is planned from the ledger; the database is looked up first.
+        SagaRequest::Start(SagaStart { kind, params, dry_run, .. }) if kind == "database-restore" => {
+            let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.clone());
+            let to = get("to").unwrap_or_else(|| "latest".to_owned());
+            crate::restore::database(ctx, &get("database").unwrap_or_default(), &to, dry_run).await
+        }
         // A backup names a database, looked up before anything starts.
         SagaRequest::Start(SagaStart { kind, params, dry_run, .. })
             if kind == "database-backup" && params.iter().any(|(k, _)| k == "database") =>

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_rds::types::{DbInstance, Tag};
 use skiff_pluginapi::{
-    BackupInfo, ConnectionInfo, Database, DatabaseInfo, DatabaseSpec, ProviderError, Result, Secrets, SnapshotInfo,
+    BackupInfo, ConnectionInfo, Database, DatabaseInfo, DatabaseSpec, ProviderError, RestoreTarget, Result, Secrets,
+    SnapshotInfo,
 };
 
 use crate::names::TAG_SERVICE;
@@ -24,6 +25,15 @@ const USER: &str = "skiff";
 /// a spec's `secret://DB/url` means the same on every provider.
 fn secret_name(id: &str) -> String {
     id.to_owned()
+}
+
+/// An instance that already exists was made by an earlier attempt: fine.
+fn exists_ok<E, R>(e: aws_sdk_rds::error::SdkError<E, R>, what: &str) -> Result<()>
+where
+    E: aws_sdk_rds::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    if code(&e) == Some("DBInstanceAlreadyExists") { Ok(()) } else { Err(fail(what, e)) }
 }
 
 fn info(d: &DbInstance) -> DatabaseInfo {
@@ -254,6 +264,113 @@ impl Database for AwsProvider {
             size_bytes: snap.size_bytes,
             tables: Vec::new(),
         })
+    }
+
+    /// A point is its snapshot, restored as it was; a time or `latest` is RDS's
+    /// point-in-time restore of the source (automated backups). Either way a new
+    /// instance, private, in the source's subnet group, parameter group and security
+    /// groups, with its own connection URL under the source's password.
+    async fn restore_to(
+        &self,
+        backup: &BackupInfo,
+        target: &RestoreTarget,
+        spec: &DatabaseSpec,
+    ) -> Result<DatabaseInfo> {
+        if self.db(&spec.id).await?.is_none() {
+            let source = self
+                .db(&backup.database)
+                .await?
+                .ok_or_else(|| ProviderError::not_found(format!("database {}", backup.database)))?;
+            let subnet_group = source.db_subnet_group().and_then(|g| g.db_subnet_group_name()).map(str::to_owned);
+            let parameter_group =
+                source.db_parameter_groups().first().and_then(|g| g.db_parameter_group_name()).map(str::to_owned);
+            let security_groups: Vec<String> = source
+                .vpc_security_groups()
+                .iter()
+                .filter_map(|g| g.vpc_security_group_id())
+                .map(str::to_owned)
+                .collect();
+            let made = match target {
+                RestoreTarget::Point(_) => self
+                    .c
+                    .rds
+                    .restore_db_instance_from_db_snapshot()
+                    .db_instance_identifier(&spec.id)
+                    .db_snapshot_identifier(&backup.id)
+                    .db_instance_class(&spec.instance_class)
+                    .multi_az(spec.multi_az)
+                    .publicly_accessible(false)
+                    .set_db_subnet_group_name(subnet_group)
+                    .set_db_parameter_group_name(parameter_group)
+                    .set_vpc_security_group_ids(Some(security_groups))
+                    .set_tags(Some(Self::tags(spec)))
+                    .send()
+                    .await
+                    .map(drop)
+                    .or_else(|e| exists_ok(e, &format!("restore {} into {}", backup.id, spec.id))),
+                RestoreTarget::Time(_) | RestoreTarget::Latest => {
+                    let mut req = self
+                        .c
+                        .rds
+                        .restore_db_instance_to_point_in_time()
+                        .source_db_instance_identifier(&backup.database)
+                        .target_db_instance_identifier(&spec.id)
+                        .db_instance_class(&spec.instance_class)
+                        .multi_az(spec.multi_az)
+                        .publicly_accessible(false)
+                        .set_db_subnet_group_name(subnet_group)
+                        .set_db_parameter_group_name(parameter_group)
+                        .set_vpc_security_group_ids(Some(security_groups))
+                        .set_tags(Some(Self::tags(spec)));
+                    req = match target {
+                        RestoreTarget::Time(ms) => req.restore_time(aws_sdk_rds::primitives::DateTime::from_millis(
+                            i64::try_from(*ms).unwrap_or(i64::MAX),
+                        )),
+                        _ => req.use_latest_restorable_time(true),
+                    };
+                    req.send()
+                        .await
+                        .map(drop)
+                        .or_else(|e| exists_ok(e, &format!("restore {} to a time into {}", backup.database, spec.id)))
+                }
+            };
+            made?;
+        }
+        let d = self.wait_available(&spec.id).await?;
+        let pass = self
+            .secret_map(&secret_name(&backup.database))
+            .await?
+            .and_then(|m| m.get("password").cloned())
+            .ok_or_else(|| {
+                ProviderError::new(
+                    format!("restored {} but the source's password is gone; reset it in RDS", spec.id),
+                    false,
+                )
+            })?;
+        self.store_url(&d, &spec.name, &pass).await?;
+        Ok(d)
+    }
+
+    /// Network, parameters and encryption as RDS describes them.
+    async fn settings(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        let d = self.db(id).await?.ok_or_else(|| ProviderError::not_found(format!("database {id}")))?;
+        let mut groups: Vec<&str> = d.vpc_security_groups().iter().filter_map(|g| g.vpc_security_group_id()).collect();
+        groups.sort_unstable();
+        let s = |v: Option<&str>| v.unwrap_or_default().to_owned();
+        Ok([
+            ("engine", s(d.engine())),
+            ("engine_version", s(d.engine_version())),
+            ("storage_encrypted", d.storage_encrypted().unwrap_or(false).to_string()),
+            ("kms_key_id", s(d.kms_key_id())),
+            ("publicly_accessible", d.publicly_accessible().unwrap_or(false).to_string()),
+            ("db_subnet_group", s(d.db_subnet_group().and_then(|g| g.db_subnet_group_name()))),
+            ("parameter_group", s(d.db_parameter_groups().first().and_then(|g| g.db_parameter_group_name()))),
+            ("security_groups", groups.join(",")),
+            ("iam_auth", d.iam_database_authentication_enabled().unwrap_or(false).to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect())
     }
 
     async fn delete(&self, id: &str) -> Result<()> {

@@ -108,6 +108,28 @@ impl Secrets for AwsProvider {
         Ok(map.keys().map(|k| format!("secret://{name}/{k}")).collect())
     }
 
+    /// Secrets Manager keeps the replaced version too (`AWSPREVIOUS`).
+    async fn cut_over(&self, reference: &str, source: &str) -> Result<()> {
+        let (sname, skey) = names::parse_secret_ref(source).ok_or_else(|| bad_ref(source))?;
+        let new = self
+            .secret_map(sname)
+            .await?
+            .and_then(|m| m.get(skey).cloned())
+            .ok_or_else(|| ProviderError::not_found(source))?;
+        let (name, key) = names::parse_secret_ref(reference).ok_or_else(|| bad_ref(reference))?;
+        let existing = self.secret_map(name).await?;
+        let exists = existing.is_some();
+        let mut map = existing.unwrap_or_default();
+        if map.get(key) == Some(&new) {
+            return Ok(());
+        }
+        if let Some(old) = map.get(key).cloned() {
+            map.insert(format!("{key}-previous"), old);
+        }
+        map.insert(key.to_owned(), new);
+        self.write_secret_map(name, &map, exists).await
+    }
+
     async fn delete(&self, reference: &str) -> Result<()> {
         let (name, key) = names::parse_secret_ref(reference).ok_or_else(|| bad_ref(reference))?;
         let Some(mut map) = self.secret_map(name).await? else { return Ok(()) };

@@ -368,3 +368,49 @@ async fn logs_read_back_per_instance_stream_oldest_first() {
     let newest: Vec<String> = p.logs().read(&q(None, Some(1))).await.unwrap().into_iter().map(|l| l.line).collect();
     assert_eq!(newest, ["b2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_restore_into_new_private_instances_with_the_sources_settings() {
+    use skiff_pluginapi::{Database as _, RestoreTarget, Secrets as _};
+    let moto = Moto::start();
+    let conf = sdk(&moto).await;
+    let p = provider(&moto, &conf).await;
+    let spec = |id: &str| DatabaseSpec {
+        id: id.into(),
+        name: "orders".into(),
+        engine: "postgres".into(),
+        version: "16".into(),
+        instance_class: "db.t4g.small".into(),
+        storage_gib: 20,
+        multi_az: false,
+        backup_retention_days: 7,
+    };
+    p.create(&spec("orders-db")).await.unwrap();
+    let b = p.backup("orders-db", "op-backup-1").await.unwrap();
+    assert_eq!(b.restore_point, "op-backup-1");
+    assert!(b.provider_ref.contains("op-backup-1"), "the snapshot: {}", b.provider_ref);
+    assert_eq!(
+        p.backup("orders-db", "op-backup-1").await.unwrap().provider_ref,
+        b.provider_ref,
+        "same id, same snapshot"
+    );
+
+    let point =
+        p.restore_to(&b, &RestoreTarget::Point(b.restore_point.clone()), &spec("orders-db-point")).await.unwrap();
+    let time = p.restore_to(&b, &RestoreTarget::Time(b.at_ms), &spec("orders-db-time")).await.unwrap();
+    assert_ne!(point.id, time.id);
+    let source = p.settings("orders-db").await.unwrap();
+    assert_eq!(source["storage_encrypted"], "true");
+    assert_eq!(source["publicly_accessible"], "false");
+    for id in ["orders-db-point", "orders-db-time"] {
+        let copy = p.settings(id).await.unwrap();
+        assert_eq!(copy["publicly_accessible"], "false", "{id}");
+        assert_eq!(copy["engine"], source["engine"], "{id}");
+        assert!(p.exists(&format!("secret://{id}/url")).await.unwrap(), "{id} has its own connection URL");
+    }
+    // Idempotent by id: a second call finds the instance.
+    assert_eq!(p.restore_to(&b, &RestoreTarget::Latest, &spec("orders-db-time")).await.unwrap().id, time.id);
+    let rds = aws_sdk_rds::Client::new(&conf);
+    let n = rds.describe_db_instances().send().await.unwrap().db_instances().len();
+    assert_eq!(n, 3, "the source and two copies");
+}

@@ -308,6 +308,17 @@ impl Secrets for LocalProvider {
     async fn delete(&self, reference: &str) -> Result<()> {
         self.secrets.delete(reference).map_err(secret_error)
     }
+    async fn cut_over(&self, reference: &str, source: &str) -> Result<()> {
+        let new = self.secrets.get(source).map_err(secret_error)?.ok_or_else(|| ProviderError::not_found(source))?;
+        let current = self.secrets.get(reference).map_err(secret_error)?;
+        if current.as_deref() == Some(new.as_str()) {
+            return Ok(());
+        }
+        if let Some(old) = current {
+            self.secrets.put(&format!("{reference}-previous"), &old).map_err(secret_error)?;
+        }
+        self.secrets.put(reference, &new).map_err(secret_error)
+    }
 }
 
 /// Roles are recorded, not enforced: local processes run as the current user. The
@@ -356,6 +367,20 @@ impl Database for LocalProvider {
     }
     async fn backup(&self, id: &str, backup_id: &str) -> Result<BackupInfo> {
         self.postgres.backup(id, backup_id).await
+    }
+    async fn restore_to(
+        &self,
+        backup: &BackupInfo,
+        target: &RestoreTarget,
+        spec: &DatabaseSpec,
+    ) -> Result<DatabaseInfo> {
+        self.postgres.restore_to(backup, target, spec).await
+    }
+    async fn manifest(&self, id: &str) -> Result<Vec<TableManifest>> {
+        self.postgres.manifest(id).await
+    }
+    async fn settings(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        self.postgres.settings(id).await
     }
 }
 

@@ -20,6 +20,7 @@ use skiff_state::Ledger;
 use tokio::io::AsyncWriteExt;
 
 mod backup;
+mod restore;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Record {
@@ -136,8 +137,23 @@ impl Postgres {
     }
 
     async fn tool(&self, tool: &str, args: &[&str], password: Option<&str>, stdin: Option<&[u8]>) -> Result<Vec<u8>> {
-        let bin = bin_dir()?.join(tool);
-        let mut cmd = tokio::process::Command::new(&bin);
+        self.program(&bin_dir()?.join(tool), args, password, stdin).await
+    }
+
+    /// A system program (`cp`) as the PostgreSQL user.
+    async fn run_as(&self, program: &str, args: &[&str]) -> Result<Vec<u8>> {
+        self.program(Path::new(program), args, None, None).await
+    }
+
+    async fn program(
+        &self,
+        bin: &Path,
+        args: &[&str],
+        password: Option<&str>,
+        stdin: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        let tool = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut cmd = tokio::process::Command::new(bin);
         cmd.args(args)
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())

@@ -87,3 +87,51 @@ async fn a_backup_is_a_base_copy_and_a_restore_point_with_the_tables_at_it() {
     p.delete("ledger-db").await.unwrap();
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_in_time_restores_go_into_new_clusters_and_stop_where_asked() {
+    use skiff_pluginapi::RestoreTarget;
+    let env = common::Env::start().await;
+    let p = &env.provider;
+    p.create(&spec("pitr-db")).await.unwrap();
+    let url = p.secret_store().get(&p.connection("pitr-db").await.unwrap().url_ref).unwrap().unwrap();
+    let count = |url: &str| psql(url, "select count(*) from orders");
+    psql(
+        &url,
+        "create table orders (id int primary key, item text); insert into orders select g, 'a' || g from generate_series(1, 100) g;",
+    );
+    let first = p.backup("pitr-db", "op-first").await.unwrap();
+    psql(&url, "insert into orders select g, 'b' || g from generate_series(101, 150) g");
+    skiff_clock::SystemClock::block_for(std::time::Duration::from_millis(300));
+    let between: u64 = psql(&url, "select (extract(epoch from clock_timestamp()) * 1000)::bigint").parse().unwrap();
+    skiff_clock::SystemClock::block_for(std::time::Duration::from_millis(300));
+    psql(&url, "insert into orders select g, 'c' || g from generate_series(151, 200) g");
+    // A later backup archives the WAL past `between`.
+    p.backup("pitr-db", "op-second").await.unwrap();
+
+    // To the first restore point: exactly its rows, nothing later.
+    let at_point =
+        p.restore_to(&first, &RestoreTarget::Point("op-first".into()), &spec("pitr-db-point")).await.unwrap();
+    assert_ne!(at_point.port, p.describe("pitr-db").await.unwrap().unwrap().port, "a new cluster");
+    assert_eq!(p.manifest("pitr-db-point").await.unwrap(), first.tables, "the rows at the point, nothing later");
+    // To a time: everything committed before it.
+    p.restore_to(&first, &RestoreTarget::Time(between), &spec("pitr-db-time")).await.unwrap();
+    let url_time = p.secret_store().get(&p.connection("pitr-db-time").await.unwrap().url_ref).unwrap().unwrap();
+    assert_eq!(count(&url_time), "150");
+    // The copies accept writes, share the source's settings, and the source is untouched.
+    psql(&url_time, "insert into orders values (999, 'restored')");
+    assert_eq!(p.settings("pitr-db").await.unwrap(), p.settings("pitr-db-time").await.unwrap());
+    assert_eq!(count(&url), "200");
+    // Idempotent by id.
+    let again = p.restore_to(&first, &RestoreTarget::Point("op-first".into()), &spec("pitr-db-point")).await.unwrap();
+    assert_eq!(again.port, at_point.port);
+    // A point the log never saw fails and leaves no instance.
+    let missing = p.restore_to(&first, &RestoreTarget::Point("no-such-point".into()), &spec("pitr-db-bad")).await;
+    assert!(missing.is_err(), "{missing:?}");
+    assert!(p.describe("pitr-db-bad").await.unwrap().is_none());
+    assert!(p.secret_store().get("secret://pitr-db-bad/url").unwrap().is_none(), "no credentials left");
+    for id in ["pitr-db", "pitr-db-point", "pitr-db-time", "pitr-db-bad"] {
+        p.delete(id).await.unwrap();
+    }
+    env.stop().await;
+}

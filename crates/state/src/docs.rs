@@ -375,6 +375,9 @@ pub struct BackupRecord {
     pub id: String,
     /// The database.
     pub database: String,
+    /// The instance it was taken from (the database's own name until a restore moves it).
+    #[serde(default)]
+    pub instance: String,
     /// The operation that took it.
     pub op_id: String,
     /// The restore point's name.
@@ -391,3 +394,28 @@ pub struct BackupRecord {
     pub tables: Vec<TableRecord>,
 }
 document!(BackupRecord, "skiff.database_backup", 1);
+
+/// `databases/<db>/restores/<op>.json`: a restore that moved `db` onto a new instance.
+/// Immutable; the newest one names the instance the database is now, and the one it
+/// replaced is retained until `retained_until_ms` (deleting it is a separate step).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRecord {
+    /// The operation.
+    pub op_id: String,
+    /// The database.
+    pub database: String,
+    /// The instance it ran on before.
+    pub from_instance: String,
+    /// The restored instance it runs on now.
+    pub to_instance: String,
+    /// The backup restored from.
+    pub backup: String,
+    /// Where the restore stopped, as given (`latest`, a time, a restore point).
+    pub target: String,
+    /// When the cutover happened, ms since the epoch.
+    pub at_ms: u64,
+    /// Until when the old instance is kept.
+    pub retained_until_ms: u64,
+}
+document!(RestoreRecord, "skiff.database_restore", 1);

@@ -128,6 +128,16 @@ pub fn database_backups(database: &str) -> String {
     format!("{ROOT}databases/{database}/backups/")
 }
 
+/// A database restore's record.
+pub fn database_restore(database: &str, op: &str) -> String {
+    format!("{ROOT}databases/{database}/restores/{op}.json")
+}
+
+/// Prefix of a database's restore records.
+pub fn database_restores(database: &str) -> String {
+    format!("{ROOT}databases/{database}/restores/")
+}
+
 /// What a key holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyKind {
@@ -213,6 +223,13 @@ pub enum KeyKind {
         /// Backup id.
         backup: String,
     },
+    /// `databases/<db>/restores/<op>.json`.
+    DatabaseRestore {
+        /// Database.
+        database: String,
+        /// Operation.
+        op: String,
+    },
     /// Anything else under `v1/`.
     Unknown,
 }
@@ -236,6 +253,7 @@ impl KeyKind {
             KeyKind::Member { .. } => <Member>::KIND,
             KeyKind::Audit { .. } => AuditEntry::KIND,
             KeyKind::DatabaseBackup { .. } => BackupRecord::KIND,
+            KeyKind::DatabaseRestore { .. } => RestoreRecord::KIND,
             KeyKind::ReleaseSignature { .. } | KeyKind::Blob { .. } | KeyKind::Unknown => return None,
         })
     }
@@ -272,6 +290,9 @@ pub fn classify(key: &str) -> KeyKind {
             json(file).map_or(KeyKind::Unknown, |instance| KeyKind::Member { service: (*svc).to_owned(), instance })
         }
         ["audit", date, _] => KeyKind::Audit { date: (*date).to_owned() },
+        ["databases", db, "restores", file] => {
+            json(file).map_or(KeyKind::Unknown, |op| KeyKind::DatabaseRestore { database: (*db).to_owned(), op })
+        }
         ["databases", db, "backups", file] => {
             json(file).map_or(KeyKind::Unknown, |backup| KeyKind::DatabaseBackup { database: (*db).to_owned(), backup })
         }

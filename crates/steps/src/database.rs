@@ -29,13 +29,13 @@ fn backup_params(params: &Params) -> Result<SagaGraph, SagaError> {
         saga: "database-backup".into(),
         why: "it needs --param database=NAME".into(),
     })?;
-    backup_graph(database)
+    backup_graph(database, database)
 }
 
-/// The backup graph of `database`.
-pub fn backup_graph(database: &str) -> Result<SagaGraph, SagaError> {
+/// The backup graph of `database`, running on `instance`.
+pub fn backup_graph(database: &str, instance: &str) -> Result<SagaGraph, SagaError> {
     SagaBuilder::new("database-backup")
-        .step("backup", "database.backup", json!({"database": database}))
+        .step("backup", "database.backup", json!({"database": database, "instance": instance}))
         .timeout_ms(60 * 60 * 1000)
         .step("record", "database.record-backup", json!({"database": database}))
         .build()
@@ -46,9 +46,39 @@ pub(crate) fn register(r: Registry) -> Registry {
     r.with(Backup).with(RecordBackup)
 }
 
+/// The instance `database` runs on now: the newest restore's, else its own name.
+pub async fn current_instance(ledger: &Ledger, database: &str) -> Result<String, skiff_state::StateError> {
+    Ok(restores(ledger, database).await?.last().map_or_else(|| database.to_owned(), |r| r.to_instance.clone()))
+}
+
+/// The restores of `database`, oldest first.
+pub async fn restores(
+    ledger: &Ledger,
+    database: &str,
+) -> Result<Vec<skiff_state::docs::RestoreRecord>, skiff_state::StateError> {
+    let listed = ledger.store().list(&skiff_state::keys::database_restores(database)).await?;
+    let mut out = Vec::new();
+    for l in &listed {
+        if let Some(r) = ledger.read::<skiff_state::docs::RestoreRecord>(&l.key).await? {
+            out.push(r);
+        }
+    }
+    out.sort_by_key(|r| r.at_ms);
+    Ok(out)
+}
+
 #[derive(Deserialize)]
 struct DatabaseParams {
     database: String,
+    /// The instance it runs on (its name until a restore moves it).
+    #[serde(default)]
+    instance: Option<String>,
+}
+
+impl DatabaseParams {
+    fn instance(&self) -> &str {
+        self.instance.as_deref().unwrap_or(&self.database)
+    }
 }
 
 fn params(req: &StepRequest) -> Result<DatabaseParams, StepError> {
@@ -81,12 +111,12 @@ impl Step for Backup {
     async fn run(&self, ctx: &StepContext, req: &StepRequest) -> Result<StepResult, StepError> {
         let p = params(req)?;
         let db = provider(req)?.database();
-        if db.describe(&p.database).await.map_err(provider_error)?.is_none() {
-            return Err(StepError::terminal(StepCode::NotFound, format!("database {} does not exist", p.database))
+        if db.describe(p.instance()).await.map_err(provider_error)?.is_none() {
+            return Err(StepError::terminal(StepCode::NotFound, format!("database {} does not exist", p.instance()))
                 .fact("a deploy of the spec naming it creates it"));
         }
         ctx.progress(&format!("backing up {}", p.database), json!({"database": p.database})).await;
-        let b = db.backup(&p.database, &req.op_id).await.map_err(provider_error)?;
+        let b = db.backup(p.instance(), &req.op_id).await.map_err(provider_error)?;
         let rows: u64 = b.tables.iter().map(|t| t.rows).sum();
         Ok(StepResult::new(
             format!(
@@ -141,6 +171,7 @@ impl Step for RecordBackup {
         let record = BackupRecord {
             id: b.id.clone(),
             database: p.database.clone(),
+            instance: b.database.clone(),
             op_id: req.op_id.clone(),
             restore_point: b.restore_point.clone(),
             at_ms: b.at_ms,

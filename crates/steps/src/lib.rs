@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod intent;
 pub mod reconcile;
 pub mod repair;
+pub mod restore;
 mod selftest;
 
 use std::collections::BTreeMap;
@@ -32,7 +33,15 @@ pub struct SagaKind {
 
 /// Every saga kind Skiff can run.
 pub fn catalog() -> Vec<SagaKind> {
-    vec![deploy::DEPLOY_KIND, deploy::ROLLBACK_KIND, database::BACKUP_KIND, repair::KIND, intent::KIND, selftest::KIND]
+    vec![
+        deploy::DEPLOY_KIND,
+        deploy::ROLLBACK_KIND,
+        database::BACKUP_KIND,
+        restore::KIND,
+        repair::KIND,
+        intent::KIND,
+        selftest::KIND,
+    ]
 }
 
 /// The saga kind called `name`.
@@ -45,7 +54,9 @@ pub fn saga(name: &str) -> Result<SagaKind, SagaError> {
 
 /// Every step kind, ready for an engine.
 pub fn registry() -> Registry {
-    database::register(deploy::register(repair::register(intent::register(selftest::register(Registry::new())))))
+    restore::register(database::register(deploy::register(repair::register(intent::register(selftest::register(
+        Registry::new(),
+    ))))))
 }
 
 /// Ledger trouble that may pass (unreachable bucket, contention) is retryable; the rest is final.

@@ -104,6 +104,12 @@ pub trait Secrets: Send + Sync {
     async fn exists(&self, reference: &str) -> Result<bool>;
     /// References stored under a secret name.
     async fn list(&self, name: &str) -> Result<Vec<String>>;
+    /// A secret cutover: `reference` takes the value behind `source`; the value it held
+    /// is kept behind `<reference>-previous`. Repeating it changes nothing more.
+    async fn cut_over(&self, reference: &str, source: &str) -> Result<()> {
+        let _ = source;
+        Err(ProviderError::new(format!("this provider cannot cut {reference} over"), false))
+    }
     /// Removes a reference (idempotent).
     async fn delete(&self, reference: &str) -> Result<()>;
 }
@@ -139,6 +145,28 @@ pub trait Database: Send + Sync {
     async fn backup(&self, id: &str, backup_id: &str) -> Result<BackupInfo> {
         let _ = backup_id;
         Err(ProviderError::new(format!("this provider cannot back up database {id}"), false))
+    }
+    /// Restores `backup` into a NEW instance `spec.id`, replaying the log to `target`;
+    /// the source is only read. Idempotent by `spec.id`.
+    async fn restore_to(
+        &self,
+        backup: &BackupInfo,
+        target: &RestoreTarget,
+        spec: &DatabaseSpec,
+    ) -> Result<DatabaseInfo> {
+        let _ = (target, spec);
+        Err(ProviderError::new(format!("this provider cannot restore backup {}", backup.id), false))
+    }
+    /// Every user table of the instance now, as a backup's manifest records them
+    /// (empty where the provider cannot look inside).
+    async fn manifest(&self, id: &str) -> Result<Vec<TableManifest>> {
+        let _ = id;
+        Ok(Vec::new())
+    }
+    /// The settings a restored copy must share with its source (network, parameters,
+    /// encryption), by name.
+    async fn settings(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        Err(ProviderError::new(format!("this provider cannot describe the settings of database {id}"), false))
     }
 }
 

@@ -433,6 +433,18 @@ pub struct BackupInfo {
     pub tables: Vec<TableManifest>,
 }
 
+/// Where a point-in-time restore stops.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "at")]
+pub enum RestoreTarget {
+    /// A named restore point (a backup's).
+    Point(String),
+    /// A time, ms since the epoch: every transaction committed up to it.
+    Time(u64),
+    /// Everything archived.
+    Latest,
+}
+
 /// How to connect to a database; the password stays behind a reference.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionInfo {

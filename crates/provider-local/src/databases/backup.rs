@@ -14,7 +14,7 @@ use skiff_pluginapi::{BackupInfo, ProviderError, Result, TableManifest};
 use super::{Postgres, Record, err};
 
 /// The settings that make a cluster archive its WAL, appended once to postgresql.conf.
-const MARKER: &str = "# skiff: WAL archiving for backups and point-in-time restore";
+pub(super) const MARKER: &str = "# skiff: WAL archiving for backups and point-in-time restore";
 
 /// How long a backup waits for its restore point's WAL segment to be archived.
 const ARCHIVE_WAIT: Duration = Duration::from_secs(60);
@@ -108,14 +108,7 @@ impl Postgres {
     /// Locks every user table against writes, creates the restore point, counts and
     /// checksums each table, and switches to a new WAL segment so the point is archived.
     async fn restore_point(&self, r: &Record, name: &str) -> Result<(String, u64, String, Vec<TableManifest>, String)> {
-        let listed = self
-            .sql(
-                r,
-                "select format('%I.%I', schemaname, tablename) from pg_tables \
-                 where schemaname not in ('pg_catalog', 'information_schema') order by 1",
-            )
-            .await?;
-        let tables: Vec<String> = listed.into_iter().filter_map(|row| row.into_iter().next()).collect();
+        let tables = self.user_tables(r).await?;
         let mut sql = String::from("begin;\n");
         if !tables.is_empty() {
             sql.push_str(&format!("lock table {} in share mode;\n", tables.join(", ")));
@@ -125,33 +118,38 @@ impl Postgres {
             name.replace('\'', "''")
         ));
         for t in &tables {
-            sql.push_str(&format!(
-                "select 'table', '{}', count(*), coalesce(md5(string_agg(x::text, ',' order by x::text)), '') from {t} x;\n",
-                t.replace('\'', "''")
-            ));
+            sql.push_str(&table_query(t));
         }
         sql.push_str("commit;\nselect 'segment', pg_walfile_name(pg_switch_wal());\n");
         let rows = self.sql(r, &sql).await?;
-        let (mut lsn, mut at_ms, mut segment, mut manifest) = (String::new(), 0, String::new(), Vec::new());
-        for row in rows {
+        let (mut lsn, mut at_ms, mut segment) = (String::new(), 0, String::new());
+        for row in &rows {
             match row.first().map(String::as_str) {
                 Some("point") if row.len() == 3 => {
                     lsn.clone_from(&row[1]);
                     at_ms = row[2].parse().unwrap_or_default();
                 }
-                Some("table") if row.len() == 4 => manifest.push(TableManifest {
-                    table: row[1].clone(),
-                    rows: row[2].parse().unwrap_or_default(),
-                    checksum: row[3].clone(),
-                }),
                 Some("segment") if row.len() == 2 => segment.clone_from(&row[1]),
                 _ => {}
             }
         }
+        let manifest = parse_tables(rows);
         if lsn.is_empty() || segment.is_empty() {
             return Err(err(format!("restore point {name} was not confirmed by the database")));
         }
         Ok((name.to_owned(), at_ms, lsn, manifest, segment))
+    }
+
+    /// `schema.table` of every user table, sorted.
+    pub(super) async fn user_tables(&self, r: &Record) -> Result<Vec<String>> {
+        let listed = self
+            .sql(
+                r,
+                "select format('%I.%I', schemaname, tablename) from pg_tables \
+                 where schemaname not in ('pg_catalog', 'information_schema') order by 1",
+            )
+            .await?;
+        Ok(listed.into_iter().filter_map(|row| row.into_iter().next()).collect())
     }
 
     /// Waits until `segment` is in the archive (PostgreSQL archives closed segments in order).
@@ -176,6 +174,26 @@ impl Postgres {
             SystemClock.sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The manifest row of table `t`: `table|NAME|ROWS|CHECKSUM`.
+pub(super) fn table_query(t: &str) -> String {
+    format!(
+        "select 'table', '{}', count(*), coalesce(md5(string_agg(x::text, ',' order by x::text)), '') from {t} x;\n",
+        t.replace('\'', "''")
+    )
+}
+
+/// The manifest from rows [`table_query`] printed (other rows are skipped).
+pub(super) fn parse_tables(rows: Vec<Vec<String>>) -> Vec<TableManifest> {
+    rows.into_iter()
+        .filter(|row| row.len() == 4 && row[0] == "table")
+        .map(|row| TableManifest {
+            table: row[1].clone(),
+            rows: row[2].parse().unwrap_or_default(),
+            checksum: row[3].clone(),
+        })
+        .collect()
 }
 
 /// Bytes under `dir`.
