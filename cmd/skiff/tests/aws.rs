@@ -208,6 +208,44 @@ fn a_deploy_with_a_database_creates_it_encrypted_private_and_backed_up_on_rds() 
     assert!(json(&again)["data"]["steps"][0]["summary"].as_str().unwrap().contains("available"), "{}", again.stdout);
     let count = block(async { rds.describe_db_instances().send().await.unwrap().db_instances().len() });
     assert_eq!(count, 1);
+
+    // Backup and restore run the same sagas as locally: an RDS snapshot, a restore into
+    // a new instance proven against the source's settings, approval, secret cutover.
+    let backup = aws.run(&["database", "backup", "orders-db", "--yes", "--format", "json"]);
+    assert_eq!(backup.code, 0, "{}", backup.stdout);
+    let point = json(&backup)["operation_id"].as_str().unwrap().to_owned();
+    let gated = aws.run(&["restore", "database", "orders-db", "--to", &point, "--yes", "--format", "json"]);
+    assert_eq!(json(&gated)["code"], "APPROVAL_REQUIRED", "{}", gated.stdout);
+    let op = json(&gated)["operation_id"].as_str().unwrap().to_owned();
+    let done = aws.run(&["saga", "approve", &op, "--yes", "--format", "json"]);
+    assert_eq!(json(&done)["code"], "OK", "{}", done.stdout);
+    let restored: Vec<String> = block(async {
+        let out = rds.describe_db_instances().send().await.unwrap();
+        out.db_instances().iter().filter_map(|d| d.db_instance_identifier()).map(str::to_owned).collect()
+    });
+    assert_eq!(restored.len(), 2, "the source is kept beside the copy: {restored:?}");
+    block(async {
+        assert!(p.secrets().exists("secret://orders-db/url-previous").await.unwrap(), "the previous value is kept");
+    });
+
+    // A copy whose settings differ from the source's (changed since the snapshot) fails
+    // the smoke step and is removed.
+    let backup = aws.run(&["database", "backup", "orders-db", "--yes", "--format", "json"]);
+    let point = json(&backup)["operation_id"].as_str().unwrap().to_owned();
+    block(async {
+        rds.modify_db_instance()
+            .db_instance_identifier(restored.iter().find(|i| i.as_str() != "orders-db").unwrap())
+            .enable_iam_database_authentication(true)
+            .apply_immediately(true)
+            .send()
+            .await
+            .unwrap();
+    });
+    let failed = aws.run(&["restore", "database", "orders-db", "--to", &point, "--yes", "--format", "json"]);
+    assert_eq!(json(&failed)["code"], "OPERATION_FAILED", "{}", failed.stdout);
+    assert!(failed.stdout.contains("iam_auth"), "names the setting: {}", failed.stdout);
+    let left = block(async { rds.describe_db_instances().send().await.unwrap().db_instances().len() });
+    assert_eq!(left, 2, "the failed copy was deleted; the source and the first copy remain");
     assert_eq!(aws.run(&["state", "verify", "--format", "json"]).code, 0);
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use skiff_pluginapi::{BackupInfo, DatabaseSpec, HealthState, RestoreTarget};
+use skiff_pluginapi::{BackupInfo, DatabaseSpec, HealthState, RestoreTarget, Target};
 use skiff_saga::{Registry, SagaBuilder, SagaError, SagaGraph};
 use skiff_sagaapi::{Risk, Safety, Step, StepCode, StepContext, StepError, StepPlan, StepRequest, StepResult};
 use skiff_state::Ledger;
@@ -333,9 +333,29 @@ impl Step for Restart {
             // Replaced and healthy again before the next one goes.
             loop {
                 let g = prov.compute().describe_group(group).await.map_err(provider_error)?;
-                let running: Vec<String> =
-                    g.map(|g| g.running().iter().map(|i| i.id.clone()).collect()).unwrap_or_default();
-                let health = prov.traffic().target_health(group).await.unwrap_or_default();
+                let running: Vec<Target> = g
+                    .map(|g| {
+                        g.running()
+                            .iter()
+                            .filter_map(|i| {
+                                i.port.map(|port| Target { id: i.id.clone(), address: i.address.clone(), port })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut health = prov.traffic().target_health(group).await.unwrap_or_default();
+                // A replacement joins the target group (an auto scaling group is not
+                // attached to it on AWS; locally this is already so) and the old one leaves.
+                let fresh: Vec<Target> =
+                    running.iter().filter(|t| !health.iter().any(|h| h.id == t.id)).cloned().collect();
+                if !health.is_empty() && !fresh.is_empty() {
+                    prov.traffic().register(group, &fresh).await.map_err(provider_error)?;
+                    health = prov.traffic().target_health(group).await.unwrap_or_default();
+                }
+                if health.iter().any(|h| h.id == *id) {
+                    prov.traffic().deregister(group, std::slice::from_ref(id)).await.map_err(provider_error)?;
+                }
+                let running: Vec<String> = running.into_iter().map(|t| t.id).collect();
                 let healthy = health
                     .iter()
                     .filter(|t| t.state == HealthState::Healthy && running.contains(&t.id) && t.id != *id)
