@@ -104,6 +104,10 @@ fn a_deploy_creates_the_database_and_the_api_reads_and_writes_rows() {
     let (status, before) = request(port, "GET", "/orders", "").unwrap();
     assert_eq!((status, before["count"].as_i64()), (200, Some(20)), "{before}");
 
+    // Doctor knows a database nothing has backed up.
+    let doctor = s.run_env(&["doctor", "orders-api", "--format", "json"], &env);
+    assert!(doctor.stdout.contains("orders-db has no backup to restore from"), "{}", doctor.stdout);
+
     // A backup: planned, then taken; its record holds the restore point and the rows at it.
     let planned = s.run_env(&["database", "backup", "orders-db", "--dry-run", "--format", "json"], &env);
     assert_eq!(planned.code, 0, "{}", planned.stdout);
@@ -127,6 +131,14 @@ fn a_deploy_creates_the_database_and_the_api_reads_and_writes_rows() {
     assert_eq!(orders["rows"], 20, "{orders}");
     let shown = s.run_env(&["database", "list-backups", "orders-db"], &env);
     assert!(shown.stdout.contains(&op) && shown.stdout.contains("20 rows"), "{}", shown.stdout);
+    let status = json(&s.run_env(&["status", "orders-api", "--format", "json"], &env));
+    assert_eq!(status["data"]["database"]["backups"], 1, "{status}");
+    assert!(
+        status["facts"].to_string().contains("database orders-db (postgres 16) on orders-db: 1 backup"),
+        "{status}"
+    );
+    let doctor = s.run_env(&["doctor", "orders-api", "--format", "json"], &env);
+    assert!(!doctor.stdout.contains("no backup"), "{}", doctor.stdout);
     let unknown = s.run_env(&["database", "backup", "nosuch-db", "--yes", "--format", "json"], &env);
     assert_eq!((json(&unknown)["code"].as_str(), unknown.code), (Some("NOT_FOUND"), 4), "{}", unknown.stdout);
     assert!(unknown.stdout.contains("orders-db"), "names the databases that exist: {}", unknown.stdout);
@@ -273,6 +285,9 @@ fn a_restore_to_a_point_serves_its_rows_after_approval_and_keeps_the_old_databas
         (after["count"].clone(), after["checksum"].clone()),
         (at_point["count"].clone(), at_point["checksum"].clone())
     );
+    let status = run(&["status", "orders-api", "--format", "json"]).0;
+    assert_ne!(status["data"]["database"]["instance"], "orders-db", "{status}");
+    assert_eq!(status["data"]["database"]["retained"][0]["instance"], "orders-db", "{status}");
     // The API writes to the restored database now.
     assert_eq!(request(port, "POST", "/orders", "{\"item\": \"after\"}").unwrap().0, 201);
 

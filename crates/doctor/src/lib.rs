@@ -110,6 +110,61 @@ pub async fn diagnose(i: &Inputs<'_>) -> Vec<Finding> {
     }
     for s in &services {
         out.extend(service(i, s).await);
+        out.extend(database(i, s).await);
+    }
+    out
+}
+
+/// How old the newest backup of a database may be before doctor reports it.
+const BACKUP_MAX_AGE_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// A database without a recent backup, and retained copies past their expiry.
+async fn database(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let Some(db) = i.ledger.recorded(&s.service).await.ok().flatten().and_then(|(_, ir)| ir).and_then(|ir| ir.database)
+    else {
+        return out;
+    };
+    let subject = format!("database {}", db.name);
+    let listed = i.ledger.store().list(&keys::database_backups(&db.name)).await.unwrap_or_default();
+    let mut newest: Option<skiff_state::docs::BackupRecord> = None;
+    for l in &listed {
+        if let Ok(Some(b)) = i.ledger.read::<skiff_state::docs::BackupRecord>(&l.key).await
+            && newest.as_ref().is_none_or(|n| b.at_ms > n.at_ms)
+        {
+            newest = Some(b);
+        }
+    }
+    let backup = format!("skiff database backup {} --yes", db.name);
+    match newest {
+        None => out.push(
+            Finding::new(Code::Unhealthy, &subject, format!("{} has no backup to restore from", db.name))
+                .fact("a restore needs a base backup and the log after it")
+                .action("backup", backup, true, Safety::Reversible, 0.9),
+        ),
+        Some(b) if i.now_ms.saturating_sub(b.at_ms) > BACKUP_MAX_AGE_MS => out.push(
+            Finding::new(Code::Unhealthy, &subject, format!("the newest backup of {} is over a day old", db.name))
+                .fact(format!("newest restore point {} is {} h old", b.restore_point, (i.now_ms - b.at_ms) / 3_600_000))
+                .action("backup", backup, true, Safety::Reversible, 0.8),
+        ),
+        Some(_) => {}
+    }
+    for r in skiff_steps::database::restores(i.ledger, &db.name).await.unwrap_or_default() {
+        if r.retained_until_ms < i.now_ms {
+            out.push(
+                Finding::new(
+                    Code::Unhealthy,
+                    &subject,
+                    format!("retained instance {} is past its expiry", r.from_instance),
+                )
+                .fact(format!(
+                    "kept after restore {} until {}",
+                    r.op_id,
+                    skiff_clock::Utc::from_ms(r.retained_until_ms).rfc3339()
+                ))
+                .fact("deleting it is irreversible: take it out with the provider once nobody needs it"),
+            );
+        }
     }
     out
 }

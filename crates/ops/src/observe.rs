@@ -36,6 +36,60 @@ pub(crate) struct ServiceView {
     pub(crate) last_reconcile: Option<serde_json::Value>,
     pub(crate) members: Vec<serde_json::Value>,
     pub(crate) weights: Vec<skiff_pluginapi::Weight>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) database: Option<DatabaseView>,
+}
+
+/// The service's managed database as the ledger knows it.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct DatabaseView {
+    pub(crate) name: String,
+    pub(crate) engine: String,
+    pub(crate) instance: String,
+    pub(crate) backups: usize,
+    pub(crate) newest_restore_point: Option<String>,
+    pub(crate) newest_backup_at_ms: Option<u64>,
+    pub(crate) retained: Vec<serde_json::Value>,
+}
+
+/// The database view of `s`, when its recorded spec has a database.
+async fn database_view(ledger: &Ledger, s: &ServiceState) -> Option<DatabaseView> {
+    let digest = s.spec_digest.as_ref()?;
+    let db = ledger.get_spec(digest).await.ok()?.database?;
+    let backups = crate::database::records(ledger, &db.name).await.unwrap_or_default();
+    let restores = skiff_steps::database::restores(ledger, &db.name).await.unwrap_or_default();
+    let newest = backups.last();
+    Some(DatabaseView {
+        engine: format!("postgres {}", db.version),
+        instance: restores.last().map_or_else(|| db.name.clone(), |r| r.to_instance.clone()),
+        backups: backups.len(),
+        newest_restore_point: newest.map(|b| b.restore_point.clone()),
+        newest_backup_at_ms: newest.map(|b| b.at_ms),
+        retained: restores
+            .iter()
+            .map(
+                |r| serde_json::json!({"instance": r.from_instance, "until_ms": r.retained_until_ms, "op_id": r.op_id}),
+            )
+            .collect(),
+        name: db.name,
+    })
+}
+
+/// "database orders-db (postgres 16) on orders-db: 2 backups, newest restore point … at …".
+fn database_fact(d: &DatabaseView) -> String {
+    let at = |ms: u64| skiff_clock::Utc::from_ms(ms).rfc3339();
+    let mut f = format!("database {} ({}) on {}: {}", d.name, d.engine, d.instance, plural(d.backups, "backup"));
+    if let (Some(p), Some(ms)) = (&d.newest_restore_point, d.newest_backup_at_ms) {
+        f.push_str(&format!(", newest restore point {p} at {}", at(ms)));
+    }
+    for r in &d.retained {
+        f.push_str(&format!(
+            "; keeps {} until {}",
+            r["instance"].as_str().unwrap_or("?"),
+            at(r["until_ms"].as_u64().unwrap_or_default())
+        ));
+    }
+    f
 }
 
 pub(crate) async fn view(ledger: &Ledger, provider: &dyn Provider, s: &ServiceState) -> ServiceView {
@@ -106,6 +160,7 @@ pub(crate) async fn view(ledger: &Ledger, provider: &dyn Provider, s: &ServiceSt
             })
             .collect(),
         weights,
+        database: database_view(ledger, s).await,
     }
 }
 
@@ -209,6 +264,9 @@ pub(crate) async fn status(ctx: &Context, service: Option<String>) -> Result<Ans
                 if let Some(o) = &v.active_operation {
                     env = env
                         .fact(format!("operation {} ({}) is {}", o["op_id"], o["saga"], o["status"]).replace('"', ""));
+                }
+                if let Some(d) = &v.database {
+                    env = env.fact(database_fact(d));
                 }
                 env = env.fact(match &v.last_reconcile {
                     Some(r) => format!("last reconcile: {}", r["status"].as_str().unwrap_or("unknown")),
