@@ -306,6 +306,19 @@ fn a_restore_to_a_point_serves_its_rows_after_approval_and_keeps_the_old_databas
     assert_eq!(v["code"], "OK", "{}", r.stdout);
     let (listed, _) = run(&["database", "list-backups", "orders-db", "--format", "json"]);
     assert_eq!(listed["data"]["backups"][0]["tables"][0]["rows"], 21, "{listed}");
+
+    // To a time: every row committed before it, none after, from the restored instance's log.
+    assert_eq!(request(port, "POST", "/orders", "{\"item\": \"before-the-time\"}").unwrap().0, 201);
+    skiff_clock::SystemClock::block_for(Duration::from_millis(300));
+    let time = skiff_clock::Utc::from_ms(skiff_clock::Clock::now_ms(&skiff_clock::SystemClock)).rfc3339();
+    skiff_clock::SystemClock::block_for(Duration::from_millis(300));
+    assert_eq!(request(port, "POST", "/orders", "{\"item\": \"after-the-time\"}").unwrap().0, 201);
+    let (v, r) = run(&["restore", "database", "orders-db", "--to", &time, "--yes", "--format", "json"]);
+    assert_eq!(v["code"], "APPROVAL_REQUIRED", "{}", r.stdout);
+    let op = v["operation_id"].as_str().unwrap().to_owned();
+    assert_eq!(run(&["saga", "approve", &op, "--yes", "--format", "json"]).0["code"], "OK");
+    let (_, at_time) = request(port, "GET", "/orders", "").unwrap();
+    assert_eq!(at_time["count"], 22, "20 kept, 1 after the first restore, 1 before the time: {at_time}");
 }
 
 /// `skiff ARGS` frozen at engine hook `point`, then SIGKILLed there.
