@@ -319,6 +319,14 @@ fn a_restore_to_a_point_serves_its_rows_after_approval_and_keeps_the_old_databas
     assert_eq!(run(&["saga", "approve", &op, "--yes", "--format", "json"]).0["code"], "OK");
     let (_, at_time) = request(port, "GET", "/orders", "").unwrap();
     assert_eq!(at_time["count"], 22, "20 kept, 1 after the first restore, 1 before the time: {at_time}");
+
+    // A deploy after a restore keeps the restored instance, and its rows.
+    let file = spec(&s, port, "two");
+    let (v, r) = run(&["deploy", "-f", &file, "--yes", "--format", "json"]);
+    assert_eq!(v["code"], "OK", "{}", r.stdout);
+    let db = v["data"]["steps"].as_array().unwrap().iter().find(|s| s["id"] == "database").unwrap().clone();
+    assert!(db["summary"].as_str().unwrap().contains("database orders-db-r"), "{db}");
+    assert_eq!(request(port, "GET", "/orders", "").unwrap().1["count"], 22);
 }
 
 /// `skiff ARGS` frozen at engine hook `point`, then SIGKILLed there.

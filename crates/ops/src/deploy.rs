@@ -129,7 +129,11 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool) -> Result<An
         notes.push(format!("stable release {r} is not running: the new release takes all traffic at once"));
     }
     let group = skiff_steps::deploy::group_spec(&ir, &m.release, runner_config(&resolved.state.value, &public_pem));
-    let rollout = skiff_steps::deploy::rollout_for(&ir, &m.release, &m.spec_digest, group, stable);
+    let mut rollout = skiff_steps::deploy::rollout_for(&ir, &m.release, &m.spec_digest, group, stable);
+    // After a restore the database runs on the restored instance: ensure that one.
+    if let Some(db) = rollout.database.as_mut() {
+        db.id = skiff_steps::database::current_instance(&ledger, &db.id).await.map_err(|e| crate::error::state(&e))?;
+    }
     let graph = skiff_steps::deploy::deploy_graph(&rollout).map_err(|e| crate::error::saga(&e))?;
     let input = crate::policy::input(ctx, &ir, "deploy", provider_name, Some(release_facts), Some(&graph));
     notes.extend(crate::policy::enforce(&rules, &input)?.1);

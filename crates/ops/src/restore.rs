@@ -49,7 +49,9 @@ pub(crate) async fn database(ctx: &Context, database: &str, to: &str, dry_run: b
     let stamp = skiff_clock::Utc::from_ms(now).compact().to_ascii_lowercase();
     let mut instance =
         skiff_steps::deploy::database_spec(&ir).ok_or_else(|| crate::lookup::no_service(&ledger, &service))?;
-    instance.id = format!("{database}-r{}", stamp.trim_end_matches('z').replace('t', ""));
+    // Instance ids are at most 63 characters on every provider: the stamp takes 19.
+    let prefix: String = database.chars().take(44).collect();
+    instance.id = format!("{}-r{}", prefix.trim_end_matches('-'), stamp.trim_end_matches('z').replace('t', ""));
     let group =
         state.current_release.as_ref().map(|r| (skiff_steps::deploy::group_name(&service, r), ir.capacity.desired));
     let plan = RestorePlan {

@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use skiff_clock::{Clock as _, SystemClock};
 use skiff_pluginapi::{BackupInfo, ProviderError, Result, TableManifest};
 
 use super::{Postgres, Record, err};
@@ -154,12 +153,12 @@ impl Postgres {
 
     /// Waits until `segment` is in the archive (PostgreSQL archives closed segments in order).
     async fn wait_archived(&self, r: &Record, segment: &str) -> Result<()> {
-        let deadline = SystemClock.now_ms() + u64::try_from(ARCHIVE_WAIT.as_millis()).unwrap_or(u64::MAX);
+        let deadline = self.ledger.clock().now_ms() + u64::try_from(ARCHIVE_WAIT.as_millis()).unwrap_or(u64::MAX);
         loop {
             if Self::wal_dir(r).join(segment).exists() {
                 return Ok(());
             }
-            if SystemClock.now_ms() > deadline {
+            if self.ledger.clock().now_ms() > deadline {
                 let failed = self.sql(r, "select coalesce(last_failed_wal, '') from pg_stat_archiver").await?;
                 let last = failed.first().and_then(|row| row.first()).cloned().unwrap_or_default();
                 return Err(ProviderError::new(
@@ -171,7 +170,7 @@ impl Postgres {
                     true,
                 ));
             }
-            SystemClock.sleep(Duration::from_millis(100)).await;
+            self.ledger.clock().sleep(Duration::from_millis(100)).await;
         }
     }
 }

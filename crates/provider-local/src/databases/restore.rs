@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use skiff_clock::{Clock as _, SystemClock, Utc};
+use skiff_clock::Utc;
 use skiff_pluginapi::{BackupInfo, DatabaseInfo, DatabaseSpec, ProviderError, RestoreTarget, Result, TableManifest};
 
 use super::backup::MARKER;
@@ -118,7 +118,7 @@ impl Postgres {
 
     /// Waits until the copy has replayed to its target and accepts writes.
     async fn wait_promoted(&self, r: &Record) -> Result<()> {
-        let deadline = SystemClock.now_ms() + u64::try_from(PROMOTE_WAIT.as_millis()).unwrap_or(u64::MAX);
+        let deadline = self.ledger.clock().now_ms() + u64::try_from(PROMOTE_WAIT.as_millis()).unwrap_or(u64::MAX);
         loop {
             let state = self.sql(r, "select pg_is_in_recovery()").await;
             if let Ok(rows) = &state
@@ -126,7 +126,7 @@ impl Postgres {
             {
                 return Ok(());
             }
-            if SystemClock.now_ms() > deadline || !self.running(r).await {
+            if self.ledger.clock().now_ms() > deadline || !self.running(r).await {
                 let log = std::fs::read_to_string(r.base.join("postgres.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
                 return Err(ProviderError::new(
@@ -138,7 +138,7 @@ impl Postgres {
                     false,
                 ));
             }
-            SystemClock.sleep(Duration::from_millis(200)).await;
+            self.ledger.clock().sleep(Duration::from_millis(200)).await;
         }
     }
 
