@@ -39,7 +39,12 @@ impl Postgres {
             .ok_or_else(|| err(format!("backup {} is not a local base backup", backup.id)))?;
         let owner = pg_user()?.map(|(u, g, _)| (u, g));
         let base = source.base.parent().expect("a cluster lives in a directory").join(&spec.id);
-        // A copy left by a crash before it was recorded is incomplete: start it again.
+        // A copy left by a crash before it was recorded is incomplete: stop whatever runs
+        // on it, then start it again.
+        if base.join("data/postmaster.pid").exists() {
+            let data = base.join("data").display().to_string();
+            let _ = self.tool("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"], None, None).await;
+        }
         let _ = std::fs::remove_dir_all(&base);
         Self::owned_dir(&base, owner)?;
         Self::owned_dir(&base.join("sock"), owner)?;
