@@ -403,6 +403,23 @@ copy and restarting them. The old instance is kept for 7 days.")]
         #[command(subcommand)]
         what: RestoreWhat,
     },
+    /// Rotate a database's credential as a saga: alternating users, no refused connection.
+    #[command(after_help = "\
+Examples:
+  skiff rotate secret orders-db --dry-run             the saga's steps, with safety and risk
+  skiff rotate secret orders-db --yes
+  skiff rotate secret orders-db --disable-after 10m --yes
+
+A rotation alternates between two database users, as Secrets Manager's multi-user
+rotation does: the other user gets a new password, is tested, and becomes what
+secret://DB/url resolves to (the previous value is kept as url-previous). Consumers
+are restarted one instance at a time; the old login is disabled only after every
+running instance reports the new version in its heartbeat and --disable-after has
+passed. A consumer that does not catch up pauses the saga with a finding.")]
+    Rotate {
+        #[command(subcommand)]
+        what: RotateWhat,
+    },
     /// Contexts: named state buckets, providers, regions and servers.
     #[command(after_help = "\
 Examples:
@@ -454,6 +471,27 @@ pub enum RestoreWhat {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RotateWhat {
+    /// The login a managed database's secret holds (secret://NAME/url; NAME is the database).
+    Secret {
+        /// The secret's name, which is its database's.
+        name: String,
+        /// How long the old login stays enabled after the new one is promoted.
+        #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+        disable_after: u64,
+        /// Plan the rotation and show its steps; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<u64, String> {
+    s.parse::<skiff_spec::values::Duration>()
+        .map(|d| d.as_millis())
+        .map_err(|_| format!("`{s}` is not {}", skiff_spec::values::Duration::EXPECTED))
 }
 
 #[derive(Debug, Subcommand)]
@@ -767,6 +805,13 @@ impl Command {
             }),
             Command::Restore { what: RestoreWhat::Database { database, to, dry_run } } => {
                 Request::Database(DatabaseRequest::Restore { database, to, dry_run })
+            }
+            Command::Rotate { what: RotateWhat::Secret { name, disable_after, dry_run } } => {
+                Request::Database(DatabaseRequest::RotateSecret {
+                    secret: name,
+                    disable_after_ms: Some(disable_after),
+                    dry_run,
+                })
             }
             Command::Database { action } => Request::Database(match action {
                 DatabaseAction::Backup { database, dry_run } => DatabaseRequest::Backup { database, dry_run },

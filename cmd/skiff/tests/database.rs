@@ -418,3 +418,188 @@ fn a_restore_killed_at_every_step_boundary_resumes_to_exactly_one_copy_and_one_c
     }
     assert_eq!(run(&["state", "verify", "--format", "json"])["code"], "OK");
 }
+
+/// The consumers' connection URL as the local secret store resolves it now.
+fn current_url(s: &Sandbox, reference: &str) -> Option<String> {
+    skiff_secrets::LocalSecrets::new(s.path().join(".skiff/local/secrets")).get(reference).ok().flatten()
+}
+
+fn user_of(url: &str) -> String {
+    url.trim_start_matches("postgres://").split(':').next().unwrap_or_default().to_owned()
+}
+
+/// Whether a fresh connection with `url` is refused for its password.
+fn auth_fails(url: &str) -> bool {
+    let out = std::process::Command::new("psql").args([url, "-X", "-At", "-c", "select 1"]).output().unwrap();
+    !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("password authentication failed")
+}
+
+/// A client opening a fresh connection 20 times a second with whatever the secret
+/// resolves to at that moment: (attempts, authentication failures) once stopped.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u32, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(s: &Sandbox) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let store = skiff_secrets::LocalSecrets::new(s.path().join(".skiff/local/secrets"));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut attempts, mut failures) = (0, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                if let Ok(Some(url)) = store.get("secret://orders-db/url") {
+                    attempts += 1;
+                    if auth_fails(&url) {
+                        failures.push(user_of(&url));
+                    }
+                }
+                skiff_clock::SystemClock::block_for(Duration::from_millis(50).saturating_sub(started.elapsed()));
+            }
+            (attempts, failures)
+        });
+        Load { stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> (u32, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_rotation_under_load_refuses_no_connection_and_disables_the_old_login_last() {
+    let s = Sandbox::new();
+    let runner = skiff_testkit::workspace_bin("skiff-runner").display().to_string();
+    let env_owned = vec![("SKIFF_RUNNER_BIN", runner)];
+    let _stop = StopAll(&s, env_owned.clone());
+    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = |args: &[&str]| s.run_env(args, &env);
+    let port = skiff_testkit::free_port();
+    let file = spec(&s, port, "one");
+    assert_eq!(json(&run(&["deploy", "-f", &file, "--yes", "--format", "json"]))["code"], "OK");
+    assert_eq!(request(port, "POST", "/orders", "{\"item\": \"before\"}").unwrap().0, 201);
+    let reference = "secret://orders-db/url";
+    let first = current_url(&s, reference).unwrap();
+
+    // Bad input changes nothing: a secret no database uses, a service's name.
+    for name in ["nosuch", "orders-api"] {
+        let r = run(&["rotate", "secret", name, "--yes", "--format", "json"]);
+        let v = json(&r);
+        assert_eq!((r.code, v["code"].as_str()), (4, Some("NOT_FOUND")), "{}", r.stdout);
+        assert!(v["summary"].as_str().unwrap().contains(&format!("no database uses secret {name}")), "{v}");
+        assert!(v["facts"].to_string().contains("databases: orders-db"), "{v}");
+    }
+    let bad = run(&["rotate", "secret", "orders-db", "--disable-after", "soon", "--yes"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("a duration such as"), "{}", bad.stderr);
+
+    // Planned: the four Secrets Manager steps, the restart, the disable last.
+    let dry = run(&["rotate", "secret", "orders-db", "--dry-run", "--format", "json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stdout);
+    let steps: Vec<String> = json(&dry)["data"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{}:{}", s["id"].as_str().unwrap(), s["safety"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "create:reversible",
+            "set:reversible",
+            "test:read_only",
+            "finish:reversible",
+            "restart:reversible",
+            "disable:reversible"
+        ]
+    );
+    let shown = human(&run(&["rotate", "secret", "orders-db", "--dry-run"]));
+    let shown = regex::Regex::new(r"\d{4}-\d{2}-\d{2}-\d+").unwrap().replace_all(&shown, "DATE-N");
+    insta::assert_snapshot!("rotate-dry-run-human", shown);
+    assert_eq!(current_url(&s, reference).as_deref(), Some(first.as_str()), "a dry run changes nothing");
+    assert!(current_url(&s, &format!("{reference}-pending")).is_none());
+
+    let load = Load::start(&s);
+    let r = run(&["rotate", "secret", "orders-db", "--disable-after", "2s", "--yes", "--format", "json"]);
+    let (attempts, failures) = load.finish();
+    let v = json(&r);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(failures.is_empty(), "{} of {attempts} fresh connections were refused: {failures:?}", failures.len());
+    assert!(attempts >= 40, "the load ran through the saga: {attempts} connections");
+    assert!(step(&v, "restart")["summary"].as_str().unwrap().contains("restarted 2 instances"), "{v}");
+
+    let now = current_url(&s, reference).unwrap();
+    assert_eq!((user_of(&first), user_of(&now)), ("skiff".to_owned(), "skiff_a".to_owned()));
+    assert_eq!(current_url(&s, &format!("{reference}-previous")).as_deref(), Some(first.as_str()));
+    assert!(current_url(&s, &format!("{reference}-pending")).is_none(), "no version is left pending");
+    assert!(auth_fails(&first), "the old login is disabled");
+    assert!(!auth_fails(&now));
+    // The API serves on the new login: its instances were restarted onto it.
+    assert_eq!(request(port, "POST", "/orders", "{\"item\": \"after\"}").unwrap().0, 201);
+    let (_, orders) = request(port, "GET", "/orders", "").unwrap();
+    assert_eq!(orders["count"], 2, "{orders}");
+    // The ledger records versions, never the value.
+    let state = s.path().join(".skiff/state");
+    let password = now.split(':').nth(2).unwrap().split('@').next().unwrap().to_owned();
+    let grep = std::process::Command::new("grep").args(["-r", "-l", &password]).arg(&state).output().unwrap();
+    assert!(grep.stdout.is_empty(), "the new password reached the bucket");
+    let version = skiff_secrets::version(&now);
+    assert!(step(&v, "disable")["summary"].as_str().unwrap().contains(&version), "{v}");
+    assert_eq!(json(&run(&["state", "verify", "--format", "json"]))["code"], "OK");
+}
+
+#[test]
+fn a_rotation_killed_at_every_step_boundary_resumes_to_exactly_one_new_version() {
+    let s = Sandbox::new();
+    let runner = skiff_testkit::workspace_bin("skiff-runner").display().to_string();
+    let env_owned = vec![("SKIFF_RUNNER_BIN", runner), ("SKIFF_LEASE_TTL_MS", "1500".to_owned())];
+    let _stop = StopAll(&s, env_owned.clone());
+    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = |args: &[&str]| json(&s.run_env(args, &env));
+    let port = skiff_testkit::free_port();
+    let file = spec(&s, port, "one");
+    assert_eq!(run(&["deploy", "-f", &file, "--yes", "--format", "json"])["code"], "OK");
+    let reference = "secret://orders-db/url";
+    let rotate = ["rotate", "secret", "orders-db", "--disable-after", "1s", "--yes", "--format", "json"];
+    let points = [
+        "before:step_started:create",
+        "after:result:create",
+        "after:result:set",
+        "after:result:test",
+        "after:result:finish",
+        "after:result:restart",
+        "before:step_started:disable",
+    ];
+    for (n, p) in points.iter().enumerate() {
+        let before = current_url(&s, reference).unwrap();
+        kill_at(&s, &env, &rotate, p, n);
+        let ops = run(&["saga", "list", "--format", "json"])["data"].clone();
+        let op = ops
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["saga"] == "secret-rotation" && o["status"] != "succeeded")
+            .map(|o| o["op_id"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no unfinished rotation after a kill at {p}"));
+        let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
+        assert_eq!(resumed["code"], "OK", "resume after a kill at {p}: {resumed}");
+        // Exactly one new version: the other user, the previous value kept, nothing pending.
+        let now = current_url(&s, reference).unwrap();
+        let expected = if n % 2 == 0 { "skiff_a" } else { "skiff_b" };
+        assert_eq!(user_of(&now), expected, "after {p}");
+        assert_eq!(current_url(&s, &format!("{reference}-previous")).as_deref(), Some(before.as_str()), "{p}");
+        assert!(current_url(&s, &format!("{reference}-pending")).is_none(), "nothing pending after {p}");
+        assert!(auth_fails(&before) && !auth_fails(&now), "old login disabled, new one works, after {p}");
+        assert_eq!(request(port, "GET", "/orders", "").unwrap().0, 200, "the API serves after {p}");
+    }
+    assert_eq!(run(&["state", "verify", "--format", "json"])["code"], "OK");
+}

@@ -20,6 +20,9 @@ pub(crate) async fn run(ctx: &Context, r: DatabaseRequest) -> Result<Answer> {
         DatabaseRequest::Restore { database, to, dry_run } => {
             crate::restore::database(ctx, &database, &to, dry_run).await
         }
+        DatabaseRequest::RotateSecret { secret, disable_after_ms, dry_run } => {
+            crate::rotate::secret(ctx, &secret, disable_after_ms, dry_run).await
+        }
     }
 }
 

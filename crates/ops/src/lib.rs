@@ -33,6 +33,7 @@ pub mod remote;
 pub mod report;
 mod request;
 mod restore;
+mod rotate;
 mod saga;
 mod secrets;
 pub mod spec;

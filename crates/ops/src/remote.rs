@@ -132,6 +132,11 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
         Request::Database(DatabaseRequest::Restore { database, to, dry_run }) => {
             return database_saga(ctx, c, "database-restore", database, Some(to), dry_run).await;
         }
+        Request::Database(DatabaseRequest::RotateSecret { secret, disable_after_ms, dry_run }) => {
+            let mut params = vec![("secret", secret.clone())];
+            params.extend(disable_after_ms.map(|ms| ("disable_after_ms", ms.to_string())));
+            return start_saga(ctx, c, "secret-rotation", &secret, &params, dry_run).await;
+        }
         Request::Release(ReleaseRequest::List { service }) => {
             c.list_releases(proto::ReleaseListRequest { service }).await
         }
@@ -156,16 +161,29 @@ async fn database_saga(
     to: Option<String>,
     dry_run: bool,
 ) -> Result<Answer> {
-    let confirmed = dry_run || confirmed(ctx, &format!("{kind} of {database}"))?;
-    let mut params = vec![proto::Param { key: "database".to_owned(), value: database.clone() }];
-    params.extend(to.map(|value| proto::Param { key: "to".to_owned(), value }));
+    let mut params = vec![("database", database.clone())];
+    params.extend(to.map(|to| ("to", to)));
+    start_saga(ctx, c, kind, &database, &params, dry_run).await
+}
+
+/// A saga the server plans from its parameters (a backup, a restore, a rotation).
+async fn start_saga(
+    ctx: &Context,
+    c: &Client,
+    kind: &str,
+    subject: &str,
+    params: &[(&str, String)],
+    dry_run: bool,
+) -> Result<Answer> {
+    let confirmed = dry_run || confirmed(ctx, &format!("{kind} of {subject}"))?;
+    let params = params.iter().map(|(k, v)| proto::Param { key: (*k).to_owned(), value: v.clone() }).collect();
     let req = proto::SagaStartRequest {
         kind: kind.to_owned(),
         service: None,
         params,
         dry_run,
         idempotency_key: None,
-        reason: format!("{kind} {database}"),
+        reason: format!("{kind} {subject}"),
         to: None,
         confirmed,
     };

@@ -314,6 +314,15 @@ pub enum DatabaseRequest {
         /// Plan it and change nothing.
         dry_run: bool,
     },
+    /// Rotate the login a database's secret holds (the `secret-rotation` saga).
+    RotateSecret {
+        /// The secret (named as its database).
+        secret: String,
+        /// How long the old login stays enabled after the new one is promoted.
+        disable_after_ms: Option<u64>,
+        /// Plan it and change nothing.
+        dry_run: bool,
+    },
 }
 
 /// `skiff secrets`.

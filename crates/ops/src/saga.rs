@@ -31,6 +31,12 @@ pub(crate) async fn run(ctx: &Context, r: SagaRequest) -> Result<Answer> {
             let to = get("to").unwrap_or_else(|| "latest".to_owned());
             crate::restore::database(ctx, &get("database").unwrap_or_default(), &to, dry_run).await
         }
+        // A rotation is planned from the ledger; the secret's database is looked up first.
+        SagaRequest::Start(SagaStart { kind, params, dry_run, .. }) if kind == "secret-rotation" => {
+            let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.clone());
+            let after = get("disable_after_ms").and_then(|v| v.parse().ok());
+            crate::rotate::secret(ctx, &get("secret").unwrap_or_default(), after, dry_run).await
+        }
         // A backup names a database, looked up before anything starts.
         SagaRequest::Start(SagaStart { kind, params, dry_run, .. })
             if kind == "database-backup" && params.iter().any(|(k, _)| k == "database") =>

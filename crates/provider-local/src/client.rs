@@ -308,6 +308,9 @@ impl Secrets for LocalProvider {
     async fn delete(&self, reference: &str) -> Result<()> {
         self.secrets.delete(reference).map_err(secret_error)
     }
+    async fn version(&self, reference: &str) -> Result<Option<String>> {
+        Ok(self.secrets.get(reference).map_err(secret_error)?.map(|v| skiff_secrets::version(&v)))
+    }
     async fn cut_over(&self, reference: &str, source: &str) -> Result<()> {
         let new = self.secrets.get(source).map_err(secret_error)?.ok_or_else(|| ProviderError::not_found(source))?;
         let current = self.secrets.get(reference).map_err(secret_error)?;
@@ -381,6 +384,21 @@ impl Database for LocalProvider {
     }
     async fn settings(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
         self.postgres.settings(id).await
+    }
+    async fn rotation_create(&self, id: &str, reference: &str) -> Result<StagedLogin> {
+        self.postgres.rotation_create(id, reference).await
+    }
+    async fn rotation_set(&self, id: &str, reference: &str) -> Result<Credential> {
+        self.postgres.rotation_set(id, reference).await
+    }
+    async fn rotation_test(&self, id: &str, reference: &str) -> Result<Credential> {
+        self.postgres.rotation_test(id, reference).await
+    }
+    async fn rotation_finish(&self, id: &str, reference: &str) -> Result<Credential> {
+        self.postgres.rotation_finish(id, reference).await
+    }
+    async fn disable_login(&self, id: &str, user: &str) -> Result<()> {
+        self.postgres.disable_login(id, user).await
     }
 }
 

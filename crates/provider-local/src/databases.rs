@@ -21,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 
 mod backup;
 mod restore;
+mod rotate;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Record {
@@ -125,15 +126,20 @@ impl Postgres {
         format!("secret://{id}/url")
     }
 
-    fn password(&self, id: &str) -> Result<String> {
-        let url = self
-            .secrets
+    /// Connection arguments for the provider's own work (dumps, base backups, manifests,
+    /// rotations): the cluster's Unix socket, where its owner logs in without a password
+    /// (`--auth-local=trust`), so no rotation of the consumers' login can lock Skiff out.
+    fn admin(r: &Record) -> Vec<String> {
+        let sock = r.base.join("sock").display().to_string();
+        vec!["-h".to_owned(), sock, "-p".to_owned(), r.port.to_string(), "-U".to_owned(), r.user.clone()]
+    }
+
+    /// The consumers' connection URL of instance `id`.
+    fn url(&self, id: &str) -> Result<String> {
+        self.secrets
             .get(&Self::url_ref(id))
             .map_err(|e| err(e.to_string()))?
-            .ok_or_else(|| err(format!("no credentials for database {id}")))?;
-        let after = url.strip_prefix("postgres://").unwrap_or(&url);
-        let creds = after.split_once('@').map_or("", |(c, _)| c);
-        Ok(creds.split_once(':').map_or("", |(_, p)| p).to_owned())
+            .ok_or_else(|| err(format!("no credentials for database {id}")))
     }
 
     async fn tool(&self, tool: &str, args: &[&str], password: Option<&str>, stdin: Option<&[u8]>) -> Result<Vec<u8>> {
@@ -325,15 +331,10 @@ impl Postgres {
             return Ok(s);
         }
         let r = self.read_record(id).ok_or_else(|| ProviderError::not_found(format!("database {id}")))?;
-        let password = self.password(id)?;
-        let dump = self
-            .tool(
-                "pg_dump",
-                &["-Fc", "-h", "127.0.0.1", "-p", &r.port.to_string(), "-U", "skiff", "-d", &r.name],
-                Some(&password),
-                None,
-            )
-            .await?;
+        let mut args = Self::admin(&r);
+        args.extend(["-Fc".to_owned(), "-d".to_owned(), r.name.clone()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let dump = self.tool("pg_dump", &args, None, None).await?;
         let size = dump.len() as u64;
         let digest = self.ledger.put_blob(dump).await.map_err(|e| err(e.to_string()))?;
         let snap = SnapshotInfo {
@@ -353,15 +354,12 @@ impl Postgres {
         let fresh = self.read_record(&spec.id).is_none();
         let info = self.create(spec).await?;
         if fresh {
-            let password = self.password(&spec.id)?;
-            let port = info.port.to_string();
-            self.tool(
-                "pg_restore",
-                &["--no-owner", "--no-privileges", "-h", "127.0.0.1", "-p", &port, "-U", "skiff", "-d", &spec.name],
-                Some(&password),
-                Some(&dump),
-            )
-            .await?;
+            let r =
+                self.read_record(&spec.id).ok_or_else(|| ProviderError::not_found(format!("database {}", spec.id)))?;
+            let mut args = Self::admin(&r);
+            args.extend(["--no-owner", "--no-privileges", "-d", &spec.name].map(str::to_owned));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.tool("pg_restore", &args, None, Some(&dump)).await?;
         }
         Ok(info)
     }

@@ -135,3 +135,56 @@ async fn point_in_time_restores_go_into_new_clusters_and_stop_where_asked() {
     }
     env.stop().await;
 }
+
+fn login_fails(url: &str) -> bool {
+    let out = Command::new("psql").args([url, "-At", "-c", "select 1"]).output().expect("run psql");
+    !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("password authentication failed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_rotate_between_two_users_and_the_old_login_is_disabled_last() {
+    let env = common::Env::start().await;
+    let p = &env.provider;
+    p.create(&spec("pay-db")).await.unwrap();
+    let reference = "secret://pay-db/url";
+    let store = p.secret_store();
+    let first = store.get(reference).unwrap().unwrap();
+    psql(&first, "create table orders (id int primary key); insert into orders values (1), (2)");
+    let mut urls = vec![first.clone()];
+    for (round, user) in [(1, "skiff_a"), (2, "skiff_b"), (3, "skiff_a")] {
+        let staged = p.rotation_create("pay-db", reference).await.unwrap();
+        let pending = staged.pending.clone();
+        assert_eq!(pending.user, user, "round {round}");
+        assert_eq!(staged.current.version, skiff_secrets::version(&store.get(reference).unwrap().unwrap()));
+        assert_eq!(p.rotation_create("pay-db", reference).await.unwrap(), staged, "a pending value is kept");
+        assert_eq!(p.rotation_set("pay-db", reference).await.unwrap(), pending);
+        assert_eq!(p.rotation_set("pay-db", reference).await.unwrap(), pending, "set is idempotent");
+        assert_eq!(p.rotation_test("pay-db", reference).await.unwrap(), pending);
+        let current = store.get(reference).unwrap().unwrap();
+        let next = store.get(&format!("{reference}-pending")).unwrap().unwrap();
+        assert_eq!(psql(&current, "select count(*) from orders"), (1 + round).to_string(), "the current login works");
+        psql(&next, &format!("insert into orders values ({})", 10 + round));
+        let done = p.rotation_finish("pay-db", reference).await.unwrap();
+        assert_eq!(done, pending);
+        assert_eq!(p.rotation_finish("pay-db", reference).await.unwrap(), pending, "finish is idempotent");
+        assert_eq!(store.get(reference).unwrap().unwrap(), next);
+        assert_eq!(store.get(&format!("{reference}-previous")).unwrap().unwrap(), current);
+        assert!(store.get(&format!("{reference}-pending")).unwrap().is_none(), "nothing left pending");
+        assert_eq!(
+            skiff_pluginapi::Secrets::version(p, reference).await.unwrap(),
+            Some(skiff_secrets::version(&next)),
+            "the version is the value's"
+        );
+        let old_user = current.split("://").nth(1).unwrap().split(':').next().unwrap().to_owned();
+        p.disable_login("pay-db", &old_user).await.unwrap();
+        p.disable_login("pay-db", &old_user).await.unwrap();
+        assert!(login_fails(&current), "the old login is disabled (round {round})");
+        assert_eq!(psql(&next, "select count(*) from orders"), (2 + round).to_string(), "the new login works");
+        urls.push(next);
+    }
+    // Skiff's own work does not depend on the consumers' login.
+    let b = p.backup("pay-db", "after-rotations").await.unwrap();
+    assert_eq!(b.tables.iter().find(|t| t.table == "public.orders").unwrap().rows, 5);
+    p.delete("pay-db").await.unwrap();
+    env.stop().await;
+}

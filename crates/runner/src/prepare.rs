@@ -98,6 +98,7 @@ pub(crate) async fn prepare(config: &Config, member: &Member, log: &Log) -> Resu
     ));
 
     let mut env: Vec<(String, String)> = manifest.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut versions = std::collections::BTreeMap::new();
     if !manifest.secrets.is_empty() {
         let resolver = config.secrets.as_deref().and_then(skiff_secrets::resolver);
         for (name, reference) in &manifest.secrets {
@@ -106,7 +107,10 @@ pub(crate) async fn prepare(config: &Config, member: &Member, log: &Log) -> Resu
                 None => Err(format!("no secret store configured for {reference} (set SKIFF_SECRETS)")),
             };
             match value {
-                Ok(v) => env.push((name.clone(), v)),
+                Ok(v) => {
+                    versions.insert(reference.to_string(), skiff_secrets::version(&v));
+                    env.push((name.clone(), v));
+                }
                 Err(reason) => {
                     log.runner(&format!("cannot resolve secret for {name}: {reason}"));
                     let _ = member
@@ -121,6 +125,7 @@ pub(crate) async fn prepare(config: &Config, member: &Member, log: &Log) -> Resu
             }
         }
     }
+    member.note(|d| d.secrets = versions).await;
     env.extend([
         ("PORT".to_owned(), config.port.to_string()),
         ("HOST".to_owned(), config.host.clone()),

@@ -60,6 +60,17 @@ struct Sealed {
     ciphertext: String,
 }
 
+/// The version of a secret value: `sv-` and the first twelve hex digits of its SHA-256.
+/// Consumers report it in their heartbeats and rotations compare it, so nobody needs
+/// the value itself to tell whether an instance has picked a new one up (48 bits of a
+/// hash of a random password reveal nothing usable).
+pub fn version(value: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(value.as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("sv-{hex}")
+}
+
 /// Resolves references to values; the runner uses one on the instance.
 pub trait Resolver: Send + Sync {
     /// The value of `reference`.
@@ -307,6 +318,15 @@ mod tests {
         assert!(matches!(r.resolve("secret://other/url"), Err(SecretError::Missing(_))));
         assert!(matches!(r.resolve("db/url"), Err(SecretError::BadReference(_))));
         assert!(resolver("vault:x").is_none());
+    }
+
+    #[test]
+    fn versions_are_short_stable_and_differ_by_value() {
+        let v = super::version("postgres://a:b@h/db");
+        assert_eq!(v, super::version("postgres://a:b@h/db"));
+        assert_ne!(v, super::version("postgres://a:c@h/db"));
+        assert_eq!(v.len(), 15);
+        assert!(v.starts_with("sv-"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The ledger's document types. Each is stored through [`crate::codec`], which adds
 //! `kind` and `schema_version`; the stored form of each is snapshot-tested.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -311,6 +313,11 @@ pub struct RunnerDetail {
     pub last_exit: Option<String>,
     /// When the runner started.
     pub started_at_ms: u64,
+    /// The version of every secret the program was given, by reference
+    /// (`skiff_secrets::version` of the value): rotations read it as evidence of which
+    /// credential each consumer uses.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// `members/<svc>/<instance>.json`: a runner's heartbeat. `detail` belongs to the runner.

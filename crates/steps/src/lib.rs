@@ -3,12 +3,14 @@
 //! step implementations the graphs name.
 #![warn(missing_docs)]
 
+pub mod consumers;
 pub mod database;
 pub mod deploy;
 pub mod intent;
 pub mod reconcile;
 pub mod repair;
 pub mod restore;
+pub mod rotate;
 mod selftest;
 
 use std::collections::BTreeMap;
@@ -38,6 +40,7 @@ pub fn catalog() -> Vec<SagaKind> {
         deploy::ROLLBACK_KIND,
         database::BACKUP_KIND,
         restore::KIND,
+        rotate::KIND,
         repair::KIND,
         intent::KIND,
         selftest::KIND,
@@ -54,8 +57,8 @@ pub fn saga(name: &str) -> Result<SagaKind, SagaError> {
 
 /// Every step kind, ready for an engine.
 pub fn registry() -> Registry {
-    restore::register(database::register(deploy::register(repair::register(intent::register(selftest::register(
-        Registry::new(),
+    rotate::register(restore::register(database::register(deploy::register(repair::register(intent::register(
+        selftest::register(Registry::new()),
     ))))))
 }
 

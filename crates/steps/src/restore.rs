@@ -13,13 +13,13 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use skiff_pluginapi::{BackupInfo, DatabaseSpec, HealthState, RestoreTarget, Target};
+use skiff_pluginapi::{BackupInfo, DatabaseSpec, HealthState, RestoreTarget};
 use skiff_saga::{Registry, SagaBuilder, SagaError, SagaGraph};
 use skiff_sagaapi::{Risk, Safety, Step, StepCode, StepContext, StepError, StepPlan, StepRequest, StepResult};
 use skiff_state::Ledger;
 use skiff_state::docs::RestoreRecord;
 
-use crate::deploy::{POLL, provider, provider_error};
+use crate::deploy::{provider, provider_error};
 use crate::ledger_error;
 
 /// `database-restore` in the catalog: planned from the ledger by `skiff restore database`.
@@ -321,54 +321,10 @@ impl Step for Restart {
         let Some((group, size)) = &p.group else {
             return Ok(StepResult::new(format!("no instances of {} to restart", p.service), json!({"restarted": 0})));
         };
-        let prov = provider(req)?;
-        let Some(g) = prov.compute().describe_group(group).await.map_err(provider_error)? else {
-            return Ok(StepResult::new(format!("group {group} is gone: nothing to restart"), json!({"restarted": 0})));
-        };
-        let old: Vec<String> = g.running().iter().map(|i| i.id.clone()).collect();
-        let mut cancel = req.cancel.clone();
-        for (n, id) in old.iter().enumerate() {
-            ctx.progress(&format!("restarting {id} ({}/{})", n + 1, old.len()), json!({"instance": id})).await;
-            prov.compute().terminate_instance(group, id).await.map_err(provider_error)?;
-            // Replaced and healthy again before the next one goes.
-            loop {
-                let g = prov.compute().describe_group(group).await.map_err(provider_error)?;
-                let running: Vec<Target> = g
-                    .map(|g| {
-                        g.running()
-                            .iter()
-                            .filter_map(|i| {
-                                i.port.map(|port| Target { id: i.id.clone(), address: i.address.clone(), port })
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let mut health = prov.traffic().target_health(group).await.unwrap_or_default();
-                // A replacement joins the target group (an auto scaling group is not
-                // attached to it on AWS; locally this is already so) and the old one leaves.
-                let fresh: Vec<Target> =
-                    running.iter().filter(|t| !health.iter().any(|h| h.id == t.id)).cloned().collect();
-                if !health.is_empty() && !fresh.is_empty() {
-                    prov.traffic().register(group, &fresh).await.map_err(provider_error)?;
-                    health = prov.traffic().target_health(group).await.unwrap_or_default();
-                }
-                if health.iter().any(|h| h.id == *id) {
-                    prov.traffic().deregister(group, std::slice::from_ref(id)).await.map_err(provider_error)?;
-                }
-                let running: Vec<String> = running.into_iter().map(|t| t.id).collect();
-                let healthy = health
-                    .iter()
-                    .filter(|t| t.state == HealthState::Healthy && running.contains(&t.id) && t.id != *id)
-                    .count();
-                if !running.contains(id) && healthy >= *size as usize {
-                    break;
-                }
-                cancel.sleep(POLL).await?;
-            }
-        }
+        let restarted = crate::consumers::rolling_restart(ctx, req, group, *size, None).await?;
         Ok(StepResult::new(
-            format!("restarted {} instances of {group}; each read {} anew", old.len(), p.consumer_ref),
-            json!({"restarted": old.len()}),
+            format!("restarted {restarted} instances of {group}; each read {} anew", p.consumer_ref),
+            json!({"restarted": restarted}),
         ))
     }
 

@@ -408,6 +408,11 @@ impl Database for MemoryProvider {
         self.lock().databases.remove(id);
         Ok(())
     }
+
+    async fn disable_login(&self, id: &str, user: &str) -> Result<()> {
+        self.lock().journal.push(format!("disable-login {id} {user}"));
+        Ok(())
+    }
 }
 
 impl Provider for MemoryProvider {

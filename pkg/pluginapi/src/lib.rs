@@ -112,6 +112,12 @@ pub trait Secrets: Send + Sync {
     }
     /// Removes a reference (idempotent).
     async fn delete(&self, reference: &str) -> Result<()>;
+    /// The version of the value behind `reference` (see [`Credential::version`]), so
+    /// consumers' reported versions can be compared with it; `None` where unknown.
+    async fn version(&self, reference: &str) -> Result<Option<String>> {
+        let _ = reference;
+        Ok(None)
+    }
 }
 
 /// Roles and their policies.
@@ -167,6 +173,38 @@ pub trait Database: Send + Sync {
     /// encryption), by name.
     async fn settings(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
         Err(ProviderError::new(format!("this provider cannot describe the settings of database {id}"), false))
+    }
+    /// Rotation, step 1 (Secrets Manager's `createSecret`): stage a pending value of
+    /// `reference` (`secret://NAME/url`) for the *other* of two alternating users, with a
+    /// new password. An existing pending value is kept. Returns both logins.
+    async fn rotation_create(&self, id: &str, reference: &str) -> Result<StagedLogin> {
+        let _ = reference;
+        Err(ProviderError::new(format!("this provider cannot rotate the credentials of database {id}"), false))
+    }
+    /// Rotation, step 2 (`setSecret`): make the pending login work on instance `id` — the
+    /// alternate user is created (a clone of the current one) or given the new password.
+    /// The current login keeps working.
+    async fn rotation_set(&self, id: &str, reference: &str) -> Result<Credential> {
+        let _ = reference;
+        Err(ProviderError::new(format!("this provider cannot rotate the credentials of database {id}"), false))
+    }
+    /// Rotation, step 3 (`testSecret`): open a new connection with the pending value.
+    async fn rotation_test(&self, id: &str, reference: &str) -> Result<Credential> {
+        let _ = reference;
+        Err(ProviderError::new(format!("this provider cannot rotate the credentials of database {id}"), false))
+    }
+    /// Rotation, step 4 (`finishSecret`): the pending value becomes current, the current
+    /// one is kept as `<reference>-previous`, and nothing is left pending. Repeating it
+    /// changes nothing more. Returns the current login.
+    async fn rotation_finish(&self, id: &str, reference: &str) -> Result<Credential> {
+        let _ = reference;
+        Err(ProviderError::new(format!("this provider cannot rotate the credentials of database {id}"), false))
+    }
+    /// Disables password login for `user` on instance `id` (its open sessions stay; the
+    /// next rotation gives it a new password). Idempotent.
+    async fn disable_login(&self, id: &str, user: &str) -> Result<()> {
+        let _ = user;
+        Err(ProviderError::new(format!("this provider cannot rotate the credentials of database {id}"), false))
     }
 }
 

@@ -480,3 +480,22 @@ mod tests {
         assert_eq!(b.since(&b).percentile_ms(0.95), None);
     }
 }
+
+/// A database login as a rotation sees it: the user and the version of the secret value
+/// that holds its password (never the password itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    /// The database user.
+    pub user: String,
+    /// The secret value's version (`sv-` and twelve hex digits of its SHA-256).
+    pub version: String,
+}
+
+/// A staged rotation: the login in use and the one waiting to replace it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedLogin {
+    /// What the reference resolves to now.
+    pub current: Credential,
+    /// What it will resolve to after the rotation's last step.
+    pub pending: Credential,
+}

@@ -47,12 +47,12 @@ impl Postgres {
 
     /// Runs `sql` through psql as the cluster's user: rows of `|`-separated fields.
     pub(super) async fn sql(&self, r: &Record, sql: &str) -> Result<Vec<Vec<String>>> {
-        let password = self.password(&r.id)?;
-        let port = r.port.to_string();
-        let args = ["-h", "127.0.0.1", "-p", &port, "-U", &r.user, "-d", &r.name, "-X", "-q", "-At", "-F", "|"];
-        let mut args: Vec<&str> = args.to_vec();
-        args.extend(["-v", "ON_ERROR_STOP=1", "-f", "-"]);
-        let out = self.tool("psql", &args, Some(&password), Some(sql.as_bytes())).await?;
+        let mut args = Self::admin(r);
+        args.extend(
+            ["-d", &r.name, "-X", "-q", "-At", "-F", "|", "-v", "ON_ERROR_STOP=1", "-f", "-"].map(str::to_owned),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.tool("psql", &args, None, Some(sql.as_bytes())).await?;
         Ok(String::from_utf8_lossy(&out)
             .lines()
             .filter(|l| !l.is_empty())
@@ -80,12 +80,11 @@ impl Postgres {
         let dir = root.join(backup_id);
         // A copy left by a crash is incomplete: start it again.
         let _ = std::fs::remove_dir_all(&dir);
-        let password = self.password(id)?;
-        let port = r.port.to_string();
         let target = dir.display().to_string();
-        let args =
-            ["-h", "127.0.0.1", "-p", &port, "-U", &r.user, "-D", &target, "-X", "stream", "--checkpoint=fast", "-Fp"];
-        self.tool("pg_basebackup", &args, Some(&password), None).await?;
+        let mut args = Self::admin(&r);
+        args.extend(["-D", &target, "-X", "stream", "--checkpoint=fast", "-Fp"].map(str::to_owned));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.tool("pg_basebackup", &args, None, None).await?;
         let (restore_point, at_ms, lsn, tables, segment) = self.restore_point(&r, backup_id).await?;
         self.wait_archived(&r, &segment).await?;
         let info = BackupInfo {

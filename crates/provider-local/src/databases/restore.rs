@@ -76,8 +76,11 @@ impl Postgres {
     async fn recover(&self, record: &Record, source: &Record, target: &RestoreTarget) -> Result<()> {
         Self::recovery_settings(record, source, target)?;
         self.start(record).await?;
-        let password = self.password(&source.id)?;
-        let url = format!("postgres://{}:{password}@127.0.0.1:{}/{}", record.user, record.port, record.name);
+        // The copy has the source's logins: its URL is the source's, on the copy's port.
+        let source_url = self.url(&source.id)?;
+        let url = with_port(&source_url, record.port).ok_or_else(|| {
+            err(format!("the connection URL of {} is not postgres://USER:PASSWORD@HOST:PORT/DB", source.id))
+        })?;
         self.secrets.put(&Self::url_ref(&record.id), &url).map_err(|e| err(e.to_string()))?;
         self.wait_promoted(record).await
     }
@@ -173,4 +176,11 @@ impl Postgres {
             .await?;
         Ok(rows.into_iter().filter(|row| row.len() == 2).map(|row| (row[0].clone(), row[1].clone())).collect())
     }
+}
+
+/// `url` with its port replaced.
+pub(super) fn with_port(url: &str, port: u16) -> Option<String> {
+    let (head, tail) = url.rsplit_once('@')?;
+    let (_, path) = tail.split_once('/')?;
+    Some(format!("{head}@127.0.0.1:{port}/{path}"))
 }

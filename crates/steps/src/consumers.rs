@@ -1,0 +1,110 @@
+//! The consumers of a secret: the instances of the services that read it. Journeys that
+//! change a secret restart them one at a time so each resolves it anew, and read their
+//! heartbeats (the secret versions each runner reports) as evidence of what they use.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use skiff_pluginapi::{HealthState, Target};
+use skiff_sagaapi::{StepContext, StepError, StepRequest};
+use skiff_state::Ledger;
+use skiff_state::docs::{Member, MemberHealth, RunnerDetail};
+
+use crate::deploy::{POLL, provider, provider_error};
+use crate::ledger_error;
+
+/// A service that reads the secret, and the instance group serving it (with its size).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consumer {
+    /// The service.
+    pub service: String,
+    /// Its serving group and size, if a release serves.
+    pub group: Option<(String, u32)>,
+}
+
+/// Restarts the running instances of `group` (or only those named in `only`) one at a
+/// time: each is terminated, its replacement joins the target group and is healthy
+/// before the next goes. The number restarted.
+pub(crate) async fn rolling_restart(
+    ctx: &StepContext,
+    req: &StepRequest,
+    group: &str,
+    size: u32,
+    only: Option<&[String]>,
+) -> Result<usize, StepError> {
+    let prov = provider(req)?;
+    let Some(g) = prov.compute().describe_group(group).await.map_err(provider_error)? else {
+        return Ok(0);
+    };
+    let old: Vec<String> =
+        g.running().iter().map(|i| i.id.clone()).filter(|id| only.is_none_or(|o| o.contains(id))).collect();
+    let mut cancel = req.cancel.clone();
+    for (n, id) in old.iter().enumerate() {
+        ctx.progress(&format!("restarting {id} ({}/{})", n + 1, old.len()), json!({"instance": id})).await;
+        prov.compute().terminate_instance(group, id).await.map_err(provider_error)?;
+        // Replaced and healthy again before the next one goes.
+        loop {
+            let g = prov.compute().describe_group(group).await.map_err(provider_error)?;
+            let running: Vec<Target> = g
+                .map(|g| {
+                    g.running()
+                        .iter()
+                        .filter_map(|i| {
+                            i.port.map(|port| Target { id: i.id.clone(), address: i.address.clone(), port })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut health = prov.traffic().target_health(group).await.unwrap_or_default();
+            // A replacement joins the target group (an auto scaling group is not
+            // attached to it on AWS; locally this is already so) and the old one leaves.
+            let fresh: Vec<Target> = running.iter().filter(|t| !health.iter().any(|h| h.id == t.id)).cloned().collect();
+            if !health.is_empty() && !fresh.is_empty() {
+                prov.traffic().register(group, &fresh).await.map_err(provider_error)?;
+                health = prov.traffic().target_health(group).await.unwrap_or_default();
+            }
+            if health.iter().any(|h| h.id == *id) {
+                prov.traffic().deregister(group, std::slice::from_ref(id)).await.map_err(provider_error)?;
+            }
+            let running: Vec<String> = running.into_iter().map(|t| t.id).collect();
+            let healthy = health
+                .iter()
+                .filter(|t| t.state == HealthState::Healthy && running.contains(&t.id) && t.id != *id)
+                .count();
+            if !running.contains(id) && healthy >= size as usize {
+                break;
+            }
+            cancel.sleep(POLL).await?;
+        }
+    }
+    Ok(old.len())
+}
+
+/// The running instances of `group` whose runner does not report `version` of
+/// `reference`, with what each reports instead (`none` when it reports nothing).
+pub(crate) async fn stale(
+    req: &StepRequest,
+    service: &str,
+    group: &str,
+    reference: &str,
+    version: &str,
+) -> Result<Vec<(String, String)>, StepError> {
+    let prov = provider(req)?;
+    let ledger = req.extensions.require::<Ledger>()?;
+    let Some(g) = prov.compute().describe_group(group).await.map_err(provider_error)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for i in g.running() {
+        let key = skiff_state::keys::member(service, &i.id);
+        let member = ledger.read::<Member<RunnerDetail>>(&key).await.map_err(ledger_error)?;
+        let reported = member
+            .filter(|m| m.health != MemberHealth::Stopped)
+            .and_then(|m| m.detail.secrets.get(reference).cloned())
+            .unwrap_or_else(|| "none".to_owned());
+        if reported != version {
+            out.push((i.id.clone(), reported));
+        }
+    }
+    Ok(out)
+}
