@@ -554,6 +554,22 @@ fn a_rotation_under_load_refuses_no_connection_and_disables_the_old_login_last()
     assert!(grep.stdout.is_empty(), "the new password reached the bucket");
     let version = skiff_secrets::version(&now);
     assert!(step(&v, "disable")["summary"].as_str().unwrap().contains(&version), "{v}");
+    let doctor = run(&["doctor", "orders-api", "--format", "json"]);
+    assert!(!doctor.stdout.contains("version of secret://orders-db/url"), "{}", doctor.stdout);
+
+    // A value changed behind the instances' backs: doctor names the version nobody picked up.
+    let store = skiff_secrets::LocalSecrets::new(s.path().join(".skiff/local/secrets"));
+    let changed = format!("{now}?application_name=orders");
+    store.put(reference, &changed).unwrap();
+    let doctor = json(&run(&["doctor", "orders-api", "--format", "json"]));
+    let text = doctor.to_string();
+    assert!(
+        text.contains("no instance of orders-api has picked up the current version of secret://orders-db/url"),
+        "{text}"
+    );
+    assert!(text.contains(&skiff_secrets::version(&changed)) && text.contains(&version), "{text}");
+    assert!(text.contains("skiff rotate secret orders-db --yes"), "{text}");
+    store.put(reference, &now).unwrap();
     assert_eq!(json(&run(&["state", "verify", "--format", "json"]))["code"], "OK");
 }
 

@@ -111,6 +111,7 @@ pub async fn diagnose(i: &Inputs<'_>) -> Vec<Finding> {
     for s in &services {
         out.extend(service(i, s).await);
         out.extend(database(i, s).await);
+        out.extend(secret_versions(i, s).await);
     }
     out
 }
@@ -165,6 +166,54 @@ async fn database(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
                 .fact("deleting it is irreversible: take it out with the provider once nobody needs it"),
             );
         }
+    }
+    out
+}
+
+/// Running instances that do not report the current version of a secret they read
+/// (after a rotation or a cutover they were not restarted for). Not while an operation
+/// works on the service: a rotation's own restart is under way then.
+async fn secret_versions(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let (Ok(p), Some(release), None) = (&i.provider, &s.current_release, &s.active_operation) else { return out };
+    let Some(ir) = i.ledger.recorded(&s.service).await.ok().flatten().and_then(|(_, ir)| ir) else { return out };
+    let group = skiff_steps::deploy::group_name(&s.service, release);
+    let Some(info) = p.compute().describe_group(&group).await.ok().flatten() else { return out };
+    let running: Vec<String> = info.running().iter().map(|x| x.id.clone()).collect();
+    let refs: BTreeSet<String> = ir.secrets.values().map(ToString::to_string).collect();
+    for reference in refs {
+        let Some(current) = p.secrets().version(&reference).await.ok().flatten() else { continue };
+        let mut stale = Vec::new();
+        for id in &running {
+            let key = keys::member(&s.service, id);
+            let Ok(Some(m)) = i.ledger.read::<skiff_state::docs::Member<RunnerDetail>>(&key).await else { continue };
+            match m.detail.secrets.get(&reference) {
+                Some(v) if *v != current => stale.push(format!("instance {id} reports {v}")),
+                _ => {}
+            }
+        }
+        if stale.is_empty() {
+            continue;
+        }
+        let summary = if stale.len() == running.len() {
+            format!("no instance of {} has picked up the current version of {reference}", s.service)
+        } else {
+            format!("{} of {} instances of {} use an old version of {reference}", stale.len(), running.len(), s.service)
+        };
+        let mut f = Finding::new(Code::Unhealthy, format!("service {}", s.service), summary)
+            .fact(format!("the current version is {current}"));
+        for x in stale {
+            f = f.fact(x);
+        }
+        let name = reference.trim_start_matches("secret://").split('/').next().unwrap_or_default().to_owned();
+        let database = ir.database.as_ref().is_some_and(|d| d.name == name);
+        f = f.fact("instances resolve secrets when they start: replace them and they read the current value");
+        f = if database {
+            f.action("rotate", format!("skiff rotate secret {name} --yes"), true, Safety::Reversible, 0.6)
+        } else {
+            f.action("deploy", "skiff deploy -f skiff.yaml --yes", true, Safety::Reversible, 0.6)
+        };
+        out.push(f);
     }
     out
 }
