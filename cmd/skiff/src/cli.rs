@@ -403,7 +403,7 @@ copy and restarting them. The old instance is kept for 7 days.")]
         #[command(subcommand)]
         what: RestoreWhat,
     },
-    /// Rotate a database's credential as a saga: alternating users, no refused connection.
+    /// Rotate a database's credential or the secrets' key as a saga.
     #[command(after_help = "\
 Examples:
   skiff rotate secret orders-db --dry-run             the saga's steps, with safety and risk
@@ -415,7 +415,15 @@ rotation does: the other user gets a new password, is tested, and becomes what
 secret://DB/url resolves to (the previous value is kept as url-previous). Consumers
 are restarted one instance at a time; the old login is disabled only after every
 running instance reports the new version in its heartbeat and --disable-after has
-passed. A consumer that does not catch up pauses the saga with a finding.")]
+passed. A consumer that does not catch up pauses the saga with a finding.
+
+  skiff rotate key --dry-run                           a new key for alias `skiff`
+  skiff rotate key skiff --delete-after 7d --yes
+
+A key rotation makes a new key, re-encrypts every secret under it, restarts one
+consumer instance as a canary, moves the alias, then waits for `skiff saga approve
+OP` before scheduling the old key's deletion (7 to 30 days out; it decrypts old
+ciphertext until then).")]
     Rotate {
         #[command(subcommand)]
         what: RotateWhat,
@@ -486,6 +494,25 @@ pub enum RotateWhat {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The key secrets are encrypted with (alias `skiff`; a KMS key on AWS, a key
+    /// version of the encrypted store locally).
+    Key {
+        /// The alias.
+        #[arg(default_value = "skiff")]
+        alias: String,
+        /// When the old key is deleted, once approved: 7d to 30d, as KMS allows.
+        #[arg(long, value_name = "DAYS", default_value = "30d", value_parser = parse_days)]
+        delete_after: u32,
+        /// Plan the rotation and show its steps; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_days(s: &str) -> Result<u32, String> {
+    s.strip_suffix('d')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("`{s}` is not a number of days such as `30d`"))
 }
 
 fn parse_duration(s: &str) -> Result<u64, String> {
@@ -812,6 +839,9 @@ impl Command {
                     disable_after_ms: Some(disable_after),
                     dry_run,
                 })
+            }
+            Command::Rotate { what: RotateWhat::Key { alias, delete_after, dry_run } } => {
+                Request::Database(DatabaseRequest::RotateKey { alias, deletion_days: delete_after, dry_run })
             }
             Command::Database { action } => Request::Database(match action {
                 DatabaseAction::Backup { database, dry_run } => DatabaseRequest::Backup { database, dry_run },

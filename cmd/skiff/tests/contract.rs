@@ -70,6 +70,9 @@ const MATRIX: &[Cell] = &[
     cell(UnknownService, "rotate secret nosuch --yes", Code::NotFound, "nosuch"),
     cell(UnknownService, "rotate secret nosuch --dry-run", Code::NotFound, "nosuch"),
     cell(UnknownService, "saga start secret-rotation --param secret=nosuch --yes", Code::NotFound, "nosuch"),
+    cell(UnknownService, "rotate key nosuch --yes", Code::NotFound, "nosuch"),
+    cell(UnknownService, "saga start key-rotation --param alias=nosuch --yes", Code::NotFound, "nosuch"),
+    cell(UnknownService, "rotate key --delete-after 90d --yes", Code::Usage, "90d"),
     // An operation that does not exist.
     cell(UnknownOperation, "saga show op-nosuch", Code::NotFound, "op-nosuch"),
     cell(UnknownOperation, "saga events op-nosuch", Code::NotFound, "op-nosuch"),
@@ -113,6 +116,7 @@ const MATRIX: &[Cell] = &[
     cell(UnreachableBucket, "state verify", Code::StateUnavailable, "s3://skiff-contract"),
     cell(UnreachableBucket, "database list-backups web-db", Code::StateUnavailable, "s3://skiff-contract"),
     cell(UnreachableBucket, "rotate secret web-db --yes", Code::StateUnavailable, "s3://skiff-contract"),
+    cell(UnreachableBucket, "rotate key --yes", Code::StateUnavailable, "s3://skiff-contract"),
     cell(UnreachableBucket, "validate -f skiff.yaml", Code::Ok, "skiff.yaml"),
     cell(UnreachableBucket, "schema", Code::Ok, "JSON Schema"),
     cell(UnreachableBucket, "version", Code::Ok, "skiff"),

@@ -619,3 +619,132 @@ fn a_rotation_killed_at_every_step_boundary_resumes_to_exactly_one_new_version()
     }
     assert_eq!(run(&["state", "verify", "--format", "json"])["code"], "OK");
 }
+
+/// The local store's key versions.
+fn key_versions(s: &Sandbox) -> Vec<skiff_secrets::keys::KeyVersion> {
+    skiff_secrets::LocalSecrets::new(s.path().join(".skiff/local/secrets")).key_versions().unwrap()
+}
+
+#[test]
+fn a_key_rotation_reencrypts_every_secret_canaries_a_consumer_and_deletes_the_old_key_only_after_approval() {
+    let s = Sandbox::new();
+    let runner = skiff_testkit::workspace_bin("skiff-runner").display().to_string();
+    let env_owned = vec![("SKIFF_RUNNER_BIN", runner)];
+    let _stop = StopAll(&s, env_owned.clone());
+    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = |args: &[&str]| s.run_env(args, &env);
+    let port = skiff_testkit::free_port();
+    let file = spec(&s, port, "one");
+    assert_eq!(json(&run(&["deploy", "-f", &file, "--yes", "--format", "json"]))["code"], "OK");
+    let url = current_url(&s, "secret://orders-db/url").unwrap();
+
+    // What KMS would refuse is refused before anything is recorded.
+    let r = run(&["rotate", "key", "nosuch", "--yes", "--format", "json"]);
+    assert_eq!((r.code, json(&r)["code"].as_str()), (4, Some("NOT_FOUND")), "{}", r.stdout);
+    let r = run(&["rotate", "key", "--delete-after", "3d", "--yes", "--format", "json"]);
+    assert_eq!((r.code, json(&r)["code"].as_str()), (2, Some("USAGE")), "{}", r.stdout);
+    assert!(json(&r)["facts"].to_string().contains("7 to 30 days"), "{}", r.stdout);
+    let dry = run(&["rotate", "key", "--dry-run", "--format", "json"]);
+    let steps: Vec<String> = json(&dry)["data"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{}:{}:{}", s["id"].as_str().unwrap(), s["safety"].as_str().unwrap(), s["needs_approval"]))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "create:reversible:false",
+            "reencrypt:reversible:false",
+            "canary:reversible:false",
+            "alias:reversible:false",
+            "schedule-deletion:irreversible:true"
+        ],
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(key_versions(&s).len(), 1, "planning makes no key");
+
+    let r = run(&["rotate", "key", "--yes", "--format", "json"]);
+    let v = json(&r);
+    assert_eq!(v["code"], "APPROVAL_REQUIRED", "{}", r.stdout);
+    let versions = key_versions(&s);
+    assert_eq!(versions.len(), 2);
+    assert!(versions[0].sealed.is_empty() && versions[0].deletion_at_ms.is_none(), "kept, not yet deleted");
+    assert_eq!(versions[1].aliases, ["skiff"]);
+    assert!(versions[1].sealed.contains(&"secret://orders-db/url".to_owned()), "{:?}", versions[1]);
+    assert_eq!(current_url(&s, "secret://orders-db/url").as_deref(), Some(url.as_str()), "values do not change");
+    assert!(step(&v, "canary")["summary"].as_str().unwrap().contains("a restarted instance of orders-api"), "{v}");
+    assert_eq!(request(port, "GET", "/orders", "").unwrap().0, 200);
+    let op = v["operation_id"].as_str().unwrap().to_owned();
+    let approved = json(&run(&["saga", "approve", &op, "--yes", "--format", "json"]));
+    assert_eq!(approved["code"], "OK", "{approved}");
+    let due = key_versions(&s)[0].deletion_at_ms.expect("scheduled");
+    let in_days = (due - skiff_clock::Clock::now_ms(&skiff_clock::SystemClock)) / 86_400_000;
+    assert!((29..=30).contains(&in_days), "30 days out: {in_days}");
+    assert!(s.path().join(".skiff/local/secrets/master.key").exists(), "the old key stays until it is due");
+    // A new value is sealed with the new key, and a freshly started instance resolves it.
+    assert_eq!(request(port, "POST", "/orders", "{\"item\": \"x\"}").unwrap().0, 201);
+    assert_eq!(json(&run(&["state", "verify", "--format", "json"]))["code"], "OK");
+}
+
+#[test]
+fn a_key_rotation_killed_at_every_step_boundary_resumes_to_exactly_one_new_key() {
+    let s = Sandbox::new();
+    let runner = skiff_testkit::workspace_bin("skiff-runner").display().to_string();
+    let env_owned = vec![("SKIFF_RUNNER_BIN", runner), ("SKIFF_LEASE_TTL_MS", "1500".to_owned())];
+    let _stop = StopAll(&s, env_owned.clone());
+    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = |args: &[&str]| json(&s.run_env(args, &env));
+    let port = skiff_testkit::free_port();
+    let file = spec(&s, port, "one");
+    assert_eq!(run(&["deploy", "-f", &file, "--yes", "--format", "json"])["code"], "OK");
+    let rotate = ["rotate", "key", "--delete-after", "7d", "--yes", "--format", "json"];
+    let before_gate = [
+        "before:step_started:create",
+        "after:result:create",
+        "after:result:reencrypt",
+        "after:result:canary",
+        "after:result:alias",
+    ];
+    let unfinished = || {
+        let ops = run(&["saga", "list", "--format", "json"])["data"].clone();
+        ops.as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["saga"] == "key-rotation" && o["status"] != "succeeded")
+            .map(|o| o["op_id"].as_str().unwrap().to_owned())
+            .expect("an unfinished key rotation")
+    };
+    for (n, p) in before_gate.iter().chain(["after:result:schedule-deletion"].iter()).enumerate() {
+        let op = if before_gate.contains(p) {
+            kill_at(&s, &env, &rotate, p, n);
+            let op = unfinished();
+            let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
+            assert_eq!(resumed["code"], "APPROVAL_REQUIRED", "resume after a kill at {p}: {resumed}");
+            let old = &key_versions(&s)[n];
+            assert!(old.deletion_at_ms.is_none(), "no deletion before the approval ({p})");
+            assert_eq!(run(&["saga", "approve", &op, "--yes", "--format", "json"])["code"], "OK", "after {p}");
+            op
+        } else {
+            let gated = run(&rotate);
+            assert_eq!(gated["code"], "APPROVAL_REQUIRED", "{gated}");
+            let op = gated["operation_id"].as_str().unwrap().to_owned();
+            kill_at(&s, &env, &["saga", "approve", &op, "--yes", "--format", "json"], p, n);
+            let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
+            assert_eq!(resumed["code"], "OK", "resume after a kill at {p}: {resumed}");
+            op
+        };
+        // Exactly one new key per rotation, every secret on it, the old one scheduled.
+        let versions = key_versions(&s);
+        assert_eq!(versions.len(), n + 2, "one new key per rotation, after {p} ({op})");
+        let newest = versions.last().unwrap();
+        assert_eq!(newest.aliases, ["skiff"], "{p}");
+        assert!(
+            versions[..n + 1].iter().all(|v| v.sealed.is_empty() && v.deletion_at_ms.is_some()),
+            "{p}: {versions:?}"
+        );
+        assert_eq!(request(port, "GET", "/orders", "").unwrap().0, 200, "the API serves after {p}");
+    }
+    assert_eq!(run(&["state", "verify", "--format", "json"])["code"], "OK");
+}

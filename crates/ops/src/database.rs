@@ -23,6 +23,9 @@ pub(crate) async fn run(ctx: &Context, r: DatabaseRequest) -> Result<Answer> {
         DatabaseRequest::RotateSecret { secret, disable_after_ms, dry_run } => {
             crate::rotate::secret(ctx, &secret, disable_after_ms, dry_run).await
         }
+        DatabaseRequest::RotateKey { alias, deletion_days, dry_run } => {
+            crate::rotate::key(ctx, &alias, deletion_days, dry_run).await
+        }
     }
 }
 

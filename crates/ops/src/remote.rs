@@ -137,6 +137,10 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
             params.extend(disable_after_ms.map(|ms| ("disable_after_ms", ms.to_string())));
             return start_saga(ctx, c, "secret-rotation", &secret, &params, dry_run).await;
         }
+        Request::Database(DatabaseRequest::RotateKey { alias, deletion_days, dry_run }) => {
+            let params = [("alias", alias.clone()), ("deletion_days", deletion_days.to_string())];
+            return start_saga(ctx, c, "key-rotation", &alias, &params, dry_run).await;
+        }
         Request::Release(ReleaseRequest::List { service }) => {
             c.list_releases(proto::ReleaseListRequest { service }).await
         }

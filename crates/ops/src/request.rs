@@ -101,7 +101,7 @@ pub enum Request {
     Local(LocalRequest),
     /// Secret values for references.
     Secrets(SecretsRequest),
-    /// Backups of a managed database.
+    /// Managed dependencies: databases, backups, restores, credential and key rotations.
     Database(DatabaseRequest),
     /// Releases.
     Release(ReleaseRequest),
@@ -320,6 +320,15 @@ pub enum DatabaseRequest {
         secret: String,
         /// How long the old login stays enabled after the new one is promoted.
         disable_after_ms: Option<u64>,
+        /// Plan it and change nothing.
+        dry_run: bool,
+    },
+    /// A new key for the secrets an alias encrypts (the `key-rotation` saga).
+    RotateKey {
+        /// The alias (`skiff`).
+        alias: String,
+        /// Days until the old key is deleted, once approved (7 to 30).
+        deletion_days: u32,
         /// Plan it and change nothing.
         dry_run: bool,
     },

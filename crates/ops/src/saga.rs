@@ -37,6 +37,11 @@ pub(crate) async fn run(ctx: &Context, r: SagaRequest) -> Result<Answer> {
             let after = get("disable_after_ms").and_then(|v| v.parse().ok());
             crate::rotate::secret(ctx, &get("secret").unwrap_or_default(), after, dry_run).await
         }
+        SagaRequest::Start(SagaStart { kind, params, dry_run, .. }) if kind == "key-rotation" => {
+            let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.clone());
+            let days = get("deletion_days").and_then(|v| v.parse().ok()).unwrap_or(30);
+            crate::rotate::key(ctx, &get("alias").unwrap_or_else(|| "skiff".to_owned()), days, dry_run).await
+        }
         // A backup names a database, looked up before anything starts.
         SagaRequest::Start(SagaStart { kind, params, dry_run, .. })
             if kind == "database-backup" && params.iter().any(|(k, _)| k == "database") =>

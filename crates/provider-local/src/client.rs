@@ -311,6 +311,24 @@ impl Secrets for LocalProvider {
     async fn version(&self, reference: &str) -> Result<Option<String>> {
         Ok(self.secrets.get(reference).map_err(secret_error)?.map(|v| skiff_secrets::version(&v)))
     }
+    async fn key_alias(&self, alias: &str) -> Result<Option<KeyInfo>> {
+        let Some(id) = self.secrets.alias(alias).map_err(secret_error)? else { return Ok(None) };
+        self.key_info(&id).map(Some)
+    }
+    async fn create_key(&self, _alias: &str, token: &str) -> Result<KeyInfo> {
+        let id = self.secrets.create_key(token, self.postgres.now_ms()).map_err(secret_error)?;
+        self.key_info(&id)
+    }
+    async fn reencrypt(&self, from: &str, to: &str) -> Result<Vec<String>> {
+        self.secrets.reencrypt(from, to).map_err(secret_error)
+    }
+    async fn move_alias(&self, alias: &str, to: &str) -> Result<()> {
+        self.secrets.move_alias(alias, to).map_err(secret_error)
+    }
+    async fn schedule_key_deletion(&self, id: &str, days: u32) -> Result<u64> {
+        let at = self.postgres.now_ms() + u64::from(days) * 86_400_000;
+        self.secrets.schedule_deletion(id, at).map_err(secret_error)
+    }
     async fn cut_over(&self, reference: &str, source: &str) -> Result<()> {
         let new = self.secrets.get(source).map_err(secret_error)?.ok_or_else(|| ProviderError::not_found(source))?;
         let current = self.secrets.get(reference).map_err(secret_error)?;
@@ -321,6 +339,21 @@ impl Secrets for LocalProvider {
             self.secrets.put(&format!("{reference}-previous"), &old).map_err(secret_error)?;
         }
         self.secrets.put(reference, &new).map_err(secret_error)
+    }
+}
+
+impl LocalProvider {
+    fn key_info(&self, id: &str) -> Result<KeyInfo> {
+        let versions = self.secrets.key_versions().map_err(secret_error)?;
+        let v =
+            versions.into_iter().find(|v| v.id == id).ok_or_else(|| ProviderError::not_found(format!("key {id}")))?;
+        Ok(KeyInfo {
+            provider_id: format!("local-key:{}", v.id),
+            id: v.id,
+            created_at_ms: v.created_at_ms,
+            deletion_at_ms: v.deletion_at_ms,
+            sealed: v.sealed,
+        })
     }
 }
 

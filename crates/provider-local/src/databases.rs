@@ -102,6 +102,11 @@ impl Postgres {
         Postgres { records, secrets, ledger }
     }
 
+    /// The ledger's clock: time for everything the provider records.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.ledger.clock().now_ms()
+    }
+
     fn record_path(&self, id: &str) -> PathBuf {
         self.records.join(format!("{id}.json"))
     }

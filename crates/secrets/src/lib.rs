@@ -19,6 +19,8 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use skiff_spec::values::SecretRef;
 
+pub mod keys;
+
 /// Why a secret operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,6 +53,9 @@ struct StoreFile {
     kind: String,
     schema_version: u32,
     entries: BTreeMap<String, Sealed>,
+    /// Key versions and aliases; empty for a store that never rotated its key.
+    #[serde(default, skip_serializing_if = "keys::KeyRing::is_empty")]
+    keyring: keys::KeyRing,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -58,6 +63,9 @@ struct StoreFile {
 struct Sealed {
     nonce: String,
     ciphertext: String,
+    /// The key version it is sealed with; none for the first (`master.key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
 }
 
 /// The version of a secret value: `sv-` and the first twelve hex digits of its SHA-256.
@@ -152,9 +160,10 @@ impl LocalSecrets {
         fs::set_permissions(&self.dir, perms).map_err(|e| self.err(&self.dir, e))
     }
 
-    /// Reads the master key, creating it (mode 0600) on first use.
-    fn key(&self, create: bool) -> Result<Option<XChaCha20Poly1305>> {
-        let path = self.dir.join("master.key");
+    /// Reads key version `id` (`master.key` for the first), creating it (mode 0600) when
+    /// asked to and missing.
+    fn cipher(&self, id: &str, create: bool) -> Result<Option<XChaCha20Poly1305>> {
+        let path = self.key_path(id);
         match fs::read(&path) {
             Ok(bytes) if bytes.len() == 32 => {
                 Ok(Some(XChaCha20Poly1305::new_from_slice(&bytes).map_err(|e| self.err(&path, e))?))
@@ -173,7 +182,7 @@ impl LocalSecrets {
                 f.write_all(&key).and_then(|()| f.sync_all()).map_err(|e| self.err(&path, e))?;
                 drop(f);
                 // Another process may have won the race: use whatever key is on disk.
-                self.key(false)
+                self.cipher(id, false)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err(&path, e)),
@@ -184,9 +193,12 @@ impl LocalSecrets {
         let path = self.dir.join("secrets.json");
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.err(&path, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(StoreFile { kind: "skiff.local_secrets".to_owned(), schema_version: 1, entries: BTreeMap::new() })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StoreFile {
+                kind: "skiff.local_secrets".to_owned(),
+                schema_version: 1,
+                entries: BTreeMap::new(),
+                keyring: keys::KeyRing::default(),
+            }),
             Err(e) => Err(self.err(&path, e)),
         }
     }
@@ -228,17 +240,24 @@ impl LocalSecrets {
         Ok(out)
     }
 
-    /// Stores `value` under `reference`.
-    pub fn put(&self, reference: &str, value: &str) -> Result<()> {
-        let r = parse(reference)?;
-        let key = self.key(true)?.expect("created above");
+    /// Seals `value` for `reference` under key version `id`.
+    fn seal(&self, id: &str, reference: &str, value: &str) -> Result<Sealed> {
+        let key = self.cipher(id, id == keys::FIRST)?.ok_or_else(|| self.err(&self.key_path(id), "missing"))?;
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|e| self.err(&self.dir, e))?;
         let ciphertext = key
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: value.as_bytes(), aad: r.as_str().as_bytes() })
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: value.as_bytes(), aad: reference.as_bytes() })
             .map_err(|_| self.err(&self.dir, "encryption failed"))?;
-        let sealed = Sealed { nonce: B64.encode(nonce), ciphertext: B64.encode(ciphertext) };
+        let key = (id != keys::FIRST).then(|| id.to_owned());
+        Ok(Sealed { nonce: B64.encode(nonce), ciphertext: B64.encode(ciphertext), key })
+    }
+
+    /// Stores `value` under `reference`, sealed with the key `alias/skiff` names.
+    pub fn put(&self, reference: &str, value: &str) -> Result<()> {
+        let r = parse(reference)?;
         self.locked(|s| {
+            let id = s.keyring.current(keys::DEFAULT_ALIAS);
+            let sealed = self.seal(&id, r.as_str(), value)?;
             s.entries.insert(r.as_str().to_owned(), sealed);
             Ok(((), true))
         })
@@ -249,7 +268,13 @@ impl LocalSecrets {
         let r = parse(reference)?;
         let store = self.load()?;
         let Some(sealed) = store.entries.get(r.as_str()) else { return Ok(None) };
-        let key = self.key(false)?.ok_or_else(|| SecretError::Tampered(reference.to_owned()))?;
+        self.open(r.as_str(), sealed).map(Some)
+    }
+
+    /// The value sealed in `sealed`.
+    fn open(&self, reference: &str, sealed: &Sealed) -> Result<String> {
+        let id = sealed.key.as_deref().unwrap_or(keys::FIRST);
+        let key = self.cipher(id, false)?.ok_or_else(|| SecretError::Tampered(reference.to_owned()))?;
         let tampered = || SecretError::Tampered(reference.to_owned());
         let nonce = B64.decode(&sealed.nonce).map_err(|_| tampered())?;
         let ciphertext = B64.decode(&sealed.ciphertext).map_err(|_| tampered())?;
@@ -257,9 +282,9 @@ impl LocalSecrets {
             return Err(tampered());
         }
         let plain = key
-            .decrypt(XNonce::from_slice(&nonce), Payload { msg: &ciphertext, aad: r.as_str().as_bytes() })
+            .decrypt(XNonce::from_slice(&nonce), Payload { msg: &ciphertext, aad: reference.as_bytes() })
             .map_err(|_| tampered())?;
-        String::from_utf8(plain).map(Some).map_err(|_| tampered())
+        String::from_utf8(plain).map_err(|_| tampered())
     }
 
     /// Whether `reference` has a value.

@@ -20,6 +20,9 @@ pub struct Consumer {
     pub service: String,
     /// Its serving group and size, if a release serves.
     pub group: Option<(String, u32)>,
+    /// The secret references it reads.
+    #[serde(default)]
+    pub references: Vec<String>,
 }
 
 /// Restarts the running instances of `group` (or only those named in `only`) one at a

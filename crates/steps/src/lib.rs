@@ -8,6 +8,7 @@ pub mod database;
 pub mod deploy;
 pub mod intent;
 pub mod reconcile;
+pub mod rekey;
 pub mod repair;
 pub mod restore;
 pub mod rotate;
@@ -41,6 +42,7 @@ pub fn catalog() -> Vec<SagaKind> {
         database::BACKUP_KIND,
         restore::KIND,
         rotate::KIND,
+        rekey::KIND,
         repair::KIND,
         intent::KIND,
         selftest::KIND,
@@ -57,9 +59,9 @@ pub fn saga(name: &str) -> Result<SagaKind, SagaError> {
 
 /// Every step kind, ready for an engine.
 pub fn registry() -> Registry {
-    rotate::register(restore::register(database::register(deploy::register(repair::register(intent::register(
-        selftest::register(Registry::new()),
-    ))))))
+    let r = selftest::register(Registry::new());
+    let r = intent::register(repair::register(deploy::register(database::register(r))));
+    rekey::register(rotate::register(restore::register(r)))
 }
 
 /// Ledger trouble that may pass (unreachable bucket, contention) is retryable; the rest is final.

@@ -462,7 +462,11 @@ mod tests {
             reference: "secret://pay-db/url".into(),
             database: "pay-db".into(),
             instance: "pay-db".into(),
-            consumers: vec![crate::consumers::Consumer { service: "api".into(), group: Some(("api-r1".into(), 2)) }],
+            consumers: vec![crate::consumers::Consumer {
+                service: "api".into(),
+                group: Some(("api-r1".into(), 2)),
+                references: vec!["secret://pay-db/url".into()],
+            }],
             disable_after_ms: 30_000,
         };
         let mut ext = Extensions::default();

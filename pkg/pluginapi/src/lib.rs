@@ -112,6 +112,34 @@ pub trait Secrets: Send + Sync {
     }
     /// Removes a reference (idempotent).
     async fn delete(&self, reference: &str) -> Result<()>;
+    /// The key `alias` names (`skiff` is the one secrets are encrypted with); `None`
+    /// when no key has that alias.
+    async fn key_alias(&self, alias: &str) -> Result<Option<KeyInfo>> {
+        Err(ProviderError::new(format!("this provider cannot manage the key behind alias {alias}"), false))
+    }
+    /// Makes a new key for a rotation of `alias`, not yet behind it; making it again
+    /// with the same `token` returns the same key.
+    async fn create_key(&self, alias: &str, token: &str) -> Result<KeyInfo> {
+        let _ = token;
+        Err(ProviderError::new(format!("this provider cannot make a key for alias {alias}"), false))
+    }
+    /// Re-encrypts every secret encrypted with key `from` under key `to`; the
+    /// references re-encrypted (none the second time).
+    async fn reencrypt(&self, from: &str, to: &str) -> Result<Vec<String>> {
+        let _ = to;
+        Err(ProviderError::new(format!("this provider cannot re-encrypt what key {from} encrypted"), false))
+    }
+    /// Points `alias` at key `to` (idempotent).
+    async fn move_alias(&self, alias: &str, to: &str) -> Result<()> {
+        let _ = to;
+        Err(ProviderError::new(format!("this provider cannot move alias {alias}"), false))
+    }
+    /// Schedules key `id` for deletion in `days` days; when it is due. Refused while the
+    /// key still encrypts a secret or an alias names it.
+    async fn schedule_key_deletion(&self, id: &str, days: u32) -> Result<u64> {
+        let _ = days;
+        Err(ProviderError::new(format!("this provider cannot delete key {id}"), false))
+    }
     /// The version of the value behind `reference` (see [`Credential::version`]), so
     /// consumers' reported versions can be compared with it; `None` where unknown.
     async fn version(&self, reference: &str) -> Result<Option<String>> {

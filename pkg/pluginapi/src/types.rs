@@ -499,3 +499,19 @@ pub struct StagedLogin {
     /// What it will resolve to after the rotation's last step.
     pub pending: Credential,
 }
+
+/// A key secrets are encrypted with at rest (a KMS key; locally a key version of the
+/// encrypted store).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// The key's id (a KMS key id; `local-N`).
+    pub id: String,
+    /// The provider's full name for it (an ARN), or the id again.
+    pub provider_id: String,
+    /// When it was made (ms since the epoch; 0 when unknown).
+    pub created_at_ms: u64,
+    /// When its deletion is due, once scheduled.
+    pub deletion_at_ms: Option<u64>,
+    /// The secret references encrypted with it.
+    pub sealed: Vec<String>,
+}
