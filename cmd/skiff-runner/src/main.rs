@@ -45,6 +45,9 @@ struct Args {
     /// (JSON files fetched at boot, as the AWS launch template writes them).
     #[arg(long, env = "SKIFF_SECRETS")]
     secrets: Option<String>,
+    /// Resolve some references from others: `secret://A/k=secret://B/k,...`.
+    #[arg(long, env = "SKIFF_SECRET_MAP", default_value = "")]
+    secret_map: String,
     /// Heartbeat period, milliseconds.
     #[arg(long, env = "SKIFF_HEARTBEAT_MS", default_value_t = defaults::HEARTBEAT_MS)]
     heartbeat_ms: u64,
@@ -55,6 +58,13 @@ struct Args {
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    let secret_map = match skiff_runner::secret_map(&a.secret_map) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skiff-runner: {why}");
+            return ExitCode::from(skiff_runner::exit::SETUP);
+        }
+    };
     let config = skiff_runner::Config {
         bucket: a.bucket,
         service: a.service,
@@ -67,6 +77,7 @@ fn main() -> ExitCode {
         dir: a.dir,
         log_dir: a.log_dir,
         secrets: a.secrets,
+        secret_map,
         heartbeat_ms: a.heartbeat_ms,
         crash_loop_restarts: a.crash_loop_restarts,
     };

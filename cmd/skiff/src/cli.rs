@@ -475,6 +475,10 @@ pub enum RestoreWhat {
         /// `latest`, a restore point (see `skiff database list-backups`), or an RFC 3339 time.
         #[arg(long, default_value = "latest")]
         to: String,
+        /// A path a shadow instance of the service on the copy must answer with 2xx
+        /// before the approval gate (its health path is always asked).
+        #[arg(long, value_name = "PATH")]
+        shadow_read: Option<String>,
         /// Plan the restore and show its steps; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -830,8 +834,8 @@ impl Command {
                 LocalAction::Status => LocalRequest::Status,
                 LocalAction::Serve { port } => LocalRequest::Serve { port },
             }),
-            Command::Restore { what: RestoreWhat::Database { database, to, dry_run } } => {
-                Request::Database(DatabaseRequest::Restore { database, to, dry_run })
+            Command::Restore { what: RestoreWhat::Database { database, to, shadow_read, dry_run } } => {
+                Request::Database(DatabaseRequest::Restore { database, to, shadow_read, dry_run })
             }
             Command::Rotate { what: RotateWhat::Secret { name, disable_after, dry_run } } => {
                 Request::Database(DatabaseRequest::RotateSecret {

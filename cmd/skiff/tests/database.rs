@@ -262,6 +262,7 @@ fn a_restore_to_a_point_serves_its_rows_after_approval_and_keeps_the_old_databas
             "snapshot:reversible:false",
             "restore:reversible:false",
             "smoke:read_only:false",
+            "shadow:reversible:false",
             "cutover:irreversible:true",
             "restart:reversible:false",
             "verify:read_only:false",
@@ -270,9 +271,19 @@ fn a_restore_to_a_point_serves_its_rows_after_approval_and_keeps_the_old_databas
     );
 
     // Run to the gate: the copy exists and is proven, production is unchanged.
-    let (v, r) = run(&["restore", "database", "orders-db", "--to", &point, "--yes", "--format", "json"]);
+    let restore = ["restore", "database", "orders-db", "--to", &point, "--shadow-read", "/orders", "--yes"];
+    let (v, r) = run(&[&restore[..], &["--format", "json"]].concat());
     assert_eq!(v["code"], "APPROVAL_REQUIRED", "{}", r.stdout);
     let op = v["operation_id"].as_str().unwrap().to_owned();
+    // A shadow instance read the copy before the gate, and is gone.
+    let shadow = step(&v, "shadow");
+    assert!(shadow["summary"].as_str().unwrap().contains("answered /healthz 200 and /orders 200"), "{shadow}");
+    assert!(
+        shadow["summary"].as_str().unwrap().contains("\"count\":20"),
+        "the shadow read the rows at the point: {shadow}"
+    );
+    let groups = std::fs::read_to_string(s.path().join(".skiff/local/supervisor/state.json")).unwrap_or_default();
+    assert!(!groups.contains("orders-api-shadow"), "the shadow group is removed");
     let (_, now) = request(port, "GET", "/orders", "").unwrap();
     assert_eq!(now["count"], 30, "no production change before the approval");
     let (shown, _) = run(&["saga", "show", &op, "--format", "json"]);
@@ -375,8 +386,13 @@ fn a_restore_killed_at_every_step_boundary_resumes_to_exactly_one_copy_and_one_c
             .map(|o| o["op_id"].as_str().unwrap().to_owned())
             .expect("an unfinished restore")
     };
-    let before_gate =
-        ["before:step_started:snapshot", "after:result:snapshot", "after:result:restore", "after:result:smoke"];
+    let before_gate = [
+        "before:step_started:snapshot",
+        "after:result:snapshot",
+        "after:result:restore",
+        "after:result:smoke",
+        "after:result:shadow",
+    ];
     let after_gate = ["after:result:cutover", "after:result:restart", "after:result:verify", "after:result:retain"];
     for (n, p) in before_gate.iter().chain(after_gate.iter()).enumerate() {
         assert_eq!(request(port, "POST", "/orders", "{\"item\": \"later\"}").unwrap().0, 201);

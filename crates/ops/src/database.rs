@@ -17,8 +17,8 @@ pub(crate) async fn run(ctx: &Context, r: DatabaseRequest) -> Result<Answer> {
     match r {
         DatabaseRequest::Backup { database, dry_run } => backup(ctx, &database, dry_run).await,
         DatabaseRequest::ListBackups { database } => list_backups(ctx, &database).await,
-        DatabaseRequest::Restore { database, to, dry_run } => {
-            crate::restore::database(ctx, &database, &to, dry_run).await
+        DatabaseRequest::Restore { database, to, shadow_read, dry_run } => {
+            crate::restore::database(ctx, &database, &to, shadow_read.as_deref(), dry_run).await
         }
         DatabaseRequest::RotateSecret { secret, disable_after_ms, dry_run } => {
             crate::rotate::secret(ctx, &secret, disable_after_ms, dry_run).await

@@ -127,10 +127,12 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
         }
         // Backups and restores are sagas: the server looks the database up first.
         Request::Database(DatabaseRequest::Backup { database, dry_run }) => {
-            return database_saga(ctx, c, "database-backup", database, None, dry_run).await;
+            return database_saga(ctx, c, "database-backup", database, dry_run).await;
         }
-        Request::Database(DatabaseRequest::Restore { database, to, dry_run }) => {
-            return database_saga(ctx, c, "database-restore", database, Some(to), dry_run).await;
+        Request::Database(DatabaseRequest::Restore { database, to, shadow_read, dry_run }) => {
+            let mut params = vec![("database", database.clone()), ("to", to)];
+            params.extend(shadow_read.map(|r| ("shadow_read", r)));
+            return start_saga(ctx, c, "database-restore", &database, &params, dry_run).await;
         }
         Request::Database(DatabaseRequest::RotateSecret { secret, disable_after_ms, dry_run }) => {
             let mut params = vec![("secret", secret.clone())];
@@ -157,16 +159,8 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
 }
 
 /// `skiff database backup` / `skiff restore database` through the server's StartSaga.
-async fn database_saga(
-    ctx: &Context,
-    c: &Client,
-    kind: &str,
-    database: String,
-    to: Option<String>,
-    dry_run: bool,
-) -> Result<Answer> {
-    let mut params = vec![("database", database.clone())];
-    params.extend(to.map(|to| ("to", to)));
+async fn database_saga(ctx: &Context, c: &Client, kind: &str, database: String, dry_run: bool) -> Result<Answer> {
+    let params = [("database", database.clone())];
     start_saga(ctx, c, kind, &database, &params, dry_run).await
 }
 

@@ -311,6 +311,8 @@ pub enum DatabaseRequest {
         database: String,
         /// `latest`, a restore point, or an RFC 3339 time.
         to: String,
+        /// The path a shadow instance on the copy must answer (default: its health path).
+        shadow_read: Option<String>,
         /// Plan it and change nothing.
         dry_run: bool,
     },

@@ -8,7 +8,7 @@ use skiff_pluginapi::{BackupInfo, RestoreTarget, TableManifest};
 use skiff_saga::ServiceScope;
 use skiff_sdk::{Answer, Code, Envelope, Safety};
 use skiff_state::docs::BackupRecord;
-use skiff_steps::restore::RestorePlan;
+use skiff_steps::restore::{RestorePlan, Shadow};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -18,8 +18,14 @@ use crate::pipeline::{Launch, launch};
 const RETAIN_MS: u64 = 7 * 86_400_000;
 
 /// `skiff restore database`.
-pub(crate) async fn database(ctx: &Context, database: &str, to: &str, dry_run: bool) -> Result<Answer> {
-    let (_, ledger) = ctx.ledger()?;
+pub(crate) async fn database(
+    ctx: &Context,
+    database: &str,
+    to: &str,
+    shadow_read: Option<&str>,
+    dry_run: bool,
+) -> Result<Answer> {
+    let (resolved, ledger) = ctx.ledger()?;
     let service = crate::lookup::database(&ledger, database).await?;
     let (state, ir) = ledger
         .recorded(&service)
@@ -54,6 +60,13 @@ pub(crate) async fn database(ctx: &Context, database: &str, to: &str, dry_run: b
     instance.id = format!("{}-r{}", prefix.trim_end_matches('-'), stamp.trim_end_matches('z').replace('t', ""));
     let group =
         state.current_release.as_ref().map(|r| (skiff_steps::deploy::group_name(&service, r), ir.capacity.desired));
+    let shadow = match (&state.current_release, resolved.provider.value.as_str()) {
+        // AWS instances sit in private subnets the control plane does not reach.
+        (Some(release), "local") => {
+            Some(shadow(ctx, &resolved, &ir, release, &consumer_ref, &instance.id, shadow_read)?)
+        }
+        _ => None,
+    };
     let plan = RestorePlan {
         database: database.to_owned(),
         service: service.clone(),
@@ -65,6 +78,7 @@ pub(crate) async fn database(ctx: &Context, database: &str, to: &str, dry_run: b
         consumer_ref,
         group,
         retention_ms: RETAIN_MS,
+        shadow,
     };
     let graph = skiff_steps::restore::restore_graph(&plan).map_err(|e| crate::error::saga(&e))?;
     let command = format!("skiff restore database {database} --to {to}");
@@ -92,6 +106,38 @@ pub(crate) async fn database(ctx: &Context, database: &str, to: &str, dry_run: b
         release: String::new(),
     };
     Ok(launch(ctx, &engine, &ledger, l).await?.answer())
+}
+
+/// The shadow check's instance: one of `release`, its database secret resolving to the copy's.
+fn shadow(
+    ctx: &Context,
+    resolved: &skiff_sdk::config::Resolved,
+    ir: &skiff_ir::ServiceIr,
+    release: &str,
+    consumer_ref: &str,
+    copy: &str,
+    read: Option<&str>,
+) -> Result<Shadow> {
+    let public_pem = crate::keys::public_key(ctx)?;
+    let runner = skiff_pluginapi::RunnerConfig {
+        bucket: resolved.state.value.clone(),
+        public_key_pem: public_pem,
+        heartbeat_ms: 2_000,
+    };
+    let mut group = skiff_steps::deploy::group_spec(ir, release, runner);
+    group.name = format!("{}-shadow-{}", ir.service, copy.rsplit('-').next().unwrap_or(copy));
+    group.desired = 1;
+    group.zones.truncate(1);
+    let copy_ref = format!("secret://{copy}/url");
+    group.launch.env.insert("SKIFF_SECRET_MAP".to_owned(), format!("{consumer_ref}={copy_ref}"));
+    for v in group.launch.secrets.values_mut() {
+        if v == consumer_ref {
+            v.clone_from(&copy_ref);
+        }
+    }
+    let health_path = ir.network.as_ref().map_or_else(|| "/".to_owned(), |n| n.health.path.clone());
+    let read_path = read.map_or_else(|| health_path.clone(), str::to_owned);
+    Ok(Shadow { group, health_path, read_path })
 }
 
 /// The backup to start from and where to stop, for `--to`.

@@ -29,7 +29,8 @@ pub(crate) async fn run(ctx: &Context, r: SagaRequest) -> Result<Answer> {
         SagaRequest::Start(SagaStart { kind, params, dry_run, .. }) if kind == "database-restore" => {
             let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.clone());
             let to = get("to").unwrap_or_else(|| "latest".to_owned());
-            crate::restore::database(ctx, &get("database").unwrap_or_default(), &to, dry_run).await
+            let read = get("shadow_read");
+            crate::restore::database(ctx, &get("database").unwrap_or_default(), &to, read.as_deref(), dry_run).await
         }
         // A rotation is planned from the ledger; the secret's database is looked up first.
         SagaRequest::Start(SagaStart { kind, params, dry_run, .. }) if kind == "secret-rotation" => {

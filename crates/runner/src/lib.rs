@@ -54,6 +54,8 @@ pub struct Config {
     /// Where secrets resolve from: `local:DIR` (the local provider's store) or `dir:DIR`
     /// (JSON files fetched at boot, as the AWS launch template writes them).
     pub secrets: Option<String>,
+    /// References resolved from other references (`SKIFF_SECRET_MAP`).
+    pub secret_map: Vec<(String, String)>,
     /// Heartbeat period, milliseconds.
     pub heartbeat_ms: u64,
     /// Restarts within a minute that make a crash loop.
@@ -94,11 +96,26 @@ impl Config {
             dir: PathBuf::from(need(&s::RUNNER_DIR)?),
             log_dir: s::LOG_DIR.get(env).map(PathBuf::from),
             secrets: s::SECRETS.get(env),
+            secret_map: secret_map(s::SECRET_MAP.get(env).as_deref().unwrap_or_default())?,
             heartbeat_ms: number(s::HEARTBEAT_MS.name, s::HEARTBEAT_MS.get(env))?.unwrap_or(defaults::HEARTBEAT_MS),
             crash_loop_restarts: number(s::CRASH_LOOP_RESTARTS.name, s::CRASH_LOOP_RESTARTS.get(env))?
                 .map_or(defaults::CRASH_LOOP_RESTARTS, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         })
     }
+}
+
+/// `secret://A/k=secret://B/k,...` as pairs (`SKIFF_SECRET_MAP`).
+pub fn secret_map(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .filter(|(a, b)| a.starts_with("secret://") && b.starts_with("secret://"))
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .ok_or_else(|| format!("SKIFF_SECRET_MAP entry `{p}` is not secret://A/k=secret://B/k"))
+        })
+        .collect()
 }
 
 /// Runs one instance to the end on a fresh runtime; the process exit code.

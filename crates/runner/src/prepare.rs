@@ -102,13 +102,15 @@ pub(crate) async fn prepare(config: &Config, member: &Member, log: &Log) -> Resu
     if !manifest.secrets.is_empty() {
         let resolver = config.secrets.as_deref().and_then(skiff_secrets::resolver);
         for (name, reference) in &manifest.secrets {
+            let reference = reference.to_string();
+            let from = config.secret_map.iter().find(|(a, _)| *a == reference).map_or(&reference, |(_, b)| b);
             let value = match &resolver {
-                Some(r) => r.resolve(reference).map_err(|e| e.to_string()),
+                Some(r) => r.resolve(from).map_err(|e| e.to_string()),
                 None => Err(format!("no secret store configured for {reference} (set SKIFF_SECRETS)")),
             };
             match value {
                 Ok(v) => {
-                    versions.insert(reference.to_string(), skiff_secrets::version(&v));
+                    versions.insert(reference.clone(), skiff_secrets::version(&v));
                     env.push((name.clone(), v));
                 }
                 Err(reason) => {

@@ -228,6 +228,9 @@ settings! {
     /// Secrets source.
     SECRETS = "SKIFF_SECRETS", Runner, [Run], None, false,
         "Where secrets resolve from: `local:DIR` (the local store) or `dir:DIR` (files fetched at boot).";
+    /// Secret reference remapping.
+    SECRET_MAP = "SKIFF_SECRET_MAP", Runner, [Run], None, false,
+        "Resolve some references from others instead: `secret://A/k=secret://B/k,...` (a restore's shadow instance reads the copy's URL).";
     /// Heartbeat period.
     HEARTBEAT_MS = "SKIFF_HEARTBEAT_MS", Runner, [Run], Some("`2000`"), false, "Heartbeat period of the member document, ms.";
     /// Crash loop threshold.

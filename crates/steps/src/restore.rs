@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use skiff_pluginapi::{BackupInfo, DatabaseSpec, HealthState, RestoreTarget};
+use skiff_pluginapi::{BackupInfo, DatabaseSpec, GroupSpec, HealthState, RestoreTarget};
 use skiff_saga::{Registry, SagaBuilder, SagaError, SagaGraph};
 use skiff_sagaapi::{Risk, Safety, Step, StepCode, StepContext, StepError, StepPlan, StepRequest, StepResult};
 use skiff_state::Ledger;
@@ -54,6 +54,22 @@ pub struct RestorePlan {
     pub group: Option<(String, u32)>,
     /// How long the old instance is kept after the cutover.
     pub retention_ms: u64,
+    /// The shadow check: a copy of the service against the restored instance.
+    #[serde(default)]
+    pub shadow: Option<Shadow>,
+}
+
+/// A shadow instance of the service's current release whose database secret resolves
+/// to the restored copy, probed before the approval gate and removed after.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shadow {
+    /// Its instance group: one instance, serving no traffic.
+    pub group: GroupSpec,
+    /// Answers 2xx when healthy.
+    pub health_path: String,
+    /// A read that must answer 2xx from the copy's data.
+    pub read_path: String,
 }
 
 /// The restore graph.
@@ -66,6 +82,8 @@ pub fn restore_graph(p: &RestorePlan) -> Result<SagaGraph, SagaError> {
         .step("restore", "restore.create", plan.clone())
         .timeout_ms(long)
         .step("smoke", "restore.smoke", plan.clone())
+        .step("shadow", "restore.shadow", plan.clone())
+        .timeout_ms(10 * 60 * 1000)
         .step("cutover", "restore.cutover", plan.clone())
         .step("restart", "restore.restart", plan.clone())
         .timeout_ms(30 * 60 * 1000)
@@ -76,7 +94,7 @@ pub fn restore_graph(p: &RestorePlan) -> Result<SagaGraph, SagaError> {
 
 /// Registers the restore step kinds.
 pub(crate) fn register(r: Registry) -> Registry {
-    r.with(Snapshot).with(Create).with(Smoke).with(Cutover).with(Restart).with(Verify).with(Retain)
+    r.with(Snapshot).with(Create).with(Smoke).with(ShadowCheck).with(Cutover).with(Restart).with(Verify).with(Retain)
 }
 
 fn plan_of(req: &StepRequest) -> Result<RestorePlan, StepError> {
@@ -239,6 +257,129 @@ impl Step for Smoke {
 
     async fn compensate(&self, _: &StepContext, _: &StepRequest, _: &StepResult) -> Result<StepResult, StepError> {
         Ok(StepResult::new("nothing to undo", json!({})))
+    }
+}
+
+struct ShadowCheck;
+
+#[async_trait]
+impl Step for ShadowCheck {
+    fn kind(&self) -> &str {
+        "restore.shadow"
+    }
+
+    async fn plan(&self, _: &StepContext, req: &StepRequest) -> Result<StepPlan, StepError> {
+        let p = plan_of(req)?;
+        Ok(match &p.shadow {
+            Some(s) => step_plan(
+                format!(
+                    "start one shadow instance of {} on {} (no traffic) and see it answer {} and {}; then remove it",
+                    p.service, p.instance.id, s.health_path, s.read_path
+                ),
+                Safety::Reversible,
+                Risk::Low,
+                15_000,
+                vec![format!("group/{}", s.group.name)],
+            ),
+            None => step_plan(
+                format!(
+                    "no shadow check: no release of {} runs, or its instances are not reachable from here",
+                    p.service
+                ),
+                Safety::ReadOnly,
+                Risk::None,
+                0,
+                Vec::new(),
+            ),
+        })
+    }
+
+    async fn run(&self, ctx: &StepContext, req: &StepRequest) -> Result<StepResult, StepError> {
+        let p = plan_of(req)?;
+        let Some(s) = &p.shadow else {
+            return Ok(StepResult::new("no shadow check", json!({"shadow": null})));
+        };
+        let prov = provider(req)?;
+        let group = GroupSpec { operation: Some(req.op_id.clone()), ..s.group.clone() };
+        prov.compute().create_group(&group).await.map_err(provider_error)?;
+        let outcome = probe(ctx, req, s).await;
+        // The shadow serves nobody: it goes whatever it answered.
+        prov.compute().delete_group(&s.group.name).await.map_err(provider_error)?;
+        let (health, read, body) = outcome?;
+        let text = body.as_str().map_or_else(|| body.to_string(), str::to_owned);
+        let excerpt: String = text.chars().take(160).collect();
+        Ok(StepResult::new(
+            format!(
+                "a shadow instance of {} on {} answered {} {health} and {} {read}: {excerpt}",
+                p.service, p.instance.id, s.health_path, s.read_path
+            ),
+            json!({"health": health, "read": read, "read_body": body}),
+        ))
+    }
+
+    async fn resume(&self, ctx: &StepContext, req: &StepRequest) -> Result<StepResult, StepError> {
+        self.run(ctx, req).await
+    }
+
+    async fn compensate(&self, _: &StepContext, req: &StepRequest, _: &StepResult) -> Result<StepResult, StepError> {
+        let p = plan_of(req)?;
+        if let Some(s) = &p.shadow {
+            provider(req)?.compute().delete_group(&s.group.name).await.map_err(provider_error)?;
+        }
+        Ok(StepResult::new("no shadow instance is left", json!({})))
+    }
+}
+
+/// Waits for the shadow instance and asks it for its health and the read: their
+/// statuses, and the read's body (as JSON when it is, its first KiB of text otherwise).
+async fn probe(ctx: &StepContext, req: &StepRequest, s: &Shadow) -> Result<(u16, u16, serde_json::Value), StepError> {
+    let prov = provider(req)?;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| StepError::terminal(StepCode::Internal, e.to_string()))?;
+    let mut cancel = req.cancel.clone();
+    let deadline = ctx.now_ms() + 120_000;
+    let mut last = String::from("no instance started");
+    loop {
+        let g = prov.compute().describe_group(&s.group.name).await.map_err(provider_error)?;
+        let target = g.and_then(|g| g.running().iter().find_map(|i| i.port.map(|port| (i.address.clone(), port))));
+        if let Some((address, port)) = target {
+            let get = |path: &str| http.get(format!("http://{address}:{port}{path}")).send();
+            match get(&s.health_path).await {
+                Ok(h) if h.status().is_success() => {
+                    let read = get(&s.read_path).await.map_err(|e| {
+                        StepError::terminal(
+                            StepCode::OperationFailed,
+                            format!("the shadow's {} failed: {e}", s.read_path),
+                        )
+                    })?;
+                    if !read.status().is_success() {
+                        return Err(StepError::terminal(
+                            StepCode::OperationFailed,
+                            format!("the shadow answered {} {} on the restored database", s.read_path, read.status()),
+                        )
+                        .fact("nothing serves from the copy; compensation deletes it"));
+                    }
+                    let status = read.status().as_u16();
+                    let text = read.text().await.unwrap_or_default();
+                    let body = serde_json::from_str(&text)
+                        .unwrap_or_else(|_| serde_json::Value::String(text.chars().take(1024).collect()));
+                    return Ok((h.status().as_u16(), status, body));
+                }
+                Ok(h) => last = format!("{} answered {}", s.health_path, h.status()),
+                Err(e) => last = format!("{}: {e}", s.health_path),
+            }
+        }
+        if ctx.now_ms() > deadline {
+            return Err(StepError::terminal(
+                StepCode::OperationFailed,
+                "a shadow instance against the restored database never became healthy",
+            )
+            .fact(last)
+            .fact("nothing serves from the copy; compensation deletes it"));
+        }
+        cancel.sleep(crate::deploy::POLL * 2).await?;
     }
 }
 

@@ -348,6 +348,7 @@ impl Shared {
             .env("SKIFF_RUNNER_DIR", &dir)
             .env("SKIFF_SECRETS", format!("local:{}", self.config.dir.secrets().display()))
             .env("SKIFF_HEARTBEAT_MS", spec.launch.runner.heartbeat_ms.to_string())
+            .envs(&spec.launch.env)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
