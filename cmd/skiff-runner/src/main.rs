@@ -56,12 +56,14 @@ struct Args {
     crash_loop_restarts: usize,
 }
 
+use std::io::Write as _;
+
 fn main() -> ExitCode {
     let a = Args::parse();
     let secret_map = match skiff_runner::secret_map(&a.secret_map) {
         Ok(m) => m,
         Err(why) => {
-            eprintln!("skiff-runner: {why}");
+            let _ = writeln!(std::io::stderr(), "skiff-runner: {why}");
             return ExitCode::from(skiff_runner::exit::SETUP);
         }
     };
