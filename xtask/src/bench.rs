@@ -11,6 +11,7 @@ const SUITES: &[(&str, &str, &str)] = &[
     ("ledger", "skiff-state", "ledger"),
     ("saga", "skiff-saga", "engine"),
     ("local", "skiff-provider-local", "local"),
+    ("restore", "skiff-provider-local", "restore"),
     ("deploy", "skiff-cli", "deploy"),
     ("control", "skiffd", "status"),
 ];

@@ -248,6 +248,9 @@ settings! {
     /// Bench output.
     BENCH_OUT = "SKIFF_BENCH_OUT", Development, [Dev], Some("stdout"), false,
         "Where a benchmark writes its JSON (set by `cargo xtask bench`).";
+    /// Restore bench size.
+    BENCH_RESTORE_MB = "SKIFF_BENCH_RESTORE_MB", Development, [Dev], Some("`1024`"), false,
+        "Size of the database `cargo xtask bench restore` restores, MiB.";
     /// Bless fixtures.
     BLESS = "SKIFF_BLESS", Development, [Dev], None, false,
         "`1` rewrites the spec crate's bad-fixture expectations.";
