@@ -246,6 +246,18 @@ fn a_deploy_with_a_database_creates_it_encrypted_private_and_backed_up_on_rds() 
     assert!(failed.stdout.contains("iam_auth"), "names the setting: {}", failed.stdout);
     let left = block(async { rds.describe_db_instances().send().await.unwrap().db_instances().len() });
     assert_eq!(left, 2, "the failed copy was deleted; the source and the first copy remain");
+
+    // A key rotation on KMS: secrets and the bucket's default move to a new key; the old
+    // one cannot be deleted while the bucket's earlier objects are encrypted with it.
+    let gated = aws.run(&["rotate", "key", "--delete-after", "7d", "--yes", "--format", "json"]);
+    assert_eq!(json(&gated)["code"], "APPROVAL_REQUIRED", "{}", gated.stdout);
+    let op = json(&gated)["operation_id"].as_str().unwrap().to_owned();
+    block(async {
+        let now = p.secrets().key_alias("skiff").await.unwrap().expect("alias/skiff");
+        assert!(now.sealed.contains(&"secret://orders-db".to_owned()), "re-encrypted under the new key: {now:?}");
+    });
+    let held = aws.run(&["saga", "approve", &op, "--yes", "--format", "json"]);
+    assert!(held.stdout.contains("objects written before the rotation"), "{}", held.stdout);
     assert_eq!(aws.run(&["state", "verify", "--format", "json"]).code, 0);
 }
 

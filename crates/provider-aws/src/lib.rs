@@ -11,6 +11,7 @@ mod bucket;
 mod compute;
 mod database;
 mod identity;
+mod keys;
 mod logs;
 pub mod names;
 pub mod policy;

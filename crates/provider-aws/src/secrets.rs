@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use skiff_pluginapi::{ProviderError, Result, Secrets};
+use skiff_pluginapi::{KeyInfo, ProviderError, Result, Secrets};
 
 use crate::names::{self, TAG_SERVICE};
 use crate::{AwsProvider, code, fail};
@@ -128,6 +128,39 @@ impl Secrets for AwsProvider {
         }
         map.insert(key.to_owned(), new);
         self.write_secret_map(name, &map, exists).await
+    }
+
+    /// The version of a key's value, or of the whole secret for `secret://NAME`.
+    async fn version(&self, reference: &str) -> Result<Option<String>> {
+        let whole = reference.strip_prefix("secret://").is_some_and(|r| !r.contains('/'));
+        let (name, key) = names::parse_secret_ref(reference).ok_or_else(|| bad_ref(reference))?;
+        let Some(map) = self.secret_map(name).await? else { return Ok(None) };
+        let value = if whole { serde_json::to_string(&map).ok() } else { map.get(key).cloned() };
+        Ok(value.map(|v| skiff_secrets::version(&v)))
+    }
+
+    async fn key_alias(&self, alias: &str) -> Result<Option<KeyInfo>> {
+        self.kms_alias(alias).await
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<KeyInfo>> {
+        self.kms_key_info(id).await
+    }
+
+    async fn create_key(&self, alias: &str, token: &str) -> Result<KeyInfo> {
+        self.kms_create(alias, token).await
+    }
+
+    async fn reencrypt(&self, from: &str, to: &str) -> Result<Vec<String>> {
+        self.kms_reencrypt(from, to).await
+    }
+
+    async fn move_alias(&self, alias: &str, to: &str) -> Result<()> {
+        self.kms_move_alias(alias, to).await
+    }
+
+    async fn schedule_key_deletion(&self, id: &str, days: u32) -> Result<u64> {
+        self.kms_schedule_deletion(id, days).await
     }
 
     async fn delete(&self, reference: &str) -> Result<()> {

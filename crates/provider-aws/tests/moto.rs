@@ -414,3 +414,72 @@ async fn backups_restore_into_new_private_instances_with_the_sources_settings() 
     let n = rds.describe_db_instances().send().await.unwrap().db_instances().len();
     assert_eq!(n, 3, "the source and two copies");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_reencrypts_secrets_and_the_bucket_and_deletes_the_old_key_only_when_unused() {
+    use skiff_pluginapi::Secrets;
+    let moto = Moto::start();
+    let conf = sdk(&moto).await;
+    let p = provider(&moto, &conf).await;
+    let bucket = ensure_state_bucket(&p).await.expect("bucket");
+    p.put("secret://orders-db/url", "postgres://u:p@h/db").await.unwrap();
+    let old = p.key_alias("skiff").await.unwrap().expect("alias/skiff");
+    assert_eq!(old.provider_id, bucket.kms_key);
+    assert!(old.sealed.contains(&"secret://orders-db".to_owned()), "{:?}", old.sealed);
+    assert!(old.sealed.iter().any(|s| s.starts_with("s3://skiff-state")), "{:?}", old.sealed);
+    assert!(p.key_alias("nosuch").await.unwrap().is_none());
+
+    // An object written before the rotation, with the old key.
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build());
+    let put = |key: &'static str, kms: String| {
+        s3.put_object()
+            .bucket("skiff-state")
+            .key(key)
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+            .ssekms_key_id(kms)
+            .body(Vec::from(&b"{}"[..]).into())
+            .send()
+    };
+    put("prod/v1/old.json", old.provider_id.clone()).await.unwrap();
+
+    let new = p.create_key("skiff", "op-rotate-1").await.unwrap();
+    assert_ne!(new.id, old.id);
+    assert_eq!(p.create_key("skiff", "op-rotate-1").await.unwrap().id, new.id, "made once per operation");
+    let done = p.reencrypt(&old.id, &new.id).await.unwrap();
+    assert!(done.contains(&"secret://orders-db".to_owned()) && done.iter().any(|d| d.starts_with("s3://")), "{done:?}");
+    assert!(p.reencrypt(&old.id, &new.id).await.unwrap().is_empty(), "nothing left the second time");
+    let sm = aws_sdk_secretsmanager::Client::new(&conf);
+    let described = sm.describe_secret().secret_id("skiff/orders-db").send().await.unwrap();
+    assert_eq!(described.kms_key_id(), Some(new.provider_id.as_str()));
+    let value = sm.get_secret_value().secret_id("skiff/orders-db").send().await.unwrap();
+    assert!(value.secret_string().unwrap().contains("postgres://u:p@h/db"), "the value is unchanged");
+    p.move_alias("skiff", &new.id).await.unwrap();
+    assert_eq!(p.key_alias("skiff").await.unwrap().unwrap().id, new.id);
+
+    // The old key still encrypts the object written before: its deletion waits.
+    let still = p.key(&old.id).await.unwrap().unwrap();
+    assert!(still.sealed.iter().any(|s| s.contains("objects written before the rotation")), "{:?}", still.sealed);
+    let refused = p.schedule_key_deletion(&old.id, 7).await.unwrap_err();
+    assert!(refused.message.contains("still encrypts"), "{refused:?}");
+    // Rewritten in place under the new key, as the finding says.
+    let listed = s3.list_objects_v2().bucket("skiff-state").prefix("prod/").send().await.unwrap();
+    for o in listed.contents() {
+        let key = o.key().unwrap();
+        let body = s3.get_object().bucket("skiff-state").key(key).send().await.unwrap().body.collect().await.unwrap();
+        s3.put_object()
+            .bucket("skiff-state")
+            .key(key)
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+            .ssekms_key_id(&new.provider_id)
+            .body(body.into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    assert!(p.key(&old.id).await.unwrap().unwrap().sealed.is_empty());
+    let at = p.schedule_key_deletion(&old.id, 7).await.unwrap();
+    // The new key was made moments ago: the deletion is about seven days after it.
+    assert!((6 * 86_400_000..=8 * 86_400_000).contains(&at.saturating_sub(new.created_at_ms)), "7 days out: {at}");
+    assert_eq!(p.schedule_key_deletion(&old.id, 7).await.unwrap(), at, "scheduling again keeps the date");
+    assert!(p.key(&old.id).await.unwrap().unwrap().deletion_at_ms.is_some());
+}

@@ -315,6 +315,9 @@ impl Secrets for LocalProvider {
         let Some(id) = self.secrets.alias(alias).map_err(secret_error)? else { return Ok(None) };
         self.key_info(&id).map(Some)
     }
+    async fn key(&self, id: &str) -> Result<Option<KeyInfo>> {
+        Ok(self.key_info(id).ok())
+    }
     async fn create_key(&self, _alias: &str, token: &str) -> Result<KeyInfo> {
         let id = self.secrets.create_key(token, self.postgres.now_ms()).map_err(secret_error)?;
         self.key_info(&id)

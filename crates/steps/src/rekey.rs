@@ -104,8 +104,17 @@ impl Step for Create {
         let k: KeyInfo = serde_json::from_value(done.outputs.clone())
             .map_err(|e| StepError::terminal(StepCode::Internal, e.to_string()))?;
         let days = *DELETION_DAYS.start();
-        provider(req)?.secrets().schedule_key_deletion(&k.id, days).await.map_err(provider_error)?;
-        Ok(StepResult::new(format!("scheduled the unused key {} for deletion in {days} days", k.id), json!({})))
+        match provider(req)?.secrets().schedule_key_deletion(&k.id, days).await {
+            Ok(_) => {
+                Ok(StepResult::new(format!("scheduled the unused key {} for deletion in {days} days", k.id), json!({})))
+            }
+            // Data written while it was current (the state bucket's objects) needs it.
+            Err(e) if !e.retryable => Ok(StepResult::new(
+                format!("kept key {}: {}; schedule its deletion once that is rewritten", k.id, e.message),
+                json!({"kept": k.id}),
+            )),
+            Err(e) => Err(provider_error(e)),
+        }
     }
 }
 
@@ -181,7 +190,7 @@ impl Step for Canary {
             .into_iter()
             .chain(refs)
             .collect();
-        for r in &all {
+        for r in all.iter().filter(|r| r.starts_with("secret://")) {
             if prov.secrets().version(r).await.map_err(provider_error)?.is_none() {
                 return Err(StepError::terminal(
                     StepCode::OperationFailed,
@@ -208,7 +217,10 @@ impl Step for Canary {
         let mut stale = Vec::new();
         for r in &c.references {
             let Some(v) = prov.secrets().version(r).await.map_err(provider_error)? else { continue };
-            stale.extend(crate::consumers::stale(req, &c.service, &group, r, &v).await?);
+            // An instance with no heartbeat at all (moto runs no runner) is judged by its
+            // health alone, which the restart waited for.
+            let found = crate::consumers::stale(req, &c.service, &group, r, &v).await?;
+            stale.extend(found.into_iter().filter(|(_, reported)| reported != "none"));
         }
         if !stale.is_empty() {
             let mut e = StepError::retryable(
@@ -311,6 +323,23 @@ impl Step for ScheduleDeletion {
 
     async fn run(&self, _: &StepContext, req: &StepRequest) -> Result<StepResult, StepError> {
         let p = plan_of(req)?;
+        // Still in use: hold here (nothing is undone) until it is not.
+        if let Some(k) = provider(req)?.secrets().key(&p.old_key).await.map_err(provider_error)?
+            && k.deletion_at_ms.is_none()
+            && !k.sealed.is_empty()
+        {
+            let mut e = StepError::hold(
+                StepCode::OperationFailed,
+                format!("key {} still encrypts {}", p.old_key, k.sealed.join(", ")),
+            );
+            for s in &k.sealed {
+                e = e.fact(s.clone());
+            }
+            return Err(e.fact(format!(
+                "rewrite that under the new key (the state bucket: copy its objects in place with the new key while no operation runs), then `skiff saga resume {}`",
+                req.op_id
+            )));
+        }
         let at = provider(req)?.secrets().schedule_key_deletion(&p.old_key, p.deletion_days).await;
         let at = at.map_err(provider_error)?;
         let when = skiff_clock::Utc::from_ms(at).rfc3339();

@@ -117,6 +117,11 @@ pub trait Secrets: Send + Sync {
     async fn key_alias(&self, alias: &str) -> Result<Option<KeyInfo>> {
         Err(ProviderError::new(format!("this provider cannot manage the key behind alias {alias}"), false))
     }
+    /// Key `id` and what it still encrypts; `None` when it does not exist.
+    async fn key(&self, id: &str) -> Result<Option<KeyInfo>> {
+        let _ = id;
+        Ok(None)
+    }
     /// Makes a new key for a rotation of `alias`, not yet behind it; making it again
     /// with the same `token` returns the same key.
     async fn create_key(&self, alias: &str, token: &str) -> Result<KeyInfo> {
