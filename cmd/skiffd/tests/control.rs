@@ -409,6 +409,28 @@ fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
     let (code, ran) = remote(dir, &d, &approver, &start);
     assert_eq!(code, 0, "submitted, run by the worker, followed to its end: {ran}");
     assert!(ran["summary"].as_str().unwrap().ends_with("succeeded"), "{ran}");
+    // The managed-dependency journeys through the server: planned, refused, gated.
+    let (code, missing) = remote(dir, &d, &approver, &["rotate", "secret", "nosuch", "--yes"]);
+    assert_eq!((code, missing["code"].as_str()), (4, Some("NOT_FOUND")), "{missing}");
+    let (code, planned) = remote(dir, &d, &viewer, &["rotate", "key", "--dry-run"]);
+    assert_eq!(code, 0, "{planned}");
+    assert_eq!(planned["data"]["steps"].as_array().map(Vec::len), Some(5), "{planned}");
+    let (code, gated) = remote(dir, &d, &approver, &["rotate", "key", "--delete-after", "7d", "--yes"]);
+    assert_eq!(
+        (code, gated["code"].as_str()),
+        (9, Some("APPROVAL_REQUIRED")),
+        "run by the worker to its gate: {gated}"
+    );
+    let op = gated["operation_id"].as_str().unwrap().to_owned();
+    let (code, approved) = remote(dir, &d, &approver, &["saga", "approve", &op, "--yes"]);
+    assert_eq!(code, 0, "{approved}");
+    // The worker runs the approved step: the old key is scheduled, the new one named.
+    let store = skiff_secrets::LocalSecrets::new(dir.join("local/secrets"));
+    let scheduled = || store.key_versions().unwrap().first().is_some_and(|v| v.deletion_at_ms.is_some());
+    assert!(skiff_testkit::wait_until(Duration::from_secs(30), scheduled), "{:?}", store.key_versions());
+    let versions = store.key_versions().unwrap();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_eq!(versions[1].aliases, ["skiff"], "{versions:?}");
     let (code, idle) = remote(dir, &d, &viewer, &["deploy", "--watch"]);
     assert_eq!((code, idle["code"].as_str()), (4, Some("NOT_FOUND")), "nothing running to watch: {idle}");
     // `logs --follow` through the server: lines keep arriving until interrupted.
