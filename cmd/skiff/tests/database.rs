@@ -188,17 +188,7 @@ fn a_backup_killed_at_every_step_boundary_resumes_to_exactly_one_backup() {
         let _ = child.kill();
         let _ = child.wait();
         assert!(reached, "the CLI never reached {point}");
-        let listed = s.run_env(&["saga", "list", "--format", "json"], &env);
-        let ops = json(&listed)["data"].clone();
-        let op = ops
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["saga"] == "database-backup" && o["status"] != "succeeded")
-            .unwrap_or_else(|| panic!("no unfinished backup after a kill at {point}: {}", listed.stdout))["op_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let op = unfinished(&s, &env, "database-backup");
         let resumed = s.run_env(&["saga", "resume", &op, "--yes", "--format", "json"], &env);
         assert_eq!(resumed.code, 0, "resume after a kill at {point}: {}", resumed.stdout);
         let backups = s.run_env(&["database", "list-backups", "orders-db", "--format", "json"], &env);
@@ -340,6 +330,19 @@ fn a_restore_to_a_point_serves_its_rows_after_approval_and_keeps_the_old_databas
     assert_eq!(request(port, "GET", "/orders", "").unwrap().1["count"], 22);
 }
 
+/// The operation of `saga` that has not succeeded (the one a kill left behind).
+fn unfinished(s: &Sandbox, env: &[(&str, &str)], saga: &str) -> String {
+    let listed = json(&s.run_env(&["saga", "list", "--format", "json"], env));
+    listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["saga"] == saga && o["status"] != "succeeded")
+        .and_then(|o| o["op_id"].as_str())
+        .unwrap_or_else(|| panic!("no unfinished {saga}: {listed}"))
+        .to_owned()
+}
+
 /// `skiff ARGS` frozen at engine hook `point`, then SIGKILLed there.
 fn kill_at(s: &Sandbox, env: &[(&str, &str)], args: &[&str], point: &str, n: usize) {
     let marker = s.path().join(format!("frozen-{n}"));
@@ -377,15 +380,6 @@ fn a_restore_killed_at_every_step_boundary_resumes_to_exactly_one_copy_and_one_c
         .unwrap()
         .to_owned();
     let restore = ["restore", "database", "orders-db", "--to", &point, "--yes", "--format", "json"];
-    let unfinished = || {
-        let ops = run(&["saga", "list", "--format", "json"])["data"].clone();
-        ops.as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["saga"] == "database-restore" && o["status"] != "succeeded")
-            .map(|o| o["op_id"].as_str().unwrap().to_owned())
-            .expect("an unfinished restore")
-    };
     let before_gate = [
         "before:step_started:snapshot",
         "after:result:snapshot",
@@ -399,7 +393,7 @@ fn a_restore_killed_at_every_step_boundary_resumes_to_exactly_one_copy_and_one_c
         let (_, live) = request(port, "GET", "/orders", "").unwrap();
         let op = if before_gate.contains(p) {
             kill_at(&s, &env, &restore, p, n);
-            let op = unfinished();
+            let op = unfinished(&s, &env, "database-restore");
             let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
             assert_eq!(resumed["code"], "APPROVAL_REQUIRED", "resume after a kill at {p}: {resumed}");
             let (_, now) = request(port, "GET", "/orders", "").unwrap();
@@ -614,14 +608,7 @@ fn a_rotation_killed_at_every_step_boundary_resumes_to_exactly_one_new_version()
     for (n, p) in points.iter().enumerate() {
         let before = current_url(&s, reference).unwrap();
         kill_at(&s, &env, &rotate, p, n);
-        let ops = run(&["saga", "list", "--format", "json"])["data"].clone();
-        let op = ops
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["saga"] == "secret-rotation" && o["status"] != "succeeded")
-            .map(|o| o["op_id"].as_str().unwrap().to_owned())
-            .unwrap_or_else(|| panic!("no unfinished rotation after a kill at {p}"));
+        let op = unfinished(&s, &env, "secret-rotation");
         let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
         assert_eq!(resumed["code"], "OK", "resume after a kill at {p}: {resumed}");
         // Exactly one new version: the other user, the previous value kept, nothing pending.
@@ -723,19 +710,10 @@ fn a_key_rotation_killed_at_every_step_boundary_resumes_to_exactly_one_new_key()
         "after:result:canary",
         "after:result:alias",
     ];
-    let unfinished = || {
-        let ops = run(&["saga", "list", "--format", "json"])["data"].clone();
-        ops.as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["saga"] == "key-rotation" && o["status"] != "succeeded")
-            .map(|o| o["op_id"].as_str().unwrap().to_owned())
-            .expect("an unfinished key rotation")
-    };
     for (n, p) in before_gate.iter().chain(["after:result:schedule-deletion"].iter()).enumerate() {
         let op = if before_gate.contains(p) {
             kill_at(&s, &env, &rotate, p, n);
-            let op = unfinished();
+            let op = unfinished(&s, &env, "key-rotation");
             let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
             assert_eq!(resumed["code"], "APPROVAL_REQUIRED", "resume after a kill at {p}: {resumed}");
             let old = &key_versions(&s)[n];

@@ -22,16 +22,7 @@ const ROUNDS: usize = 2;
 const TARGET_RATIO: f64 = 1.3;
 
 fn spec(id: &str) -> DatabaseSpec {
-    DatabaseSpec {
-        id: id.into(),
-        name: "bench".into(),
-        engine: "postgres".into(),
-        version: "16".into(),
-        instance_class: "db.t4g.small".into(),
-        storage_gib: 20,
-        multi_az: false,
-        backup_retention_days: 7,
-    }
+    common::database(id, "bench")
 }
 
 /// The directory of initdb/pg_ctl.

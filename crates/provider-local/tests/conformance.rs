@@ -5,7 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-use skiff_pluginapi::DatabaseSpec;
 use skiff_pluginapi::conformance::{Fixture, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -16,16 +15,7 @@ async fn local_provider_conforms() {
         group: env.group("conform", &release, 2),
         listener_port: skiff_testkit::free_port(),
         probe_traffic: true,
-        database: Some(DatabaseSpec {
-            id: "conform-db".into(),
-            name: "app".into(),
-            engine: "postgres".into(),
-            version: "16".into(),
-            instance_class: "db.t4g.small".into(),
-            storage_gib: 20,
-            multi_az: false,
-            backup_retention_days: 7,
-        }),
+        database: Some(common::database("conform-db", "app")),
         settle: Duration::from_secs(30),
     };
     run(common::provider(&env), &fixture).await;

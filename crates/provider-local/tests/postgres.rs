@@ -14,16 +14,7 @@ fn psql(url: &str, sql: &str) -> String {
 }
 
 fn spec(id: &str) -> DatabaseSpec {
-    DatabaseSpec {
-        id: id.into(),
-        name: "orders".into(),
-        engine: "postgres".into(),
-        version: "16".into(),
-        instance_class: "db.t4g.small".into(),
-        storage_gib: 20,
-        multi_az: false,
-        backup_retention_days: 7,
-    }
+    common::database(id, "orders")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

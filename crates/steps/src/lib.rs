@@ -64,6 +64,17 @@ pub fn registry() -> Registry {
     rekey::register(rotate::register(restore::register(r)))
 }
 
+/// What a step will do, as its `plan` answers it.
+pub(crate) fn step_plan(
+    description: String,
+    safety: skiff_sagaapi::Safety,
+    risk: skiff_sagaapi::Risk,
+    expected_duration_ms: u64,
+    affected_resources: Vec<String>,
+) -> skiff_sagaapi::StepPlan {
+    skiff_sagaapi::StepPlan { description, safety, risk, expected_duration_ms, affected_resources }
+}
+
 /// Ledger trouble that may pass (unreachable bucket, contention) is retryable; the rest is final.
 pub(crate) fn ledger_error(e: skiff_state::StateError) -> skiff_sagaapi::StepError {
     use skiff_state::StateError;

@@ -13,6 +13,7 @@ use skiff_sagaapi::{Risk, Safety, Step, StepCode, StepContext, StepError, StepPl
 
 use crate::consumers::Consumer;
 use crate::deploy::{provider, provider_error};
+use crate::step_plan;
 
 /// `key-rotation` in the catalog: planned from the ledger by `skiff rotate key`.
 pub(crate) const KIND: crate::SagaKind = crate::SagaKind {
@@ -64,10 +65,6 @@ fn plan_of(req: &StepRequest) -> Result<KeyRotationPlan, StepError> {
 
 fn new_key(req: &StepRequest) -> Result<KeyInfo, StepError> {
     req.input("create")
-}
-
-fn step_plan(description: String, safety: Safety, risk: Risk, ms: u64, affected: Vec<String>) -> StepPlan {
-    StepPlan { description, safety, risk, expected_duration_ms: ms, affected_resources: affected }
 }
 
 struct Create;

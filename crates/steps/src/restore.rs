@@ -21,6 +21,7 @@ use skiff_state::docs::RestoreRecord;
 
 use crate::deploy::{provider, provider_error};
 use crate::ledger_error;
+use crate::step_plan;
 
 /// `database-restore` in the catalog: planned from the ledger by `skiff restore database`.
 pub(crate) const KIND: crate::SagaKind = crate::SagaKind {
@@ -99,10 +100,6 @@ pub(crate) fn register(r: Registry) -> Registry {
 
 fn plan_of(req: &StepRequest) -> Result<RestorePlan, StepError> {
     req.params_as()
-}
-
-fn step_plan(description: String, safety: Safety, risk: Risk, ms: u64, affected: Vec<String>) -> StepPlan {
-    StepPlan { description, safety, risk, expected_duration_ms: ms, affected_resources: affected }
 }
 
 struct Snapshot;
@@ -330,14 +327,14 @@ impl Step for ShadowCheck {
     }
 }
 
+/// How long one shadow request may take.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Waits for the shadow instance and asks it for its health and the read: their
 /// statuses, and the read's body (as JSON when it is, its first KiB of text otherwise).
 async fn probe(ctx: &StepContext, req: &StepRequest, s: &Shadow) -> Result<(u16, u16, serde_json::Value), StepError> {
     let prov = provider(req)?;
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-        .map_err(|e| StepError::terminal(StepCode::Internal, e.to_string()))?;
+    let http = reqwest::Client::new();
     let mut cancel = req.cancel.clone();
     let deadline = ctx.now_ms() + 120_000;
     let mut last = String::from("no instance started");
@@ -345,7 +342,16 @@ async fn probe(ctx: &StepContext, req: &StepRequest, s: &Shadow) -> Result<(u16,
         let g = prov.compute().describe_group(&s.group.name).await.map_err(provider_error)?;
         let target = g.and_then(|g| g.running().iter().find_map(|i| i.port.map(|port| (i.address.clone(), port))));
         if let Some((address, port)) = target {
-            let get = |path: &str| http.get(format!("http://{address}:{port}{path}")).send();
+            // Each request bounded, so a shadow that accepts and never answers is not waited on.
+            let get = |path: &str| {
+                let sent = http.get(format!("http://{address}:{port}{path}")).send();
+                async move {
+                    match skiff_clock::timeout(&skiff_clock::SystemClock, PROBE_TIMEOUT, sent).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+                    }
+                }
+            };
             match get(&s.health_path).await {
                 Ok(h) if h.status().is_success() => {
                     let read = get(&s.read_path).await.map_err(|e| {
@@ -362,7 +368,8 @@ async fn probe(ctx: &StepContext, req: &StepRequest, s: &Shadow) -> Result<(u16,
                         .fact("nothing serves from the copy; compensation deletes it"));
                     }
                     let status = read.status().as_u16();
-                    let text = read.text().await.unwrap_or_default();
+                    let text = skiff_clock::timeout(&skiff_clock::SystemClock, PROBE_TIMEOUT, read.text()).await;
+                    let text = text.ok().and_then(Result::ok).unwrap_or_default();
                     let body = serde_json::from_str(&text)
                         .unwrap_or_else(|_| serde_json::Value::String(text.chars().take(1024).collect()));
                     return Ok((h.status().as_u16(), status, body));

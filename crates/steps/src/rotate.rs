@@ -14,6 +14,7 @@ use skiff_sagaapi::{Risk, Safety, Step, StepCode, StepContext, StepError, StepPl
 
 use crate::consumers::Consumer;
 use crate::deploy::{provider, provider_error};
+use crate::step_plan;
 
 /// `secret-rotation` in the catalog: planned from the ledger by `skiff rotate secret`.
 pub(crate) const KIND: crate::SagaKind = crate::SagaKind {
@@ -66,10 +67,6 @@ pub(crate) fn register(r: Registry) -> Registry {
 
 fn plan_of(req: &StepRequest) -> Result<RotationPlan, StepError> {
     req.params_as()
-}
-
-fn step_plan(description: String, safety: Safety, risk: Risk, ms: u64, affected: Vec<String>) -> StepPlan {
-    StepPlan { description, safety, risk, expected_duration_ms: ms, affected_resources: affected }
 }
 
 struct Create;

@@ -7,10 +7,24 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use skiff_pluginapi::{GroupSpec, HealthCheck, LaunchConfig, Provider, RunnerConfig};
+use skiff_pluginapi::{DatabaseSpec, GroupSpec, HealthCheck, LaunchConfig, Provider, RunnerConfig};
 use skiff_provider_local::{LocalDir, LocalProvider, SupervisorConfig};
 use skiff_release::{ReleaseInput, Signer};
 use skiff_state::Ledger;
+
+/// A small PostgreSQL database `id` whose database is called `name`.
+pub fn database(id: &str, name: &str) -> DatabaseSpec {
+    DatabaseSpec {
+        id: id.into(),
+        name: name.into(),
+        engine: "postgres".into(),
+        version: "16".into(),
+        instance_class: "db.t4g.small".into(),
+        storage_gib: 20,
+        multi_az: false,
+        backup_retention_days: 7,
+    }
+}
 
 pub struct Env {
     pub dir: tempfile::TempDir,
