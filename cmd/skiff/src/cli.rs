@@ -374,12 +374,13 @@ Examples:
         #[command(subcommand)]
         action: SecretsAction,
     },
-    /// Managed databases: backups with restore points, recorded in the ledger.
+    /// Managed databases: backups and restore points; retiring kept copies.
     #[command(after_help = "\
 Examples:
   skiff database backup orders-db --dry-run    the steps, with safety and risk; nothing runs
   skiff database backup orders-db --yes        a base copy and a restore point named after the operation
   skiff database list-backups orders-db        restore points, newest first, with their table manifests
+  skiff database retire orders-db --yes        delete the instance a restore retained, after approval
 
 A database is the `database.name` of a deployed spec. Locally a backup is a
 pg_basebackup copy plus a named restore point in the archived WAL; on AWS an RDS
@@ -540,6 +541,18 @@ pub enum DatabaseAction {
     ListBackups {
         /// The database.
         database: String,
+    },
+    /// Delete an instance a restore retained (the `database-retire` saga): a final
+    /// snapshot, then the deletion once approved. Irreversible.
+    Retire {
+        /// The database.
+        database: String,
+        /// The retained instance (default: the only one; `skiff status` lists them).
+        #[arg(long)]
+        instance: Option<String>,
+        /// Plan the retirement and show its steps; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -850,6 +863,9 @@ impl Command {
             Command::Database { action } => Request::Database(match action {
                 DatabaseAction::Backup { database, dry_run } => DatabaseRequest::Backup { database, dry_run },
                 DatabaseAction::ListBackups { database } => DatabaseRequest::ListBackups { database },
+                DatabaseAction::Retire { database, instance, dry_run } => {
+                    DatabaseRequest::Retire { database, instance, dry_run }
+                }
             }),
             Command::Secrets { action } => Request::Secrets(match action {
                 SecretsAction::Set { reference } => SecretsRequest::Set { reference },

@@ -247,6 +247,25 @@ fn a_deploy_with_a_database_creates_it_encrypted_private_and_backed_up_on_rds() 
     let left = block(async { rds.describe_db_instances().send().await.unwrap().db_instances().len() });
     assert_eq!(left, 2, "the failed copy was deleted; the source and the first copy remain");
 
+    // The retained source is deleted by its own saga: a final snapshot, then the deletion
+    // after approval.
+    let gated = aws.run(&["database", "retire", "orders-db", "--yes", "--format", "json"]);
+    assert_eq!(json(&gated)["code"], "APPROVAL_REQUIRED", "{}", gated.stdout);
+    let op = json(&gated)["operation_id"].as_str().unwrap().to_owned();
+    let kept = block(async { rds.describe_db_instances().db_instance_identifier("orders-db").send().await.is_ok() });
+    assert!(kept, "nothing is deleted before the approval");
+    let done = aws.run(&["saga", "approve", &op, "--yes", "--format", "json"]);
+    assert_eq!(json(&done)["code"], "OK", "{}", done.stdout);
+    let (gone, snapshots) = block(async {
+        let gone = rds.describe_db_instances().db_instance_identifier("orders-db").send().await.is_err();
+        let snaps = rds.describe_db_snapshots().send().await.unwrap();
+        let ids: Vec<String> =
+            snaps.db_snapshots().iter().filter_map(|s| s.db_snapshot_identifier()).map(str::to_owned).collect();
+        (gone, ids)
+    });
+    assert!(gone, "orders-db is deleted");
+    assert!(snapshots.iter().any(|s| s.starts_with("orders-db-final-")), "a final snapshot: {snapshots:?}");
+
     // A key rotation on KMS: secrets and the bucket's default move to a new key; the old
     // one cannot be deleted while the bucket's earlier objects are encrypted with it.
     let gated = aws.run(&["rotate", "key", "--delete-after", "7d", "--yes", "--format", "json"]);
@@ -258,6 +277,11 @@ fn a_deploy_with_a_database_creates_it_encrypted_private_and_backed_up_on_rds() 
     });
     let held = aws.run(&["saga", "approve", &op, "--yes", "--format", "json"]);
     assert!(held.stdout.contains("objects written before the rotation"), "{}", held.stdout);
+    let answer = json(&held);
+    assert_eq!(answer["data"]["status"], "paused", "{}", held.stdout);
+    assert_eq!(answer["data"]["held"]["step"], "schedule-deletion", "{}", held.stdout);
+    let facts: Vec<&str> = answer["facts"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+    assert!(facts.iter().any(|f| f.starts_with("rewrite that under the new key")), "the hold's facts: {facts:?}");
     assert_eq!(aws.run(&["state", "verify", "--format", "json"]).code, 0);
 }
 

@@ -328,6 +328,59 @@ fn a_restore_to_a_point_serves_its_rows_after_approval_and_keeps_the_old_databas
     let db = v["data"]["steps"].as_array().unwrap().iter().find(|s| s["id"] == "database").unwrap().clone();
     assert!(db["summary"].as_str().unwrap().contains("database orders-db-r"), "{db}");
     assert_eq!(request(port, "GET", "/orders", "").unwrap().1["count"], 22);
+
+    // Retiring a retained instance: refused for what it would get wrong, planned, gated.
+    let current = status_instance(&run(&["status", "orders-api", "--format", "json"]).0);
+    let (v, r) = run(&["database", "retire", "orders-db", "--yes", "--format", "json"]);
+    assert_eq!(v["code"], "USAGE", "two are retained, so one must be named: {}", r.stdout);
+    let (v, _) = run(&["database", "retire", "orders-db", "--instance", &current, "--yes", "--format", "json"]);
+    assert_eq!(v["code"], "USAGE", "the serving instance is refused");
+    let (v, _) = run(&["database", "retire", "orders-db", "--instance", "nosuch", "--yes", "--format", "json"]);
+    assert_eq!(v["code"], "NOT_FOUND");
+    let (v, _) = run(&["database", "retire", "nosuch-db", "--yes", "--format", "json"]);
+    assert_eq!(v["code"], "NOT_FOUND");
+    let retire = ["database", "retire", "orders-db", "--instance", "orders-db"];
+    let (planned, _) = run(&[&retire[..], &["--dry-run", "--format", "json"]].concat());
+    let steps: Vec<String> = planned["data"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{}:{}:{}", s["id"].as_str().unwrap(), s["safety"].as_str().unwrap(), s["needs_approval"]))
+        .collect();
+    assert_eq!(
+        steps,
+        ["check:read_only:false", "snapshot:reversible:false", "delete:irreversible:true", "record:reversible:false"]
+    );
+    let (v, r) = run(&[&retire[..], &["--yes", "--format", "json"]].concat());
+    assert_eq!(v["code"], "APPROVAL_REQUIRED", "{}", r.stdout);
+    let op = v["operation_id"].as_str().unwrap().to_owned();
+    let count = |url: &str| {
+        let out = std::process::Command::new("psql").args([url, "-At", "-c", "select count(*) from orders"]).output();
+        String::from_utf8_lossy(&out.unwrap().stdout).trim().to_owned()
+    };
+    assert_eq!(count(&old), "30", "nothing is deleted before the approval");
+    let (v, r) = run(&["saga", "approve", &op, "--yes", "--format", "json"]);
+    assert_eq!(v["code"], "OK", "{}", r.stdout);
+    assert_eq!(count(&old), "", "the retired instance is gone");
+    let status = run(&["status", "orders-api", "--format", "json"]).0;
+    let retained: Vec<&str> = status["data"]["database"]["retained"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["instance"].as_str())
+        .collect();
+    assert!(!retained.contains(&"orders-db") && retained.len() == 1, "{status}");
+    assert!(secrets.get("secret://orders-db/url").unwrap().is_some(), "the consumers' reference stays");
+    assert_eq!(request(port, "GET", "/orders", "").unwrap().1["count"], 22, "the API still serves");
+    let (v, r) = run(&["restore", "database", "orders-db", "--to", &point, "--yes", "--format", "json"]);
+    assert_eq!(v["code"], "NOT_FOUND", "its restore point went with it: {}", r.stdout);
+    let (v, _) = run(&[&retire[..], &["--yes", "--format", "json"]].concat());
+    assert_eq!(v["code"], "NOT_FOUND", "retired once");
+    assert_eq!(run(&["state", "verify", "--format", "json"]).0["code"], "OK");
+}
+
+fn status_instance(status: &serde_json::Value) -> String {
+    status["data"]["database"]["instance"].as_str().unwrap().to_owned()
 }
 
 /// The operation of `saga` that has not succeeded (the one a kill left behind).
@@ -425,6 +478,38 @@ fn a_restore_killed_at_every_step_boundary_resumes_to_exactly_one_copy_and_one_c
             .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
             .count();
         assert_eq!(instances, n + 2, "the source and one copy per restore, after {p}");
+    }
+    assert_eq!(run(&["state", "verify", "--format", "json"])["code"], "OK");
+
+    // Retiring retained instances, killed at every step boundary of `database-retire`.
+    let local = s.path().join(".skiff/local/databases");
+    let before_gate = ["before:step_started:check", "after:result:check", "after:result:snapshot"];
+    let after_gate = ["after:result:delete", "after:result:record"];
+    for (k, p) in before_gate.iter().chain(after_gate.iter()).enumerate() {
+        let status = run(&["status", "orders-api", "--format", "json"]);
+        let instance = status["data"]["database"]["retained"][0]["instance"].as_str().unwrap().to_owned();
+        let args = ["database", "retire", "orders-db", "--instance", &instance, "--yes", "--format", "json"];
+        let op = if before_gate.contains(p) {
+            kill_at(&s, &env, &args, p, 100 + k);
+            let op = unfinished(&s, &env, "database-retire");
+            let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
+            assert_eq!(resumed["code"], "APPROVAL_REQUIRED", "resume after a kill at {p}: {resumed}");
+            assert!(local.join(format!("{instance}.json")).exists(), "nothing deleted before the approval ({p})");
+            assert_eq!(run(&["saga", "approve", &op, "--yes", "--format", "json"])["code"], "OK", "after {p}");
+            op
+        } else {
+            let gated = run(&args);
+            assert_eq!(gated["code"], "APPROVAL_REQUIRED", "{gated}");
+            let op = gated["operation_id"].as_str().unwrap().to_owned();
+            kill_at(&s, &env, &["saga", "approve", &op, "--yes", "--format", "json"], p, 100 + k);
+            let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
+            assert_eq!(resumed["code"], "OK", "resume after a kill at {p}: {resumed}");
+            op
+        };
+        assert!(!local.join(format!("{instance}.json")).exists(), "{instance} deleted by {op} ({p})");
+        let records = std::fs::read_dir(s.path().join(".skiff/state/v1/databases/orders-db/retired")).unwrap().count();
+        assert_eq!(records, k + 1, "one record per retirement, after {p}");
+        assert_eq!(request(port, "GET", "/orders", "").unwrap().1["count"], 1, "still served after {p}");
     }
     assert_eq!(run(&["state", "verify", "--format", "json"])["code"], "OK");
 }

@@ -150,8 +150,9 @@ async fn database(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
         ),
         Some(_) => {}
     }
+    let retired = skiff_steps::retire::retired(i.ledger, &db.name).await.unwrap_or_default();
     for r in skiff_steps::database::restores(i.ledger, &db.name).await.unwrap_or_default() {
-        if r.retained_until_ms < i.now_ms {
+        if r.retained_until_ms < i.now_ms && !retired.contains(&r.from_instance) {
             out.push(
                 Finding::new(
                     Code::Unhealthy,
@@ -163,7 +164,16 @@ async fn database(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
                     r.op_id,
                     skiff_clock::Utc::from_ms(r.retained_until_ms).rfc3339()
                 ))
-                .fact("deleting it is irreversible: take it out with the provider once nobody needs it"),
+                .fact(
+                    "deleting it is irreversible: a final snapshot is taken first, and the deletion waits for approval",
+                )
+                .action(
+                    "retire",
+                    format!("skiff database retire {} --instance {} --yes", db.name, r.from_instance),
+                    true,
+                    Safety::Irreversible,
+                    0.6,
+                ),
             );
         }
     }

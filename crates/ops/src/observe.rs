@@ -58,6 +58,7 @@ async fn database_view(ledger: &Ledger, s: &ServiceState) -> Option<DatabaseView
     let db = ledger.get_spec(digest).await.ok()?.database?;
     let backups = crate::database::records(ledger, &db.name).await.unwrap_or_default();
     let restores = skiff_steps::database::restores(ledger, &db.name).await.unwrap_or_default();
+    let retired = skiff_steps::retire::retired(ledger, &db.name).await.unwrap_or_default();
     let newest = backups.last();
     Some(DatabaseView {
         engine: format!("postgres {}", db.version),
@@ -67,6 +68,7 @@ async fn database_view(ledger: &Ledger, s: &ServiceState) -> Option<DatabaseView
         newest_backup_at_ms: newest.map(|b| b.at_ms),
         retained: restores
             .iter()
+            .filter(|r| !retired.contains(&r.from_instance))
             .map(
                 |r| serde_json::json!({"instance": r.from_instance, "until_ms": r.retained_until_ms, "op_id": r.op_id}),
             )

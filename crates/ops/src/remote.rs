@@ -134,6 +134,11 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
             params.extend(shadow_read.map(|r| ("shadow_read", r)));
             return start_saga(ctx, c, "database-restore", &database, &params, dry_run).await;
         }
+        Request::Database(DatabaseRequest::Retire { database, instance, dry_run }) => {
+            let mut params = vec![("database", database.clone())];
+            params.extend(instance.map(|i| ("instance", i)));
+            return start_saga(ctx, c, "database-retire", &database, &params, dry_run).await;
+        }
         Request::Database(DatabaseRequest::RotateSecret { secret, disable_after_ms, dry_run }) => {
             let mut params = vec![("secret", secret.clone())];
             params.extend(disable_after_ms.map(|ms| ("disable_after_ms", ms.to_string())));

@@ -71,7 +71,17 @@ pub fn operation(r: &RunReport, key: Option<&str>) -> Answer {
             Code::ApprovalRequired,
             format!("operation {op} waits for approval of step `{}`", d.awaiting.clone().unwrap_or_default()),
         ),
-        OpStatus::Paused => (Code::Ok, format!("operation {op} is paused")),
+        OpStatus::Paused => match &d.held {
+            Some(h) => (
+                Code::Ok,
+                format!(
+                    "operation {op} paused{}: {}",
+                    h.step.as_ref().map(|s| format!(" before step `{s}`")).unwrap_or_default(),
+                    h.message
+                ),
+            ),
+            None => (Code::Ok, format!("operation {op} is paused")),
+        },
         OpStatus::Compensated => (
             failed_code.unwrap_or(Code::OperationFailed),
             format!(
@@ -101,6 +111,9 @@ pub fn operation(r: &RunReport, key: Option<&str>) -> Answer {
     }
     if let Some(f) = failure {
         env = env.fact(format!("{}: {}", f.code, f.message)).facts(f.facts.clone());
+    }
+    if let Some(h) = d.held.as_ref().filter(|_| r.status == OpStatus::Paused) {
+        env = env.fact(format!("held: {}: {}", h.code, h.message)).facts(h.facts.clone());
     }
     if let Some(at) = &d.blocked_at {
         env = env.fact(format!("compensation stopped at irreversible step `{at}`"));
@@ -133,6 +146,7 @@ pub fn operation(r: &RunReport, key: Option<&str>) -> Answer {
         "steps": steps,
         "awaiting": d.awaiting,
         "failure": failure,
+        "held": d.held,
         "blocked_at": d.blocked_at,
     }));
     Answer::from(env).body(plan_table(&r.plan, Some(d)))

@@ -325,6 +325,15 @@ pub enum DatabaseRequest {
         /// Plan it and change nothing.
         dry_run: bool,
     },
+    /// Delete an instance a restore retained, after approval (the `database-retire` saga).
+    Retire {
+        /// The database.
+        database: String,
+        /// The retained instance (default: the only one).
+        instance: Option<String>,
+        /// Plan it and change nothing.
+        dry_run: bool,
+    },
     /// A new key for the secrets an alias encrypts (the `key-rotation` saga).
     RotateKey {
         /// The alias (`skiff`).

@@ -47,7 +47,15 @@ pub(crate) async fn database(
                     .action("validate", "skiff validate -f skiff.yaml", false, Safety::ReadOnly, 0.5),
             )
         })?;
-    let backups = crate::database::records(&ledger, database).await?;
+    let retired = skiff_steps::retire::retired(&ledger, database).await.map_err(|e| crate::error::state(&e))?;
+    let (gone, backups): (Vec<BackupRecord>, Vec<BackupRecord>) =
+        crate::database::records(&ledger, database).await?.into_iter().partition(|b| retired.contains(&b.instance));
+    if let Some(b) = gone.iter().find(|b| b.restore_point == to) {
+        return Err(Envelope::failure(Code::NotFound, format!("restore point {to} is gone with its instance"))
+            .fact(format!("it was taken of {}, which `skiff database retire` deleted", b.instance))
+            .action("list", format!("skiff database list-backups {database}"), false, Safety::ReadOnly, 0.8)
+            .into());
+    }
     let now = ledger.clock().now_ms();
     let (backup, target) = choose(database, &backups, to, now, &ir)?;
     let source =

@@ -43,6 +43,11 @@ pub(crate) async fn run(ctx: &Context, r: SagaRequest) -> Result<Answer> {
             let days = get("deletion_days").and_then(|v| v.parse().ok()).unwrap_or(30);
             crate::rotate::key(ctx, &get("alias").unwrap_or_else(|| "skiff".to_owned()), days, dry_run).await
         }
+        SagaRequest::Start(SagaStart { kind, params, dry_run, .. }) if kind == "database-retire" => {
+            let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.clone());
+            let instance = get("instance");
+            crate::database::retire(ctx, &get("database").unwrap_or_default(), instance.as_deref(), dry_run).await
+        }
         // A backup names a database, looked up before anything starts.
         SagaRequest::Start(SagaStart { kind, params, dry_run, .. })
             if kind == "database-backup" && params.iter().any(|(k, _)| k == "database") =>

@@ -386,7 +386,11 @@ impl Postgres {
             .tool("pg_ctl", &["-D", &r.base.join("data").display().to_string(), "-m", "fast", "-w", "stop"], None, None)
             .await;
         let _ = std::fs::remove_dir_all(&r.base);
-        let _ = self.secrets.delete(&Self::url_ref(id));
+        // Its own URL, unless a restore's cutover gave that reference to another instance.
+        let own = Self::url_ref(id);
+        if self.secrets.get(&own).ok().flatten().is_some_and(|url| url.contains(&format!(":{}/", r.port))) {
+            let _ = self.secrets.delete(&own);
+        }
         let _ = std::fs::remove_file(self.record_path(id));
         Ok(())
     }

@@ -426,3 +426,23 @@ pub struct RestoreRecord {
     pub retained_until_ms: u64,
 }
 document!(RestoreRecord, "skiff.database_restore", 1);
+
+/// A retained instance deleted after a restore, by an approved `database-retire` saga
+/// (`databases/<db>/retired/<instance>.json`). Immutable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetireRecord {
+    /// The operation that deleted it.
+    pub op_id: String,
+    /// The database.
+    pub database: String,
+    /// The instance deleted.
+    pub instance: String,
+    /// The restore that retained it.
+    pub restore_op: String,
+    /// The final snapshot taken before the deletion (the provider's reference).
+    pub final_snapshot: String,
+    /// When it was deleted, ms since the epoch.
+    pub at_ms: u64,
+}
+document!(RetireRecord, "skiff.database_retire", 1);

@@ -138,6 +138,16 @@ pub fn database_restores(database: &str) -> String {
     format!("{ROOT}databases/{database}/restores/")
 }
 
+/// The record of a retained instance's deletion.
+pub fn database_retired(database: &str, instance: &str) -> String {
+    format!("{ROOT}databases/{database}/retired/{instance}.json")
+}
+
+/// Prefix of a database's retirement records.
+pub fn database_retirements(database: &str) -> String {
+    format!("{ROOT}databases/{database}/retired/")
+}
+
 /// What a key holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyKind {
@@ -230,6 +240,13 @@ pub enum KeyKind {
         /// Operation.
         op: String,
     },
+    /// `databases/<db>/retired/<instance>.json`.
+    DatabaseRetired {
+        /// Database.
+        database: String,
+        /// The instance deleted.
+        instance: String,
+    },
     /// Anything else under `v1/`.
     Unknown,
 }
@@ -254,6 +271,7 @@ impl KeyKind {
             KeyKind::Audit { .. } => AuditEntry::KIND,
             KeyKind::DatabaseBackup { .. } => BackupRecord::KIND,
             KeyKind::DatabaseRestore { .. } => RestoreRecord::KIND,
+            KeyKind::DatabaseRetired { .. } => RetireRecord::KIND,
             KeyKind::ReleaseSignature { .. } | KeyKind::Blob { .. } | KeyKind::Unknown => return None,
         })
     }
@@ -293,6 +311,8 @@ pub fn classify(key: &str) -> KeyKind {
         ["databases", db, "restores", file] => {
             json(file).map_or(KeyKind::Unknown, |op| KeyKind::DatabaseRestore { database: (*db).to_owned(), op })
         }
+        ["databases", db, "retired", file] => json(file)
+            .map_or(KeyKind::Unknown, |instance| KeyKind::DatabaseRetired { database: (*db).to_owned(), instance }),
         ["databases", db, "backups", file] => {
             json(file).map_or(KeyKind::Unknown, |backup| KeyKind::DatabaseBackup { database: (*db).to_owned(), backup })
         }

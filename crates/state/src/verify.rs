@@ -169,6 +169,7 @@ impl Ledger {
                 KeyKind::Audit { .. } => typed::<AuditEntry>(&l.key, &bytes),
                 KeyKind::DatabaseBackup { .. } => typed::<BackupRecord>(&l.key, &bytes),
                 KeyKind::DatabaseRestore { .. } => typed::<RestoreRecord>(&l.key, &bytes),
+                KeyKind::DatabaseRetired { .. } => typed::<RetireRecord>(&l.key, &bytes),
                 other => {
                     let expected = other.expected_kind().unwrap_or_default();
                     match codec::header(&l.key, &bytes) {

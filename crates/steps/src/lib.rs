@@ -11,6 +11,7 @@ pub mod reconcile;
 pub mod rekey;
 pub mod repair;
 pub mod restore;
+pub mod retire;
 pub mod rotate;
 mod selftest;
 
@@ -41,6 +42,7 @@ pub fn catalog() -> Vec<SagaKind> {
         deploy::ROLLBACK_KIND,
         database::BACKUP_KIND,
         restore::KIND,
+        retire::KIND,
         rotate::KIND,
         rekey::KIND,
         repair::KIND,
@@ -61,7 +63,7 @@ pub fn saga(name: &str) -> Result<SagaKind, SagaError> {
 pub fn registry() -> Registry {
     let r = selftest::register(Registry::new());
     let r = intent::register(repair::register(deploy::register(database::register(r))));
-    rekey::register(rotate::register(restore::register(r)))
+    retire::register(rekey::register(rotate::register(restore::register(r))))
 }
 
 /// What a step will do, as its `plan` answers it.
