@@ -209,6 +209,83 @@ fn a_deploy_with_a_database_creates_it_encrypted_private_and_backed_up_on_rds() 
     let count = block(async { rds.describe_db_instances().send().await.unwrap().db_instances().len() });
     assert_eq!(count, 1);
 
+    // A secret rotation on RDS. moto runs no engine: a real PostgreSQL with the
+    // instance's master password stands in, reached through a local forward as an
+    // operator reaches a private instance.
+    let current = |key: &str| {
+        let sm = aws_sdk_secretsmanager::Client::new(&conf);
+        let v = block(async { sm.get_secret_value().secret_id("skiff/orders-db").send().await.unwrap() });
+        let map: std::collections::BTreeMap<String, String> = serde_json::from_str(v.secret_string().unwrap()).unwrap();
+        map[key].clone()
+    };
+    let master = current("password");
+    let engine = skiff_testkit::postgres::Postgres::start("skiff", &master, "orders_db");
+    let login = |url: &str| {
+        let u = skiff_secrets::logins::LoginUrl::parse(url).unwrap();
+        engine.psql(u.user, u.password, "orders_db", "select current_user")
+    };
+    let old = current("url");
+    let tunnel = [
+        ("SKIFF_AWS_DATABASE_TUNNELS", format!("orders-db=127.0.0.1:{}", engine.port)),
+        ("SKIFF_ROTATION_STALE_WAIT_MS", "500".to_owned()),
+    ];
+    let rotate = |args: &[&str]| {
+        let mut all = vec!["--provider", "aws", "--bucket", BUCKET];
+        all.extend_from_slice(args);
+        let env: Vec<(&str, &str)> = aws.env.iter().chain(tunnel.iter()).map(|(k, v)| (*k, v.as_str())).collect();
+        s.run_env(&all, &env)
+    };
+    let planned = rotate(&["rotate", "secret", "orders-db", "--dry-run", "--format", "json"]);
+    assert_eq!(json(&planned)["data"]["steps"].as_array().map(Vec::len), Some(6), "{}", planned.stdout);
+    let ran = rotate(&["rotate", "secret", "orders-db", "--disable-after", "0s", "--yes", "--format", "json"]);
+    let answer = json(&ran);
+    // No runner reports a version on moto: the old login stays, and the pause says who.
+    assert_eq!(answer["data"]["status"], "paused", "{}", ran.stdout);
+    assert!(answer["summary"].as_str().unwrap().contains("before step `disable`"), "{}", ran.stdout);
+    let facts: Vec<String> =
+        answer["facts"].as_array().unwrap().iter().filter_map(|f| f.as_str().map(str::to_owned)).collect();
+    let stale: Vec<String> = facts
+        .iter()
+        .filter_map(|f| f.strip_prefix("orders instance ")?.strip_suffix(" reports none").map(str::to_owned))
+        .collect();
+    assert_eq!(stale.len(), 1, "the one instance has not reported: {facts:?}");
+    let new = current("url");
+    assert_eq!(login(&new).unwrap(), "skiff_a", "the consumers' value is the alternate user, and it works");
+    assert_eq!(login(&old).unwrap(), "skiff", "the old login is kept while a consumer may use it");
+    // Its runner reports the new version (as a runner on the instance would), and the
+    // paused rotation finishes: the old login is refused, Skiff's admin login changed.
+    let version = block(async { p.secrets().version("secret://orders-db/url").await.unwrap().unwrap() });
+    let s3 = skiff_objstore::S3Settings {
+        endpoint: Some(aws.moto.endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("testing".into()),
+        secret_access_key: Some("testing".into()),
+    };
+    let ledger = skiff_state::Ledger::open(BUCKET, &skiff_objstore::OpenOptions { s3, ..Default::default() }).unwrap();
+    for id in &stale {
+        use skiff_state::docs::{Member, MemberHealth, RunnerDetail};
+        let doc = Member {
+            cas: Default::default(),
+            service: "orders".into(),
+            instance: id.clone(),
+            release: "r".into(),
+            health: MemberHealth::Healthy,
+            updated_at_ms: 0,
+            detail: RunnerDetail {
+                secrets: [("secret://orders-db/url".to_owned(), version.clone())].into(),
+                ..RunnerDetail::default()
+            },
+        };
+        let key = skiff_state::keys::member("orders", id);
+        block(ledger.update::<Member<RunnerDetail>, _>(&key, |_| Ok(skiff_state::Update::Write(doc.clone())))).unwrap();
+    }
+    let op = answer["operation_id"].as_str().unwrap().to_owned();
+    let done = rotate(&["saga", "resume", &op, "--yes", "--format", "json"]);
+    assert_eq!(json(&done)["code"], "OK", "{}", done.stdout);
+    assert!(login(&old).is_err(), "the old login is refused");
+    assert_eq!(login(&new).unwrap(), "skiff_a");
+    assert_ne!(current("password"), master, "the master user has a new password");
+
     // Backup and restore run the same sagas as locally: an RDS snapshot, a restore into
     // a new instance proven against the source's settings, approval, secret cutover.
     let backup = aws.run(&["database", "backup", "orders-db", "--yes", "--format", "json"]);

@@ -91,6 +91,9 @@ pub(crate) async fn secret(
         instance,
         consumers,
         disable_after_ms: disable_after_ms.unwrap_or(DISABLE_AFTER_MS),
+        stale_wait_ms: skiff_settings::ROTATION_STALE_WAIT_MS
+            .parse(|k| ctx.env.get(k))
+            .unwrap_or(skiff_steps::rotate::STALE_WAIT_MS),
     };
     let graph = skiff_steps::rotate::rotation_graph(&plan).map_err(|e| crate::error::saga(&e))?;
     let command = format!("skiff rotate secret {secret}");

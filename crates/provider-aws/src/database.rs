@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_rds::types::{DbInstance, Tag};
 use skiff_pluginapi::{
-    BackupInfo, ConnectionInfo, Database, DatabaseInfo, DatabaseSpec, ProviderError, RestoreTarget, Result, Secrets,
-    SnapshotInfo,
+    BackupInfo, ConnectionInfo, Credential, Database, DatabaseInfo, DatabaseSpec, ProviderError, RestoreTarget, Result,
+    Secrets, SnapshotInfo, StagedLogin,
 };
 
 use crate::names::TAG_SERVICE;
@@ -46,14 +46,14 @@ fn info(d: &DbInstance) -> DatabaseInfo {
     }
 }
 
-fn password() -> Result<String> {
+pub(crate) fn password() -> Result<String> {
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).map_err(|e| ProviderError::new(format!("no randomness for a password: {e}"), true))?;
     Ok(hex::encode(bytes))
 }
 
 impl AwsProvider {
-    async fn db(&self, id: &str) -> Result<Option<DbInstance>> {
+    pub(crate) async fn db(&self, id: &str) -> Result<Option<DbInstance>> {
         match self.c.rds.describe_db_instances().db_instance_identifier(id).send().await {
             Ok(out) => Ok(out.db_instances().first().cloned()),
             Err(e) if code(&e) == Some("DBInstanceNotFound") => Ok(None),
@@ -93,6 +93,21 @@ impl AwsProvider {
         }
         let url = format!("postgres://{USER}:{pass}@{}:{}/{db_name}", d.host, d.port);
         self.put(&format!("secret://{name}/url"), &url).await
+    }
+
+    /// A copy starts with the master password its snapshot holds; it takes the
+    /// source's current one (a rotation may have changed it since).
+    async fn adopt_password(&self, d: &DatabaseInfo, pass: &str) -> Result<DatabaseInfo> {
+        self.c
+            .rds
+            .modify_db_instance()
+            .db_instance_identifier(&d.id)
+            .master_user_password(pass)
+            .apply_immediately(true)
+            .send()
+            .await
+            .map_err(|e| fail(&format!("set the master password of {}", d.id), e))?;
+        self.wait_available(&d.id).await
     }
 
     fn tags(spec: &DatabaseSpec) -> Vec<Tag> {
@@ -347,6 +362,7 @@ impl Database for AwsProvider {
                     false,
                 )
             })?;
+        let d = self.adopt_password(&d, &pass).await?;
         self.store_url(&d, &spec.name, &pass).await?;
         Ok(d)
     }
@@ -371,6 +387,30 @@ impl Database for AwsProvider {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect())
+    }
+
+    async fn rotation_create(&self, id: &str, reference: &str) -> Result<StagedLogin> {
+        AwsProvider::rotation_create(self, id, reference).await
+    }
+
+    async fn rotation_set(&self, id: &str, reference: &str) -> Result<Credential> {
+        AwsProvider::rotation_set(self, id, reference).await
+    }
+
+    async fn rotation_test(&self, id: &str, reference: &str) -> Result<Credential> {
+        AwsProvider::rotation_test(self, id, reference).await
+    }
+
+    async fn rotation_finish(&self, id: &str, reference: &str) -> Result<Credential> {
+        AwsProvider::rotation_finish(self, id, reference).await
+    }
+
+    async fn rotation_cancel(&self, _id: &str, reference: &str) -> Result<()> {
+        AwsProvider::rotation_cancel(self, reference).await
+    }
+
+    async fn disable_login(&self, id: &str, user: &str) -> Result<()> {
+        AwsProvider::disable_login(self, id, user).await
     }
 
     async fn delete(&self, id: &str) -> Result<()> {

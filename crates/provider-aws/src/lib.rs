@@ -12,8 +12,10 @@ mod compute;
 mod database;
 mod identity;
 mod keys;
+mod logins;
 mod logs;
 pub mod names;
+mod pg;
 pub mod policy;
 mod secrets;
 mod traffic;
@@ -46,12 +48,20 @@ pub struct AwsSettings {
     pub subnets: Vec<String>,
     /// Where instances download `skiff-runner`.
     pub runner: RunnerArtifact,
+    /// How the control plane reaches a database instance's engine when it cannot reach
+    /// the endpoint itself: instance id → a local forward (`127.0.0.1:PORT` of an SSM or
+    /// SSH port forwarding session).
+    pub database_tunnels: std::collections::BTreeMap<String, std::net::SocketAddr>,
+    /// A PEM bundle of the CAs an RDS endpoint's certificate chains to (Amazon's
+    /// `global-bundle.pem`); `None` trusts the system's roots.
+    pub rds_ca: Option<std::path::PathBuf>,
 }
 
 impl AwsSettings {
     /// Settings for a state bucket, from environment variables (looked up with `env`):
     /// `SKIFF_AWS_AMI`, `SKIFF_AWS_SUBNETS` (comma-separated), `SKIFF_AWS_RUNNER_URL`
-    /// (default: the bucket's `tools/skiff-runner`), `SKIFF_AWS_RUNNER_SHA256`.
+    /// (default: the bucket's `tools/skiff-runner`), `SKIFF_AWS_RUNNER_SHA256`,
+    /// `SKIFF_AWS_DATABASE_TUNNELS` (`ID=127.0.0.1:PORT,…`), `SKIFF_AWS_RDS_CA`.
     pub fn from_vars(
         state: &str,
         region: Option<String>,
@@ -70,8 +80,28 @@ impl AwsSettings {
                 url: var("SKIFF_AWS_RUNNER_URL").unwrap_or_else(|| format!("s3://{bucket}/{prefix}tools/skiff-runner")),
                 sha256: var("SKIFF_AWS_RUNNER_SHA256"),
             },
+            database_tunnels: var("SKIFF_AWS_DATABASE_TUNNELS").map(|v| tunnels(&v)).transpose()?.unwrap_or_default(),
+            rds_ca: var("SKIFF_AWS_RDS_CA").map(std::path::PathBuf::from),
         })
     }
+}
+
+/// `ID=HOST:PORT,…` → instance id → address.
+fn tunnels(text: &str) -> Result<std::collections::BTreeMap<String, std::net::SocketAddr>, ProviderError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            let parsed = t.split_once('=').and_then(|(id, at)| Some((id.trim(), at.trim().parse().ok()?)));
+            match parsed {
+                Some((id, at)) if !id.is_empty() => Ok((id.to_owned(), at)),
+                _ => Err(ProviderError::new(
+                    format!("SKIFF_AWS_DATABASE_TUNNELS: `{t}` is not ID=IP:PORT (such as orders-db=127.0.0.1:15432)"),
+                    false,
+                )),
+            }
+        })
+        .collect()
 }
 
 /// `s3://bucket/prefix` → (`bucket`, `prefix/`), the prefix empty or ending in `/`.

@@ -33,7 +33,12 @@ impl AwsProvider {
         }
     }
 
-    async fn write_secret_map(&self, name: &str, map: &BTreeMap<String, String>, exists: bool) -> Result<()> {
+    pub(crate) async fn write_secret_map(
+        &self,
+        name: &str,
+        map: &BTreeMap<String, String>,
+        exists: bool,
+    ) -> Result<()> {
         let id = names::secret(name);
         let body = serde_json::to_string(map).map_err(|e| ProviderError::new(e.to_string(), false))?;
         if exists {

@@ -15,6 +15,7 @@ use skiff_pluginapi::{
 };
 use skiff_provider_aws::{AwsProvider, AwsSettings, RunnerArtifact, ensure_state_bucket};
 use skiff_testkit::Moto;
+use skiff_testkit::postgres::Postgres;
 
 /// A default moto AMI (moto cannot resolve `resolve:ssm:` image ids).
 const AMI: &str = "ami-12c6146b";
@@ -36,6 +37,8 @@ async fn provider(moto: &Moto, conf: &aws_config::SdkConfig) -> AwsProvider {
         ami: AMI.into(),
         subnets: Vec::new(),
         runner: RunnerArtifact { url: "s3://skiff-state/prod/tools/skiff-runner".into(), sha256: Some("0".repeat(64)) },
+        database_tunnels: Default::default(),
+        rds_ca: None,
     };
     AwsProvider::with_config(settings, conf).expect("provider")
 }
@@ -482,4 +485,105 @@ async fn a_key_rotation_reencrypts_secrets_and_the_bucket_and_deletes_the_old_ke
     assert!((6 * 86_400_000..=8 * 86_400_000).contains(&at.saturating_sub(new.created_at_ms)), "7 days out: {at}");
     assert_eq!(p.schedule_key_deletion(&old.id, 7).await.unwrap(), at, "scheduling again keeps the date");
     assert!(p.key(&old.id).await.unwrap().unwrap().deletion_at_ms.is_some());
+}
+
+/// The provider with a local forward to `engine` for instance `id` (moto runs no
+/// engine; a real PostgreSQL stands in for it, reached as an operator reaches a
+/// private instance).
+async fn tunnelled(moto: &Moto, conf: &aws_config::SdkConfig, id: &str, engine: &Postgres) -> AwsProvider {
+    let _ = moto;
+    let settings = AwsSettings::from_vars("s3://skiff-state/prod", Some("us-east-1".into()), |k| match k {
+        "SKIFF_AWS_DATABASE_TUNNELS" => Some(format!("{id}=127.0.0.1:{}", engine.port)),
+        _ => None,
+    })
+    .unwrap();
+    AwsProvider::with_config(settings, conf).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_rotation_stages_awspending_alternates_users_and_gives_the_master_a_new_password() {
+    use skiff_pluginapi::{Database as _, Secrets as _};
+    let moto = Moto::start();
+    let conf = sdk(&moto).await;
+    let p = provider(&moto, &conf).await;
+    let spec = DatabaseSpec {
+        id: "orders-db".into(),
+        name: "orders".into(),
+        engine: "postgres".into(),
+        version: "16".into(),
+        instance_class: "db.t4g.small".into(),
+        storage_gib: 20,
+        multi_az: false,
+        backup_retention_days: 7,
+    };
+    p.create(&spec).await.unwrap();
+    let sm = aws_sdk_secretsmanager::Client::new(&conf);
+    let read = |stage: &'static str| {
+        let sm = sm.clone();
+        async move {
+            let v = sm.get_secret_value().secret_id("skiff/orders-db").version_stage(stage).send().await.ok()?;
+            serde_json::from_str::<std::collections::BTreeMap<String, String>>(v.secret_string()?).ok()
+        }
+    };
+    let master = read("AWSCURRENT").await.unwrap()["password"].clone();
+    let engine = Postgres::start("skiff", &master, "orders");
+    let p = tunnelled(&moto, &conf, "orders-db", &engine).await;
+    let login = |url: &str| {
+        let u = skiff_secrets::logins::LoginUrl::parse(url).unwrap();
+        engine.psql(u.user, u.password, "orders", "select current_user")
+    };
+    let reference = "secret://orders-db/url";
+    let first = read("AWSCURRENT").await.unwrap()["url"].clone();
+    assert_eq!(login(&first).unwrap(), "skiff");
+
+    // Without a way in, the set step says how to get one.
+    let unreachable = provider(&moto, &conf).await;
+    unreachable.rotation_create("orders-db", reference).await.unwrap();
+    let e = unreachable.rotation_set("orders-db", reference).await.unwrap_err();
+    assert!(e.message.contains("SKIFF_AWS_DATABASE_TUNNELS"), "{e:?}");
+    p.rotation_cancel("orders-db", reference).await.unwrap();
+    assert!(read("AWSPENDING").await.is_none(), "cancel takes the label away");
+
+    // Two rounds: skiff → skiff_a → skiff_b, each login working before it is promoted.
+    for (round, user) in [(1, "skiff_a"), (2, "skiff_b")] {
+        let before = read("AWSCURRENT").await.unwrap()["url"].clone();
+        let staged = p.rotation_create("orders-db", reference).await.unwrap();
+        assert_eq!(staged.pending.user, user, "round {round}");
+        assert_eq!(p.rotation_create("orders-db", reference).await.unwrap(), staged, "staged once");
+        let pending = read("AWSPENDING").await.expect("staged as AWSPENDING")["url"].clone();
+        assert_eq!(read("AWSCURRENT").await.unwrap()["url"], before, "instances still read the current value");
+        assert!(login(&pending).is_err(), "not set in the engine yet");
+        p.rotation_set("orders-db", reference).await.unwrap();
+        p.rotation_set("orders-db", reference).await.unwrap();
+        assert_eq!(login(&pending).unwrap(), user);
+        assert_eq!(login(&before).unwrap(), skiff_secrets::logins::LoginUrl::parse(&before).unwrap().user);
+        assert_eq!(p.rotation_test("orders-db", reference).await.unwrap().user, user);
+        let done = p.rotation_finish("orders-db", reference).await.unwrap();
+        assert_eq!(done, p.rotation_finish("orders-db", reference).await.unwrap(), "finishing twice changes nothing");
+        let now = read("AWSCURRENT").await.unwrap();
+        assert_eq!((now["url"].clone(), now["url-previous"].clone()), (pending.clone(), before.clone()));
+        assert_eq!(read("AWSPREVIOUS").await.unwrap()["url"], before, "Secrets Manager keeps the one replaced");
+        assert!(read("AWSPENDING").await.is_none(), "nothing is left pending");
+        assert_eq!(p.version(reference).await.unwrap().as_deref(), Some(done.version.as_str()));
+        // The rows the first user made are the next one's too.
+        if round == 1 {
+            engine
+                .psql("skiff", &master, "orders", "create table orders (id int); insert into orders values (1)")
+                .unwrap();
+        }
+        let u = skiff_secrets::logins::LoginUrl::parse(&pending).unwrap();
+        assert_eq!(engine.psql(u.user, u.password, "orders", "select count(*) from orders").unwrap(), "1");
+
+        // The old login goes: the master (Skiff's admin) gets a new password; an
+        // alternate user loses its password.
+        let old_user = skiff_secrets::logins::LoginUrl::parse(&before).unwrap().user.to_owned();
+        p.disable_login("orders-db", &old_user).await.unwrap();
+        p.disable_login("orders-db", &old_user).await.unwrap();
+        assert!(login(&before).is_err(), "round {round}: the old login is refused");
+        assert_eq!(login(&pending).unwrap(), user, "the new one works");
+    }
+    let now = read("AWSCURRENT").await.unwrap();
+    assert_ne!(now["password"], master, "the master password changed");
+    assert!(!now.contains_key("password-next"));
+    assert_eq!(engine.psql("skiff", &now["password"], "orders", "select 1").unwrap(), "1", "Skiff still gets in");
 }

@@ -433,6 +433,9 @@ impl Database for LocalProvider {
     async fn rotation_finish(&self, id: &str, reference: &str) -> Result<Credential> {
         self.postgres.rotation_finish(id, reference).await
     }
+    async fn rotation_cancel(&self, id: &str, reference: &str) -> Result<()> {
+        self.postgres.rotation_cancel(id, reference).await
+    }
     async fn disable_login(&self, id: &str, user: &str) -> Result<()> {
         self.postgres.disable_login(id, user).await
     }

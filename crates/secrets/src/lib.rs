@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use skiff_spec::values::SecretRef;
 
 pub mod keys;
+pub mod logins;
 
 /// Why a secret operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -183,6 +183,9 @@ settings! {
     /// Lease TTL.
     LEASE_TTL_MS = "SKIFF_LEASE_TTL_MS", Engine, [Skiff, Skiffd, Worker], Some("`30000`"), false,
         "Operation lease time to live in ms: a dead engine's operation can be resumed once it lapses.";
+    /// Rotation's wait for stale consumers.
+    ROTATION_STALE_WAIT_MS = "SKIFF_ROTATION_STALE_WAIT_MS", Engine, [Skiff, Skiffd, Worker], Some("`60000`"), false,
+        "How long a secret rotation's disable step waits for consumers still on the old version before it pauses.";
     /// Stuck operations.
     DOCTOR_STUCK_AFTER_MS = "SKIFF_DOCTOR_STUCK_AFTER_MS", Engine, [Skiff], Some("`900000` (15 minutes)"), false,
         "`skiff doctor` calls a running operation with no event for this long stuck.";
@@ -210,6 +213,12 @@ settings! {
     /// Runner digest.
     AWS_RUNNER_SHA256 = "SKIFF_AWS_RUNNER_SHA256", Aws, [Skiff, Skiffd, Worker], None, false,
         "The sha256 the downloaded `skiff-runner` must match.";
+    /// Database tunnels.
+    AWS_DATABASE_TUNNELS = "SKIFF_AWS_DATABASE_TUNNELS", Aws, [Skiff, Skiffd, Worker], Some("the instance's endpoint"), false,
+        "`ID=127.0.0.1:PORT,…`: reach an RDS instance's engine through a local port forward (SSM or SSH) for the SQL a rotation runs.";
+    /// RDS CA bundle.
+    AWS_RDS_CA = "SKIFF_AWS_RDS_CA", Aws, [Skiff, Skiffd, Worker], Some("the system's roots"), false,
+        "PEM file of the CAs RDS certificates chain to (Amazon's `global-bundle.pem`).";
     /// Service.
     SERVICE = "SKIFF_SERVICE", Runner, [Run], None, false, "The service this instance runs.";
     /// Release.

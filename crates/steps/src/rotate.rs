@@ -24,8 +24,13 @@ pub(crate) const KIND: crate::SagaKind = crate::SagaKind {
     build: |_| Err(crate::deploy::needs_command("secret-rotation", "skiff rotate secret NAME --yes")),
 };
 
-/// How long the disable step waits for a stale consumer to catch up before it holds.
-const STALE_WAIT_MS: u64 = 60_000;
+/// How long the disable step waits for a stale consumer to catch up before it holds,
+/// by default (`SKIFF_ROTATION_STALE_WAIT_MS`).
+pub const STALE_WAIT_MS: u64 = 60_000;
+
+fn stale_wait_default() -> u64 {
+    STALE_WAIT_MS
+}
 
 /// Everything a rotation needs, decided before it runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +48,9 @@ pub struct RotationPlan {
     pub consumers: Vec<Consumer>,
     /// How long after the finish step the old login stays enabled, at least.
     pub disable_after_ms: u64,
+    /// How long the disable step waits for stale consumers before it holds.
+    #[serde(default = "stale_wait_default")]
+    pub stale_wait_ms: u64,
 }
 
 /// The rotation graph.
@@ -56,7 +64,7 @@ pub fn rotation_graph(p: &RotationPlan) -> Result<SagaGraph, SagaError> {
         .step("restart", "rotate.restart", plan.clone())
         .timeout_ms(30 * 60 * 1000)
         .step("disable", "rotate.disable", plan)
-        .timeout_ms(p.disable_after_ms + STALE_WAIT_MS + 5 * 60 * 1000)
+        .timeout_ms(p.disable_after_ms + p.stale_wait_ms + 5 * 60 * 1000)
         .build()
 }
 
@@ -111,9 +119,8 @@ impl Step for Create {
     async fn compensate(&self, _: &StepContext, req: &StepRequest, _: &StepResult) -> Result<StepResult, StepError> {
         // The pending password goes with its value: nobody can use the login it set.
         let p = plan_of(req)?;
-        let pending = format!("{}-pending", p.reference);
-        provider(req)?.secrets().delete(&pending).await.map_err(provider_error)?;
-        Ok(StepResult::new(format!("removed {pending}"), json!({})))
+        provider(req)?.database().rotation_cancel(&p.instance, &p.reference).await.map_err(provider_error)?;
+        Ok(StepResult::new(format!("removed the pending value of {}", p.reference), json!({})))
     }
 }
 
@@ -332,7 +339,7 @@ impl Step for Disable {
             .await;
             cancel.sleep(std::time::Duration::from_millis(not_before - now)).await?;
         }
-        let deadline = ctx.now_ms() + STALE_WAIT_MS;
+        let deadline = ctx.now_ms() + p.stale_wait_ms;
         loop {
             let mut stale = Vec::new();
             for c in &p.consumers {
@@ -465,6 +472,7 @@ mod tests {
                 references: vec!["secret://pay-db/url".into()],
             }],
             disable_after_ms: 30_000,
+            stale_wait_ms: super::STALE_WAIT_MS,
         };
         let mut ext = Extensions::default();
         ext.insert::<Arc<dyn Provider>>(Arc::new(memory.clone()));

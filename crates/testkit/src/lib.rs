@@ -1,10 +1,11 @@
 //! Test support shared by the crates' integration tests and benchmarks: free ports on
 //! 127.0.0.1, waiting on a condition with a deadline (never a bare sleep), and real
-//! servers — moto's AWS server — started on loopback and stopped with their guard,
-//! even if the test process is killed — and an in-memory provider ([`memory`]) for logic
+//! servers — moto's AWS server, a PostgreSQL ([`postgres`]) — started on loopback and
+//! stopped with their guard, even if the test process is killed — and an in-memory provider ([`memory`]) for logic
 //! tests and the deterministic simulation.
 
 pub mod memory;
+pub mod postgres;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -233,6 +233,12 @@ pub trait Database: Send + Sync {
         let _ = reference;
         Err(ProviderError::new(format!("this provider cannot rotate the credentials of database {id}"), false))
     }
+    /// Rotation's compensation: drops the pending value `rotation_create` staged (the
+    /// alternate user's new password was only in it, so nobody can use it). Idempotent.
+    async fn rotation_cancel(&self, id: &str, reference: &str) -> Result<()> {
+        let _ = reference;
+        Err(ProviderError::new(format!("this provider cannot rotate the credentials of database {id}"), false))
+    }
     /// Disables password login for `user` on instance `id` (its open sessions stay; the
     /// next rotation gives it a new password). Idempotent.
     async fn disable_login(&self, id: &str, user: &str) -> Result<()> {

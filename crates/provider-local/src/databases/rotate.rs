@@ -1,47 +1,23 @@
 //! Credential rotation with alternating users, as Secrets Manager's multi-user rotation
-//! does it: the consumers' URL names one of two users (`skiff_a`, `skiff_b`; the
-//! cluster's first user starts the pair), a rotation gives the *other* one a new
-//! password and moves the URL to it, so the login in use is never changed under a
-//! consumer. The pending value waits at `<reference>-pending`; the one it replaced is
-//! kept at `<reference>-previous`. Skiff itself works over the cluster's socket, so no
-//! rotation can lock it out.
+//! does it (the SQL is `skiff_secrets::logins`): the consumers' URL names one of two
+//! users (`skiff_a`, `skiff_b`; the cluster's first user starts the pair), a rotation
+//! gives the *other* one a new password and moves the URL to it, so the login in use
+//! is never changed under a consumer. The pending value waits at `<reference>-pending`;
+//! the one it replaced is kept at `<reference>-previous`. Skiff itself works over the
+//! cluster's socket, so no rotation can lock it out.
 
 use skiff_pluginapi::{Credential, ProviderError, Result, StagedLogin};
+use skiff_secrets::logins::{self, Attributes, LoginUrl};
 
 use super::{Postgres, err, random_hex};
 
-/// A parsed `postgres://USER:PASSWORD@HOST:PORT/DB`.
-struct Url<'a> {
-    user: &'a str,
-    password: &'a str,
-    rest: &'a str,
-}
-
-fn parse(url: &str) -> Option<Url<'_>> {
-    let after = url.strip_prefix("postgres://")?;
-    let (creds, rest) = after.split_once('@')?;
-    let (user, password) = creds.split_once(':')?;
-    Some(Url { user, password, rest })
-}
-
-/// The other user of the pair: `x` → `x_a`, `x_a` → `x_b`, `x_b` → `x_a`.
-fn alternate(user: &str) -> String {
-    if let Some(base) = user.strip_suffix("_a") {
-        format!("{base}_b")
-    } else if let Some(base) = user.strip_suffix("_b") {
-        format!("{base}_a")
-    } else {
-        format!("{user}_a")
-    }
-}
-
-/// A user name safe to put in SQL unquoted-equivalent (`[a-z0-9_]`).
+/// A user name safe to put in SQL.
 fn checked(user: &str) -> Result<&str> {
-    if !user.is_empty() && user.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        Ok(user)
-    } else {
-        Err(err(format!("database user `{user}` is not [a-z0-9_]; rotate it by hand")))
-    }
+    logins::checked(user).ok_or_else(|| err(format!("database user `{user}` is not [a-z0-9_]; rotate it by hand")))
+}
+
+fn parse(url: &str) -> Option<LoginUrl<'_>> {
+    LoginUrl::parse(url)
 }
 
 fn pending_ref(reference: &str) -> String {
@@ -75,8 +51,8 @@ impl Postgres {
         let u =
             parse(&current).ok_or_else(|| err(format!("{reference} is not postgres://USER:PASSWORD@HOST:PORT/DB")))?;
         self.read_record(id).ok_or_else(|| ProviderError::not_found(format!("database {id}")))?;
-        let next = alternate(checked(u.user)?);
-        let url = format!("postgres://{next}:{}@{}", random_hex(16)?, u.rest);
+        let next = logins::alternate(checked(u.user)?);
+        let url = u.with_login(&next, &random_hex(16)?);
         self.secrets.put(&pending_ref(reference), &url).map_err(|e| err(e.to_string()))?;
         Ok(StagedLogin { current: credential(&current)?, pending: credential(&url)? })
     }
@@ -87,32 +63,15 @@ impl Postgres {
         let p = parse(&pending).ok_or_else(|| err("the pending URL does not parse"))?;
         let c = parse(&current).ok_or_else(|| err(format!("{reference} does not parse")))?;
         let (user, like) = (checked(p.user)?, checked(c.user)?);
-        if !p.password.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !logins::generated(p.password) {
             return Err(err("the pending password is not one Skiff made"));
         }
         // A clone of the current user: the same attributes, and a member of what it is
         // a member of (a superuser's clone is a superuser).
-        let attrs = self
-            .sql(
-                &r,
-                &format!(
-                    "select rolsuper, rolcreatedb, rolcreaterole, rolreplication from pg_roles where rolname = '{like}'"
-                ),
-            )
-            .await?;
+        let attrs = self.sql(&r, &logins::attributes_query(like)).await?;
         let row = attrs.first().ok_or_else(|| err(format!("user {like} does not exist in {id}")))?;
-        let flag = |i: usize, yes: &str| {
-            if row.get(i).map(String::as_str) == Some("t") { yes.to_owned() } else { format!("NO{yes}") }
-        };
-        let options =
-            [flag(0, "SUPERUSER"), flag(1, "CREATEDB"), flag(2, "CREATEROLE"), flag(3, "REPLICATION")].join(" ");
-        let script = format!(
-            "do $$ begin\n  if not exists (select 1 from pg_roles where rolname = '{user}') then\n    create role {user};\n  end if;\nend $$;\n\
-             alter role {user} with login {options} password '{}';\n\
-             do $$ declare g text; begin\n  for g in select b.rolname from pg_auth_members m join pg_roles a on a.oid = m.member join pg_roles b on b.oid = m.roleid where a.rolname = '{like}' loop\n    execute format('grant %I to {user}', g);\n  end loop;\nend $$;\n\
-             grant all privileges on database \"{}\" to {user};\n",
-            p.password, r.name
-        );
+        let flags: Vec<&str> = row.iter().map(String::as_str).collect();
+        let script = logins::clone_script(user, like, p.password, &r.name, Attributes::from_flags(&flags));
         self.sql(&r, &script).await?;
         credential(&pending)
     }
@@ -150,34 +109,14 @@ impl Postgres {
         credential(&pending)
     }
 
+    pub(crate) async fn rotation_cancel(&self, _id: &str, reference: &str) -> Result<()> {
+        self.secrets.delete(&pending_ref(reference)).map_err(|e| err(e.to_string()))
+    }
+
     pub(crate) async fn disable_login(&self, id: &str, user: &str) -> Result<()> {
         let r = self.read_record(id).ok_or_else(|| ProviderError::not_found(format!("database {id}")))?;
         let user = checked(user)?;
         // Without a password nobody logs in as it over TCP; its open sessions stay.
-        self.sql(
-            &r,
-            &format!("do $$ begin\n  if exists (select 1 from pg_roles where rolname = '{user}') then\n    alter role {user} with password null;\n  end if;\nend $$;\n"),
-        )
-        .await
-        .map(drop)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{alternate, parse};
-
-    #[test]
-    fn users_alternate_in_pairs() {
-        assert_eq!(alternate("skiff"), "skiff_a");
-        assert_eq!(alternate("skiff_a"), "skiff_b");
-        assert_eq!(alternate("skiff_b"), "skiff_a");
-    }
-
-    #[test]
-    fn urls_parse_into_user_password_and_the_rest() {
-        let u = parse("postgres://skiff_a:00ff@127.0.0.1:5432/orders").unwrap();
-        assert_eq!((u.user, u.password, u.rest), ("skiff_a", "00ff", "127.0.0.1:5432/orders"));
-        assert!(parse("mysql://x").is_none());
+        self.sql(&r, &logins::disable_script(user)).await.map(drop)
     }
 }
