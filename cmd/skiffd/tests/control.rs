@@ -616,20 +616,7 @@ fn the_postgres_index_answers_status_and_rebuilds_from_the_bucket() {
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, by `openssl`.
 fn certificates(dir: &Path) {
-    let sh = |script: &str| {
-        let ok = Command::new("sh").arg("-ec").arg(script).current_dir(dir).stderr(Stdio::null()).status().unwrap();
-        assert!(ok.success(), "{script}");
-    };
-    sh(
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=skiff-test-ca",
-    );
-    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
-        sh(&format!(
-            "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage={usage}\\n' > {name}.ext\n\
-             openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {name}.key -out {name}.csr -subj /CN={name}\n\
-             openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile {name}.ext"
-        ));
-    }
+    skiff_testkit::certificates(dir, "IP:127.0.0.1");
 }
 
 #[test]

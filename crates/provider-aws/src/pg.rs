@@ -130,8 +130,10 @@ fn connect_error(t: &Target, user: &str, e: &tokio_postgres::Error) -> ProviderE
     };
     let hint = if auth {
         String::new()
+    } else if why.contains("certificate") {
+        "; the endpoint's certificate must chain to a CA in SKIFF_AWS_RDS_CA (Amazon's bundle: https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem)".to_owned()
     } else if t.via.is_none() {
-        "; the control plane must reach the instance's private subnet — or forward a local port to it (`aws ssm start-session --document-name AWS-StartPortForwardingSessionToRemoteHost`) and name it in SKIFF_AWS_DATABASE_TUNNELS; a certificate error needs SKIFF_AWS_RDS_CA".to_owned()
+        "; the control plane must reach the instance's private subnet — or forward a local port to it (`aws ssm start-session --document-name AWS-StartPortForwardingSessionToRemoteHost`) and name it in SKIFF_AWS_DATABASE_TUNNELS".to_owned()
     } else {
         "; is the port forward running?".to_owned()
     };

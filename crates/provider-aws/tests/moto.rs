@@ -491,22 +491,28 @@ async fn a_key_rotation_reencrypts_secrets_and_the_bucket_and_deletes_the_old_ke
 /// engine; a real PostgreSQL stands in for it, reached as an operator reaches a
 /// private instance).
 async fn tunnelled(moto: &Moto, conf: &aws_config::SdkConfig, id: &str, engine: &Postgres) -> AwsProvider {
+    tunnelled_with_ca(moto, conf, id, engine, None).await
+}
+
+async fn tunnelled_with_ca(
+    moto: &Moto,
+    conf: &aws_config::SdkConfig,
+    id: &str,
+    engine: &Postgres,
+    ca: Option<&std::path::Path>,
+) -> AwsProvider {
     let _ = moto;
     let settings = AwsSettings::from_vars("s3://skiff-state/prod", Some("us-east-1".into()), |k| match k {
         "SKIFF_AWS_DATABASE_TUNNELS" => Some(format!("{id}=127.0.0.1:{}", engine.port)),
+        "SKIFF_AWS_RDS_CA" => ca.map(|c| c.display().to_string()),
         _ => None,
     })
     .unwrap();
     AwsProvider::with_config(settings, conf).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_secret_rotation_stages_awspending_alternates_users_and_gives_the_master_a_new_password() {
-    use skiff_pluginapi::{Database as _, Secrets as _};
-    let moto = Moto::start();
-    let conf = sdk(&moto).await;
-    let p = provider(&moto, &conf).await;
-    let spec = DatabaseSpec {
+fn orders_db() -> DatabaseSpec {
+    DatabaseSpec {
         id: "orders-db".into(),
         name: "orders".into(),
         engine: "postgres".into(),
@@ -515,8 +521,43 @@ async fn a_secret_rotation_stages_awspending_alternates_users_and_gives_the_mast
         storage_gib: 20,
         multi_az: false,
         backup_retention_days: 7,
-    };
-    p.create(&spec).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_is_reached_over_tls_verified_for_the_endpoints_name() {
+    use skiff_pluginapi::Database as _;
+    let moto = Moto::start();
+    let conf = sdk(&moto).await;
+    let p = provider(&moto, &conf).await;
+    let made = p.create(&orders_db()).await.unwrap();
+    let sm = aws_sdk_secretsmanager::Client::new(&conf);
+    let v = sm.get_secret_value().secret_id("skiff/orders-db").send().await.unwrap();
+    let map: BTreeMap<String, String> = serde_json::from_str(v.secret_string().unwrap()).unwrap();
+    let (good, wrong) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    skiff_testkit::certificates(good.path(), &format!("DNS:{}", made.host));
+    skiff_testkit::certificates(wrong.path(), &format!("DNS:{}", made.host));
+    let pem = |d: &tempfile::TempDir, f: &str| d.path().join(f);
+    // Password logins over TCP only with TLS: the rotation cannot fall back to plain text.
+    let engine =
+        Postgres::start_tls("skiff", &map["password"], "orders", &pem(&good, "server.pem"), &pem(&good, "server.key"));
+    let reference = "secret://orders-db/url";
+    let other = tunnelled_with_ca(&moto, &conf, "orders-db", &engine, Some(&pem(&wrong, "ca.pem"))).await;
+    other.rotation_create("orders-db", reference).await.unwrap();
+    let refused = other.rotation_set("orders-db", reference).await.unwrap_err();
+    assert!(refused.message.contains("SKIFF_AWS_RDS_CA"), "a certificate from another CA is refused: {refused:?}");
+    let p = tunnelled_with_ca(&moto, &conf, "orders-db", &engine, Some(&pem(&good, "ca.pem"))).await;
+    assert_eq!(p.rotation_set("orders-db", reference).await.unwrap().user, "skiff_a");
+    assert_eq!(p.rotation_test("orders-db", reference).await.unwrap().user, "skiff_a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_rotation_stages_awspending_alternates_users_and_gives_the_master_a_new_password() {
+    use skiff_pluginapi::{Database as _, Secrets as _};
+    let moto = Moto::start();
+    let conf = sdk(&moto).await;
+    let p = provider(&moto, &conf).await;
+    p.create(&orders_db()).await.unwrap();
     let sm = aws_sdk_secretsmanager::Client::new(&conf);
     let read = |stage: &'static str| {
         let sm = sm.clone();

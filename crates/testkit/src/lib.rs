@@ -243,3 +243,26 @@ impl Moto {
             .ok_or_else(|| std::io::Error::other(format!("bad response: {response:.80}")))
     }
 }
+
+/// Makes, with `openssl` in `dir`: a CA (`ca.pem`), a server certificate for
+/// `server_san` (`server.pem`, `server.key`; such as `IP:127.0.0.1` or `DNS:db.example`)
+/// and a client certificate for 127.0.0.1 (`client.pem`, `client.key`).
+///
+/// # Panics
+/// If `openssl` fails.
+pub fn certificates(dir: &std::path::Path, server_san: &str) {
+    let sh = |script: &str| {
+        let ok = Command::new("sh").arg("-ec").arg(script).current_dir(dir).stderr(Stdio::null()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "{script}");
+    };
+    sh(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=skiff-test-ca",
+    );
+    for (name, san, usage) in [("server", server_san, "serverAuth"), ("client", "IP:127.0.0.1", "clientAuth")] {
+        sh(&format!(
+            "printf 'subjectAltName={san}\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage={usage}\\n' > {name}.ext\n\
+             openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {name}.key -out {name}.csr -subj /CN={name}\n\
+             openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile {name}.ext"
+        ));
+    }
+}

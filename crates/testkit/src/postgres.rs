@@ -52,12 +52,30 @@ impl Postgres {
     /// # Panics
     /// If PostgreSQL is missing or does not start within a minute.
     pub fn start(user: &str, password: &str, database: &str) -> Self {
+        Self::launch(user, password, database, None)
+    }
+
+    /// [`Postgres::start`] with TLS from `cert` and `key` (PEM), and password logins
+    /// over TCP only with TLS (`hostssl`).
+    ///
+    /// # Panics
+    /// As [`Postgres::start`].
+    pub fn start_tls(user: &str, password: &str, database: &str, cert: &Path, key: &Path) -> Self {
+        Self::launch(user, password, database, Some((cert, key)))
+    }
+
+    fn launch(user: &str, password: &str, database: &str, tls: Option<(&Path, &Path)>) -> Self {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("skiff-pg-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the cluster's directory");
         std::fs::write(dir.join("pw"), password).expect("write the password file");
+        if let Some((cert, key)) = tls {
+            std::fs::copy(cert, dir.join("server.pem")).expect("copy the certificate");
+            std::fs::copy(key, dir.join("server.key")).expect("copy the key");
+            let _ = Command::new("chmod").arg("600").arg(dir.join("server.key")).status();
+        }
         let sudo = as_postgres();
         if !sudo.is_empty() {
             let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status();
@@ -80,10 +98,21 @@ impl Postgres {
         );
         let port = free_port();
         let sock = dir.display().to_string();
-        let server = tool(
-            "postgres",
-            &["-D", &data, "-p", &port.to_string(), "-k", &sock, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-        );
+        let port_s = port.to_string();
+        let mut options: Vec<String> =
+            ["-D", &data, "-p", &port_s, "-k", &sock, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
+                .map(str::to_owned)
+                .to_vec();
+        if tls.is_some() {
+            let hba = "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n";
+            std::fs::write(dir.join("data/pg_hba.conf"), hba).expect("write pg_hba.conf");
+            for (k, f) in [("ssl_cert_file", "server.pem"), ("ssl_key_file", "server.key")] {
+                options.extend(["-c".to_owned(), format!("{k}={}", dir.join(f).display())]);
+            }
+            options.extend(["-c".to_owned(), "ssl=on".to_owned()]);
+        }
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        let server = tool("postgres", &options);
         let guard = Guarded::spawn(&server.join(" "), &dir.join("server.log"));
         assert!(
             wait_until(Duration::from_secs(60), || port_open(port)),
