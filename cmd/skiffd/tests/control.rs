@@ -412,6 +412,8 @@ fn deploy_through_the_server_then_drift_is_repaired_by_the_worker() {
     // The managed-dependency journeys through the server: planned, refused, gated.
     let (code, missing) = remote(dir, &d, &approver, &["rotate", "secret", "nosuch", "--yes"]);
     assert_eq!((code, missing["code"].as_str()), (4, Some("NOT_FOUND")), "{missing}");
+    let (code, missing) = remote(dir, &d, &approver, &["database", "retire", "nosuch", "--yes"]);
+    assert_eq!((code, missing["code"].as_str()), (4, Some("NOT_FOUND")), "{missing}");
     let (code, planned) = remote(dir, &d, &viewer, &["rotate", "key", "--dry-run"]);
     assert_eq!(code, 0, "{planned}");
     assert_eq!(planned["data"]["steps"].as_array().map(Vec::len), Some(5), "{planned}");
