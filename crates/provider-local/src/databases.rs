@@ -118,13 +118,7 @@ impl Postgres {
     /// Where cluster data goes: beside the records, or under the postgres user's home
     /// when running as root.
     fn data_base(&self) -> Result<PathBuf> {
-        Ok(match pg_user()? {
-            Some((_, _, home)) => {
-                let tag = path_tag(&self.records.display().to_string());
-                PathBuf::from(home).join("skiff").join(tag)
-            }
-            None => self.records.clone(),
-        })
+        data_base(&self.records)
     }
 
     fn url_ref(id: &str) -> String {
@@ -411,6 +405,14 @@ impl Postgres {
             }
         }
     }
+}
+
+/// Where the clusters of the records in `records` keep their data.
+pub(crate) fn data_base(records: &Path) -> Result<PathBuf> {
+    Ok(match pg_user()? {
+        Some((_, _, home)) => PathBuf::from(home).join("skiff").join(path_tag(&records.display().to_string())),
+        None => records.to_path_buf(),
+    })
 }
 
 /// A short stable tag for a path (so two local directories never share data).

@@ -75,6 +75,13 @@ impl LocalDir {
         self.0.join("databases")
     }
 
+    /// Where database clusters keep their data: beside the records, or — when Skiff
+    /// runs as root and PostgreSQL as its own user — under that user's home. Removing
+    /// the local directory leaves the latter; remove it with the directory.
+    pub fn database_data(&self) -> PathBuf {
+        databases::data_base(&self.databases()).unwrap_or_else(|_| self.databases())
+    }
+
     /// Role records.
     pub fn identity(&self) -> PathBuf {
         self.0.join("identity")

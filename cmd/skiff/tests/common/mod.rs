@@ -111,6 +111,12 @@ impl Drop for StopAll<'_> {
     fn drop(&mut self) {
         let env: Vec<(&str, &str)> = self.1.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let _ = self.0.run_env(&["local", "down", "--stop-instances", "--yes"], &env);
+        // Cluster data kept outside the sandbox (PostgreSQL's home, when run as root).
+        let state = format!("file://{}", self.0.path().join(".skiff/state").display());
+        let data = skiff_provider_local::LocalDir::for_state(&state, self.0.path()).database_data();
+        if !data.starts_with(self.0.path()) {
+            let _ = std::fs::remove_dir_all(data);
+        }
     }
 }
 

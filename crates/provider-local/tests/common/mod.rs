@@ -35,7 +35,25 @@ pub struct Env {
     pub bucket: String,
     /// The service program releases carry.
     pub hello: PathBuf,
-    supervisor: tokio::task::JoinHandle<std::io::Result<()>>,
+    supervisor: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Drop for Env {
+    /// Cluster data kept outside the temporary directory (PostgreSQL's home, when the
+    /// tests run as root) goes with it; its servers are stopped first.
+    fn drop(&mut self) {
+        let data = LocalDir::new(self.dir.path().join("local")).database_data();
+        if data.starts_with(self.dir.path()) {
+            return;
+        }
+        for entry in std::fs::read_dir(&data).into_iter().flatten().flatten() {
+            let pid = std::fs::read_to_string(entry.path().join("data/postmaster.pid")).unwrap_or_default();
+            if let Some(pid) = pid.lines().next().filter(|p| !p.is_empty()) {
+                let _ = std::process::Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(data);
+    }
 }
 
 impl Env {
@@ -69,7 +87,7 @@ impl Env {
             skiff_clock::Clock::sleep(&skiff_clock::SystemClock, Duration::from_millis(25)).await;
         }
         assert!(provider.status().await.is_some(), "the supervisor answers");
-        Env { dir, ledger, signer, public_pem: keys.public_pem, provider, bucket, hello, supervisor }
+        Env { dir, ledger, signer, public_pem: keys.public_pem, provider, bucket, hello, supervisor: Some(supervisor) }
     }
 
     pub fn path(&self) -> &Path {
@@ -130,9 +148,11 @@ impl Env {
         skiff_testkit::workspace_bin("skiff-runner")
     }
 
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         let _ = self.provider.shutdown(true).await;
-        let _ = skiff_clock::timeout(&skiff_clock::SystemClock, Duration::from_secs(10), self.supervisor).await;
+        if let Some(s) = self.supervisor.take() {
+            let _ = skiff_clock::timeout(&skiff_clock::SystemClock, Duration::from_secs(10), s).await;
+        }
         self.provider.stop_databases().await;
     }
 }
