@@ -54,6 +54,9 @@ struct Args {
     /// Restarts within a minute that make a crash loop.
     #[arg(long, env = "SKIFF_CRASH_LOOP_RESTARTS", default_value_t = defaults::CRASH_LOOP_RESTARTS)]
     crash_loop_restarts: usize,
+    /// Run a task of the release once instead (`migrate`, `migrate-down`) and exit with its code.
+    #[arg(long, env = "SKIFF_TASK")]
+    task: Option<skiff_runner::Task>,
 }
 
 use std::io::Write as _;
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         secret_map,
         heartbeat_ms: a.heartbeat_ms,
         crash_loop_restarts: a.crash_loop_restarts,
+        task: a.task,
     };
     ExitCode::from(skiff_runner::run_blocking(config))
 }

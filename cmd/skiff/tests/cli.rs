@@ -341,6 +341,45 @@ fn plan_diffs_against_the_recorded_spec() {
     assert_eq!(v["risk"]["level"], "medium");
 }
 
+/// Expand/contract guidance: with a release running, `skiff plan` says what it meets
+/// when the migration runs before the canary, and what an irreversible one means.
+#[test]
+fn plan_warns_what_the_running_release_meets_during_a_migration() {
+    let s = Sandbox::new();
+    s.copy_example("api-db");
+    let recorded = skiff_spec::parse("api-db.yaml", &std::fs::read(s.path().join("api-db.yaml")).unwrap()).unwrap();
+    let ir = skiff_ir::compile(&recorded);
+    let l = ledger(s.path());
+    block(async {
+        let digest = l.put_spec(&ir).await.unwrap();
+        l.update::<skiff_state::docs::ServiceState, _>(&skiff_state::keys::service_state("orders-api"), |_| {
+            Ok(skiff_state::Update::Write(skiff_state::docs::ServiceState {
+                service: "orders-api".into(),
+                spec_digest: Some(digest.clone()),
+                current_release: Some("2026.11.22.1".into()),
+                ..Default::default()
+            }))
+        })
+        .await
+        .unwrap();
+    });
+    let facts = |v: serde_json::Value| {
+        v["facts"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect::<Vec<_>>().join("\n")
+    };
+    let before = facts(json(&s.run(&["plan", "-f", "api-db.yaml", "--format", "json"])));
+    let text = std::fs::read_to_string(s.path().join("api-db.yaml")).unwrap();
+    let one_way = text
+        .replace("    down: [orders-api, migrate, --to, \"1\"]    # what undoes this release's migration\n", "")
+        .replace("phase: before_canary", "phase: after_promote");
+    assert_ne!(one_way, text);
+    std::fs::write(s.path().join("api-db.yaml"), one_way).unwrap();
+    let after = facts(json(&s.run(&["plan", "-f", "api-db.yaml", "--format", "json"])));
+    insta::assert_snapshot!(
+        "plan-migration-facts",
+        format!("before_canary with down:\n{before}\n\nafter_promote without down:\n{after}")
+    );
+}
+
 fn op_of(r: &Run) -> String {
     json(r)["operation_id"].as_str().unwrap().to_owned()
 }

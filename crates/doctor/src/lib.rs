@@ -112,6 +112,56 @@ pub async fn diagnose(i: &Inputs<'_>) -> Vec<Finding> {
         out.extend(service(i, s).await);
         out.extend(database(i, s).await);
         out.extend(secret_versions(i, s).await);
+        out.extend(migrations(i, s).await);
+    }
+    out
+}
+
+/// Migrations of the service that failed, or were interrupted with no operation left
+/// to finish them.
+async fn migrations(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
+    use skiff_state::docs::{MigrationRecord, MigrationState};
+    let mut out = Vec::new();
+    for l in i.ledger.store().list(&keys::migrations(&s.service)).await.unwrap_or_default() {
+        let Ok(Some(m)) = i.ledger.read::<MigrationRecord>(&l.key).await else { continue };
+        let subject = format!("migration {}/{}", m.service, m.release);
+        let output: Vec<String> = m
+            .output
+            .lines()
+            .filter(|x| !x.trim().is_empty())
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .map(|x| format!("output: {x}"))
+            .collect();
+        let finding =
+            match m.state {
+                MigrationState::Failed => Finding::new(
+                    Code::OperationFailed,
+                    &subject,
+                    format!(
+                        "the migration of {} failed (exit {}); the deploy stopped before traffic moved",
+                        m.release,
+                        m.exit_code.unwrap_or(-1)
+                    ),
+                )
+                .facts(output)
+                .fact(format!("operation {}; fix the migration in a new release, then deploy it", m.op_id))
+                .action("show", format!("skiff saga show {}", m.op_id), false, Safety::ReadOnly, 0.6)
+                .action("deploy", "skiff deploy -f skiff.yaml --yes", true, Safety::Reversible, 0.5),
+                MigrationState::Running if s.active_operation.as_deref() != Some(m.op_id.as_str()) => Finding::new(
+                    Code::Unhealthy,
+                    &subject,
+                    format!("the migration of {} was interrupted and nothing is finishing it", m.release),
+                )
+                .fact(format!("started by {} at {}", m.op_id, skiff_clock::Utc::from_ms(m.started_at_ms).rfc3339()))
+                .fact("resuming checks the version table before it runs anything again")
+                .action("resume", format!("skiff saga resume {} --yes", m.op_id), true, Safety::Reversible, 0.7),
+                _ => continue,
+            };
+        out.push(finding);
     }
     out
 }

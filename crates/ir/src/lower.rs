@@ -4,7 +4,7 @@
 use std::fmt::Display;
 
 use skiff_spec::values::{Duration, Percentage};
-use skiff_spec::{Availability, Cost, DatabaseSize, MAX_INSTANCES, Spec, Strategy, WorkloadKind};
+use skiff_spec::{Availability, Cost, DatabaseSize, MAX_INSTANCES, MigrationPhase, Spec, Strategy, WorkloadKind};
 
 use crate::model::*;
 
@@ -91,6 +91,12 @@ pub fn compile(spec: &Spec) -> ServiceIr {
                 Source::Default,
                 "a week of point-in-time recovery",
             ),
+            migrations: db.migrations.as_ref().map(|m| MigrationIr {
+                command: m.command.clone(),
+                down: m.down.clone(),
+                phase: m.phase.unwrap_or(MigrationPhase::BeforeCanary),
+                timeout: m.timeout.unwrap_or(Duration::from_secs(300)),
+            }),
         }
     });
 

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use skiff_spec::values::{Duration, Percentage, SecretRef};
-use skiff_spec::{Availability, Cost, DatabaseEngine, DatabaseSize, IamStatement, Spec, Strategy, WorkloadKind};
+use skiff_spec::{
+    Availability, Cost, DatabaseEngine, DatabaseSize, IamStatement, MigrationPhase, Spec, Strategy, WorkloadKind,
+};
 
 /// The `kind` of a stored IR document.
 pub const KIND: &str = "skiff.ir";
@@ -139,6 +141,23 @@ pub struct DatabaseIr {
     pub multi_az: bool,
     /// Backup retention.
     pub backup_retention: Duration,
+    /// Schema migrations deploys run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrations: Option<MigrationIr>,
+}
+
+/// A release's schema migration with its defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationIr {
+    /// Program and arguments (the program from the artifact).
+    pub command: Vec<String>,
+    /// What undoes it; `None` makes it irreversible.
+    pub down: Option<Vec<String>>,
+    /// When it runs.
+    pub phase: MigrationPhase,
+    /// How long it may run.
+    pub timeout: Duration,
 }
 
 /// How a new release replaces the old one.

@@ -98,6 +98,7 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool) -> Result<An
     if before.is_some() {
         check_free(ctx, &ledger, &ir.service).await?;
     }
+    refuse_migrations_on(&ir, provider_name)?;
     let mut notes = Vec::new();
     let signer = crate::keys::signer_or_generate(ctx, embedded, &mut notes)?;
     let public_pem = crate::keys::public_key(ctx)?;
@@ -134,12 +135,25 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool) -> Result<An
     if let Some(db) = rollout.database.as_mut() {
         db.id = skiff_steps::database::current_instance(&ledger, &db.id).await.map_err(|e| crate::error::state(&e))?;
     }
+    notes.extend(crate::plan::migration_notes(&ir, stable_release.as_deref()));
     let graph = skiff_steps::deploy::deploy_graph(&rollout).map_err(|e| crate::error::saga(&e))?;
     let input = crate::policy::input(ctx, &ir, "deploy", provider_name, Some(release_facts), Some(&graph));
     notes.extend(crate::policy::enforce(&rules, &input)?.1);
     let key = format!("deploy:{}:{}", ir.service, m.release);
     let l = rollout_launch("deploy", graph, &rollout, key, notes);
     Ok(launch(ctx, &engine, &ledger, l).await?.answer())
+}
+
+/// Migrations run on a task instance; only the local provider launches those so far.
+fn refuse_migrations_on(ir: &skiff_ir::ServiceIr, provider: &str) -> Result<()> {
+    if provider == "local" || ir.database.as_ref().and_then(|d| d.migrations.as_ref()).is_none() {
+        return Ok(());
+    }
+    Err(Envelope::failure(Code::Usage, format!("`database.migrations` cannot run on the {provider} provider yet"))
+        .fact("a migration runs on a one-shot task instance of the new release; the local provider launches those, the AWS provider does not yet")
+        .fact("run the migration yourself before `skiff deploy`, or remove `database.migrations`")
+        .action("validate", "skiff validate -f skiff.yaml", false, Safety::ReadOnly, 0.5)
+        .into())
 }
 
 /// `skiff deploy --dry-run`: the rollout's steps as the engine plans them, after the
@@ -174,6 +188,7 @@ pub(crate) async fn dry_run(ctx: &Context, file: &Path, bucket: bool) -> Result<
         None if bucket => facts.push(format!("{} has no stable release: this rollout takes all traffic", ir.service)),
         None => {}
     }
+    facts.extend(crate::plan::migration_notes(&ir, stable.as_ref().map(|s| s.release.as_str())));
     let group = skiff_steps::deploy::group_spec(&ir, "next", runner_config(&resolved.state.value, ""));
     let rollout = skiff_steps::deploy::rollout_for(&ir, "next", "", group, stable);
     let graph = skiff_steps::deploy::deploy_graph(&rollout).map_err(|e| crate::error::saga(&e))?;

@@ -29,7 +29,13 @@ pub(crate) async fn run(ctx: &Context, file: &Path) -> Result<Answer> {
         .as_ref()
         .map(|old| serde_json::json!({ "spec_digest": old.digest(), "current_release": current_release }));
     let context = match &recorded_ir {
-        Some(old) if diff.is_empty() => format!("matches the recorded spec {}", &old.digest()[..12]),
+        Some(old) if diff.is_empty() && old.digest() == ir.digest() => {
+            format!("matches the recorded spec {}", &old.digest()[..12])
+        }
+        Some(old) if diff.is_empty() => format!(
+            "the same resources as the recorded spec {}; what the next release runs differs (a deploy rolls it out)",
+            &old.digest()[..12]
+        ),
         Some(old) => format!("compared with the recorded spec {}", &old.digest()[..12]),
         None => "nothing recorded for this service yet: every resource is new".to_owned(),
     };
@@ -41,6 +47,7 @@ pub(crate) async fn run(ctx: &Context, file: &Path) -> Result<Answer> {
         counts(&diff)
     ))
     .facts(facts(&ir))
+    .facts(migration_notes(&ir, current_release.as_deref()))
     .fact(context)
     .data(serde_json::json!({
         "file": shown,
@@ -59,6 +66,31 @@ pub(crate) async fn run(ctx: &Context, file: &Path) -> Result<Answer> {
     .risk(risk, reasons)
     .action("validate", format!("skiff validate -f {shown}"), false, Safety::ReadOnly, 0.4);
     Ok(Answer::from(env).body(body(&ir, &plan, &diff)))
+}
+
+/// What a release's migration means for the releases around it (expand/contract).
+pub(crate) fn migration_notes(ir: &skiff_ir::ServiceIr, previous: Option<&str>) -> Vec<String> {
+    let Some(m) = ir.database.as_ref().and_then(|d| d.migrations.as_ref()) else { return Vec::new() };
+    let mut out = Vec::new();
+    match (m.phase, previous) {
+        (skiff_spec::MigrationPhase::BeforeCanary, Some(p)) => out.push(format!(
+            "warning: the migration runs before the canary, so release {p} keeps serving against the new schema until it is retired — expand only (add, never drop or rename); contract in a later release with `phase: after_promote`"
+        )),
+        (skiff_spec::MigrationPhase::BeforeCanary, None) => {
+            out.push("the migration runs before the first instances take traffic".to_owned());
+        }
+        (skiff_spec::MigrationPhase::AfterPromote, _) => out.push(
+            "the migration runs after promotion: until it finishes the new release serves against the old schema"
+                .to_owned(),
+        ),
+    }
+    if m.down.is_none() {
+        out.push(
+            "the migration has no `down`, so it is irreversible: the deploy waits for approval before running it, and a failed rollout leaves the schema changed"
+                .to_owned(),
+        );
+    }
+    out
 }
 
 pub(crate) fn facts(ir: &ServiceIr) -> Vec<String> {
@@ -157,6 +189,22 @@ fn body(ir: &ServiceIr, plan: &ResourcePlan, diff: &PlanDiff) -> String {
     let width = plan.resources.iter().map(|r| r.id.len()).max().unwrap_or(0);
     for r in &plan.resources {
         let _ = writeln!(out, "  {:width$}  {}", r.id, describe(r));
+    }
+    if let Some(m) = ir.database.as_ref().and_then(|d| d.migrations.as_ref()) {
+        let _ = writeln!(
+            out,
+            "\nMigration ({}, {})\n  `{}` from the new release's artifact, once, timeout {}",
+            match m.phase {
+                skiff_spec::MigrationPhase::BeforeCanary => "before the canary",
+                skiff_spec::MigrationPhase::AfterPromote => "after promotion",
+            },
+            if m.down.is_some() { "reversible" } else { "irreversible" },
+            m.command.join(" "),
+            m.timeout
+        );
+        if let Some(d) = &m.down {
+            let _ = writeln!(out, "  undone by `{}` when the rollout fails", d.join(" "));
+        }
     }
     let _ = writeln!(out, "\nChanges: {}", counts(diff));
     for change in diff.changes.iter().filter(|c| c.op != skiff_compiler::Op::Add || !c.path.is_empty()) {

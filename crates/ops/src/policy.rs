@@ -61,7 +61,7 @@ pub(crate) fn input(
             g.steps
                 .iter()
                 .map(|s| {
-                    let (safety, routine) = skiff_steps::deploy::declared_safety(&g.saga, &s.kind);
+                    let (safety, routine) = skiff_steps::deploy::declared_safety(&g.saga, &s.kind, &s.params);
                     StepFacts {
                         id: s.id.clone(),
                         kind: s.kind.clone(),

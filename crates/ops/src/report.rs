@@ -117,6 +117,18 @@ pub fn operation(r: &RunReport, key: Option<&str>) -> Answer {
     }
     if let Some(at) = &d.blocked_at {
         env = env.fact(format!("compensation stopped at irreversible step `{at}`"));
+        if r.plan.steps.iter().any(|s| s.id == *at && s.kind == "deploy.migrate") {
+            env = env.fact(
+                "the schema change stays: the migration has no `down`, and traffic is back on the previous release, which now runs against the new schema; fix forward with a release that works with it",
+            )
+            .action(
+                "fix-forward",
+                "skiff deploy -f skiff.yaml --yes",
+                true,
+                Safety::Reversible,
+                0.6,
+            );
+        }
     }
     env = match r.status {
         OpStatus::AwaitingApproval => env
@@ -319,6 +331,14 @@ fn rollout(report: &RunReport, r: &RolloutFacts, key: Option<&str>, stable_healt
             let at = shifted.map_or_else(|| "before any traffic shifted".to_owned(), |w| format!("at {w}%"));
             let mut facts = vec![format!("rollout stopped {at}")];
             facts.extend(f.facts.iter().filter(|x| !x.starts_with("rollout stopped")).cloned());
+            if report
+                .plan
+                .steps
+                .iter()
+                .any(|s| s.kind == "deploy.migrate" && d.step(&s.id).status == StepStatus::Compensated)
+            {
+                facts.push("the schema is back: the migration's `down` ran".to_owned());
+            }
             match &r.stable {
                 Some((stable, _)) => {
                     let verb = if shifted.is_some() { "is back" } else { "stayed" };

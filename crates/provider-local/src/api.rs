@@ -83,3 +83,13 @@ pub struct Endpoint {
     /// When it started.
     pub started_at_ms: u64,
 }
+
+/// `POST /v1/tasks`: run a task of a release once; answered with its `TaskOutcome`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunTask {
+    /// The task.
+    pub task: skiff_pluginapi::TaskSpec,
+    /// The asking process: the task is killed if it exits.
+    pub owner: Option<u32>,
+}

@@ -127,6 +127,12 @@ const NO_BODY: Option<&()> = None;
 
 #[async_trait]
 impl Compute for LocalProvider {
+    async fn run_task(&self, spec: &TaskSpec) -> Result<TaskOutcome> {
+        let body = crate::api::RunTask { task: spec.clone(), owner: Some(std::process::id()) };
+        self.call(reqwest::Method::POST, "/v1/tasks", Some(&body)).await?.ok_or_else(|| {
+            ProviderError::new("the supervisor does not run tasks; restart it (`skiff local up`)", false)
+        })
+    }
     async fn create_group(&self, spec: &GroupSpec) -> Result<GroupInfo> {
         self.call(reqwest::Method::PUT, &format!("/v1/groups/{}", spec.name), Some(spec))
             .await?
@@ -432,6 +438,9 @@ impl Database for LocalProvider {
     }
     async fn rotation_finish(&self, id: &str, reference: &str) -> Result<Credential> {
         self.postgres.rotation_finish(id, reference).await
+    }
+    async fn migration_marks(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        self.postgres.migration_marks(id).await
     }
     async fn rotation_cancel(&self, id: &str, reference: &str) -> Result<()> {
         self.postgres.rotation_cancel(id, reference).await

@@ -4,12 +4,14 @@
 //! DIGEST_MISMATCH, recorded in its member document), runs the program with its
 //! environment and resolved secrets, restarts it with backoff (flagging a crash loop),
 //! probes its health, heartbeats its member document, writes its logs to rotating
-//! files, and drains on SIGTERM.
+//! files, and drains on SIGTERM. With `SKIFF_TASK` it runs one task of the release
+//! instead (its schema migration) and exits with the task's code.
 
 mod logs;
 mod member;
 mod prepare;
 mod supervise;
+mod task;
 
 use std::path::PathBuf;
 
@@ -60,6 +62,29 @@ pub struct Config {
     pub heartbeat_ms: u64,
     /// Restarts within a minute that make a crash loop.
     pub crash_loop_restarts: usize,
+    /// Run a task of the release once instead of supervising its program.
+    pub task: Option<Task>,
+}
+
+/// A one-shot task of a release (`SKIFF_TASK`): its migration, or the migration's down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// `database.migrations.command`.
+    Migrate,
+    /// `database.migrations.down`.
+    MigrateDown,
+}
+
+impl std::str::FromStr for Task {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "migrate" => Ok(Task::Migrate),
+            "migrate-down" => Ok(Task::MigrateDown),
+            other => Err(format!("SKIFF_TASK `{other}` is not `migrate` or `migrate-down`")),
+        }
+    }
 }
 
 /// Defaults of the settings that have one.
@@ -100,6 +125,7 @@ impl Config {
             heartbeat_ms: number(s::HEARTBEAT_MS.name, s::HEARTBEAT_MS.get(env))?.unwrap_or(defaults::HEARTBEAT_MS),
             crash_loop_restarts: number(s::CRASH_LOOP_RESTARTS.name, s::CRASH_LOOP_RESTARTS.get(env))?
                 .map_or(defaults::CRASH_LOOP_RESTARTS, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+            task: s::TASK.get(env).map(|t| t.parse()).transpose()?,
         })
     }
 }
@@ -162,5 +188,8 @@ pub async fn run(config: Config) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    supervise::supervise(&config, prepared, &member, &log).await
+    match config.task {
+        Some(t) => task::run(t, prepared, &member, &log).await,
+        None => supervise::supervise(&config, prepared, &member, &log).await,
+    }
 }

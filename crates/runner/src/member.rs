@@ -40,6 +40,15 @@ impl Member {
         Ok(member)
     }
 
+    /// Removes the document (a task's runner is no member of its group).
+    pub(crate) async fn remove(&self) -> Result<(), StateError> {
+        let store = self.ledger.store();
+        match store.get(&self.key).await? {
+            Some(obj) => store.delete_if_match(&self.key, &obj.version).await.map_err(StateError::from),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn ledger(&self) -> &Ledger {
         &self.ledger
     }

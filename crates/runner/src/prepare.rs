@@ -26,6 +26,8 @@ pub(crate) struct Prepared {
     pub(crate) health: Option<HealthIr>,
     /// Time the program gets to finish after SIGTERM.
     pub(crate) drain_ms: u64,
+    /// The release's schema migration, its programs resolved like the command's.
+    pub(crate) migration: Option<skiff_ir::MigrationIr>,
 }
 
 async fn refuse(member: &Member, log: &Log, code: &str, reason: String) {
@@ -139,12 +141,21 @@ pub(crate) async fn prepare(config: &Config, member: &Member, log: &Log) -> Resu
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut command: Vec<String> = ir.run.command.iter().map(|a| fill(a, config)).collect();
-    if command.first().is_some_and(|c| *c == manifest.artifact.name || *c == stem) {
-        command[0] = program.display().to_string();
-    }
+    let resolve = |args: &[String]| {
+        let mut command: Vec<String> = args.iter().map(|a| fill(a, config)).collect();
+        if command.first().is_some_and(|c| *c == manifest.artifact.name || *c == stem) {
+            command[0] = program.display().to_string();
+        }
+        command
+    };
+    let migration = ir.database.as_ref().and_then(|d| d.migrations.clone()).map(|mut m| {
+        m.command = resolve(&m.command);
+        m.down = m.down.as_deref().map(resolve);
+        m
+    });
     Ok(Prepared {
-        command,
+        command: resolve(&ir.run.command),
+        migration,
         env,
         dir: config.dir.clone(),
         health: ir.network.as_ref().map(|n| n.health.clone()),

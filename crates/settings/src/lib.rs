@@ -240,6 +240,9 @@ settings! {
     /// Secret reference remapping.
     SECRET_MAP = "SKIFF_SECRET_MAP", Runner, [Run], None, false,
         "Resolve some references from others instead: `secret://A/k=secret://B/k,...` (a restore's shadow instance reads the copy's URL).";
+    /// One-shot task.
+    TASK = "SKIFF_TASK", Runner, [Run], Some("none: supervise the program"), false,
+        "Run a task of the release once and exit with its code: `migrate` or `migrate-down` (`database.migrations`).";
     /// Heartbeat period.
     HEARTBEAT_MS = "SKIFF_HEARTBEAT_MS", Runner, [Run], Some("`2000`"), false, "Heartbeat period of the member document, ms.";
     /// Crash loop threshold.

@@ -446,3 +446,50 @@ pub struct RetireRecord {
     pub at_ms: u64,
 }
 document!(RetireRecord, "skiff.database_retire", 1);
+
+/// Where a release's schema migration stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationState {
+    /// Started; not known to have ended (a crash leaves this).
+    Running,
+    /// Exited 0.
+    Succeeded,
+    /// Exited non-zero or ran past its timeout.
+    Failed,
+    /// Its `down` ran after a failed rollout.
+    Undone,
+}
+
+/// `migrations/<svc>/<release>.json`: the schema migration of a release, run once per
+/// release and database by the deploy that rolls it out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationRecord {
+    /// CAS metadata.
+    pub cas: Cas,
+    /// The service.
+    pub service: String,
+    /// The release.
+    pub release: String,
+    /// The database.
+    pub database: String,
+    /// The operation that ran it last.
+    pub op_id: String,
+    /// Where it stands.
+    pub state: MigrationState,
+    /// Its exit code, once it ended.
+    pub exit_code: Option<i32>,
+    /// The end of its output.
+    pub output: String,
+    /// How long it ran, ms.
+    pub duration_ms: u64,
+    /// When it started, ms since the epoch.
+    pub started_at_ms: u64,
+    /// The migration tools' version tables before it ran (table → digest of its rows):
+    /// after a crash, a change means it ran.
+    pub marks_before: BTreeMap<String, String>,
+    /// It has no `down`.
+    pub irreversible: bool,
+}
+document!(MigrationRecord, "skiff.migration", 1, cas);

@@ -138,6 +138,16 @@ pub fn database_restores(database: &str) -> String {
     format!("{ROOT}databases/{database}/restores/")
 }
 
+/// A release's schema migration record.
+pub fn migration(service: &str, release: &str) -> String {
+    format!("{ROOT}migrations/{service}/{release}.json")
+}
+
+/// Prefix of a service's migration records.
+pub fn migrations(service: &str) -> String {
+    format!("{ROOT}migrations/{service}/")
+}
+
 /// The record of a retained instance's deletion.
 pub fn database_retired(database: &str, instance: &str) -> String {
     format!("{ROOT}databases/{database}/retired/{instance}.json")
@@ -240,6 +250,13 @@ pub enum KeyKind {
         /// Operation.
         op: String,
     },
+    /// `migrations/<svc>/<release>.json`.
+    Migration {
+        /// Service.
+        service: String,
+        /// Release.
+        release: String,
+    },
     /// `databases/<db>/retired/<instance>.json`.
     DatabaseRetired {
         /// Database.
@@ -272,6 +289,7 @@ impl KeyKind {
             KeyKind::DatabaseBackup { .. } => BackupRecord::KIND,
             KeyKind::DatabaseRestore { .. } => RestoreRecord::KIND,
             KeyKind::DatabaseRetired { .. } => RetireRecord::KIND,
+            KeyKind::Migration { .. } => MigrationRecord::KIND,
             KeyKind::ReleaseSignature { .. } | KeyKind::Blob { .. } | KeyKind::Unknown => return None,
         })
     }
@@ -310,6 +328,9 @@ pub fn classify(key: &str) -> KeyKind {
         ["audit", date, _] => KeyKind::Audit { date: (*date).to_owned() },
         ["databases", db, "restores", file] => {
             json(file).map_or(KeyKind::Unknown, |op| KeyKind::DatabaseRestore { database: (*db).to_owned(), op })
+        }
+        ["migrations", svc, file] => {
+            json(file).map_or(KeyKind::Unknown, |release| KeyKind::Migration { service: (*svc).to_owned(), release })
         }
         ["databases", db, "retired", file] => json(file)
             .map_or(KeyKind::Unknown, |instance| KeyKind::DatabaseRetired { database: (*db).to_owned(), instance }),

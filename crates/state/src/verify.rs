@@ -170,6 +170,7 @@ impl Ledger {
                 KeyKind::DatabaseBackup { .. } => typed::<BackupRecord>(&l.key, &bytes),
                 KeyKind::DatabaseRestore { .. } => typed::<RestoreRecord>(&l.key, &bytes),
                 KeyKind::DatabaseRetired { .. } => typed::<RetireRecord>(&l.key, &bytes),
+                KeyKind::Migration { .. } => typed::<MigrationRecord>(&l.key, &bytes),
                 other => {
                     let expected = other.expected_kind().unwrap_or_default();
                     match codec::header(&l.key, &bytes) {

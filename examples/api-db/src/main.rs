@@ -7,9 +7,13 @@
 //! - `GET /orders` — the row count, the newest id and a checksum of every item;
 //! - `GET /` — which release and instance answered.
 //!
+//! `orders-api migrate [--to N]` migrates the schema instead (see `migrate.rs`).
+//!
 //! Every request that fails to reach the database drops the connection so the next
 //! one opens a fresh one with the same URL: a restarted database is picked up.
 #![expect(clippy::print_stdout, clippy::print_stderr, reason = "a service logs to stdout and stderr")]
+
+mod migrate;
 
 use std::sync::Arc;
 
@@ -46,6 +50,10 @@ async fn main() {
         eprintln!("orders-api: DATABASE_URL is not set (Skiff sets it from the spec's secret reference)");
         std::process::exit(2);
     };
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "migrate") {
+        std::process::exit(migrate::run(&url, &args[2..]).await);
+    }
     let host = env("HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
     let port = arg_port().or_else(|| env("PORT")).unwrap_or_else(|| "8080".to_owned());
     let app = Arc::new(App {

@@ -58,6 +58,15 @@ pub trait Compute: Send + Sync {
     async fn terminate_instance(&self, group: &str, instance: &str) -> Result<()>;
     /// Deletes the group and its instances (idempotent).
     async fn delete_group(&self, group: &str) -> Result<()>;
+    /// Runs a task of a release once (its schema migration) on an instance launched
+    /// like `spec.group`'s, and waits for it: the artifact verified, its secrets
+    /// resolved. The task dies if the caller goes away.
+    async fn run_task(&self, spec: &TaskSpec) -> Result<TaskOutcome> {
+        Err(ProviderError::new(
+            format!("this provider cannot run the {} task of {} yet", spec.task, spec.group.release),
+            false,
+        ))
+    }
 }
 
 /// A load balancer per service with weighted target groups.
@@ -233,6 +242,13 @@ pub trait Database: Send + Sync {
         let _ = reference;
         Err(ProviderError::new(format!("this provider cannot rotate the credentials of database {id}"), false))
     }
+    /// The version tables of well-known migration tools ([`MIGRATION_TABLES`]) that
+    /// instance `id` has, each with a digest of its rows: a migration interrupted by a
+    /// crash ran if one changed. Empty where the provider cannot look inside.
+    async fn migration_marks(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        let _ = id;
+        Ok(std::collections::BTreeMap::new())
+    }
     /// Rotation's compensation: drops the pending value `rotation_create` staged (the
     /// alternate user's new password was only in it, so nobody can use it). Idempotent.
     async fn rotation_cancel(&self, id: &str, reference: &str) -> Result<()> {
@@ -246,6 +262,21 @@ pub trait Database: Send + Sync {
         Err(ProviderError::new(format!("this provider cannot rotate the credentials of database {id}"), false))
     }
 }
+
+/// Version tables of well-known migration tools (Rails, Ecto, golang-migrate and
+/// orders-api's `schema_migrations`; sqlx, Flyway, refinery, goose, Diesel, Alembic,
+/// Knex, Django).
+pub const MIGRATION_TABLES: &[&str] = &[
+    "schema_migrations",
+    "_sqlx_migrations",
+    "flyway_schema_history",
+    "refinery_schema_history",
+    "goose_db_version",
+    "__diesel_schema_migrations",
+    "alembic_version",
+    "knex_migrations",
+    "django_migrations",
+];
 
 /// A provider: its capabilities, by trait.
 pub trait Provider: Send + Sync {

@@ -515,3 +515,29 @@ pub struct KeyInfo {
     /// The secret references encrypted with it.
     pub sealed: Vec<String>,
 }
+
+/// A task of a release to run once (see `Compute::run_task`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Names the task's instance (unique per operation and step).
+    pub id: String,
+    /// The release's group: its launch settings are the task instance's.
+    pub group: GroupSpec,
+    /// `migrate` or `migrate-down`.
+    pub task: String,
+    /// How long it may run, ms (the runner enforces the release's own timeout too).
+    pub timeout_ms: u64,
+}
+
+/// How a task ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskOutcome {
+    /// Its exit code (124: past its timeout).
+    pub exit_code: i32,
+    /// The end of its output (stdout and stderr, at most 16 KiB).
+    pub output: String,
+    /// How long it ran, ms.
+    pub duration_ms: u64,
+}

@@ -219,6 +219,10 @@ pub(crate) fn hint_for(path: &FieldPath) -> String {
         "database.engine" => "use `engine: postgres`",
         "database.version" => "quote the major version, e.g. `version: \"15\"`",
         "database.size" => "use `small`, `medium` or `large`",
+        "database.migrations" => {
+            "e.g. `migrations: {command: [payments-api, migrate], down: [payments-api, migrate, --to, \"1\"], phase: before_canary}`"
+        }
+        "database.migrations.phase" => "use `before_canary` or `after_promote`",
         "rollout.strategy" => "use `canary` or `all_at_once`",
         "rollout.canary.steps" | "rollout.canary.steps[]" => {
             "list ascending percentages from 1 to 100 ending at 100, e.g. `steps: [5, 25, 50, 100]`"

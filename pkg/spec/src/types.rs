@@ -190,6 +190,39 @@ pub struct Database {
     /// Backup policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<Backups>,
+    /// Schema migrations each deploy runs once, from the new release's artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrations: Option<Migrations>,
+}
+
+/// Schema migrations: a command that ships in the release's artifact (signed and
+/// digest-pinned like the service), run once per release on one instance of it with
+/// the database's secret resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Migrations {
+    /// The program and its arguments, as in `run.command`.
+    pub command: Vec<String>,
+    /// Undoes the migration; without it the migration is irreversible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<Vec<String>>,
+    /// `before_canary` (the default: both releases meet the new schema) or
+    /// `after_promote` (the old release has stopped taking traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<MigrationPhase>,
+    /// How long it may run (1s-1h). Default `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// When a deploy runs its migration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationPhase {
+    /// Before the new release's instances start, so before any traffic moves to it.
+    BeforeCanary,
+    /// After the new release is promoted, before the old one is retired.
+    AfterPromote,
 }
 
 /// Database engines.

@@ -489,6 +489,29 @@ fn check_database(spec: &Spec, out: &mut Vec<Issue>) {
             "quote a supported major version, e.g. `version: \"16\"`",
         ));
     }
+    if let Some(m) = &db.migrations {
+        let path = path.key("migrations");
+        let empty = |c: &[String]| c.is_empty() || c[0].trim().is_empty();
+        if empty(&m.command) {
+            out.push(Issue::new(
+                path.key("command"),
+                "the migration command is empty",
+                "the program and its arguments",
+                "e.g. `command: [payments-api, migrate]` (a program in the artifact)",
+            ));
+        }
+        if m.down.as_deref().is_some_and(empty) {
+            out.push(Issue::new(
+                path.key("down"),
+                "the down command is empty",
+                "the program and its arguments, or no `down` at all",
+                "e.g. `down: [payments-api, migrate, --to, \"1\"]`, or remove `down` to mark the migration irreversible",
+            ));
+        }
+        if let Some(t) = m.timeout {
+            range(out, path.key("timeout"), t, Duration::from_secs(1), Duration::from_secs(3600));
+        }
+    }
     if let Some(r) = db.backups.as_ref().and_then(|b| b.retention) {
         range(
             out,

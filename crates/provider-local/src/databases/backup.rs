@@ -60,6 +60,35 @@ impl Postgres {
             .collect())
     }
 
+    /// Digests of the migration tools' version tables the instance has.
+    pub(crate) async fn migration_marks(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        let r = self.read_record(id).ok_or_else(|| ProviderError::not_found(format!("database {id}")))?;
+        let names: Vec<String> = skiff_pluginapi::MIGRATION_TABLES.iter().map(|t| format!("('{t}')")).collect();
+        let found = self
+            .sql(
+                &r,
+                &format!(
+                    "select t from (values {}) v(t) where to_regclass('public.' || quote_ident(t)) is not null",
+                    names.join(",")
+                ),
+            )
+            .await?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in found {
+            let Some(t) = row.first() else { continue };
+            let digest = self
+                .sql(
+                    &r,
+                    &format!(
+                        "select count(*) || ':' || coalesce(md5(string_agg(x::text, ',' order by x::text)), '') from public.\"{t}\" x"
+                    ),
+                )
+                .await?;
+            out.insert(t.clone(), digest.first().and_then(|d| d.first()).cloned().unwrap_or_default());
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn backup(&self, id: &str, backup_id: &str) -> Result<BackupInfo> {
         if let Some(b) = std::fs::read(self.backup_path(backup_id)).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
             return Ok(b);

@@ -7,6 +7,7 @@
 
 pub(crate) mod lb;
 mod routes;
+mod task;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -328,13 +329,9 @@ impl Shared {
         }
     }
 
-    /// Starts one `skiff-runner` for a group.
-    fn launch(&self, spec: &GroupSpec, zone: &str) -> std::io::Result<Instance> {
-        let id = self.ids.id("i");
-        let port = spec.launch.port.map_or(Ok(0), |_| free_port())?;
-        let dir = self.config.dir.instance(&spec.service, &spec.name, &id);
-        std::fs::create_dir_all(&dir)?;
-        let out = std::fs::File::create(dir.join("runner.out"))?;
+    /// The `skiff-runner` command of instance `id` of group `spec`: its settings in a
+    /// clean environment, plus the AWS variables a bucket on S3 needs.
+    fn runner_command(&self, spec: &GroupSpec, id: &str, port: u16, dir: &std::path::Path) -> std::process::Command {
         let mut cmd = std::process::Command::new(&self.config.runner);
         cmd.args(&self.config.runner_args);
         cmd.env_clear()
@@ -342,16 +339,13 @@ impl Shared {
             .env("SKIFF_STATE", &spec.launch.runner.bucket)
             .env("SKIFF_SERVICE", &spec.service)
             .env("SKIFF_RELEASE", &spec.release)
-            .env("SKIFF_INSTANCE", &id)
+            .env("SKIFF_INSTANCE", id)
             .env("PORT", port.to_string())
             .env("SKIFF_PUBLIC_KEY_PEM", &spec.launch.runner.public_key_pem)
-            .env("SKIFF_RUNNER_DIR", &dir)
+            .env("SKIFF_RUNNER_DIR", dir)
             .env("SKIFF_SECRETS", format!("local:{}", self.config.dir.secrets().display()))
             .env("SKIFF_HEARTBEAT_MS", spec.launch.runner.heartbeat_ms.to_string())
-            .envs(&spec.launch.env)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
+            .envs(&spec.launch.env);
         for key in
             ["AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION"]
         {
@@ -359,6 +353,18 @@ impl Shared {
                 cmd.env(key, v);
             }
         }
+        cmd
+    }
+
+    /// Starts one `skiff-runner` for a group.
+    fn launch(&self, spec: &GroupSpec, zone: &str) -> std::io::Result<Instance> {
+        let id = self.ids.id("i");
+        let port = spec.launch.port.map_or(Ok(0), |_| free_port())?;
+        let dir = self.config.dir.instance(&spec.service, &spec.name, &id);
+        std::fs::create_dir_all(&dir)?;
+        let out = std::fs::File::create(dir.join("runner.out"))?;
+        let mut cmd = self.runner_command(spec, &id, port, &dir);
+        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn()?;
         let pid = child.id();

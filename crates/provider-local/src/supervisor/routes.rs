@@ -11,7 +11,7 @@ use serde::Deserialize;
 use skiff_pluginapi::{GroupSpec, LoadBalancerSpec, Target, TargetGroupSpec};
 
 use super::Shared;
-use crate::api::{ApiError, Deregister, Desired, Shutdown, Status, TargetGroupStatus, Weights};
+use crate::api::{ApiError, Deregister, Desired, RunTask, Shutdown, Status, TargetGroupStatus, Weights};
 
 type S = State<Arc<Shared>>;
 
@@ -35,6 +35,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/target-groups/{name}/deregister", post(deregister))
         .route("/v1/target-groups/{name}/health", get(health))
         .route("/v1/target-groups/{name}/stats", get(stats))
+        .route("/v1/tasks", post(run_task))
         .with_state(shared)
 }
 
@@ -200,4 +201,15 @@ async fn health(State(s): S, Path(name): Path<String>) -> Response {
 
 async fn stats(State(s): S, Path(name): Path<String>) -> Response {
     s.lbs.stats(&name).map_or_else(|| not_found(&format!("target group {name}")), |h| Json(h).into_response())
+}
+
+async fn run_task(State(s): S, Json(req): Json<RunTask>) -> Response {
+    match s.run_task(&req.task, req.owner).await {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(ApiError { code: "PROVIDER_ERROR".into(), message: format!("task {}: {e}", req.task.id) }),
+        )
+            .into_response(),
+    }
 }

@@ -30,6 +30,21 @@ fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> 
             .step("database", "deploy.database", serde_json::to_value(db).unwrap_or_default())
             .timeout_ms(t.max(DB_MS));
     }
+    // A migration before the canary runs first, on its own task instance: a failed one
+    // stops the deploy before any instance starts, and compensation of everything after
+    // an irreversible one still removes the new group.
+    let migration = r.migration.as_ref().filter(|_| saga == "deploy");
+    let migrate = |b: SagaBuilder, m: &super::MigrationPlan| {
+        let b = b.step("migrate", "deploy.migrate", serde_json::to_value(m).unwrap_or_default()).timeout_ms(
+            // Its own time, starting the task instance, and writing the record.
+            m.timeout_ms + t,
+        );
+        // Without a `down` it is irreversible: it waits for approval, as policy asks.
+        if m.down.is_none() { b.require_approval() } else { b }
+    };
+    if let Some(m) = migration.filter(|m| m.phase == skiff_spec::MigrationPhase::BeforeCanary) {
+        b = migrate(b, m);
+    }
     let mut b = b
         .step(
             "provision",
@@ -73,6 +88,9 @@ fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> 
             }),
         )
         .timeout_ms(t);
+    if let Some(m) = migration.filter(|m| m.phase == skiff_spec::MigrationPhase::AfterPromote) {
+        b = migrate(b, m);
+    }
     if let Some(s) = &r.stable
         && s.group != r.group.name
     {
@@ -138,6 +156,7 @@ mod tests {
             role: None,
             log_group: None,
             database: None,
+            migration: None,
         };
         let ids = |g: SagaGraph| {
             serde_json::to_value(&g).unwrap()["steps"]

@@ -14,6 +14,7 @@ mod analyse;
 mod common;
 mod database;
 mod graph;
+mod migrate;
 mod promote;
 mod provision;
 mod register;
@@ -28,7 +29,9 @@ pub use analyse::{Verdict, judge};
 pub(crate) use common::{POLL, apply_weights, provider, provider_error};
 pub use graph::{deploy_graph, rollback_graph};
 pub use provision::Provisioned;
-pub use rollout::{Rollout, Stable, Thresholds, TrafficPlan, database_spec, group_name, group_spec, rollout_for};
+pub use rollout::{
+    MigrationPlan, Rollout, Stable, Thresholds, TrafficPlan, database_spec, group_name, group_spec, rollout_for,
+};
 
 /// `deploy` in the catalog: planned from a spec and a release, so started by `skiff deploy`.
 pub(crate) const DEPLOY_KIND: crate::SagaKind = crate::SagaKind {
@@ -66,12 +69,14 @@ impl skiff_saga::ApprovalPolicy for RoutinePolicy {
     }
 }
 
-/// The safety each deploy step kind declares in its plan, known before planning (for
-/// policy checks), and whether [`RoutinePolicy`] exempts it from approval.
-pub fn declared_safety(saga: &str, kind: &str) -> (Safety, bool) {
+/// The safety a deploy step declares in its plan, known before planning (for policy
+/// checks), and whether [`RoutinePolicy`] exempts it from approval. A migration is
+/// irreversible when it has no `down`.
+pub fn declared_safety(saga: &str, kind: &str, params: &serde_json::Value) -> (Safety, bool) {
     match kind {
         "deploy.retire" => (Safety::Irreversible, saga == "deploy" || saga == "rollback"),
         "deploy.analyse" => (Safety::ReadOnly, false),
+        "deploy.migrate" if params.get("down").is_none_or(serde_json::Value::is_null) => (Safety::Irreversible, false),
         _ => (Safety::Reversible, false),
     }
 }
@@ -85,4 +90,5 @@ pub(crate) fn register(r: Registry) -> Registry {
         .with(analyse::Analyse)
         .with(promote::Promote)
         .with(retire::Retire)
+        .with(migrate::Migrate)
 }

@@ -73,6 +73,33 @@ pub struct Rollout {
     /// The managed database, ensured before instances start (a deploy only).
     #[serde(default)]
     pub database: Option<DatabaseSpec>,
+    /// The release's schema migration (a deploy only).
+    #[serde(default)]
+    pub migration: Option<MigrationPlan>,
+}
+
+/// A release's schema migration, as its deploy runs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationPlan {
+    /// The service.
+    pub service: String,
+    /// The release whose artifact carries it.
+    pub release: String,
+    /// The database it changes.
+    pub database: String,
+    /// The command (shown; the runner takes it from the signed release).
+    pub command: Vec<String>,
+    /// What undoes it; `None` makes the step irreversible.
+    pub down: Option<Vec<String>>,
+    /// When it runs.
+    pub phase: skiff_spec::MigrationPhase,
+    /// How long it may run, ms.
+    pub timeout_ms: u64,
+    /// The release's group: the task instance is launched like its instances.
+    pub group: GroupSpec,
+    /// The release taking traffic now, which meets the new schema during a canary.
+    pub previous: Option<String>,
 }
 
 /// Where a serving release takes traffic.
@@ -170,9 +197,7 @@ pub fn rollout_for(
         service: ir.service.clone(),
         release: release.to_owned(),
         spec_digest: spec_digest.to_owned(),
-        group,
         traffic: traffic_plan(ir, release),
-        stable,
         steps: if ir.rollout.strategy == skiff_spec::Strategy::AllAtOnce {
             vec![100]
         } else {
@@ -200,5 +225,21 @@ pub fn rollout_for(
             u32::try_from(ir.logs.retention.as_millis() / 86_400_000).unwrap_or(u32::MAX).max(1),
         )),
         database: database_spec(ir),
+        migration: ir.database.as_ref().and_then(|d| {
+            let m = d.migrations.as_ref()?;
+            Some(MigrationPlan {
+                service: ir.service.clone(),
+                release: release.to_owned(),
+                database: d.name.clone(),
+                command: m.command.clone(),
+                down: m.down.clone(),
+                phase: m.phase,
+                timeout_ms: m.timeout.as_millis(),
+                group: group.clone(),
+                previous: stable.as_ref().map(|s| s.release.clone()),
+            })
+        }),
+        group,
+        stable,
     }
 }
