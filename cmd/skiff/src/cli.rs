@@ -215,6 +215,35 @@ Examples:
         #[arg(long)]
         since: Option<String>,
     },
+    /// Incident repair: evidence, hypotheses, reversible remediations, verification.
+    #[command(after_help = "\
+Examples:
+  skiff repair incident hello --dry-run        hypotheses and the plan; nothing runs
+  skiff repair incident hello --yes            collect, remediate, verify
+
+Hypotheses: an operation whose engine died, a secret changed before instances failed,
+drifted capacity or traffic, security drift, a crash loop or exhausted error budget
+after a release, a dead database. Only reversible remediations run (a secret put back,
+instances replaced, drift reverted, a rollback, a resumed operation); the rest are
+recommended. Every step is in the ledger: `skiff saga show OP`.")]
+    Repair {
+        #[command(subcommand)]
+        action: RepairAction,
+    },
+    /// Evidence for debugging a service, in one redacted bundle kept in the ledger.
+    #[command(after_help = "\
+Examples:
+  skiff debug collect hello                    store the bundle in the ledger (audited)
+  skiff debug collect hello --out hello.json   and write it here too
+
+The bundle: the service's state, its release and provenance, member documents, its last
+operations with their events, recent logs of every instance, metrics, doctor's findings
+and a fresh reconcile verdict. Credentials in URLs, password/token/key values, bearer
+tokens, AWS keys and private keys are redacted.")]
+    Debug {
+        #[command(subcommand)]
+        action: DebugAction,
+    },
     /// Requests, errors and latency per target group; CPU, memory and restarts per instance.
     #[command(after_help = "\
 Examples:
@@ -443,6 +472,30 @@ The contexts file is $SKIFF_CONFIG, else ~/.config/skiff/config.yaml.")]
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairAction {
+    /// Repair an incident of a service.
+    Incident {
+        /// The service.
+        service: String,
+        /// Show the hypotheses and the plan; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DebugAction {
+    /// Collect a service's evidence bundle.
+    Collect {
+        /// The service.
+        service: String,
+        /// Also write the bundle to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -822,6 +875,10 @@ impl Command {
                 Request::Logs(LogsRequest { service, instance, follow, since })
             }
             Command::Metrics { service } => Request::Metrics { service },
+            Command::Debug { action: DebugAction::Collect { service, out } } => Request::DebugCollect { service, out },
+            Command::Repair { action: RepairAction::Incident { service, dry_run } } => {
+                Request::Incident { service, dry_run }
+            }
             Command::Doctor { service } => Request::Doctor { service },
             Command::Schema => Request::Schema,
             Command::Version => Request::Version,

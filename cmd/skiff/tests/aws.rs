@@ -55,7 +55,7 @@ impl Aws<'_> {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("skiff"));
         cmd.current_dir(self.s.path())
             .env("SKIFF_CONFIG", self.s.path().join("config.yaml"))
-            .args(["--provider", "aws", "--bucket", BUCKET, "secrets", "set", reference, "--format", "json"])
+            .args(["--provider", "aws", "--bucket", BUCKET, "secrets", "set", reference, "--yes", "--format", "json"])
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
@@ -388,4 +388,130 @@ fn iam_policy_prints_a_document_without_wildcard_actions() {
     // Without a region there is nothing to scope the ARNs to.
     let no_region = s.run(&args);
     assert_eq!(no_region.code, 2, "{}", no_region.stdout);
+}
+
+/// Security drift made by hand with boto3 behind Skiff's back — an extra inline policy
+/// (`s3:*` on `*`), AdministratorAccess attached, port 22 opened, the launch template's
+/// user data swapped, a listener rule, the state bucket's encryption, public access
+/// block, policy and tags, a secret's value — each reported DRIFTED with its path and
+/// severity; the repair saga puts back every reversible one, and reconcile is IN_SYNC
+/// once the secret's change is accepted.
+#[test]
+fn security_drift_made_by_hand_is_reported_with_its_severity_and_repaired() {
+    let s = Sandbox::new();
+    let moto = Moto::start();
+    let mut env = moto.env();
+    env.push(("SKIFF_AWS_AMI", "ami-12c6146b".to_owned()));
+    let aws = Aws { s: &s, moto, env };
+    assert_eq!(s.run(&["keys", "generate", "--format", "json"]).code, 0);
+    assert_eq!(aws.run(&["state", "init", "--yes", "--format", "json"]).code, 0);
+    assert_eq!(aws.set_secret("secret://web-db/url", "postgres://web@db/web"), 0);
+    let hello = skiff_testkit::workspace_bin("hello");
+    let yaml = format!(
+        "service: web\nartifact: {{path: {}}}\nrun: {{command: [hello]}}\nport: 8080\n\
+         health: {{path: /healthz, interval: 5s, timeout: 2s, healthy_threshold: 2, unhealthy_threshold: 2}}\n\
+         instances: {{min: 2, max: 4, desired: 2}}\nsecrets: {{DATABASE_URL: secret://web-db/url}}\n\
+         rollout:\n  canary: {{steps: [100], bake: 0s}}\n  drain_timeout: 1s\n  step_timeout: 2m\n",
+        hello.display()
+    );
+    std::fs::write(s.path().join("web.yaml"), yaml).unwrap();
+    let deployed = aws.run(&["deploy", "-f", "web.yaml", "--yes", "--format", "json"]);
+    assert_eq!(deployed.code, 0, "{}\n{}", deployed.stdout, deployed.stderr);
+    let release = json(&deployed)["data"]["release"].as_str().unwrap().to_owned();
+    let clean = aws.run(&["reconcile", "web", "--format", "json"]);
+    assert_eq!(json(&clean)["code"], "OK", "no drift right after a deploy: {}", clean.stdout);
+
+    let script = repo().join("cmd/skiff/tests/drift/aws_drift.py");
+    let group = skiff_steps::deploy::group_name("web", &release);
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["web", "skiff-e2e", &group, "web-db"])
+        .envs(aws.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let drifted = json(&aws.run(&["reconcile", "web", "--format", "json"]));
+    assert_eq!(drifted["code"], "DRIFTED", "{drifted}");
+    let found: Vec<(String, String)> = drifted["data"]["services"][0]["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["path"].as_str().unwrap().to_owned(), d["severity"].as_str().unwrap().to_owned()))
+        .collect();
+    for (path, severity) in [
+        ("identity.inline_policies", "critical"),
+        ("identity.attached_policies", "critical"),
+        ("network.ingress", "critical"),
+        ("launch.template", "critical"),
+        ("traffic.listener_rules", "high"),
+        ("state.encryption", "high"),
+        ("state.public_access_block", "critical"),
+        ("state.policy", "critical"),
+        ("state.tags", "low"),
+        ("secrets.secret://web-db/url", "high"),
+    ] {
+        assert!(found.contains(&(path.to_owned(), severity.to_owned())), "{path} [{severity}] in {found:?}");
+    }
+    assert_eq!(drifted["risk"]["level"], "high", "{drifted}");
+    assert!(
+        drifted["recommended_actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["command"] == "skiff reconcile web --repair --yes"),
+        "{drifted}"
+    );
+
+    // The saga fixes every reversible difference; the secret's change needs a person.
+    let repaired = json(&aws.run(&["reconcile", "web", "--repair", "--yes", "--format", "json"]));
+    assert_eq!(repaired["code"], "DRIFTED", "{repaired}");
+    assert!(repaired["summary"].as_str().unwrap().starts_with("repaired what a step can"), "{repaired}");
+    assert!(
+        repaired["recommended_actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["command"] == "skiff secrets set secret://web-db/url"),
+        "{repaired}"
+    );
+    let after = json(&aws.run(&["reconcile", "web", "--format", "json"]));
+    let left: Vec<&str> = after["data"]["services"][0]["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, ["secrets.secret://web-db/url"], "only the secret needs a person: {after}");
+
+    // Every fix is reversible: its undo (what compensation runs) brings the drift back,
+    // and the repair saga fixes it again.
+    let p = aws.provider();
+    let differences = drifted["data"]["services"][0]["differences"].as_array().unwrap().clone();
+    block(async {
+        for d in differences.iter().filter(|d| !d["fix"].is_null()) {
+            p.posture().unwrap().fix(&d["fix"]["undo"]).await.unwrap_or_else(|e| panic!("undo {}: {e}", d["path"]));
+        }
+    });
+    let again = json(&aws.run(&["reconcile", "web", "--format", "json"]));
+    let back: Vec<&str> = again["data"]["services"][0]["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    let fixed: Vec<&str> =
+        differences.iter().filter(|d| !d["fix"].is_null()).map(|d| d["path"].as_str().unwrap()).collect();
+    for path in &fixed {
+        assert!(back.contains(path), "{path} is back after its undo: {back:?}");
+    }
+    let repaired = json(&aws.run(&["reconcile", "web", "--repair", "--yes", "--format", "json"]));
+    assert!(repaired["summary"].as_str().unwrap().starts_with("repaired what a step can"), "{repaired}");
+
+    // Accepting the new value records it; then nothing differs.
+    assert_eq!(aws.set_secret("secret://web-db/url", "postgres://mallory@evil/db"), 0);
+    let synced = aws.run(&["reconcile", "web", "--format", "json"]);
+    assert_eq!(json(&synced)["code"], "OK", "{}", synced.stdout);
+    let verified = aws.run(&["state", "verify", "--format", "json"]);
+    assert_eq!(verified.code, 0, "{}", verified.stdout);
 }

@@ -281,6 +281,23 @@ impl Skiff for Service {
         self.read(&caller, request, Vec::new()).await
     }
 
+    async fn debug_collect(&self, req: Request<proto::ServiceRequest>) -> Reply {
+        let caller = self.caller(&req, Role::Operator).await?;
+        let Some(service) = req.into_inner().service else {
+            return Err(Status::invalid_argument("debug collect names a service"));
+        };
+        let target = service.clone();
+        self.write_confirmed(
+            &caller,
+            "api.debug.collect",
+            &target,
+            Op::DebugCollect { service, out: None },
+            Vec::new(),
+            true,
+        )
+        .await
+    }
+
     async fn metrics(&self, req: Request<proto::ServiceRequest>) -> Reply {
         let caller = self.caller(&req, Role::Viewer).await?;
         let Some(service) = req.into_inner().service else {

@@ -458,6 +458,17 @@ async fn service(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
         _ => Vec::new(),
     };
     let mut refused = BTreeSet::new();
+    // `skiff rollback SVC` goes to the previous stable release: recommended only when
+    // there is one to go to.
+    let can_roll_back =
+        if s.candidate_release.is_some() { s.stable_release.is_some() } else { s.previous_stable.is_some() };
+    let rollback = |f: Finding| {
+        if can_roll_back {
+            f.action("rollback", format!("skiff rollback {svc} --yes"), true, Safety::Reversible, 0.5)
+        } else {
+            f.fact(format!("{svc} has no earlier stable release to roll back to"))
+        }
+    };
     for m in i.ledger.members::<RunnerDetail>(svc).await.unwrap_or_default() {
         let current =
             Some(&m.release) == s.current_release.as_ref() || Some(&m.release) == s.candidate_release.as_ref();
@@ -472,7 +483,7 @@ async fn service(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
         if m.health == MemberHealth::Refused {
             let code = m.detail.code.as_deref().and_then(|c| c.parse().ok()).unwrap_or(Code::SignatureInvalid);
             if refused.insert(code.as_str()) {
-                out.push(
+                out.push(rollback(
                     Finding::new(code, &subject, format!("{who} refused its release"))
                         .fact(m.detail.reason.clone().unwrap_or_default())
                         .fact("runners verify the signature and digests before starting anything")
@@ -482,21 +493,19 @@ async fn service(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
                             false,
                             Safety::ReadOnly,
                             0.8,
-                        )
-                        .action("rollback", format!("skiff rollback {svc} --yes"), true, Safety::Reversible, 0.5),
-                );
+                        ),
+                ));
             }
         } else if m.detail.crash_loop {
-            out.push(
+            out.push(rollback(
                 Finding::new(Code::Unhealthy, &subject, format!("{who} is crash looping"))
                     .fact(format!(
                         "{} restarts; last exit: {}",
                         m.detail.restarts,
                         m.detail.last_exit.clone().unwrap_or_default()
                     ))
-                    .action("logs", logs, false, Safety::ReadOnly, 0.8)
-                    .action("rollback", format!("skiff rollback {svc} --yes"), true, Safety::Reversible, 0.5),
-            );
+                    .action("logs", logs, false, Safety::ReadOnly, 0.8),
+            ));
         } else if m.health == MemberHealth::Unhealthy {
             out.push(
                 Finding::new(Code::Unhealthy, &subject, format!("{who} is unhealthy"))

@@ -116,7 +116,7 @@ impl Context {
         [skiff_settings::ACTOR.name, "USER", "LOGNAME"]
             .iter()
             .find_map(|k| self.env.get(k).filter(|a| !a.is_empty()))
-            .unwrap_or_else(|| "unknown".to_owned())
+            .unwrap_or_else(os_user)
     }
 
     /// Roles of the actor in policy checks: whoever holds the bucket's credentials can
@@ -177,5 +177,15 @@ impl Context {
     /// The signing key's password (`$SKIFF_KEY_PASSWORD`, empty if unset).
     pub fn key_password(&self) -> Vec<u8> {
         skiff_settings::KEY_PASSWORD.raw(|k| self.env.get(k)).unwrap_or_default().into_bytes()
+    }
+}
+
+/// The operating system's name for the user running this process (`uid-N` when the
+/// password database has none): direct-mode actors are never "unknown".
+fn os_user() -> String {
+    let uid = nix::unistd::Uid::current();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) => u.name,
+        _ => format!("uid-{uid}"),
     }
 }

@@ -47,7 +47,7 @@ async fn serving(provider: &dyn Provider, ledger: &Ledger, service: &str, releas
 
 /// LEASE_HELD when a live operation already works on the service (checked before a
 /// release is built that nobody could roll out; the engine checks again on submit).
-async fn check_free(ctx: &Context, ledger: &Ledger, service: &str) -> Result<()> {
+pub(crate) async fn check_free(ctx: &Context, ledger: &Ledger, service: &str) -> Result<()> {
     let engine = crate::factory::engine_with(ctx, ledger, skiff_sagaapi::Extensions::default());
     match engine.scope_holder(service, None).await {
         Ok(Some((op, status))) => Err(crate::error::saga(&skiff_saga::SagaError::ScopeHeld {
@@ -255,7 +255,7 @@ pub(crate) async fn watch(ctx: &Context, file: &Path) -> Result<Answer> {
 
 /// `skiff rollback SERVICE [--to previous-stable|RELEASE]`.
 pub(crate) async fn rollback(ctx: &Context, service: &str, to: &str) -> Result<Answer> {
-    let (_, resolved) = ctx.resolve()?;
+    ctx.resolve()?;
     let (_, ledger) = ctx.ledger()?;
     // What the user named first: the service and the release to go back to.
     let state = crate::lookup::service(&ledger, service).await?;
@@ -275,41 +275,57 @@ pub(crate) async fn rollback(ctx: &Context, service: &str, to: &str) -> Result<A
     } else {
         to.to_owned()
     };
-    let manifest = crate::lookup::release(&ledger, service, &target).await?;
+    crate::lookup::release(&ledger, service, &target).await?;
     check_free(ctx, &ledger, service).await?;
     ctx.confirm(&format!("roll {service} back to {to}"), &format!("skiff rollback {service} --to {to}"))?;
+    let (graph, rollout) = rollback_plan(ctx, &ledger, &state, &target).await?;
+    let engine = crate::factory::engine(ctx, &ledger).await;
+    let key = format!("rollback:{service}:{target}:{}", ledger.clock().now_ms());
+    let l = rollout_launch("rollback", graph, &rollout, key, Vec::new());
+    Ok(launch(ctx, &engine, &ledger, l).await?.answer())
+}
+
+/// The rollback of `state`'s service to `target`: the release verified, its rollout
+/// from whatever serves now, its graph checked against every policy. Also how an
+/// incident repair rolls back.
+pub(crate) async fn rollback_plan(
+    ctx: &Context,
+    ledger: &Ledger,
+    state: &ServiceState,
+    target: &str,
+) -> Result<(skiff_saga::SagaGraph, Rollout)> {
+    let (_, resolved) = ctx.resolve()?;
+    let service = state.service.as_str();
+    let manifest = crate::lookup::release(ledger, service, target).await?;
     let public_pem = crate::keys::public_key(ctx)?;
     local_ready(ctx, None).await?;
     // No spec file here: the rules are the built-in ones plus ./policies.
     let rules = crate::policy::load(&ctx.cwd.join("skiff.yaml"))?;
     let verifier = skiff_release::Verifier::from_pem(public_pem.as_bytes()).map_err(|e| crate::error::release(&e))?;
     let provider_name = resolved.provider.value.as_str();
-    let provider = crate::factory::provider(ctx, &ledger).await?;
-    let engine = crate::factory::engine(ctx, &ledger).await;
+    let provider = crate::factory::provider(ctx, ledger).await?;
     let ir: ServiceIr = ledger.get_spec(&manifest.spec_digest).await.map_err(|e| crate::error::state(&e))?;
     // Move away from whatever serves now: a failed candidate's group first, else the current release.
     let mut from = None;
     for r in [state.candidate_release.clone(), state.current_release.clone()].into_iter().flatten() {
         if r != target
-            && let Some(s) = serving(provider.as_ref(), &ledger, service, &r).await
+            && let Some(s) = serving(provider.as_ref(), ledger, service, &r).await
             && s.serving
         {
             from = Some(s);
             break;
         }
     }
-    let group = skiff_steps::deploy::group_spec(&ir, &target, runner_config(&resolved.state.value, &public_pem));
-    let mut rollout = skiff_steps::deploy::rollout_for(&ir, &target, &manifest.spec_digest, group, from);
+    let group = skiff_steps::deploy::group_spec(&ir, target, runner_config(&resolved.state.value, &public_pem));
+    let mut rollout = skiff_steps::deploy::rollout_for(&ir, target, &manifest.spec_digest, group, from);
     rollout.steps = vec![100];
     let graph = skiff_steps::deploy::rollback_graph(&rollout).map_err(|e| crate::error::saga(&e))?;
     // The release rolled back to must still verify: a tampered one is refused here.
-    skiff_release::verify(&ledger, &verifier, service, &target).await.map_err(|e| crate::error::release(&e))?;
+    skiff_release::verify(ledger, &verifier, service, target).await.map_err(|e| crate::error::release(&e))?;
     let release_facts = crate::policy::verified_release(&manifest);
     let input = crate::policy::input(ctx, &ir, "rollback", provider_name, Some(release_facts), Some(&graph));
     crate::policy::enforce(&rules, &input)?;
-    let key = format!("rollback:{service}:{target}:{}", ledger.clock().now_ms());
-    let l = rollout_launch("rollback", graph, &rollout, key, Vec::new());
-    Ok(launch(ctx, &engine, &ledger, l).await?.answer())
+    Ok((graph, rollout))
 }
 
 /// `skiff reconcile SERVICE --repair`: reconcile, then run the `repair` saga for the

@@ -20,41 +20,63 @@ pub(crate) async fn run(ctx: &Context, service: Option<String>) -> Result<Answer
             return Err(crate::lookup::no_service(&ledger, s));
         }
     }
+    let (_, ledger) = ctx.ledger()?;
+    let findings = findings(ctx, &ledger, service.clone()).await;
+    Ok(outcome(service.as_deref(), &findings))
+}
+
+/// Doctor's findings for `service` (or everything).
+pub(crate) async fn findings(ctx: &Context, ledger: &skiff_state::Ledger, service: Option<String>) -> Vec<Finding> {
     let key = {
         let p = ctx.private_key_path();
         if p.exists() { KeyCheck::Present } else { KeyCheck::Missing(p.display().to_string()) }
     };
-    let (_, resolved) = ctx.resolve()?;
-    let reachable = match resolved.provider.value {
-        ProviderKind::Local => {
-            if crate::local::running(&crate::factory::local_dir(ctx)?).await? {
-                Ok(())
-            } else {
-                Err("the local supervisor is not running: instances are not supervised and load balancers are down"
-                    .to_owned())
-            }
-        }
+    let reachable = match ctx.resolve().map(|(_, r)| r.provider.value) {
+        Ok(ProviderKind::Local) => match crate::factory::local_dir(ctx) {
+            Ok(dir) if crate::local::running(&dir).await.unwrap_or(false) => Ok(()),
+            _ => Err("the local supervisor is not running: instances are not supervised and load balancers are down"
+                .to_owned()),
+        },
         _ => Ok(()),
     };
-    {
-        let (_, ledger) = ctx.ledger()?;
-        let provider = crate::factory::provider(ctx, &ledger).await.map_err(|e| e.envelope().summary.clone());
-        let provider_ref = match (&provider, &reachable) {
-            (Ok(p), Ok(())) => Ok(p.as_ref()),
-            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+    let provider = crate::factory::provider(ctx, ledger).await.map_err(|e| e.envelope().summary.clone());
+    let provider_ref = match (&provider, &reachable) {
+        (Ok(p), Ok(())) => Ok(p.as_ref()),
+        (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+    };
+    let inputs = Inputs {
+        ledger,
+        provider: provider_ref,
+        key,
+        service,
+        now_ms: skiff_clock::SystemClock.now_ms(),
+        stuck_after_ms: skiff_settings::DOCTOR_STUCK_AFTER_MS.parse(|k| ctx.env.get(k)).unwrap_or(STUCK_AFTER_MS),
+        heartbeat_stale_ms: HEARTBEAT_STALE_MS,
+    };
+    skiff_doctor::diagnose(&inputs).await
+}
+
+/// The services whose findings an incident repair addresses: unhealthy or crash-looping
+/// instances, drift, an operation stuck on the service asked about.
+fn incident_services(service: Option<&str>, findings: &[Finding]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in findings {
+        let named = if let Some(s) = f.subject.strip_prefix("service ") {
+            matches!(f.code, Code::Unhealthy | Code::Drifted).then(|| s.to_owned())
+        } else if let Some(rest) = f.subject.strip_prefix("instance ") {
+            (f.code == Code::Unhealthy)
+                .then(|| rest.split_once(" of ").map(|(_, s)| s.split(' ').next().unwrap_or(s).to_owned()))
+                .flatten()
+        } else if f.subject.starts_with("operation ") && f.code == Code::LeaseHeld {
+            service.map(str::to_owned)
+        } else {
+            None
         };
-        let inputs = Inputs {
-            ledger: &ledger,
-            provider: provider_ref,
-            key,
-            service: service.clone(),
-            now_ms: skiff_clock::SystemClock.now_ms(),
-            stuck_after_ms: skiff_settings::DOCTOR_STUCK_AFTER_MS.parse(|k| ctx.env.get(k)).unwrap_or(STUCK_AFTER_MS),
-            heartbeat_stale_ms: HEARTBEAT_STALE_MS,
-        };
-        let findings = skiff_doctor::diagnose(&inputs).await;
-        Ok(outcome(service.as_deref(), &findings))
+        if let Some(s) = named.filter(|s| !out.contains(s)) {
+            out.push(s);
+        }
     }
+    out
 }
 
 fn outcome(service: Option<&str>, findings: &[Finding]) -> Answer {
@@ -76,6 +98,13 @@ fn outcome(service: Option<&str>, findings: &[Finding]) -> Answer {
         }
     }
     let mut seen = std::collections::BTreeSet::new();
+    // A service that is unwell gets its incident repair first: it collects evidence and
+    // runs the reversible remediations these findings point to.
+    for svc in incident_services(service, findings) {
+        let command = format!("skiff repair incident {svc} --yes");
+        seen.insert(command.clone());
+        env = env.action(&format!("incident-{svc}"), command, true, skiff_sdk::Safety::Reversible, 0.8);
+    }
     for a in findings.iter().flat_map(|f| f.actions.iter()) {
         if seen.insert(a.command.clone()) {
             env = env.action(&a.id, a.command.clone(), a.mutating, a.safety, a.confidence);

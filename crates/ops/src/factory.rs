@@ -83,7 +83,24 @@ pub async fn engine(ctx: &Context, ledger: &Ledger) -> Engine {
     if let Ok(p) = provider(ctx, ledger).await {
         ext.insert(p);
     }
+    let resumer: Arc<dyn skiff_steps::incident::Resumer> =
+        Arc::new(EngineResumer { ctx: ctx.clone(), ledger: ledger.clone() });
+    ext.insert(resumer);
     engine_with(ctx, ledger, ext)
+}
+
+/// Runs another operation with an engine of its own: an incident's `resume` step.
+struct EngineResumer {
+    ctx: Context,
+    ledger: Ledger,
+}
+
+#[async_trait::async_trait]
+impl skiff_steps::incident::Resumer for EngineResumer {
+    async fn resume(&self, op: &str) -> std::result::Result<String, String> {
+        let engine = engine(&self.ctx, &self.ledger).await;
+        engine.run(op).await.map(|r| r.status.as_str().to_owned()).map_err(|e| e.to_string())
+    }
 }
 
 /// A hook that freezes the process at `point` (after writing `marker`) until it is

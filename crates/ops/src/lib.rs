@@ -16,8 +16,10 @@ pub mod describe;
 mod doctor;
 mod error;
 mod events;
+mod evidence;
 pub mod factory;
 mod iam;
+mod incident;
 mod init;
 pub mod intent;
 mod keys;
@@ -85,7 +87,9 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
         Request::Status { service } => observe::status(ctx, service).await,
         Request::Reconcile { service } => observe::reconcile(ctx, service).await,
         Request::Repair { service } => deploy::repair(ctx, &service).await,
+        Request::Incident { service, dry_run } => incident::repair(ctx, &service, dry_run).await,
         Request::Logs(r) => observe::logs(ctx, r).await,
+        Request::DebugCollect { service, out } => evidence::collect(ctx, &service, out).await,
         Request::Metrics { service } => observe::metrics(ctx, &service).await,
         Request::Doctor { service } => doctor::run(ctx, service).await,
         Request::Schema => Ok(meta::schema()),

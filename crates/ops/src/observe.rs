@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use skiff_clock::{Clock as _, SystemClock};
 use skiff_pluginapi::{HealthState, LogQuery, Provider, TrafficStats};
-use skiff_sdk::{Answer, Code, Envelope, Safety};
+use skiff_sdk::{Answer, Code, Envelope, RiskLevel, Safety};
 use skiff_state::Ledger;
 use skiff_state::docs::{Member, MemberHealth, OpStatus, OperationState, RunnerDetail, ServiceState};
 use skiff_steps::deploy::group_name;
@@ -416,21 +416,78 @@ pub(crate) async fn reconcile(ctx: &Context, service: Option<String>) -> Result<
         let names: Vec<&str> = drifted.iter().map(|d| d.service.as_str()).collect();
         Envelope::failure(Code::Drifted, format!("{} DRIFTED", names.join(", ")))
     };
+    let short = |v: &serde_json::Value| {
+        let t = v.to_string();
+        if t.chars().count() > 160 { format!("{}…", t.chars().take(160).collect::<String>()) } else { t }
+    };
+    let mut worst = None;
     for d in &docs {
-        for x in &d.differences {
-            env = env.fact(format!("{} {}: desired {}, actual {}", d.service, x.path, x.desired, x.actual));
+        let mut diffs: Vec<&skiff_state::docs::Difference> = d.differences.iter().collect();
+        diffs.sort_by_key(|x| std::cmp::Reverse(x.severity));
+        for x in diffs {
+            worst = worst.max(Some(x.severity));
+            env = env.fact(format!(
+                "{} {} [{}]: desired {}, actual {}",
+                d.service,
+                x.path,
+                x.severity.as_str(),
+                short(&x.desired),
+                short(&x.actual)
+            ));
         }
     }
     env = env.facts(skipped);
-    let mut repairs: Vec<&str> = drifted.iter().flat_map(|d| d.differences.iter().map(|x| x.repair.as_str())).collect();
-    repairs.sort_unstable();
-    repairs.dedup();
-    for (i, r) in repairs.iter().enumerate() {
-        if r.starts_with("skiff ") {
-            let mutating = !r.starts_with("skiff doctor");
-            let safety = if mutating { Safety::Reversible } else { Safety::ReadOnly };
-            env = env.action(&format!("repair-{}", i + 1), *r, mutating, safety, 0.6);
-        }
+    if let Some(w) = worst {
+        use skiff_pluginapi::Severity;
+        let level = match w {
+            Severity::Critical | Severity::High => RiskLevel::High,
+            Severity::Medium => RiskLevel::Medium,
+            _ => RiskLevel::Low,
+        };
+        env = env.risk(level, vec![format!("the worst difference is {}", w.as_str())]);
+    }
+    for d in &drifted {
+        env = drift_actions(env, &d.service, &d.differences);
     }
     Ok(env.data(serde_json::json!({ "services": docs })).into())
+}
+
+/// The commands a difference's repair names: the whole repair when it is one, else each
+/// `` `skiff …` `` quoted in it.
+fn commands_in(repair: &str) -> Vec<String> {
+    if repair.starts_with("skiff ") {
+        return vec![repair.to_owned()];
+    }
+    repair
+        .split('`')
+        .enumerate()
+        .filter(|(i, part)| i % 2 == 1 && part.starts_with("skiff "))
+        .map(|(_, part)| part.to_owned())
+        .collect()
+}
+
+/// Recommended actions for `service`'s differences: the repair saga first when a step
+/// repairs any of them, then the commands their repairs name.
+pub(crate) fn drift_actions(mut env: Envelope, service: &str, diffs: &[skiff_state::docs::Difference]) -> Envelope {
+    let stepped = |x: &skiff_state::docs::Difference| {
+        x.fix.is_some() || matches!(x.path.as_str(), "instances.desired" | "instances.running" | "traffic.weights")
+    };
+    if diffs.iter().any(stepped) {
+        env = env.action(
+            &format!("repair-{service}"),
+            format!("skiff reconcile {service} --repair --yes"),
+            true,
+            Safety::Reversible,
+            0.8,
+        );
+    }
+    let mut commands: Vec<String> = diffs.iter().flat_map(|x| commands_in(&x.repair)).collect();
+    commands.sort_unstable();
+    commands.dedup();
+    for (i, c) in commands.into_iter().enumerate() {
+        let read_only = c.starts_with("skiff doctor") || c.starts_with("skiff status");
+        let safety = if read_only { Safety::ReadOnly } else { Safety::Reversible };
+        env = env.action(&format!("repair-{service}-{}", i + 1), c, !read_only, safety, 0.6);
+    }
+    env
 }

@@ -114,6 +114,10 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
             c.logs(proto::LogsRequest { service: r.service, instance: r.instance, since: r.since }).await
         }
         Request::Metrics { service } => c.metrics(proto::ServiceRequest { service: Some(service) }).await,
+        Request::DebugCollect { service, out } => return debug_collect(ctx, c, service, out).await,
+        Request::Incident { service, dry_run } => {
+            return start_saga(ctx, c, "incident-repair", &service, &[("service", service.clone())], dry_run).await;
+        }
         Request::Doctor { service } => c.doctor(proto::ServiceRequest { service }).await,
         Request::Audit { since } => c.audit(proto::AuditRequest { since }).await,
         Request::Events { op, follow, after } => return events(ctx, c, &op, follow, after).await,
@@ -161,6 +165,20 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
         Request::Saga(r) => return saga(ctx, c, r).await,
         other => return Ok(crate::run(ctx, other).await),
     })
+}
+
+/// `skiff debug collect` through the server: it collects and stores the bundle; `--out`
+/// writes the bundle it answers with here.
+async fn debug_collect(ctx: &Context, c: &Client, service: String, out: Option<std::path::PathBuf>) -> Result<Answer> {
+    let mut answer = c.debug_collect(proto::ServiceRequest { service: Some(service) }).await;
+    if let Some(path) = out
+        && answer.envelope.ok
+    {
+        let bundle = answer.envelope.data.get("bundle").cloned().unwrap_or_default();
+        crate::evidence::write(ctx, &path, &bundle)?;
+        answer.envelope.facts.push(format!("written to {}", path.display()));
+    }
+    Ok(answer)
 }
 
 /// `skiff database backup` / `skiff restore database` through the server's StartSaga.

@@ -36,12 +36,50 @@ pub async fn outcome(ctx: &Context, ledger: &Ledger, op: &str) -> Result<Answer>
             rollout(&report, &facts, key.as_deref(), stable_healthy)
         }
         "repair" => repair(ctx, ledger, &report, intent.as_ref()).await?,
+        "incident-repair" => incident(&report, key.as_deref(), intent.as_ref()),
         _ => operation(&report, key.as_deref()),
     };
     if answer.envelope.ok {
         answer.envelope.facts.extend(notes);
     }
     Ok(answer)
+}
+
+/// An incident repair's answer: the operation's, named for the service, with what it
+/// recommends beyond what it ran.
+fn incident(r: &RunReport, key: Option<&str>, intent: Option<&OperationIntent>) -> Answer {
+    let mut a = operation(r, key);
+    let service = r.plan.service.clone().unwrap_or_default();
+    let env = &mut a.envelope;
+    if r.status == OpStatus::Succeeded {
+        env.summary = format!("incident of {service} repaired: the symptom is gone ({})", r.op_id);
+    } else if !env.ok {
+        env.summary = format!("incident repair of {service} did not finish: {}", env.summary);
+        *env = env.clone().action("doctor", format!("skiff doctor {service}"), false, Safety::ReadOnly, 0.7).action(
+            "evidence",
+            format!("skiff debug collect {service}"),
+            true,
+            Safety::ReadOnly,
+            0.5,
+        );
+    }
+    let recommended: Vec<serde_json::Value> =
+        intent.and_then(|i| i.params.get("recommended")).and_then(|v| v.as_array().cloned()).unwrap_or_default();
+    for (i, rec) in recommended.iter().enumerate() {
+        let (Some(cmd), Some(why)) = (rec["command"].as_str(), rec["why"].as_str()) else { continue };
+        *env = env.clone().fact(format!("recommended, not run: `{cmd}` ({why})")).action(
+            &format!("recommended-{}", i + 1),
+            cmd,
+            !cmd.starts_with("skiff doctor") && !cmd.contains("--dry-run"),
+            if cmd.starts_with("skiff doctor") || cmd.contains("--dry-run") {
+                Safety::ReadOnly
+            } else {
+                Safety::Reversible
+            },
+            0.5,
+        );
+    }
+    a
 }
 
 /// The answer for an operation submitted for a worker to run.
@@ -350,20 +388,22 @@ fn rollout(report: &RunReport, r: &RolloutFacts, key: Option<&str>, stable_healt
                 }
                 None => facts.push("there was no stable release; the new group was removed".to_owned()),
             }
+            let svc = &r.service;
             let mut env = Envelope::failure(Code::CanaryFailed, f.message.clone())
                 .facts(facts)
                 .data(data("compensated"))
-                .action(
-                    "rollback",
-                    format!(
-                        "skiff saga start rollback --service {} --to previous-stable --yes --format json",
-                        r.service
-                    ),
-                    true,
-                    Safety::Reversible,
-                    0.91,
-                )
                 .operation(op.clone());
+            // Traffic is already back: nothing to roll back. Look at why, fix, deploy again
+            // — unless what serves now is unwell too.
+            if r.stable.is_some() && stable_healthy == Some(false) {
+                env = env
+                    .action("incident", format!("skiff repair incident {svc} --yes"), true, Safety::Reversible, 0.8)
+                    .action("doctor", format!("skiff doctor {svc}"), false, Safety::ReadOnly, 0.6);
+            }
+            env = env
+                .action("events", format!("skiff saga events {op}"), false, Safety::ReadOnly, 0.8)
+                .action("logs", format!("skiff logs {svc} --since 10m"), false, Safety::ReadOnly, 0.7)
+                .action("deploy", "skiff deploy -f skiff.yaml --yes", true, Safety::Reversible, 0.3);
             env.idempotency_key = key.map(str::to_owned);
             env.into()
         }
@@ -430,6 +470,7 @@ async fn repair(
     for d in &remaining {
         env = env.fact(format!("{}: desired {}, actual {} — repair: {}", d.path, d.desired, d.actual, d.repair));
     }
+    env = crate::observe::drift_actions(env, &service, &remaining);
     let policy: Vec<String> = intent
         .and_then(|i| i.params.get("policy"))
         .and_then(|d| serde_json::from_value(d.clone()).ok())

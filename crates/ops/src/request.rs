@@ -39,6 +39,14 @@ pub enum Request {
         /// One service, or all.
         service: Option<String>,
     },
+    /// Evidence, hypotheses, reversible remediations, verification: the
+    /// `incident-repair` saga.
+    Incident {
+        /// The service.
+        service: String,
+        /// Plan only.
+        dry_run: bool,
+    },
     /// Reconcile, then run the `repair` saga for what a step can fix.
     Repair {
         /// The service.
@@ -46,6 +54,13 @@ pub enum Request {
     },
     /// A service's logs.
     Logs(LogsRequest),
+    /// Collect a service's evidence bundle into the ledger (and a file).
+    DebugCollect {
+        /// The service.
+        service: String,
+        /// Also write the bundle here.
+        out: Option<PathBuf>,
+    },
     /// Requests, errors and latency per target group; usage per instance.
     Metrics {
         /// The service.

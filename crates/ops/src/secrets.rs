@@ -37,10 +37,19 @@ impl Store {
         }
     }
 
+    /// Sets the value, keeping the one it replaces at `REFERENCE-previous` (what an
+    /// incident repair goes back to).
     async fn put(&self, reference: &str, value: &str) -> Result<()> {
         match self {
-            Store::Local(s) => s.put(reference, value).map_err(|e| secret_error(&e)),
-            Store::Aws(p) => aws(p.put(reference, value).await),
+            Store::Local(s) => {
+                if let Some(old) = s.get(reference).map_err(|e| secret_error(&e))?
+                    && old != value
+                {
+                    s.put(&format!("{reference}-previous"), &old).map_err(|e| secret_error(&e))?;
+                }
+                s.put(reference, value).map_err(|e| secret_error(&e))
+            }
+            Store::Aws(p) => aws(p.put_keeping_previous(reference, value).await),
         }
     }
 
@@ -123,10 +132,28 @@ async fn set(ctx: &Context, store: &Store, reference: &str) -> Result<Answer> {
             .into());
     }
     store.put(reference, value).await?;
+    let recorded = record_write(ctx, reference, &skiff_secrets::version(value)).await;
+    let kept = if existed { format!("; the replaced value is kept at {reference}-previous") } else { String::new() };
     Ok(Envelope::ok(format!("{} {reference}", if existed { "replaced" } else { "stored" }))
-        .fact(format!("{}; the value is never written to the state bucket", store.where_kept()))
+        .fact(format!("{}; the value is never written to the state bucket{kept}", store.where_kept()))
+        .fact(recorded)
         .data(serde_json::json!({"reference": reference, "replaced": existed}))
         .into())
+}
+
+/// Records the version written in the ledger (never the value), so reconcile can tell a
+/// later change made outside Skiff (the bucket is initialized for it, as a deploy would).
+async fn record_write(ctx: &Context, reference: &str, version: &str) -> String {
+    let Ok((_, ledger)) = ctx.ledger() else { return "no state bucket: the version is not recorded".to_owned() };
+    let actor = ctx.actor();
+    let recorded = match ledger.init(&actor).await {
+        Ok(_) => ledger.record_secret_write(reference, version, &format!("skiff secrets set ({actor})")).await,
+        Err(e) => Err(e),
+    };
+    match recorded {
+        Ok(()) => format!("version {version} recorded in the ledger"),
+        Err(e) => format!("warning: the version was not recorded ({e}); reconcile will report the value as changed"),
+    }
 }
 
 async fn list(store: &Store, name: Option<&str>) -> Result<Answer> {

@@ -140,6 +140,22 @@ pub async fn ensure_state_bucket(p: &AwsProvider) -> Result<BucketReport> {
         .send()
         .await
         .map_err(|e| fail("block public access", e))?;
+    let tags = crate::posture::BUCKET_TAGS
+        .iter()
+        .map(|(k, v)| aws_sdk_s3::types::Tag::builder().key(*k).value(*v).build())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| ProviderError::new(e.to_string(), false))?;
+    s3.put_bucket_tagging()
+        .bucket(&bucket)
+        .tagging(
+            aws_sdk_s3::types::Tagging::builder()
+                .set_tag_set(Some(tags))
+                .build()
+                .map_err(|e| ProviderError::new(e.to_string(), false))?,
+        )
+        .send()
+        .await
+        .map_err(|e| fail("tag the state bucket", e))?;
     // A plain-http endpoint (an emulator on loopback) could not be reached at all
     // under a TLS-only policy, so it gets none, and the report says so.
     let tls_only = !p.plain_http;
@@ -172,20 +188,25 @@ pub async fn ensure_state_bucket(p: &AwsProvider) -> Result<BucketReport> {
     })
 }
 
-/// A bucket policy refusing every request not made over TLS.
-async fn require_tls(p: &AwsProvider, bucket: &str) -> Result<()> {
-    let scope = p.scope().await?;
-    let policy = serde_json::json!({
+/// The bucket policy Skiff writes: every request not made over TLS is refused.
+pub(crate) fn tls_only_policy(partition: &str, bucket: &str) -> serde_json::Value {
+    serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [{
             "Sid": "TlsOnly",
             "Effect": "Deny",
             "Principal": "*",
             "Action": "s3:*",
-            "Resource": [format!("arn:{}:s3:::{bucket}", scope.partition), format!("arn:{}:s3:::{bucket}/*", scope.partition)],
+            "Resource": [format!("arn:{partition}:s3:::{bucket}"), format!("arn:{partition}:s3:::{bucket}/*")],
             "Condition": {"Bool": {"aws:SecureTransport": "false"}}
         }]
-    });
+    })
+}
+
+/// A bucket policy refusing every request not made over TLS.
+async fn require_tls(p: &AwsProvider, bucket: &str) -> Result<()> {
+    let scope = p.scope().await?;
+    let policy = tls_only_policy(&scope.partition, bucket);
     p.c.s3
         .put_bucket_policy()
         .bucket(bucket)

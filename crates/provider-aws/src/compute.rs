@@ -67,6 +67,9 @@ fn group_tags(spec: &GroupSpec) -> Vec<(&'static str, String)> {
     tags
 }
 
+/// The launch template version every auto scaling group launches.
+pub(crate) const LAUNCH_VERSION: &str = "$Default";
+
 impl AwsProvider {
     /// The id of a security group by name in the service's VPC, creating it (tagged)
     /// with `ingress` when it does not exist yet.
@@ -215,7 +218,7 @@ impl AwsProvider {
     }
 
     /// The raw auto scaling group by name.
-    async fn asg(&self, name: &str) -> Result<Option<asg::AutoScalingGroup>> {
+    pub(crate) async fn asg(&self, name: &str) -> Result<Option<asg::AutoScalingGroup>> {
         let out = self
             .c
             .asg
@@ -320,7 +323,9 @@ impl Compute for AwsProvider {
             .launch_template(
                 asg::LaunchTemplateSpecification::builder()
                     .launch_template_name(names::launch_template(&spec.name))
-                    .version("$Latest")
+                    // The default version: repairing a swapped template is moving that
+                    // pointer back (versions are immutable), and moving it again undoes it.
+                    .version(LAUNCH_VERSION)
                     .build(),
             )
             .min_size(desired)

@@ -10,7 +10,7 @@ use crate::policy::PolicyDocument;
 use crate::{AwsProvider, code, fail};
 
 /// The inline policy's name on every role Skiff manages.
-const POLICY: &str = "skiff";
+pub(crate) const POLICY: &str = "skiff";
 
 const TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
 

@@ -17,6 +17,7 @@ mod logs;
 pub mod names;
 mod pg;
 pub mod policy;
+mod posture;
 mod secrets;
 mod traffic;
 pub mod userdata;
@@ -247,6 +248,9 @@ impl Provider for AwsProvider {
     }
     fn database(&self) -> &dyn Database {
         self
+    }
+    fn posture(&self) -> Option<&dyn skiff_pluginapi::Posture> {
+        Some(self)
     }
 }
 

@@ -39,7 +39,7 @@ impl PolicyDocument {
 }
 
 /// Undoes RFC 3986 percent-encoding; text without escapes comes back unchanged.
-fn url_decode(text: &str) -> String {
+pub(crate) fn url_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -75,6 +75,24 @@ impl AwsProvider {
 }
 
 impl AwsProvider {
+    /// Sets `reference` to `value`, keeping the value it replaces at
+    /// `REFERENCE-previous` (in the same write), so an incident repair can go back.
+    pub async fn put_keeping_previous(&self, reference: &str, value: &str) -> Result<()> {
+        let (name, key) = names::parse_secret_ref(reference).ok_or_else(|| bad_ref(reference))?;
+        let existing = self.secret_map(name).await?;
+        let exists = existing.is_some();
+        let mut map = existing.unwrap_or_default();
+        if let Some(old) = map.get(key).cloned()
+            && old != value
+        {
+            map.insert(format!("{key}-previous"), old);
+        }
+        map.insert(key.to_owned(), value.to_owned());
+        self.write_secret_map(name, &map, exists).await
+    }
+}
+
+impl AwsProvider {
     /// Every reference stored under `skiff/*`, sorted.
     pub async fn all_secret_refs(&self) -> Result<Vec<String>> {
         let mut pages = self.c.secrets.list_secrets().into_paginator().send();

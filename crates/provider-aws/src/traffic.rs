@@ -35,7 +35,7 @@ impl AwsProvider {
         }
     }
 
-    async fn listener(&self, service: &str) -> Result<Option<elb::Listener>> {
+    pub(crate) async fn listener(&self, service: &str) -> Result<Option<elb::Listener>> {
         let Some(lb) = self.load_balancer(service).await? else { return Ok(None) };
         let out = self
             .c

@@ -93,3 +93,13 @@ pub struct RunTask {
     /// The asking process: the task is killed if it exits.
     pub owner: Option<u32>,
 }
+
+/// `GET /v1/target-groups`: a target group with the targets registered in it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetGroupEntry {
+    /// The target group.
+    pub spec: skiff_pluginapi::TargetGroupSpec,
+    /// Its targets.
+    pub targets: Vec<skiff_pluginapi::Target>,
+}

@@ -82,7 +82,7 @@ impl LocalProvider {
         Ok(sent.is_ok())
     }
 
-    async fn call<T: DeserializeOwned, B: Serialize + Sync>(
+    pub(crate) async fn call<T: DeserializeOwned, B: Serialize + Sync>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -109,7 +109,7 @@ impl LocalProvider {
         resp.json::<T>().await.map(Some).map_err(|e| ProviderError::new(format!("supervisor {path}: {e}"), true))
     }
 
-    async fn act<B: Serialize + Sync>(
+    pub(crate) async fn act<B: Serialize + Sync>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -471,5 +471,8 @@ impl Provider for LocalProvider {
     }
     fn database(&self) -> &dyn Database {
         self
+    }
+    fn posture(&self) -> Option<&dyn Posture> {
+        Some(self)
     }
 }

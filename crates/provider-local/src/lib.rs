@@ -10,6 +10,7 @@
 pub mod api;
 mod client;
 mod databases;
+mod posture;
 pub mod supervisor;
 
 use std::path::{Path, PathBuf};

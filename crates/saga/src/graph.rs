@@ -122,6 +122,27 @@ impl SagaBuilder {
         self
     }
 
+    /// Appends `graph`'s steps after everything added so far: its first steps wait for
+    /// the last ones added here, and the next step waits for its last ones.
+    #[must_use]
+    pub fn then(mut self, graph: SagaGraph) -> Self {
+        let start = self.graph.steps.len();
+        let ids: Vec<String> = graph.steps.iter().map(|s| s.id.clone()).collect();
+        let ends: Vec<String> =
+            ids.iter().filter(|id| !graph.steps.iter().any(|s| s.depends_on.contains(id))).cloned().collect();
+        for mut s in graph.steps {
+            if s.depends_on.is_empty() {
+                s.depends_on.clone_from(&self.frontier);
+            }
+            self.graph.steps.push(s);
+        }
+        if start < self.graph.steps.len() {
+            self.last = (start..self.graph.steps.len()).filter(|&i| ends.contains(&self.graph.steps[i].id)).collect();
+            self.frontier = ends;
+        }
+        self
+    }
+
     /// Sets the deadline of the last step (or branches) added.
     #[must_use]
     pub fn timeout_ms(mut self, ms: u64) -> Self {

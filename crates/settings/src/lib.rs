@@ -151,7 +151,7 @@ settings! {
     FORMAT = "SKIFF_FORMAT", Target, [Skiff], Some("`human`"), false,
         "Output format: `human` or `json` (one envelope on stdout).";
     /// Actor name.
-    ACTOR = "SKIFF_ACTOR", Identity, [Skiff], Some("`$USER`, else `$LOGNAME`, else `unknown`"), false,
+    ACTOR = "SKIFF_ACTOR", Identity, [Skiff], Some("`$USER`, else `$LOGNAME`, else the OS user of the process"), false,
         "Who acts, in intents, events and the audit log (skiffd uses the token's name).";
     /// Direct-mode roles.
     ROLES = "SKIFF_ROLES", Identity, [Skiff], Some("`viewer,operator,approver`"), false,

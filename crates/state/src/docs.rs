@@ -101,6 +101,16 @@ pub struct Difference {
     pub actual: serde_json::Value,
     /// What brings it back.
     pub repair: String,
+    /// How much it matters (`medium` in records written before severities).
+    #[serde(default = "medium")]
+    pub severity: skiff_pluginapi::Severity,
+    /// The reversible repair the `repair` saga runs for it, if there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<skiff_pluginapi::Fix>,
+}
+
+fn medium() -> skiff_pluginapi::Severity {
+    skiff_pluginapi::Severity::Medium
 }
 
 /// `services/<svc>/reconcile.json`: the last comparison of desired and actual state.
@@ -493,3 +503,46 @@ pub struct MigrationRecord {
     pub irreversible: bool,
 }
 document!(MigrationRecord, "skiff.migration", 1, cas);
+
+/// `services/<svc>/launches/<group>.json`: what Skiff launched a group with, written by
+/// the step that created it; reconcile compares the provider's launch settings with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupLaunch {
+    /// CAS metadata.
+    pub cas: Cas,
+    /// The group as Skiff asked for it.
+    pub group: skiff_pluginapi::GroupSpec,
+    /// The operation that created it.
+    pub op_id: String,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+}
+document!(GroupLaunch, "skiff.group_launch", 1, cas);
+
+/// One secret value Skiff wrote: its version (`skiff_secrets::version`, never the value).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretWrite {
+    /// The version written.
+    pub version: String,
+    /// What wrote it (`skiff secrets set`, an operation id).
+    pub by: String,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+}
+
+/// `secrets/<name>.json`: the version of each of a secret's keys that Skiff last wrote
+/// (set, database creation, rotation, restore cutover); a value whose version differs
+/// was changed behind Skiff's back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRecord {
+    /// CAS metadata.
+    pub cas: Cas,
+    /// The secret's name (`secret://NAME/…`).
+    pub name: String,
+    /// Reference → what Skiff wrote last.
+    pub writes: BTreeMap<String, SecretWrite>,
+}
+document!(SecretRecord, "skiff.secret_record", 1, cas);

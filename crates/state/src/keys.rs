@@ -138,6 +138,16 @@ pub fn database_restores(database: &str) -> String {
     format!("{ROOT}databases/{database}/restores/")
 }
 
+/// What Skiff launched a group with.
+pub fn group_launch(service: &str, group: &str) -> String {
+    format!("{ROOT}services/{service}/launches/{group}.json")
+}
+
+/// The versions Skiff wrote of a secret's keys.
+pub fn secret_record(name: &str) -> String {
+    format!("{ROOT}secrets/{name}.json")
+}
+
 /// A release's schema migration record.
 pub fn migration(service: &str, release: &str) -> String {
     format!("{ROOT}migrations/{service}/{release}.json")
@@ -250,6 +260,18 @@ pub enum KeyKind {
         /// Operation.
         op: String,
     },
+    /// `services/<svc>/launches/<group>.json`.
+    GroupLaunch {
+        /// Service.
+        service: String,
+        /// Group.
+        group: String,
+    },
+    /// `secrets/<name>.json`.
+    SecretRecord {
+        /// Secret name.
+        name: String,
+    },
     /// `migrations/<svc>/<release>.json`.
     Migration {
         /// Service.
@@ -290,6 +312,8 @@ impl KeyKind {
             KeyKind::DatabaseRestore { .. } => RestoreRecord::KIND,
             KeyKind::DatabaseRetired { .. } => RetireRecord::KIND,
             KeyKind::Migration { .. } => MigrationRecord::KIND,
+            KeyKind::GroupLaunch { .. } => GroupLaunch::KIND,
+            KeyKind::SecretRecord { .. } => SecretRecord::KIND,
             KeyKind::ReleaseSignature { .. } | KeyKind::Blob { .. } | KeyKind::Unknown => return None,
         })
     }
@@ -329,6 +353,10 @@ pub fn classify(key: &str) -> KeyKind {
         ["databases", db, "restores", file] => {
             json(file).map_or(KeyKind::Unknown, |op| KeyKind::DatabaseRestore { database: (*db).to_owned(), op })
         }
+        ["services", svc, "launches", file] => {
+            json(file).map_or(KeyKind::Unknown, |group| KeyKind::GroupLaunch { service: (*svc).to_owned(), group })
+        }
+        ["secrets", file] => json(file).map_or(KeyKind::Unknown, |name| KeyKind::SecretRecord { name }),
         ["migrations", svc, file] => {
             json(file).map_or(KeyKind::Unknown, |release| KeyKind::Migration { service: (*svc).to_owned(), release })
         }

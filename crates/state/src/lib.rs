@@ -119,6 +119,27 @@ impl Ledger {
         Ok(Some((state, ir)))
     }
 
+    /// Records that Skiff wrote `version` of `reference` (`secret://NAME/KEY`), so
+    /// reconcile can tell a change made behind its back. References of another form
+    /// are not recorded.
+    pub async fn record_secret_write(&self, reference: &str, version: &str, by: &str) -> Result<()> {
+        let Some(name) = reference.strip_prefix("secret://").and_then(|r| r.split('/').next()) else {
+            return Ok(());
+        };
+        if keys::check_name("secret", name).is_err() {
+            return Ok(());
+        }
+        let write = docs::SecretWrite { version: version.to_owned(), by: by.to_owned(), at_ms: self.now() };
+        self.update::<docs::SecretRecord, _>(&keys::secret_record(name), |old| {
+            let mut rec =
+                old.cloned().unwrap_or_else(|| docs::SecretRecord { name: name.to_owned(), ..Default::default() });
+            rec.writes.insert(reference.to_owned(), write.clone());
+            Ok(Update::Write(rec))
+        })
+        .await
+        .map(drop)
+    }
+
     /// Whether the bucket has been initialized.
     pub async fn is_initialized(&self) -> Result<bool> {
         Ok(self.store.get(&keys::bucket()).await?.is_some())

@@ -171,6 +171,8 @@ impl Ledger {
                 KeyKind::DatabaseRestore { .. } => typed::<RestoreRecord>(&l.key, &bytes),
                 KeyKind::DatabaseRetired { .. } => typed::<RetireRecord>(&l.key, &bytes),
                 KeyKind::Migration { .. } => typed::<MigrationRecord>(&l.key, &bytes),
+                KeyKind::GroupLaunch { .. } => typed::<GroupLaunch>(&l.key, &bytes),
+                KeyKind::SecretRecord { .. } => typed::<SecretRecord>(&l.key, &bytes),
                 other => {
                     let expected = other.expected_kind().unwrap_or_default();
                     match codec::header(&l.key, &bytes) {

@@ -41,46 +41,56 @@ pub(crate) async fn rolling_restart(
     };
     let old: Vec<String> =
         g.running().iter().map(|i| i.id.clone()).filter(|id| only.is_none_or(|o| o.contains(id))).collect();
-    let mut cancel = req.cancel.clone();
     for (n, id) in old.iter().enumerate() {
         ctx.progress(&format!("restarting {id} ({}/{})", n + 1, old.len()), json!({"instance": id})).await;
         prov.compute().terminate_instance(group, id).await.map_err(provider_error)?;
-        // Replaced and healthy again before the next one goes.
-        loop {
-            let g = prov.compute().describe_group(group).await.map_err(provider_error)?;
-            let running: Vec<Target> = g
-                .map(|g| {
-                    g.running()
-                        .iter()
-                        .filter_map(|i| {
-                            i.port.map(|port| Target { id: i.id.clone(), address: i.address.clone(), port })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut health = prov.traffic().target_health(group).await.unwrap_or_default();
-            // A replacement joins the target group (an auto scaling group is not
-            // attached to it on AWS; locally this is already so) and the old one leaves.
-            let fresh: Vec<Target> = running.iter().filter(|t| !health.iter().any(|h| h.id == t.id)).cloned().collect();
-            if !health.is_empty() && !fresh.is_empty() {
-                prov.traffic().register(group, &fresh).await.map_err(provider_error)?;
-                health = prov.traffic().target_health(group).await.unwrap_or_default();
-            }
-            if health.iter().any(|h| h.id == *id) {
-                prov.traffic().deregister(group, std::slice::from_ref(id)).await.map_err(provider_error)?;
-            }
-            let running: Vec<String> = running.into_iter().map(|t| t.id).collect();
-            let healthy = health
-                .iter()
-                .filter(|t| t.state == HealthState::Healthy && running.contains(&t.id) && t.id != *id)
-                .count();
-            if !running.contains(id) && healthy >= size as usize {
-                break;
-            }
-            cancel.sleep(POLL).await?;
-        }
+        wait_replaced(req, group, size, std::slice::from_ref(id)).await?;
     }
     Ok(old.len())
+}
+
+/// Waits until none of `gone` runs and `size` running instances of `group` are healthy
+/// in its target group (registering replacements that are not in it yet, and
+/// deregistering the gone ones that still are).
+pub(crate) async fn wait_replaced(req: &StepRequest, group: &str, size: u32, gone: &[String]) -> Result<(), StepError> {
+    let prov = provider(req)?;
+    let mut cancel = req.cancel.clone();
+    loop {
+        let g = prov.compute().describe_group(group).await.map_err(provider_error)?;
+        let running: Vec<Target> = g
+            .map(|g| {
+                g.running()
+                    .iter()
+                    .filter_map(|i| i.port.map(|port| Target { id: i.id.clone(), address: i.address.clone(), port }))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut health = prov.traffic().target_health(group).await.unwrap_or_default();
+        // A replacement joins the target group (an auto scaling group is not
+        // attached to it on AWS; locally this is already so) and the old one leaves.
+        let fresh: Vec<Target> = running.iter().filter(|t| !health.iter().any(|h| h.id == t.id)).cloned().collect();
+        if !health.is_empty() && !fresh.is_empty() {
+            prov.traffic().register(group, &fresh).await.map_err(provider_error)?;
+            health = prov.traffic().target_health(group).await.unwrap_or_default();
+        }
+        let leaving: Vec<String> = gone
+            .iter()
+            .filter(|id| health.iter().any(|h| h.id == **id && h.state != HealthState::Draining))
+            .cloned()
+            .collect();
+        if !leaving.is_empty() {
+            prov.traffic().deregister(group, &leaving).await.map_err(provider_error)?;
+        }
+        let running: Vec<String> = running.into_iter().map(|t| t.id).collect();
+        let healthy = health
+            .iter()
+            .filter(|t| t.state == HealthState::Healthy && running.contains(&t.id) && !gone.contains(&t.id))
+            .count();
+        if !gone.iter().any(|id| running.contains(id)) && healthy >= size as usize {
+            return Ok(());
+        }
+        cancel.sleep(POLL).await?;
+    }
 }
 
 /// The running instances of `group` whose runner does not report `version` of

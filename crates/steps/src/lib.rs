@@ -6,6 +6,7 @@
 pub mod consumers;
 pub mod database;
 pub mod deploy;
+pub mod incident;
 pub mod intent;
 pub mod reconcile;
 pub mod rekey;
@@ -46,6 +47,7 @@ pub fn catalog() -> Vec<SagaKind> {
         rotate::KIND,
         rekey::KIND,
         repair::KIND,
+        incident::KIND,
         intent::KIND,
         selftest::KIND,
     ]
@@ -63,7 +65,7 @@ pub fn saga(name: &str) -> Result<SagaKind, SagaError> {
 pub fn registry() -> Registry {
     let r = selftest::register(Registry::new());
     let r = intent::register(repair::register(deploy::register(database::register(r))));
-    retire::register(rekey::register(rotate::register(restore::register(r))))
+    incident::register(retire::register(rekey::register(rotate::register(restore::register(r)))))
 }
 
 /// What a step will do, as its `plan` answers it.
@@ -87,6 +89,20 @@ pub(crate) fn ledger_error(e: skiff_state::StateError) -> skiff_sagaapi::StepErr
         }
         other => skiff_sagaapi::StepError::terminal(code, other.to_string()),
     }
+}
+
+/// Records the version of `reference` Skiff just wrote (read back from the provider),
+/// so reconcile can tell a later change made behind Skiff's back.
+pub(crate) async fn record_secret(
+    req: &skiff_sagaapi::StepRequest,
+    reference: &str,
+) -> Result<(), skiff_sagaapi::StepError> {
+    let provider = deploy::provider(req)?;
+    let Some(version) = provider.secrets().version(reference).await.map_err(deploy::provider_error)? else {
+        return Ok(());
+    };
+    let ledger = req.extensions.require::<skiff_state::Ledger>()?;
+    ledger.record_secret_write(reference, &version, &req.op_id).await.map_err(ledger_error)
 }
 
 /// Rejects parameters a saga kind does not take.

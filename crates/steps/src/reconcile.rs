@@ -1,11 +1,14 @@
 //! Reconciliation: the ledger's desired state of a service (its current release, that
 //! release's IR) against what the provider actually runs — the release's group and its
 //! running instances, the load balancer's weights, groups of other releases left
-//! running, the instance role's permissions — as `IN_SYNC` or `DRIFTED` with
-//! field-level differences, recorded in `services/<svc>/reconcile.json`.
+//! running, the instance role's permissions, the secrets it reads (the versions Skiff
+//! wrote), and the provider's security posture (extra policies, opened network rules,
+//! a swapped launch, listener rules, the state bucket) — as `IN_SYNC` or `DRIFTED`
+//! with field-level differences, each with a severity and its repair (a reversible
+//! `fix` the `repair` saga runs, or a command), recorded in `services/<svc>/reconcile.json`.
 
 use serde_json::json;
-use skiff_pluginapi::{HealthState, Provider, Weight};
+use skiff_pluginapi::{Fix, HealthState, Permission, PostureScope, Provider, RoleSpec, Severity, Weight};
 use skiff_state::docs::{Difference, ReconcileDoc, ServiceState, SyncStatus};
 use skiff_state::{Ledger, Update};
 
@@ -27,8 +30,19 @@ pub enum ReconcileError {
 }
 
 fn diff(path: &str, desired: serde_json::Value, actual: serde_json::Value, repair: &str) -> Difference {
-    Difference { path: path.to_owned(), desired, actual, repair: repair.to_owned() }
+    Difference {
+        path: path.to_owned(),
+        desired,
+        actual,
+        repair: repair.to_owned(),
+        severity: Severity::Medium,
+        fix: None,
+    }
 }
+
+/// The `fix` of a difference the repair saga applies itself (not through the provider's
+/// posture): the role back to exactly Skiff's permissions.
+pub const ENSURE_ROLE: &str = "ensure_role";
 
 /// Compares desired and actual state of `service` and records the verdict (unless an
 /// operation is working on the service: then nothing is compared or written, and
@@ -49,7 +63,10 @@ pub async fn reconcile(
     let differences = match (&state.current_release, &state.spec_digest) {
         (Some(release), Some(digest)) => {
             let ir = ledger.get_spec(digest).await?;
-            compare(provider, service, release, &ir).await?
+            let mut out = compare(provider, service, release, &ir).await?;
+            out.extend(secrets(ledger, provider, &ir).await?);
+            out.extend(posture(ledger, provider, service, release, &ir).await?);
+            out
         }
         _ => Vec::new(),
     };
@@ -128,18 +145,136 @@ async fn compare(
         }
     }
     let role = skiff_compiler::role_name(ir);
-    let want: Vec<skiff_pluginapi::Permission> = skiff_compiler::permissions(ir)
+    let want: Vec<Permission> = skiff_compiler::permissions(ir)
         .into_iter()
-        .map(|p| skiff_pluginapi::Permission { action: p.action, resource: p.resource })
+        .map(|p| Permission { action: p.action, resource: p.resource })
         .collect();
+    let spec = |permissions: &[Permission]| RoleSpec {
+        name: role.clone(),
+        service: service.to_owned(),
+        permissions: permissions.to_vec(),
+    };
+    let restore = |actual: Option<&[Permission]>| Fix {
+        description: format!("put role {role}'s permissions back to exactly Skiff's"),
+        apply: json!({"kind": ENSURE_ROLE, "role": spec(&want)}),
+        undo: actual.map_or(serde_json::Value::Null, |a| json!({"kind": ENSURE_ROLE, "role": spec(a)})),
+    };
     match provider.identity().describe_role(&role).await {
         Ok(Some(r)) if r.permissions != want => {
-            out.push(diff("identity.permissions", json!(want), json!(r.permissions), &redeploy));
+            let mut d = diff("identity.permissions", json!(want), json!(r.permissions), &redeploy);
+            d.severity = if r.permissions.iter().any(|p| p.action.contains('*') || p.resource == "*") {
+                Severity::Critical
+            } else {
+                Severity::High
+            };
+            d.fix = Some(restore(Some(&r.permissions)));
+            out.push(d);
         }
-        Ok(None) => out.push(diff("identity.role", json!(role), json!(null), &redeploy)),
-        // A role Skiff cannot read back (edited by hand) is drift too.
-        Err(e) => out.push(diff("identity.permissions", json!(want), json!(e.message), &redeploy)),
+        Ok(None) => {
+            let mut d = diff("identity.role", json!(role), json!(null), &redeploy);
+            d.severity = Severity::High;
+            out.push(d);
+        }
+        // A role Skiff cannot read back (edited by hand) is drift too; its policy is
+        // rewritten by a fix whose undo cannot put the unreadable one back.
+        Err(e) => {
+            let mut d = diff("identity.permissions", json!(want), json!(e.message), &redeploy);
+            d.severity = Severity::High;
+            out.push(d);
+        }
         Ok(Some(_)) => {}
     }
+    for d in &mut out {
+        if d.path == "traffic.weights" || d.path == "instances.group" {
+            d.severity = d.severity.max(Severity::High);
+        }
+    }
     Ok(out)
+}
+
+/// Secrets the service reads whose value is not the one Skiff last wrote.
+async fn secrets(
+    ledger: &Ledger,
+    provider: &dyn Provider,
+    ir: &skiff_ir::ServiceIr,
+) -> Result<Vec<Difference>, ReconcileError> {
+    let mut out = Vec::new();
+    let mut refs: Vec<String> = ir.secrets.values().map(|r| r.to_string()).collect();
+    refs.sort_unstable();
+    refs.dedup();
+    for reference in refs {
+        let Some(name) = reference.strip_prefix("secret://").and_then(|r| r.split('/').next()) else { continue };
+        if skiff_state::keys::check_name("secret", name).is_err() {
+            continue;
+        }
+        let key = skiff_state::keys::secret_record(name);
+        let Some(record) = ledger.read::<skiff_state::docs::SecretRecord>(&key).await? else { continue };
+        let Some(written) = record.writes.get(&reference) else { continue };
+        let actual = provider.secrets().version(&reference).await?;
+        if actual.as_deref() == Some(written.version.as_str()) {
+            continue;
+        }
+        let repair = if ir.database.as_ref().is_some_and(|d| reference == format!("secret://{}/url", d.name)) {
+            format!(
+                "if the change was not yours, `skiff rotate secret {name} --yes` issues a fresh login; if it was, record it with `skiff secrets set {reference}`"
+            )
+        } else {
+            format!(
+                "if the change was not yours, set the intended value with `skiff secrets set {reference}` and restart the consumers (`skiff repair incident {}`)",
+                ir.service
+            )
+        };
+        let mut d = diff(&format!("secrets.{reference}"), json!(written.version), json!(actual), &repair);
+        d.severity = Severity::High;
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// The provider's security posture of the service's resources, as differences.
+async fn posture(
+    ledger: &Ledger,
+    provider: &dyn Provider,
+    service: &str,
+    release: &str,
+    ir: &skiff_ir::ServiceIr,
+) -> Result<Vec<Difference>, ReconcileError> {
+    let Some(p) = provider.posture() else { return Ok(Vec::new()) };
+    let group = group_name(service, release);
+    let launch: Option<skiff_state::docs::GroupLaunch> =
+        ledger.read(&skiff_state::keys::group_launch(service, &group)).await?;
+    let mut target_groups: Vec<String> = ledger
+        .store()
+        .list(&skiff_state::keys::releases(service))
+        .await
+        .map_err(skiff_state::StateError::from)?
+        .into_iter()
+        .filter_map(|l| l.key.rsplit('/').next()?.strip_suffix(".json").map(|r| group_name(service, r)))
+        .collect();
+    target_groups.push(group.clone());
+    target_groups.sort_unstable();
+    target_groups.dedup();
+    let scope = PostureScope {
+        service: service.to_owned(),
+        group: launch.map(|l| l.group),
+        role: Some(skiff_compiler::role_name(ir)),
+        target_groups,
+        listener_port: ir.network.as_ref().map(|n| n.port),
+        state: ledger.url(),
+    };
+    Ok(p.drift(&scope)
+        .await?
+        .into_iter()
+        .map(|d| Difference {
+            repair: d
+                .repair
+                .or_else(|| d.fix.as_ref().map(|f| format!("{} (`skiff reconcile {service} --repair`)", f.description)))
+                .unwrap_or_else(|| format!("skiff doctor {service}")),
+            path: d.path,
+            desired: d.desired,
+            actual: d.actual,
+            severity: d.severity,
+            fix: d.fix,
+        })
+        .collect())
 }

@@ -429,6 +429,7 @@ impl Step for Cutover {
         let p = plan_of(req)?;
         let source = provider(req)?.database().connection(&p.instance.id).await.map_err(provider_error)?.url_ref;
         provider(req)?.secrets().cut_over(&p.consumer_ref, &source).await.map_err(provider_error)?;
+        crate::record_secret(req, &p.consumer_ref).await?;
         Ok(StepResult::new(
             format!(
                 "{} now resolves to {}; the previous value is {}-previous",

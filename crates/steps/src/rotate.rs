@@ -236,6 +236,7 @@ impl Step for Finish {
     async fn run(&self, ctx: &StepContext, req: &StepRequest) -> Result<StepResult, StepError> {
         let p = plan_of(req)?;
         let c = provider(req)?.database().rotation_finish(&p.instance, &p.reference).await.map_err(provider_error)?;
+        crate::record_secret(req, &p.reference).await?;
         let done = Finished { user: c.user.clone(), version: c.version.clone(), at_ms: ctx.now_ms() };
         Ok(StepResult::new(format!("{} is {} ({}); the previous value is kept", p.reference, c.version, c.user), done))
     }

@@ -3,7 +3,9 @@
 //! Serves `/` and `/healthz` on `HOST:PORT` (default 127.0.0.1:8080). Environment
 //! switches make a bad release on purpose: `HELLO_ERROR_RATE` (0..=1, share of `/`
 //! answered 500), `HELLO_UNHEALTHY=1` (`/healthz` answers 500), `HELLO_LATENCY_MS`
-//! (delay on `/`), `HELLO_CRASH_AFTER_MS` (exit 1 after that long).
+//! (delay on `/`), `HELLO_CRASH_AFTER_MS` (exit 1 after that long). `HELLO_CONFIG`,
+//! when set (typically from a secret reference), must be a JSON object: anything else
+//! makes hello exit 2 at start, as a service with a broken configuration does.
 #![expect(
     clippy::disallowed_methods,
     reason = "an example application, not Skiff: it really sleeps to act slow or crash late"
@@ -30,6 +32,12 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn main() {
+    if let Some(c) = env("HELLO_CONFIG")
+        && !(c.trim_start().starts_with('{') && c.trim_end().ends_with('}'))
+    {
+        eprintln!("hello: HELLO_CONFIG is not a JSON object; refusing to start");
+        std::process::exit(2);
+    }
     let host = env("HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
     let port = env("PORT").unwrap_or_else(|| "8080".to_owned());
     let config = Arc::new(Config {

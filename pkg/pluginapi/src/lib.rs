@@ -1,7 +1,7 @@
 //! What a provider must offer Skiff, as capability traits: [`Compute`] (instance groups
 //! per release), [`Traffic`] (a load balancer with weighted target groups, health and
 //! per-group stats), [`Logs`], [`Secrets`] (references only; values resolve on the
-//! instance), [`Identity`] and [`Database`]. [`conformance`] is the suite every
+//! instance), [`Identity`], [`Database`] and [`Posture`] (security drift). [`conformance`] is the suite every
 //! provider runs against itself. Depends on nothing of Skiff's.
 #![warn(missing_docs)]
 
@@ -278,6 +278,17 @@ pub const MIGRATION_TABLES: &[&str] = &[
     "django_migrations",
 ];
 
+/// Security posture: the settings a security reviewer checks on what Skiff made for
+/// a service (its role's policies, network rules, launch settings, listener rules, the
+/// state bucket), compared with what Skiff wrote.
+#[async_trait]
+pub trait Posture: Send + Sync {
+    /// Every setting of `scope`'s resources that differs from what Skiff writes.
+    async fn drift(&self, scope: &PostureScope) -> Result<Vec<SettingDrift>>;
+    /// Runs one side of a [`Fix`] (its `apply` or its `undo`); idempotent.
+    async fn fix(&self, action: &serde_json::Value) -> Result<()>;
+}
+
 /// A provider: its capabilities, by trait.
 pub trait Provider: Send + Sync {
     /// The provider's name, `local` or `aws`.
@@ -294,4 +305,8 @@ pub trait Provider: Send + Sync {
     fn identity(&self) -> &dyn Identity;
     /// Databases.
     fn database(&self) -> &dyn Database;
+    /// Security posture, where the provider can read it back.
+    fn posture(&self) -> Option<&dyn Posture> {
+        None
+    }
 }

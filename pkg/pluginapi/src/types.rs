@@ -541,3 +541,80 @@ pub struct TaskOutcome {
     /// How long it ran, ms.
     pub duration_ms: u64,
 }
+
+/// How much a difference matters to a security reviewer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Severity {
+    /// Bookkeeping (a missing tag).
+    Low,
+    /// Capacity or routing off its desired value.
+    Medium,
+    /// A security setting changed (an extra policy, a swapped launch template).
+    High,
+    /// Exposure now (SSH open to the world, `*` on `*`, a public bucket).
+    Critical,
+}
+
+impl Severity {
+    /// `low`, `medium`, `high` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What Skiff made for a service and what it should look like, for [`crate::Posture`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostureScope {
+    /// The service.
+    pub service: String,
+    /// The serving release's group as Skiff launched it (recorded in the ledger), when known.
+    pub group: Option<GroupSpec>,
+    /// Skiff's role for the service.
+    pub role: Option<String>,
+    /// The target groups Skiff made for the service's releases.
+    pub target_groups: Vec<String>,
+    /// The listener port clients connect to, if the service serves.
+    pub listener_port: Option<u16>,
+    /// The state bucket URL.
+    pub state: String,
+}
+
+/// A reversible repair of one [`SettingDrift`]: provider-specific actions for
+/// [`crate::Posture::fix`], `undo` putting back what `apply` replaced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fix {
+    /// What `apply` does, for people.
+    pub description: String,
+    /// The repair.
+    pub apply: serde_json::Value,
+    /// Its compensation.
+    pub undo: serde_json::Value,
+}
+
+/// One security-relevant setting that differs from what Skiff wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingDrift {
+    /// Field path, e.g. `identity.inline_policies` or `network.ingress`.
+    pub path: String,
+    /// The provider's id of the resource (a role, security group, launch template).
+    pub resource: String,
+    /// What Skiff wrote.
+    pub desired: serde_json::Value,
+    /// What is there.
+    pub actual: serde_json::Value,
+    /// How much it matters.
+    pub severity: Severity,
+    /// The difference in one sentence.
+    pub summary: String,
+    /// A reversible repair the repair saga can run, if there is one.
+    pub fix: Option<Fix>,
+    /// Otherwise what to do (a command or an instruction).
+    pub repair: Option<String>,
+}

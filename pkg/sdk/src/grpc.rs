@@ -333,6 +333,8 @@ impl Client {
         list_secrets(proto::SecretsListRequest);
         /// `skiff database list-backups`.
         list_backups(proto::DatabaseRequest);
+        /// `skiff debug collect`.
+        debug_collect(proto::ServiceRequest);
     }
 
     /// An operation's events; with `follow`, until it ends.

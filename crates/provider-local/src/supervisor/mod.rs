@@ -174,6 +174,27 @@ impl Shared {
         info
     }
 
+    /// What new instances of group `name` are launched with.
+    pub(crate) fn launch_of(&self, name: &str) -> Option<skiff_pluginapi::LaunchConfig> {
+        self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).map(|g| g.spec.launch.clone())
+    }
+
+    /// Replaces what new instances of group `name` are launched with (running ones keep
+    /// theirs, as on a cloud's launch template).
+    pub(crate) fn set_launch(&self, name: &str, launch: skiff_pluginapi::LaunchConfig) -> bool {
+        let found = match self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(name) {
+            Some(g) => {
+                g.spec.launch = launch;
+                true
+            }
+            None => false,
+        };
+        if found {
+            self.persist();
+        }
+        found
+    }
+
     pub(crate) fn set_desired(&self, name: &str, desired: u32) -> bool {
         let found = self
             .groups
@@ -251,6 +272,10 @@ impl Shared {
                     .iter()
                     .filter(|i| matches!(i.state, InstanceState::Pending | InstanceState::Running))
                     .collect();
+                // An instance that has lived past a minute ends the streak of early deaths.
+                if live.iter().any(|i| t.saturating_sub(i.launched_at_ms) >= 60_000) {
+                    g.failures = 0;
+                }
                 let want = g.spec.desired as usize;
                 if live.len() > want {
                     let mut extra: Vec<(u32, String)> = live.iter().map(|i| (i.runner_pid, i.id.clone())).collect();

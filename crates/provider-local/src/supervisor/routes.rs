@@ -8,10 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
-use skiff_pluginapi::{GroupSpec, LoadBalancerSpec, Target, TargetGroupSpec};
+use skiff_pluginapi::{GroupSpec, LaunchConfig, LoadBalancerSpec, Target, TargetGroupSpec};
 
 use super::Shared;
-use crate::api::{ApiError, Deregister, Desired, RunTask, Shutdown, Status, TargetGroupStatus, Weights};
+use crate::api::{
+    ApiError, Deregister, Desired, RunTask, Shutdown, Status, TargetGroupEntry, TargetGroupStatus, Weights,
+};
 
 type S = State<Arc<Shared>>;
 
@@ -27,9 +29,11 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/groups", get(list_groups))
         .route("/v1/groups/{name}", put(create_group).get(get_group).delete(delete_group))
         .route("/v1/groups/{name}/desired", post(set_desired))
+        .route("/v1/groups/{name}/launch", get(get_launch).put(put_launch))
         .route("/v1/groups/{name}/instances/{id}", axum::routing::delete(terminate))
         .route("/v1/lbs/{service}", put(ensure_lb).get(get_lb).delete(delete_lb))
         .route("/v1/lbs/{service}/weights", put(set_weights).get(get_weights))
+        .route("/v1/target-groups", get(list_tgs))
         .route("/v1/target-groups/{name}", put(ensure_tg).delete(delete_tg))
         .route("/v1/target-groups/{name}/targets", post(register))
         .route("/v1/target-groups/{name}/deregister", post(deregister))
@@ -102,6 +106,22 @@ async fn set_desired(State(s): S, Path(name): Path<String>, Json(d): Json<Desire
     } else {
         not_found(&format!("group {name}"))
     }
+}
+
+async fn get_launch(State(s): S, Path(name): Path<String>) -> Response {
+    s.launch_of(&name).map_or_else(|| not_found(&format!("group {name}")), |l| Json(l).into_response())
+}
+
+async fn put_launch(State(s): S, Path(name): Path<String>, Json(launch): Json<LaunchConfig>) -> Response {
+    if s.set_launch(&name, launch) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        not_found(&format!("group {name}"))
+    }
+}
+
+async fn list_tgs(State(s): S) -> Json<Vec<TargetGroupEntry>> {
+    Json(s.lbs.persisted_tgs().into_values().map(|(spec, targets)| TargetGroupEntry { spec, targets }).collect())
 }
 
 async fn terminate(State(s): S, Path((group, id)): Path<(String, String)>) -> Response {

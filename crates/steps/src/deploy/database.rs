@@ -52,6 +52,9 @@ impl Step for EnsureDatabase {
         }
         let info = db.create(&d).await.map_err(provider_error)?;
         let conn = db.connection(&d.id).await.map_err(provider_error)?;
+        if !existed {
+            crate::record_secret(req, &conn.url_ref).await?;
+        }
         let verb = if existed { "available" } else { "created" };
         Ok(StepResult::new(
             format!("database {} {verb} on {}:{}; credentials behind {}", d.id, info.host, info.port, conn.url_ref),

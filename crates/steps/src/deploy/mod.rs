@@ -64,7 +64,7 @@ pub struct RoutinePolicy;
 
 impl skiff_saga::ApprovalPolicy for RoutinePolicy {
     fn needs_approval(&self, saga: &str, step: &skiff_saga::PlannedStep) -> bool {
-        let routine = (saga == "deploy" || saga == "rollback") && step.kind == "deploy.retire";
+        let routine = matches!(saga, "deploy" | "rollback" | "incident-repair") && step.kind == "deploy.retire";
         step.safety == Safety::Irreversible && !routine
     }
 }
@@ -74,9 +74,12 @@ impl skiff_saga::ApprovalPolicy for RoutinePolicy {
 /// irreversible when it has no `down`.
 pub fn declared_safety(saga: &str, kind: &str, params: &serde_json::Value) -> (Safety, bool) {
     match kind {
-        "deploy.retire" => (Safety::Irreversible, saga == "deploy" || saga == "rollback"),
+        "deploy.retire" => (Safety::Irreversible, matches!(saga, "deploy" | "rollback" | "incident-repair")),
         "deploy.analyse" => (Safety::ReadOnly, false),
         "deploy.migrate" if params.get("down").is_none_or(serde_json::Value::is_null) => (Safety::Irreversible, false),
+        "repair.fix" if params.pointer("/fix/undo").is_none_or(serde_json::Value::is_null) => {
+            (Safety::Irreversible, false)
+        }
         _ => (Safety::Reversible, false),
     }
 }

@@ -115,6 +115,25 @@ impl Provision {
         }
         let group = GroupSpec { operation: Some(req.op_id.clone()), ..p.group.clone() };
         prov.compute().create_group(&group).await.map_err(provider_error)?;
+        // What the group was launched with, for reconcile's launch drift.
+        let l = ledger(req)?;
+        let launch = skiff_state::docs::GroupLaunch {
+            cas: Default::default(),
+            group: group.clone(),
+            op_id: req.op_id.clone(),
+            at_ms: l.clock().now_ms(),
+        };
+        l.update::<skiff_state::docs::GroupLaunch, _>(
+            &skiff_state::keys::group_launch(&p.service, &p.group.name),
+            |old| {
+                Ok(match old {
+                    Some(o) if o.group.launch == launch.group.launch => skiff_state::Update::Keep,
+                    _ => skiff_state::Update::Write(launch.clone()),
+                })
+            },
+        )
+        .await
+        .map_err(crate::ledger_error)?;
         let mut cancel = req.cancel.clone();
         let mut last = usize::MAX;
         loop {
