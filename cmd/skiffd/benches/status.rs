@@ -3,8 +3,9 @@
 //! answering from its index (`--index memory`) and of one answering straight from the
 //! bucket (`--index bucket`), in the same run, for p50/p99 and requests/s — on a
 //! file:// bucket and on S3 (moto on 127.0.0.1). Then the index build over 100,000
-//! events. Target (ours; the issue sets none): on S3 the index answers ≥ 10× the
-//! requests/s of the bucket.
+//! events, and two replicas on the file:// bucket sharing the same connections (half
+//! each, as a round robin in front of them would). Target (ours; the issue sets none):
+//! on S3 the index answers ≥ 10× the requests/s of the bucket.
 //! Writes JSON to `$SKIFF_BENCH_OUT` (or stdout); run through `cargo xtask bench`.
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
@@ -151,10 +152,12 @@ fn write_events(root: &Path) {
     }
 }
 
-/// Starts a release skiffd on `url` with `index`, loads it, stops it.
-fn load(url: &str, index: &str, dir: &Path, token: &str, env: &[(&'static str, String)]) -> serde_json::Value {
+/// A release skiffd on `url` answering from `index`, and its port.
+fn start(url: &str, index: &str, dir: &Path, env: &[(&'static str, String)]) -> (std::process::Child, u16) {
     let mut child = Command::new(skiff_testkit::workspace_release_bin("skiffd"))
         .args(["serve", "--listen", "127.0.0.1:0", "--refresh-ms", "600000", "--bucket", url, "--index", index])
+        // One token drives the whole load: no per-token limit here.
+        .args(["--rate-limit", "0"])
         .arg("--tokens")
         .arg(dir.join("tokens.json"))
         .arg("--keys")
@@ -167,11 +170,17 @@ fn load(url: &str, index: &str, dir: &Path, token: &str, env: &[(&'static str, S
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let port: u16 = line.split("127.0.0.1:").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+    (child, port)
+}
+
+/// [`CONNECTIONS`] clients spread over `ports` for [`SECONDS`].
+fn drive(ports: &[u16], token: &str) -> serde_json::Value {
     let until = Instant::now() + Duration::from_secs(SECONDS);
     let token = Arc::new(token.to_owned());
     let handles: Vec<_> = (0..CONNECTIONS)
         .map(|w| {
             let token = token.clone();
+            let port = ports[w % ports.len()];
             std::thread::spawn(move || client(port, &token, w, until))
         })
         .collect();
@@ -179,9 +188,28 @@ fn load(url: &str, index: &str, dir: &Path, token: &str, env: &[(&'static str, S
     for h in handles {
         served.extend(h.join().unwrap());
     }
+    summary(served, SECONDS as f64)
+}
+
+/// Starts a release skiffd on `url` with `index`, loads it, stops it.
+fn load(url: &str, index: &str, dir: &Path, token: &str, env: &[(&'static str, String)]) -> serde_json::Value {
+    let (mut child, port) = start(url, index, dir, env);
+    let out = drive(&[port], token);
     let _ = child.kill();
     let _ = child.wait();
-    summary(served, SECONDS as f64)
+    out
+}
+
+/// Two replicas on one bucket, each answering from its own index, the connections split.
+fn replicas(url: &str, dir: &Path, token: &str) -> serde_json::Value {
+    let (mut a, pa) = start(url, "memory", dir, &[]);
+    let (mut b, pb) = start(url, "memory", dir, &[]);
+    let out = drive(&[pa, pb], token);
+    for c in [&mut a, &mut b] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    out
 }
 
 /// Both ways of answering on one bucket, and their ratio.
@@ -206,6 +234,7 @@ fn main() {
         seed(&ledger).await;
     });
     let file = compare("file", &file_url, dir.path(), &token, &[]);
+    let two = replicas(&file_url, dir.path(), &token);
 
     let moto = skiff_testkit::Moto::start();
     moto.create_bucket("bench");
@@ -233,10 +262,11 @@ fn main() {
     let ratio = on_s3["ratio_requests_per_s_index_to_bucket"].as_f64().unwrap();
     let out = json!({
         "suite": "control",
-        "description": "skiffd GET /v1/services/{svc}/status with 1,000 services, 8 keep-alive connections for 5 s: answered from the index vs straight from the bucket, on file:// and on S3 (moto); index build over 100,000 events (file://)",
+        "description": "skiffd GET /v1/services/{svc}/status with 1,000 services, 8 keep-alive connections for 5 s: answered from the index vs straight from the bucket, on file:// and on S3 (moto); index build over 100,000 events (file://); two replicas on file:// sharing the 8 connections",
         "services": SERVICES,
         "connections": CONNECTIONS,
         "backends": [file, on_s3],
+        "two_replicas_file_index": two,
         "index_build_s_with_100k_events": build_s,
         "index_events": snapshot.events,
         "target": {"metric": "s3 ratio_requests_per_s_index_to_bucket", "at_least": 10.0, "met": ratio >= 10.0},

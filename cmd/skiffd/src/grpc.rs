@@ -44,6 +44,13 @@ fn status(r: Refusal) -> Status {
     match r {
         Refusal::Unauthenticated(_) => Status::unauthenticated(message),
         Refusal::Forbidden { .. } => Status::permission_denied(message),
+        Refusal::RateLimited { retry_after_ms, .. } => {
+            let mut s = Status::resource_exhausted(message);
+            if let Ok(v) = retry_after_ms.div_ceil(1000).max(1).to_string().parse() {
+                s.metadata_mut().insert("retry-after", v);
+            }
+            s
+        }
     }
 }
 
@@ -63,17 +70,23 @@ fn spec_upload(spec: Option<proto::SpecFile>) -> Result<(PathBuf, Upload), Statu
     Ok((PathBuf::from(&name), Upload { path: name, bytes: spec.yaml.into_bytes() }))
 }
 
+/// Whether an operation's answer shows it ended.
+pub(crate) fn ended(data: &serde_json::Value) -> bool {
+    matches!(data["status"].as_str(), Some("succeeded" | "failed" | "compensated" | "cancelled"))
+}
+
 impl Service {
     /// The caller, if its token allows `needs`; a refused call that would have changed
     /// something is audited (who, if known, and which call).
     async fn caller<T>(&self, req: &Request<T>, needs: Role) -> Result<Caller, Status> {
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        match self.0.tokens.authorize(header, needs) {
+        match self.0.auth.authorize(header, needs).await {
             Ok(c) => Ok(c),
             Err(refusal) => {
                 if needs > Role::Viewer {
                     let who = match &refusal {
                         Refusal::Forbidden { caller, .. } => caller.name.clone(),
+                        Refusal::RateLimited { who, .. } => who.clone(),
                         Refusal::Unauthenticated(_) => "anonymous".to_owned(),
                     };
                     let call = req.extensions().get::<Method>().map_or("unknown", |m| m.0.as_str());
@@ -102,6 +115,7 @@ impl Service {
         uploads: Vec<Upload>,
         confirmed: bool,
     ) -> Reply {
+        let _slot = self.0.submission_slot(&caller.name).await.map_err(status)?;
         let answer = self.0.run_confirmed(caller, request, uploads, confirmed).await;
         let env = &answer.envelope;
         let target = env.operation_id.clone().unwrap_or_else(|| target.to_owned());
@@ -184,7 +198,11 @@ impl Skiff for Service {
         let caller = self.caller(&req, Role::Viewer).await?;
         let r = req.into_inner();
         let request = if r.outcome { SagaRequest::Outcome { op: r.op_id } } else { SagaRequest::Show { op: r.op_id } };
-        self.read(&caller, Op::Saga(request), Vec::new()).await
+        let answer = self.0.run(&caller, Op::Saga(request), Vec::new()).await;
+        if ended(&answer.envelope.data) {
+            self.0.saw_write();
+        }
+        reply(&answer)
     }
 
     async fn approve(&self, req: Request<proto::SagaDecisionRequest>) -> Reply {
@@ -228,6 +246,7 @@ impl Skiff for Service {
         self.caller(&req, Role::Viewer).await?;
         let r = req.into_inner();
         let ledger = self.0.ledger.clone();
+        let server = self.0.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             let mut after = r.after;
@@ -251,6 +270,10 @@ impl Skiff for Service {
                         return;
                     }
                 }
+                if ended {
+                    // The client saw the operation end: this replica's reads include it.
+                    server.saw_write();
+                }
                 if ended || !r.follow {
                     return;
                 }
@@ -262,6 +285,7 @@ impl Skiff for Service {
 
     async fn submit_intent(&self, req: Request<proto::IntentRequest>) -> Reply {
         let caller = self.caller(&req, Role::Operator).await?;
+        let _slot = self.0.submission_slot(&caller.name).await.map_err(status)?;
         let r = req.into_inner();
         let answer = crate::http::submit_intent(&self.0, &caller, r.json.as_bytes(), &r.idempotency_key).await;
         let op = skiff_ops::intent::intent_op(&r.idempotency_key);

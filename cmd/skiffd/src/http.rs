@@ -31,6 +31,8 @@ pub fn status_for(code: Code) -> StatusCode {
         Code::Conflict | Code::LeaseHeld | Code::AlreadyExists => StatusCode::CONFLICT,
         Code::PolicyDenied | Code::SignatureInvalid | Code::DigestMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         Code::StateUnavailable | Code::ProviderError => StatusCode::SERVICE_UNAVAILABLE,
+        Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -57,12 +59,51 @@ pub fn refusal(r: &Refusal) -> Envelope {
             format!("{} ({}) may not do this: it needs the {} role", caller.name, caller.role.as_str(), needs.as_str()),
         )
         .fact("nothing was changed"),
+        Refusal::RateLimited { who, retry_after_ms, why } => {
+            Envelope::failure(Code::RateLimited, format!("{who}: {why}; retry in {} s", retry_after_ms.div_ceil(1000)))
+                .fact("nothing was changed")
+                .fact(format!("retry_after_ms: {retry_after_ms}"))
+        }
     }
 }
 
-fn authorize(server: &Server, headers: &HeaderMap, needs: Role) -> Result<Caller, Box<Response>> {
+/// A refusal as an HTTP answer: 429 ones say when to retry.
+pub fn refused(r: &Refusal) -> Response {
+    let mut resp = answer(&refusal(r));
+    if let Refusal::RateLimited { retry_after_ms, .. } = r
+        && let Ok(v) = http::HeaderValue::from_str(&retry_after_ms.div_ceil(1000).max(1).to_string())
+    {
+        resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+async fn authorize(server: &Server, headers: &HeaderMap, needs: Role) -> Result<Caller, Box<Response>> {
     let header = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    server.tokens.authorize(header, needs).map_err(|r| Box::new(answer(&refusal(&r))))
+    server.auth.authorize(header, needs).await.map_err(|r| Box::new(refused(&r)))
+}
+
+/// The consistency token a read sent, if any.
+fn consistency(headers: &HeaderMap) -> Option<u64> {
+    headers.get(crate::server::CONSISTENCY).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+}
+
+/// An answer carrying a consistency token.
+fn with_token(mut resp: Response, ms: u64) -> Response {
+    if let Ok(v) = http::HeaderValue::from_str(&ms.to_string()) {
+        resp.headers_mut().insert(crate::server::CONSISTENCY, v);
+    }
+    resp
+}
+
+/// Read-your-writes before a read: the index holds what this replica's clients saw
+/// and what the caller's token names.
+async fn caught_up(server: &Server, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    server.read_your_writes(consistency(headers)).await.map_err(|e| {
+        Box::new(answer(
+            &Envelope::failure(Code::StateUnavailable, "the index cannot catch up with the bucket").fact(e.to_string()),
+        ))
+    })
 }
 
 /// Every route.
@@ -74,6 +115,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/operations/{id}", get(operation))
         .route("/v1/openapi.json", get(|| async { axum::Json(crate::openapi::document()) }))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(server.clone(), observe))
         .with_state(server)
@@ -90,14 +132,31 @@ async fn observe(State(server): State<Arc<Server>>, req: Request, next: Next) ->
     resp
 }
 
-async fn intent(State(server): State<Arc<Server>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let caller = match authorize(&server, &headers, Role::Operator) {
+/// The largest intent body read.
+pub const INTENT_BYTES: usize = 1024 * 1024;
+
+async fn intent(State(server): State<Arc<Server>>, headers: HeaderMap, body: axum::body::Body) -> Response {
+    let caller = match authorize(&server, &headers, Role::Operator).await {
         Ok(c) => c,
         Err(r) => {
             let refused = Envelope::failure(Code::PermissionDenied, format!("refused with HTTP {}", r.status()));
             server.audit("anonymous", "api.intent.refused", "-", &refused).await;
             return *r;
         }
+    };
+    let json = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        let env = Envelope::failure(Code::Usage, "an intent is JSON: send `content-type: application/json`")
+            .fact("nothing was recorded");
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, axum::Json(serde_json::to_value(&env).unwrap_or_default()))
+            .into_response();
+    }
+    let _slot = match server.submission_slot(&caller.name).await {
+        Ok(s) => s,
+        Err(r) => return refused(&r),
     };
     let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned) else {
         return answer(
@@ -107,9 +166,15 @@ async fn intent(State(server): State<Arc<Server>>, headers: HeaderMap, body: axu
             .envelope,
         );
     };
+    let Ok(body) = axum::body::to_bytes(body, INTENT_BYTES).await else {
+        let env = Envelope::failure(Code::Usage, format!("an intent body is at most {INTENT_BYTES} bytes"))
+            .fact("nothing was recorded");
+        return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(serde_json::to_value(&env).unwrap_or_default()))
+            .into_response();
+    };
     let submitted = submit_intent(&server, &caller, &body, &key).await;
     server.audit(&caller.name, "api.intent", &skiff_ops::intent::intent_op(&key), &submitted.envelope).await;
-    answer(&submitted.envelope)
+    with_token(answer(&submitted.envelope), server.saw_write())
 }
 
 /// Parses and records an intent (HTTP and gRPC share it).
@@ -127,7 +192,10 @@ pub async fn submit_intent(server: &Arc<Server>, caller: &Caller, body: &[u8], k
 }
 
 async fn services(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&server, &headers, Role::Viewer) {
+    if let Err(r) = authorize(&server, &headers, Role::Viewer).await {
+        return *r;
+    }
+    if let Err(r) = caught_up(&server, &headers).await {
         return *r;
     }
     let snap = server.index.snapshot().await;
@@ -147,7 +215,10 @@ async fn services(State(server): State<Arc<Server>>, headers: HeaderMap) -> Resp
 }
 
 async fn status(State(server): State<Arc<Server>>, headers: HeaderMap, Path(svc): Path<String>) -> Response {
-    if let Err(r) = authorize(&server, &headers, Role::Viewer) {
+    if let Err(r) = authorize(&server, &headers, Role::Viewer).await {
+        return *r;
+    }
+    if let Err(r) = caught_up(&server, &headers).await {
         return *r;
     }
     match server.index.service(&svc).await {
@@ -173,11 +244,16 @@ async fn status(State(server): State<Arc<Server>>, headers: HeaderMap, Path(svc)
 }
 
 async fn operation(State(server): State<Arc<Server>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let caller = match authorize(&server, &headers, Role::Viewer) {
+    let caller = match authorize(&server, &headers, Role::Viewer).await {
         Ok(c) => c,
         Err(r) => return *r,
     };
-    answer(&server.run(&caller, Op::Saga(SagaRequest::Show { op: id }), Vec::new()).await.envelope)
+    let shown = server.run(&caller, Op::Saga(SagaRequest::Show { op: id }), Vec::new()).await;
+    if crate::grpc::ended(&shown.envelope.data) {
+        // The caller saw it end: its token makes any replica's next read include it.
+        return with_token(answer(&shown.envelope), server.saw_write());
+    }
+    answer(&shown.envelope)
 }
 
 async fn healthz(State(server): State<Arc<Server>>) -> Response {
@@ -187,6 +263,75 @@ async fn healthz(State(server): State<Arc<Server>>) -> Response {
         "index": {"services": snap.services.len(), "operations": snap.operations.len(), "built_at_ms": snap.built_at_ms},
     });
     (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// Ready to serve: the bucket answers and the index was built from it.
+async fn readyz(State(server): State<Arc<Server>>) -> Response {
+    let snap = server.index.snapshot().await;
+    let env = match server.ledger.is_initialized().await {
+        Ok(true) if snap.built_at_ms > 0 => Envelope::ok("ready: the bucket answers and the index is built")
+            .data(serde_json::json!({"index_built_at_ms": snap.built_at_ms})),
+        Ok(true) => Envelope::failure(Code::StateUnavailable, "not ready: the index is not built yet"),
+        Ok(false) => Envelope::failure(Code::StateUnavailable, "not ready: the state bucket is not initialized"),
+        Err(e) => {
+            Envelope::failure(Code::StateUnavailable, "not ready: the state bucket does not answer").fact(e.to_string())
+        }
+    };
+    answer(&env)
+}
+
+/// Request headers past this many bytes are refused with an envelope (hyper drops
+/// connections past [`crate::serve::MAX_HEADER_BYTES`]).
+pub const HEADER_BYTES: usize = 16 * 1024;
+
+fn grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// Oversized headers and slow handlers, answered as envelopes (gRPC as its statuses).
+pub async fn guard(State(server): State<Arc<Server>>, req: Request, next: Next) -> Response {
+    let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let is_grpc = grpc(req.headers());
+    if header_bytes > HEADER_BYTES {
+        let env = Envelope::failure(
+            Code::Usage,
+            format!("the request headers are {header_bytes} bytes; at most {HEADER_BYTES} are read"),
+        )
+        .fact("nothing was done");
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            axum::Json(serde_json::to_value(&env).unwrap_or_default()),
+        )
+            .into_response();
+    }
+    let limit = server.request_timeout;
+    match skiff_clock::timeout(&skiff_clock::SystemClock, limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) if is_grpc => {
+            tonic::Status::deadline_exceeded(format!("no answer within {} ms", limit.as_millis())).into_http()
+        }
+        Err(_) => answer(
+            &Envelope::failure(Code::DeadlineExceeded, format!("no answer within {} ms", limit.as_millis()))
+                .fact("anything the request started carries on in the ledger: check `skiff saga list`"),
+        ),
+    }
+}
+
+/// What no route answers.
+pub async fn fallback(headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    if grpc(&headers) {
+        return tonic::Status::unimplemented(format!("{} is not a call skiffd serves", uri.path())).into_http();
+    }
+    answer(&Envelope::failure(Code::NotFound, format!("no route {}", uri.path())).action(
+        "openapi",
+        "curl $SKIFF_SERVER/v1/openapi.json",
+        false,
+        Safety::ReadOnly,
+        0.6,
+    ))
 }
 
 async fn metrics(State(server): State<Arc<Server>>) -> Response {

@@ -83,13 +83,15 @@ pub struct Snapshot {
     pub events: u64,
     /// How long the build took.
     pub build_ms: u64,
-    /// When it was built (ms since the epoch).
+    /// When its build began (ms since the epoch): every write before then is in it.
     pub built_at_ms: u64,
 }
 
 /// Builds every view from the bucket.
 pub async fn build(ledger: &Ledger) -> Result<Snapshot, skiff_state::StateError> {
     let started = Instant::now();
+    // What the snapshot is sure to contain: everything written before the build began.
+    let started_at_ms = ledger.clock().now_ms();
     let index = ledger.rebuild_index().await?;
     // The newest intent operation of each service.
     let mut intents: BTreeMap<String, (u64, String)> = BTreeMap::new();
@@ -118,7 +120,7 @@ pub async fn build(ledger: &Ledger) -> Result<Snapshot, skiff_state::StateError>
         operations: index.operations,
         events: index.events,
         build_ms: started.elapsed().as_millis() as u64,
-        built_at_ms: ledger.clock().now_ms(),
+        built_at_ms: started_at_ms,
     })
 }
 
@@ -258,6 +260,8 @@ pub async fn view_from_bucket(ledger: &Ledger, name: &str) -> Result<Option<Serv
 #[derive(Clone, Debug)]
 pub struct Index {
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
+    /// One read-your-writes rebuild at a time; others wait for it.
+    catch_up: Arc<tokio::sync::Mutex<()>>,
     postgres: Option<Arc<crate::postgres::PgIndex>>,
     /// `--index bucket`: answer each status straight from the bucket.
     direct: Option<Ledger>,
@@ -266,13 +270,13 @@ pub struct Index {
 impl Index {
     /// An empty index; `postgres` also keeps a copy there and answers from it.
     pub fn new(postgres: Option<crate::postgres::PgIndex>) -> Self {
-        Index { snapshot: Arc::default(), postgres: postgres.map(Arc::new), direct: None }
+        Index { snapshot: Arc::default(), catch_up: Arc::default(), postgres: postgres.map(Arc::new), direct: None }
     }
 
     /// No index for status reads: every one is read from `ledger` (`--index bucket`;
     /// always current, and the benchmark's baseline).
     pub fn direct(ledger: Ledger) -> Self {
-        Index { snapshot: Arc::default(), postgres: None, direct: Some(ledger) }
+        Index { snapshot: Arc::default(), catch_up: Arc::default(), postgres: None, direct: Some(ledger) }
     }
 
     /// Rebuilds from the bucket and swaps the new snapshot in.
@@ -283,6 +287,19 @@ impl Index {
         }
         *self.snapshot.write().await = snapshot.clone();
         Ok(snapshot)
+    }
+
+    /// Makes sure the index holds every write made up to `ms` (ms since the epoch):
+    /// rebuilds now when its snapshot began before then. Read-your-writes.
+    pub async fn at_least(&self, ledger: &Ledger, ms: u64) -> anyhow::Result<()> {
+        if self.direct.is_some() || self.snapshot.read().await.built_at_ms > ms {
+            return Ok(());
+        }
+        let _one = self.catch_up.lock().await;
+        if self.snapshot.read().await.built_at_ms > ms {
+            return Ok(());
+        }
+        self.refresh(ledger).await.map(drop)
     }
 
     /// The current snapshot.

@@ -9,6 +9,7 @@ pub mod index;
 pub mod metrics;
 pub mod openapi;
 pub mod postgres;
+pub mod serve;
 pub mod server;
 pub mod tls;
 
@@ -28,7 +29,26 @@ pub fn app(server: Arc<Server>) -> axum::Router {
         .prepare()
         .into_axum_router()
         .layer(axum::middleware::from_fn(grpc::tag_method));
-    http::router(server).merge(routes).layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+    http::router(server.clone())
+        .merge(routes)
+        .fallback(http::fallback)
+        .layer(axum::middleware::from_fn_with_state(server, http::guard))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+}
+
+/// Keeps the token records fresh (every [`auth::TOKEN_REFRESH`]: the bound on a
+/// revocation) and writes the tokens' last use.
+pub async fn token_refresher(server: Arc<Server>) {
+    loop {
+        skiff_clock::Clock::sleep(&skiff_clock::SystemClock, auth::TOKEN_REFRESH).await;
+        if let Err(e) = server.auth.bucket.refresh().await {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("skiffd: token refresh failed (using the previous records): {e}\n").as_bytes(),
+            );
+        }
+        server.auth.bucket.flush_usage().await;
+    }
 }
 
 /// Keeps the index fresh: rebuilds every `every`, and soon after each write.

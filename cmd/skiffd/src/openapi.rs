@@ -41,6 +41,14 @@ const ROUTES: &[Route] = &[
         &[("404", "no such operation")],
     ),
     ("get", "/healthz", "Liveness, with the index's size.", None, None, &[]),
+    (
+        "get",
+        "/readyz",
+        "Readiness: the bucket answers and the index is built (503 with an envelope otherwise).",
+        None,
+        None,
+        &[],
+    ),
     ("get", "/metrics", "Prometheus metrics.", None, None, &[]),
     ("get", "/v1/openapi.json", "This document.", None, None, &[]),
 ];

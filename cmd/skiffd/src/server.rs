@@ -10,7 +10,7 @@ use skiff_ops::{Context, Request};
 use skiff_sdk::{Answer, Code, Envelope};
 use skiff_state::Ledger;
 
-use crate::auth::{Caller, Tokens};
+use crate::auth::{Auth, Caller};
 use crate::index::Index;
 use crate::metrics::Metrics;
 
@@ -36,15 +36,30 @@ pub struct Server {
     pub settings: Settings,
     /// The bucket.
     pub ledger: Ledger,
-    /// Issued tokens.
-    pub tokens: Tokens,
+    /// Issued tokens: the bootstrap file's and the bucket's.
+    pub auth: Auth,
     /// The read index.
     pub index: Index,
     /// Request metrics.
     pub metrics: Metrics,
     /// Wakes the refresher after a write.
     pub refresh: tokio::sync::Notify,
+    /// The newest write a client of this replica saw succeed (ms since the epoch): reads
+    /// answered after it include it.
+    pub last_write_ms: std::sync::atomic::AtomicU64,
+    /// Operation submissions in flight at once.
+    pub submissions: tokio::sync::Semaphore,
+    /// Longest a request may take (event streams excepted).
+    pub request_timeout: std::time::Duration,
 }
+
+/// How long a submission waits for a slot before it is shed.
+const SUBMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The header carrying a consistency token: the time of a write, in ms since the epoch.
+/// Mutations answer with it; a read sending it is answered from an index holding that
+/// write, on any replica.
+pub const CONSISTENCY: &str = "x-skiff-consistency";
 
 /// A file a request brings into the command's working directory.
 #[derive(Debug)]
@@ -135,6 +150,35 @@ impl Server {
     pub async fn audit(&self, caller: &str, action: &str, target: &str, env: &Envelope) {
         let detail = serde_json::json!({"summary": env.summary, "via": "skiffd"});
         let _ = self.ledger.audit(caller, action, target, env.code, detail).await;
+        self.saw_write();
         self.refresh.notify_one();
+    }
+
+    /// A slot for one operation submission, waiting a little for one; none means the
+    /// server sheds the request (429).
+    pub async fn submission_slot(&self, who: &str) -> Result<tokio::sync::SemaphorePermit<'_>, crate::auth::Refusal> {
+        match skiff_clock::timeout(&skiff_clock::SystemClock, SUBMISSION_WAIT, self.submissions.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(crate::auth::Refusal::RateLimited {
+                who: who.to_owned(),
+                retry_after_ms: 1_000,
+                why: "too many operations are being submitted at once",
+            }),
+        }
+    }
+
+    /// Notes that a client saw a write succeed now (a mutation, or an operation it
+    /// followed to its end): the consistency token to answer with.
+    pub fn saw_write(&self) -> u64 {
+        let now = self.ledger.clock().now_ms();
+        self.last_write_ms.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+        now
+    }
+
+    /// Before a read: the index holds every write this replica's clients saw, and the
+    /// one the caller's consistency token names.
+    pub async fn read_your_writes(&self, token: Option<u64>) -> anyhow::Result<()> {
+        let seen = self.last_write_ms.load(std::sync::atomic::Ordering::SeqCst);
+        self.index.at_least(&self.ledger, seen.max(token.unwrap_or(0))).await
     }
 }

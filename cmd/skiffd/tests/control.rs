@@ -11,47 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 mod common;
-use common::{Daemon, Down, block, ledger, skiffd, token, worker, worker_with};
-
-/// One HTTP/1.1 request; (status, JSON body or the text as a string).
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> (u16, Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let (head, text) = raw.split_once("\r\n\r\n").unwrap();
-    let text =
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(text) } else { text.to_owned() };
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
-}
+use common::{Daemon, Down, block, http, ledger, remote, skiffd, token, worker, worker_with};
 
 fn bearer(t: &str) -> String {
     format!("Bearer {t}")
@@ -268,19 +228,6 @@ fn two_workers_run_each_operation_once() {
         "{:?}",
         status_of(&op)
     );
-}
-
-/// `skiff --server … --format json ARGS` in `dir/app` with `token`: (exit code, envelope).
-fn remote(dir: &Path, d: &Daemon, token: &str, args: &[&str]) -> (i32, Value) {
-    let out = Command::new(skiff_testkit::workspace_bin("skiff"))
-        .args(["--server", &format!("http://127.0.0.1:{}", d.port), "--format", "json"])
-        .args(args)
-        .current_dir(dir.join("app"))
-        .env("SKIFF_TOKEN", token)
-        .env("SKIFF_CONFIG", dir.join("none.yaml"))
-        .output()
-        .unwrap();
-    (out.status.code().unwrap_or(-1), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null))
 }
 
 /// `web` (two hello instances) deployed with `skiff --server` through skiffd and a

@@ -348,6 +348,23 @@ fn deploy_request(ctx: &Context, file: &Path, build: bool) -> Result<proto::Depl
                         .fact("build it first (drop --no-build) or fix `artifact.path`"),
                 )
             })?;
+            // One message carries it: refuse here, clearly, what the server would refuse.
+            let room = skiff_sdk::grpc::MAX_MESSAGE_BYTES - 1024 * 1024;
+            if content.len() > room {
+                return Err(Envelope::failure(
+                    Code::Usage,
+                    format!("the artifact {p} is {} bytes; skiffd takes at most {room} in one deploy", content.len()),
+                )
+                .fact("nothing was sent")
+                .action(
+                    "direct",
+                    "skiff release create -f skiff.yaml --yes (without --server, where the bucket is)",
+                    true,
+                    Safety::Reversible,
+                    0.5,
+                )
+                .into());
+            }
             ctx.progress(&format!("sending {} ({} bytes) to the server", p, content.len()));
             Some(proto::Artifact { path: p.to_owned(), content })
         }

@@ -546,3 +546,30 @@ pub struct SecretRecord {
     pub writes: BTreeMap<String, SecretWrite>,
 }
 document!(SecretRecord, "skiff.secret_record", 1, cas);
+
+/// `tokens/<name>.json`: a bearer token skiffd accepts. Only the SHA-256 of its secret
+/// is kept; every replica reads the same records, so issuing, revoking and expiring
+/// apply everywhere without a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRecord {
+    /// CAS metadata.
+    pub cas: Cas,
+    /// Who holds it (the actor in the audit log).
+    pub name: String,
+    /// `viewer`, `operator` or `approver`.
+    pub role: String,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    /// When it was issued, ms since the epoch.
+    pub created_at_ms: u64,
+    /// Who issued it.
+    pub created_by: String,
+    /// When it stops being accepted, if ever.
+    pub expires_at_ms: Option<u64>,
+    /// When it was revoked, if it was.
+    pub revoked_at_ms: Option<u64>,
+    /// When a request last presented it (updated at most once a minute).
+    pub last_used_ms: Option<u64>,
+}
+document!(TokenRecord, "skiff.token", 1, cas);

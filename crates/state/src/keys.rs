@@ -138,6 +138,16 @@ pub fn database_restores(database: &str) -> String {
     format!("{ROOT}databases/{database}/restores/")
 }
 
+/// A bearer token skiffd accepts.
+pub fn token(name: &str) -> String {
+    format!("{ROOT}tokens/{name}.json")
+}
+
+/// Prefix of the token records.
+pub fn tokens() -> String {
+    format!("{ROOT}tokens/")
+}
+
 /// What Skiff launched a group with.
 pub fn group_launch(service: &str, group: &str) -> String {
     format!("{ROOT}services/{service}/launches/{group}.json")
@@ -267,6 +277,11 @@ pub enum KeyKind {
         /// Group.
         group: String,
     },
+    /// `tokens/<name>.json`.
+    Token {
+        /// Token name.
+        name: String,
+    },
     /// `secrets/<name>.json`.
     SecretRecord {
         /// Secret name.
@@ -314,6 +329,7 @@ impl KeyKind {
             KeyKind::Migration { .. } => MigrationRecord::KIND,
             KeyKind::GroupLaunch { .. } => GroupLaunch::KIND,
             KeyKind::SecretRecord { .. } => SecretRecord::KIND,
+            KeyKind::Token { .. } => TokenRecord::KIND,
             KeyKind::ReleaseSignature { .. } | KeyKind::Blob { .. } | KeyKind::Unknown => return None,
         })
     }
@@ -357,6 +373,7 @@ pub fn classify(key: &str) -> KeyKind {
             json(file).map_or(KeyKind::Unknown, |group| KeyKind::GroupLaunch { service: (*svc).to_owned(), group })
         }
         ["secrets", file] => json(file).map_or(KeyKind::Unknown, |name| KeyKind::SecretRecord { name }),
+        ["tokens", file] => json(file).map_or(KeyKind::Unknown, |name| KeyKind::Token { name }),
         ["migrations", svc, file] => {
             json(file).map_or(KeyKind::Unknown, |release| KeyKind::Migration { service: (*svc).to_owned(), release })
         }

@@ -173,6 +173,7 @@ impl Ledger {
                 KeyKind::Migration { .. } => typed::<MigrationRecord>(&l.key, &bytes),
                 KeyKind::GroupLaunch { .. } => typed::<GroupLaunch>(&l.key, &bytes),
                 KeyKind::SecretRecord { .. } => typed::<SecretRecord>(&l.key, &bytes),
+                KeyKind::Token { .. } => typed::<TokenRecord>(&l.key, &bytes),
                 other => {
                     let expected = other.expected_kind().unwrap_or_default();
                     match codec::header(&l.key, &bytes) {

@@ -78,6 +78,7 @@ codes! {
     Drifted = 24, "DRIFTED", "Actual state differs from desired state.", "Read the differences; repair with the recommended `repair` saga or re-deploy.", ["skiff reconcile", "skiff doctor"];
     Unhealthy = 25, "UNHEALTHY", "The service or its instances are unhealthy.", "Read the findings of `skiff doctor SERVICE` and follow their recommended actions.", ["skiff doctor", "skiff repair incident"];
     IoError = 26, "IO_ERROR", "A local file could not be read or written.", "Check the path, permissions and free disk space named in the facts.", ["skiff init", "skiff keys generate", "skiff deploy", "skiff release create", "skiff local", "skiff secrets", "skiff debug collect"];
+    RateLimited = 27, "RATE_LIMITED", "The server is shedding load: this token sent too many requests, or too many operations are being submitted.", "Wait the `Retry-After` seconds and retry; spread requests out or ask for a higher `--rate-limit`.", ["skiff --server", "every skiffd route"];
 }
 
 impl std::str::FromStr for Code {

@@ -157,6 +157,9 @@ pub fn status_envelope(server: &str, s: &tonic::Status) -> Envelope {
         tonic::Code::Unavailable => (Code::StateUnavailable, format!("cannot reach skiffd at {server}")),
         tonic::Code::Unimplemented => (Code::Usage, format!("{server} does not serve this call")),
         tonic::Code::InvalidArgument => (Code::Usage, format!("{server} did not accept the request")),
+        tonic::Code::ResourceExhausted => (Code::RateLimited, format!("{server} is shedding load: retry later")),
+        tonic::Code::DeadlineExceeded => (Code::DeadlineExceeded, format!("{server} did not answer in time")),
+        tonic::Code::OutOfRange => (Code::Usage, format!("{server} refused a message over its size limit")),
         _ => (Code::Internal, format!("{server} failed the call")),
     };
     let env = Envelope::failure(code, summary).fact(s.message().to_owned());

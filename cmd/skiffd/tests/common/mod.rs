@@ -3,10 +3,11 @@
 
 #![allow(dead_code, unreachable_pub, reason = "shared by several test binaries")]
 
-use std::io::BufRead;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// A child process killed when dropped.
 pub struct Proc(pub Child);
@@ -25,8 +26,10 @@ pub struct Daemon {
 }
 
 pub fn skiffd(dir: &Path, extra: &[&str]) -> Daemon {
+    let refresh: &[&str] = if extra.contains(&"--refresh-ms") { &[] } else { &["--refresh-ms", "300"] };
     let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--refresh-ms", "300"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(refresh)
         .arg("--bucket")
         .arg(format!("file://{}", dir.join("state").display()))
         .arg("--tokens")
@@ -101,4 +104,66 @@ pub fn ledger(dir: &Path) -> skiff_state::Ledger {
 
 pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+/// One HTTP/1.1 request; (status, JSON body or the text as a string).
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, text) = raw.split_once("\r\n\r\n").unwrap();
+    let text =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(text) } else { text.to_owned() };
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+pub fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+/// `skiff --server` as `token` in `dir/app`: exit code and the JSON envelope.
+pub fn remote(dir: &Path, d: &Daemon, token: &str, args: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(skiff_testkit::workspace_bin("skiff"))
+        .args(["--server", &format!("http://127.0.0.1:{}", d.port), "--format", "json"])
+        .args(args)
+        .current_dir(dir.join("app"))
+        .env("SKIFF_TOKEN", token)
+        .env("SKIFF_CONFIG", dir.join("none.yaml"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or(serde_json::Value::Null),
+    )
 }
