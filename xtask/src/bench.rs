@@ -14,6 +14,7 @@ const SUITES: &[(&str, &str, &str)] = &[
     ("restore", "skiff-provider-local", "restore"),
     ("deploy", "skiff-cli", "deploy"),
     ("control", "skiffd", "status"),
+    ("tui", "skiff-tui", "cockpit"),
 ];
 
 pub(crate) fn run(only: &[String]) -> Result<()> {

@@ -215,6 +215,21 @@ Examples:
         #[arg(long)]
         since: Option<String>,
     },
+    /// The cockpit: services, operations and their gates, events, logs, metrics, doctor.
+    #[command(after_help = "\
+Examples:
+  skiff tui                                    over the bucket and provider (direct)
+  skiff --server https://skiffd:7400 tui       through skiffd (SKIFF_TOKEN)
+  skiff tui --readonly                         no action that changes anything
+
+Keys: ? lists them all. Every action shows its exact `skiff` command and safety before
+it runs; approvals and rejections ask for the operation id. Data is fetched in the
+background: a slow or unreachable API shows its age, never a frozen screen.")]
+    Tui {
+        /// Hide and refuse every action that changes something.
+        #[arg(long)]
+        readonly: bool,
+    },
     /// Incident repair: evidence, hypotheses, reversible remediations, verification.
     #[command(after_help = "\
 Examples:
@@ -882,6 +897,8 @@ impl Command {
             Command::Doctor { service } => Request::Doctor { service },
             Command::Schema => Request::Schema,
             Command::Version => Request::Version,
+            // Not a request: `crate::main` runs the cockpit before asking for one.
+            Command::Tui { .. } => Request::Version,
             Command::Config { action } => Request::Config(match action {
                 ConfigAction::GetContexts => ConfigRequest::GetContexts,
                 ConfigAction::UseContext { name } => ConfigRequest::UseContext { name },

@@ -57,6 +57,9 @@ pub fn main() -> ExitCode {
             interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
         }),
     };
+    if let cli::Command::Tui { readonly } = cli.command {
+        return tui(ctx, readonly, format);
+    }
     let request = cli.command.into_request();
     // The supervisor serves its load balancers and health checks beside its control
     // API: it needs more than one thread. Everything else runs on one.
@@ -71,6 +74,31 @@ pub fn main() -> ExitCode {
         Err(e) => Envelope::failure(Code::Internal, "cannot start the async runtime").fact(e.to_string()).into(),
     };
     output::print(format, &answer)
+}
+
+/// `skiff tui`: the cockpit over the same requests, through the same server choice.
+fn tui(ctx: Context, readonly: bool, format: Format) -> ExitCode {
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        let env = Envelope::failure(Code::Usage, "skiff tui needs a terminal: stdin and stdout are not one")
+            .fact("the cockpit draws on a terminal; agents and scripts read the same answers as JSON")
+            .action("status", "skiff status --format json", false, skiff_sdk::Safety::ReadOnly, 0.7)
+            .action("doctor", "skiff doctor --format json", false, skiff_sdk::Safety::ReadOnly, 0.6);
+        return output::print(format, &env.into());
+    }
+    let server = match &ctx.flags.server {
+        Some(s) => Some(s.clone()),
+        None => ctx.resolve().ok().and_then(|(_, r)| r.server.map(|s| s.value)),
+    };
+    // The cockpit confirms every action itself (command, safety, the operation id).
+    let ctx = Context { yes: true, ui: Arc::new(skiff_ops::Quiet), ..ctx };
+    let api = Arc::new(skiff_tui::api::OpsApi { ctx, server });
+    match skiff_tui::run(api, readonly) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let env = Envelope::failure(Code::IoError, "the terminal could not run the cockpit").fact(e.to_string());
+            output::print(Format::Human, &env.into())
+        }
+    }
 }
 
 /// Answers a request through the server it goes to (`--server`, `$SKIFF_SERVER` or the

@@ -136,6 +136,7 @@ const MATRIX: &[Cell] = &[
     cell(UnreachableBucket, "config show", Code::Ok, "s3://skiff-contract"),
     cell(UnreachableBucket, "init service fresh --dir fresh", Code::Ok, "fresh"),
     cell(UnreachableBucket, "saga kinds", Code::Ok, "saga kind"),
+    cell(UnreachableBucket, "tui", Code::Usage, "terminal"),
     // No signing key where one is needed.
     cell(MissingKey, "deploy -f skiff.yaml --no-build --yes", Code::SignatureInvalid, "cosign.key"),
     cell(MissingKey, "release create -f skiff.yaml --no-build --yes", Code::SignatureInvalid, "cosign.key"),
