@@ -151,7 +151,57 @@ pub fn load(bytes: &[u8]) -> Result<Node, LoadError> {
             "a service spec is a short file; split generated content out of it",
         ));
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| {
+    let text = utf8(bytes)?;
+    parse_guarded(|| {
+        let mut loader = Loader { max_nodes: MAX_NODES, ..Loader::default() };
+        let mut roots = loader.run(text).map_err(|e| LoadError { path: loader.path(), ..e })?;
+        roots.pop().ok_or_else(|| {
+            LoadError::new(
+                Pos { line: 1, column: 1 },
+                "file is empty",
+                "start with `service: NAME`, or run `skiff init service NAME` to write one",
+            )
+        })
+    })
+}
+
+/// The most a stream of documents ([`load_stream`]) may be.
+pub const MAX_STREAM_BYTES: usize = 16 * 1024 * 1024;
+/// The most nodes a stream may expand to.
+pub const MAX_STREAM_NODES: usize = 2_000_000;
+
+/// Every document of a YAML stream (`---`-separated, as `kubectl` and Helm write
+/// them), with the same bounds as [`load`] scaled for manifests: size, depth, nodes
+/// (alias bombs), no tags. Empty documents are skipped.
+pub fn load_stream(bytes: &[u8]) -> Result<Vec<Node>, LoadError> {
+    if bytes.len() > MAX_STREAM_BYTES {
+        return Err(LoadError::new(
+            Pos { line: 1, column: 1 },
+            format!("file is {} bytes, more than the {MAX_STREAM_BYTES} allowed", bytes.len()),
+            "split it into several files",
+        ));
+    }
+    let text = utf8(bytes)?;
+    parse_guarded(|| {
+        let mut loader = Loader { multi: true, max_nodes: MAX_STREAM_NODES, ..Loader::default() };
+        let roots = loader.run(text).map_err(|e| LoadError { path: loader.path(), ..e })?;
+        Ok(roots.into_iter().filter(|n| n.value != Value::Null).collect())
+    })
+}
+
+/// Runs the third-party parser, turning a panic in it into an error.
+fn parse_guarded<T>(f: impl FnOnce() -> Result<T, LoadError> + std::panic::UnwindSafe) -> Result<T, LoadError> {
+    std::panic::catch_unwind(f).unwrap_or_else(|_| {
+        Err(LoadError::new(
+            Pos { line: 1, column: 1 },
+            "the YAML parser failed on this input",
+            "simplify the file: plain mappings, lists and scalars",
+        ))
+    })
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, LoadError> {
+    std::str::from_utf8(bytes).map_err(|e| {
         let valid = &bytes[..e.valid_up_to()];
         let valid = std::str::from_utf8(valid).unwrap_or_default();
         let line = valid.matches('\n').count() + 1;
@@ -161,19 +211,6 @@ pub fn load(bytes: &[u8]) -> Result<Node, LoadError> {
             format!("file is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()),
             "save the file as UTF-8",
         )
-    })?;
-    // The parser is third-party code fed with untrusted input; a panic in it must
-    // become an error, not a crash of the caller.
-    std::panic::catch_unwind(|| {
-        let mut loader = Loader::default();
-        loader.run(text).map_err(|e| LoadError { path: loader.path(), ..e })
-    })
-    .unwrap_or_else(|_| {
-        Err(LoadError::new(
-            Pos { line: 1, column: 1 },
-            "the YAML parser failed on this input",
-            "simplify the file; a service spec needs only plain mappings, lists and scalars",
-        ))
     })
 }
 
@@ -187,7 +224,10 @@ struct Loader {
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     nodes: usize,
-    root: Option<Node>,
+    max_nodes: usize,
+    /// Several documents allowed (a stream).
+    multi: bool,
+    roots: Vec<Node>,
     documents: usize,
 }
 
@@ -205,7 +245,7 @@ impl Loader {
         path
     }
 
-    fn run(&mut self, text: &str) -> Result<Node, LoadError> {
+    fn run(&mut self, text: &str) -> Result<Vec<Node>, LoadError> {
         let mut parser = Parser::new_from_str(text);
         while let Some(next) = parser.next_event() {
             let (event, span) = next.map_err(|e| {
@@ -225,7 +265,7 @@ impl Loader {
                 Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
                 Event::DocumentStart(_) => {
                     self.documents += 1;
-                    if self.documents > 1 {
+                    if self.documents > 1 && !self.multi {
                         return Err(LoadError::new(
                             pos,
                             "found a second YAML document",
@@ -277,13 +317,7 @@ impl Loader {
                 }
             }
         }
-        self.root.take().ok_or_else(|| {
-            LoadError::new(
-                Pos { line: 1, column: 1 },
-                "file is empty",
-                "start with `service: NAME`, or run `skiff init service NAME` to write one",
-            )
-        })
+        Ok(std::mem::take(&mut self.roots))
     }
 
     fn open(&mut self, pos: Pos, tagged: bool) -> Result<(), LoadError> {
@@ -303,10 +337,10 @@ impl Loader {
 
     fn count(&mut self, n: usize, pos: Pos) -> Result<(), LoadError> {
         self.nodes = self.nodes.saturating_add(n);
-        if self.nodes > MAX_NODES {
+        if self.nodes > self.max_nodes {
             return Err(LoadError::new(
                 pos,
-                format!("document expands to more than {MAX_NODES} nodes"),
+                format!("document expands to more than {} nodes", self.max_nodes),
                 "remove the repeated aliases (`*name`) that multiply the document",
             ));
         }
@@ -322,7 +356,7 @@ impl Loader {
     fn push(&mut self, node: Node) -> Result<(), LoadError> {
         match self.stack.last_mut() {
             None => {
-                self.root = Some(node);
+                self.roots.push(node);
                 Ok(())
             }
             Some(Frame::Seq { items, .. }) => {
