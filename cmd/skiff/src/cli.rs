@@ -215,6 +215,22 @@ Examples:
         #[arg(long)]
         since: Option<String>,
     },
+    /// Bring workloads from elsewhere: Kubernetes manifests into skiff.yaml specs.
+    #[command(after_help = "\
+Examples:
+  skiff import kube k8s/ --out skiff.yaml           one Deployment → one spec
+  helm template api ./chart | tee api.yaml; skiff import kube api.yaml --out specs/
+  skiff import kube k8s/ --out specs/ --format json   every input path, classified
+
+Every path of every input object is reported: mapped (to which spec field), warned
+(approximated, and why) or unsupported (what to do). StatefulSets, DaemonSets, Jobs,
+privileged pods, hostPath volumes and custom resources are refused with the reason;
+the rest is still imported. Secret values are never read: the answer lists the
+`skiff secrets set` commands to fill each reference.")]
+    Import {
+        #[command(subcommand)]
+        action: ImportAction,
+    },
     /// The cockpit: services, operations and their gates, events, logs, metrics, doctor.
     #[command(after_help = "\
 Examples:
@@ -487,6 +503,22 @@ The contexts file is $SKIFF_CONFIG, else ~/.config/skiff/config.yaml.")]
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportAction {
+    /// Kubernetes manifests (YAML or JSON files, directories, multi-document streams).
+    Kube {
+        /// Files and directories to read.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The spec to write; with several workloads, a directory of `<service>.yaml`.
+        #[arg(long, default_value = "skiff.yaml")]
+        out: PathBuf,
+        /// Overwrite specs that exist.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -891,6 +923,9 @@ impl Command {
             }
             Command::Metrics { service } => Request::Metrics { service },
             Command::Debug { action: DebugAction::Collect { service, out } } => Request::DebugCollect { service, out },
+            Command::Import { action: ImportAction::Kube { paths, out, force } } => {
+                Request::ImportKube { paths, out, force }
+            }
             Command::Repair { action: RepairAction::Incident { service, dry_run } } => {
                 Request::Incident { service, dry_run }
             }

@@ -78,6 +78,7 @@ const MATRIX: &[Cell] = &[
     cell(UnknownService, "saga start key-rotation --param alias=nosuch --yes", Code::NotFound, "nosuch"),
     cell(UnknownService, "rotate key --delete-after 90d --yes", Code::Usage, "90d"),
     cell(UnknownService, "database retire nosuch --yes", Code::NotFound, "nosuch"),
+    cell(UnknownService, "import kube nosuch.yaml --out out.yaml", Code::NotFound, "nosuch.yaml"),
     cell(UnknownService, "database retire nosuch --instance old --dry-run", Code::NotFound, "nosuch"),
     cell(UnknownService, "saga start database-retire --param database=nosuch --yes", Code::NotFound, "nosuch"),
     // An operation that does not exist.
@@ -150,6 +151,8 @@ const MATRIX: &[Cell] = &[
     cell(SpecInvalid, "deploy -f bad.yaml --dry-run", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "release create -f bad.yaml --yes", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "validate -f missing.yaml", Code::NotFound, "missing.yaml"),
+    cell(SpecInvalid, "import kube bad.yaml --out out.yaml", Code::SpecInvalid, "bad.yaml"),
+    cell(UnreachableBucket, "import kube skiff.yaml --out out.yaml", Code::SpecInvalid, "skiff.yaml"),
     // Another operation works on the service: LEASE_HELD naming it.
     cell(InProgress, "deploy -f skiff.yaml --no-build --yes", Code::LeaseHeld, "OP"),
     cell(InProgress, "rollback web --to R1 --yes", Code::LeaseHeld, "OP"),

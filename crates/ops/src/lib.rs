@@ -19,6 +19,7 @@ mod events;
 mod evidence;
 pub mod factory;
 mod iam;
+mod import;
 mod incident;
 mod init;
 pub mod intent;
@@ -90,6 +91,7 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
         Request::Incident { service, dry_run } => incident::repair(ctx, &service, dry_run).await,
         Request::Logs(r) => observe::logs(ctx, r).await,
         Request::DebugCollect { service, out } => evidence::collect(ctx, &service, out).await,
+        Request::ImportKube { paths, out, force } => import::kube(ctx, &paths, &out, force),
         Request::Metrics { service } => observe::metrics(ctx, &service).await,
         Request::Doctor { service } => doctor::run(ctx, service).await,
         Request::Schema => Ok(meta::schema()),

@@ -54,6 +54,15 @@ pub enum Request {
     },
     /// A service's logs.
     Logs(LogsRequest),
+    /// Kubernetes manifests into skiff.yaml specs, with a loss report.
+    ImportKube {
+        /// Files and directories of manifests.
+        paths: Vec<PathBuf>,
+        /// Where the spec goes (a directory for several).
+        out: PathBuf,
+        /// Overwrite existing specs.
+        force: bool,
+    },
     /// Collect a service's evidence bundle into the ledger (and a file).
     DebugCollect {
         /// The service.
@@ -422,6 +431,7 @@ impl Request {
         !matches!(
             self,
             Request::Init(_)
+                | Request::ImportKube { .. }
                 | Request::Validate { .. }
                 | Request::Schema
                 | Request::Version
