@@ -15,6 +15,7 @@ const SUITES: &[(&str, &str, &str)] = &[
     ("deploy", "skiff-cli", "deploy"),
     ("control", "skiffd", "status"),
     ("tui", "skiff-tui", "cockpit"),
+    ("import", "skiff-kube", "import"),
 ];
 
 pub(crate) fn run(only: &[String]) -> Result<()> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use skiff_ops::{
     ConfigRequest, DatabaseRequest, DeployRequest, InitRequest, LocalRequest, LogsRequest, Recipe, ReleaseRequest,
-    Request, RollbackRequest, SagaRequest, SagaStart, SecretsRequest,
+    Request, RollbackRequest, SagaRequest, SagaStart, SecretsRequest, ShadowRequest,
 };
 use skiff_sdk::config::ProviderKind;
 
@@ -118,6 +118,7 @@ Examples:
   skiff deploy -f examples/hello/skiff.yaml --yes
   skiff deploy --no-build --yes --format json   use the artifact as it is
   skiff deploy --watch                         follow the rollout another terminal started
+  skiff deploy --shadow --mirror 10 --yes      beside stable, no user traffic; 10% of GETs copied
 
 What happens: build (artifact.build) → signed release (artifact, SBOM, provenance)
 → policy check → canary saga: start the new instance group, wait until every target
@@ -127,6 +128,9 @@ the spec and the stable group, then promote and retire the old group. A failing
 analysis rolls back to stable by itself (CANARY_FAILED, exit 11); too little traffic
 to judge pauses (ANALYSIS_INCONCLUSIVE, exit 12): send traffic, then
 `skiff saga resume OP`. `skiff saga pause OP` works mid-rollout from another terminal.
+--shadow stops after the health check: the release runs without user traffic (with
+--mirror, copies of live GET/HEAD requests for one bake, compared with the primary's
+answers) until `skiff saga start traffic-cutover` moves traffic to it.
 On the local provider the supervisor is started when needed, and on the embedded
 default (./.skiff) the state bucket and a signing key are created on first use.")]
     Deploy {
@@ -148,6 +152,15 @@ default (./.skiff) the state bucket and a signing key are created on first use."
         /// build, sign, start and record nothing.
         #[arg(long, conflicts_with_all = ["watch", "detach"])]
         dry_run: bool,
+        /// Run the new release beside the stable one, health-checked, without user
+        /// traffic (recorded as the shadow release; `skiff saga start traffic-cutover`
+        /// moves traffic to it).
+        #[arg(long, conflicts_with = "watch")]
+        shadow: bool,
+        /// With --shadow: copy PERCENT of the GET/HEAD requests to it during the bake
+        /// (answers discarded) and compare status and latency with the primary.
+        #[arg(long, value_name = "PERCENT", requires = "shadow", value_parser = clap::value_parser!(u32).range(1..=100))]
+        mirror: Option<u32>,
     },
     /// Move a service back to an earlier release (re-creating its group if retired).
     #[command(after_help = "\
@@ -351,6 +364,8 @@ Examples:
   skiff saga cancel OP --yes                   undo completed reversible steps, newest first
   skiff saga show OP                           steps, status, failure and recent events
   skiff saga list --status running
+  skiff saga start traffic-cutover --service web --from http://10.0.0.12:8080 --steps 5,25,50,100 --yes
+                                               move web's traffic off its old backend, judged step by step
 
 Mutating subcommands ask on a terminal and need --yes otherwise.")]
     Saga {
@@ -778,6 +793,16 @@ pub enum SagaAction {
         /// For `rollback`: `previous-stable` or a release id.
         #[arg(long)]
         to: Option<String>,
+        /// For `traffic-cutover`: the old backend, http://HOST:PORT.
+        #[arg(long, value_name = "URL")]
+        from: Option<String>,
+        /// For `traffic-cutover`: the weights on the Skiff side, ascending, ending at 100.
+        #[arg(long, value_name = "W,W,…")]
+        steps: Option<String>,
+        /// For `traffic-cutover`: run the old workload's scale-down with kubectl and this
+        /// kubeconfig at the end (without it, the command is printed).
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<String>,
     },
     /// The saga kinds this build can run, with their parameters.
     Kinds,
@@ -911,8 +936,9 @@ impl Command {
             Command::Validate { file } => Request::Validate { file },
             Command::Plan { file } => Request::Plan { file },
             Command::Deploy { file, watch: true, .. } => Request::Watch { file },
-            Command::Deploy { file, no_build, dry_run, .. } => {
-                Request::Deploy(DeployRequest { file, build: !no_build, dry_run })
+            Command::Deploy { file, no_build, dry_run, shadow, mirror, .. } => {
+                let shadow = shadow.then_some(ShadowRequest { mirror_percent: mirror });
+                Request::Deploy(DeployRequest { file, build: !no_build, dry_run, shadow })
             }
             Command::Rollback { service, to } => Request::Rollback(RollbackRequest { service, to }),
             Command::Status { service } => Request::Status { service },
@@ -1010,7 +1036,20 @@ impl SagaAction {
             SagaAction::Events { op, follow } => return Request::Events { op, follow, after: 0 },
             SagaAction::List { service, status } => SagaRequest::List { service, status },
             SagaAction::Show { op } => SagaRequest::Show { op },
-            SagaAction::Start { kind, service, params, dry_run, idempotency_key, reason, to } => {
+            SagaAction::Start {
+                kind,
+                service,
+                mut params,
+                dry_run,
+                idempotency_key,
+                reason,
+                to,
+                from,
+                steps,
+                kubeconfig,
+            } => {
+                let flags = [("from", from), ("steps", steps), ("kubeconfig", kubeconfig)];
+                params.extend(flags.into_iter().filter_map(|(k, v)| Some((k.to_owned(), v?))));
                 SagaRequest::Start(SagaStart { kind, service, params, dry_run, idempotency_key, reason, to })
             }
             SagaAction::Kinds => SagaRequest::Kinds,

@@ -79,6 +79,30 @@ const MATRIX: &[Cell] = &[
     cell(UnknownService, "rotate key --delete-after 90d --yes", Code::Usage, "90d"),
     cell(UnknownService, "database retire nosuch --yes", Code::NotFound, "nosuch"),
     cell(UnknownService, "import kube nosuch.yaml --out out.yaml", Code::NotFound, "nosuch.yaml"),
+    cell(
+        UnknownService,
+        "saga start traffic-cutover --service nosuch --from http://127.0.0.1:9 --yes",
+        Code::NotFound,
+        "nosuch",
+    ),
+    cell(
+        UnknownService,
+        "saga start traffic-cutover --service nosuch --from http://127.0.0.1:9 --dry-run",
+        Code::NotFound,
+        "nosuch",
+    ),
+    cell(
+        UnknownRelease,
+        "saga start traffic-cutover --service web --from https://old:8443 --yes",
+        Code::Usage,
+        "https://old:8443",
+    ),
+    cell(
+        UnknownRelease,
+        "saga start traffic-cutover --service web --from http://127.0.0.1:9 --steps 5,50 --yes",
+        Code::Usage,
+        "--steps 5,50",
+    ),
     cell(UnknownService, "database retire nosuch --instance old --dry-run", Code::NotFound, "nosuch"),
     cell(UnknownService, "saga start database-retire --param database=nosuch --yes", Code::NotFound, "nosuch"),
     // An operation that does not exist.
@@ -138,6 +162,12 @@ const MATRIX: &[Cell] = &[
     cell(UnreachableBucket, "init service fresh --dir fresh", Code::Ok, "fresh"),
     cell(UnreachableBucket, "saga kinds", Code::Ok, "saga kind"),
     cell(UnreachableBucket, "tui", Code::Usage, "terminal"),
+    cell(
+        UnreachableBucket,
+        "saga start traffic-cutover --service web --from http://127.0.0.1:9 --yes",
+        Code::StateUnavailable,
+        "s3://skiff-contract",
+    ),
     // No signing key where one is needed.
     cell(MissingKey, "deploy -f skiff.yaml --no-build --yes", Code::SignatureInvalid, "cosign.key"),
     cell(MissingKey, "release create -f skiff.yaml --no-build --yes", Code::SignatureInvalid, "cosign.key"),
@@ -149,6 +179,7 @@ const MATRIX: &[Cell] = &[
     cell(SpecInvalid, "deploy -f bad.yaml --yes", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "deploy -f bad.yaml --watch", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "deploy -f bad.yaml --dry-run", Code::SpecInvalid, "bad.yaml:"),
+    cell(SpecInvalid, "deploy -f bad.yaml --shadow --mirror 10 --yes", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "release create -f bad.yaml --yes", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "validate -f missing.yaml", Code::NotFound, "missing.yaml"),
     cell(SpecInvalid, "import kube bad.yaml --out out.yaml", Code::SpecInvalid, "bad.yaml"),
@@ -158,6 +189,7 @@ const MATRIX: &[Cell] = &[
     cell(InProgress, "rollback web --to R1 --yes", Code::LeaseHeld, "OP"),
     cell(InProgress, "reconcile web --repair --yes", Code::LeaseHeld, "OP"),
     cell(InProgress, "repair incident web --yes", Code::LeaseHeld, "OP"),
+    cell(InProgress, "deploy -f skiff.yaml --shadow --no-build --yes", Code::LeaseHeld, "OP"),
     cell(InProgress, "saga start rollback --service web --to R1 --yes", Code::LeaseHeld, "OP"),
     // No terminal and no --yes: nothing changes until someone confirms.
     cell(Unconfirmed, "deploy -f skiff.yaml --no-build", Code::ConfirmationRequired, "--yes"),

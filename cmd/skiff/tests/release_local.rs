@@ -247,6 +247,7 @@ fn the_local_supervisor_outlives_the_cli_and_a_new_cli_finds_everything() {
             port: 8080,
             health: health(),
             deregistration_delay_ms: 100,
+            target_type: skiff_pluginapi::TargetType::Instance,
         };
         provider.ensure_target_group(&tg).await.unwrap();
         provider

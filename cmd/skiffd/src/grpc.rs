@@ -11,7 +11,7 @@ use std::time::Duration;
 use skiff_clock::{Clock as _, SystemClock};
 use skiff_ops::{
     DatabaseRequest, DeployRequest, LogsRequest, ReleaseRequest, Request as Op, RollbackRequest, SagaRequest,
-    SagaStart, SecretsRequest,
+    SagaStart, SecretsRequest, ShadowRequest,
 };
 use skiff_sdk::Answer;
 use skiff_sdk::grpc::proto::{self, skiff_server::Skiff};
@@ -152,7 +152,9 @@ impl Skiff for Service {
             }
             uploads.push(Upload { path: a.path, bytes: a.content });
         }
-        let request = Op::Deploy(DeployRequest { file: file.clone(), build: false, dry_run: false });
+        let shadow =
+            r.shadow.then_some(ShadowRequest { mirror_percent: (r.mirror_percent > 0).then_some(r.mirror_percent) });
+        let request = Op::Deploy(DeployRequest { file: file.clone(), build: false, dry_run: false, shadow });
         self.write(&caller, "api.deploy", &file.display().to_string(), request, uploads).await
     }
 

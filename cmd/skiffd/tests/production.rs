@@ -334,6 +334,7 @@ fn two_replicas_and_two_workers_behind_a_round_robin_agree() {
             port: a.port,
             health,
             deregistration_delay_ms: 0,
+            target_type: skiff_pluginapi::TargetType::Instance,
         };
         t.ensure_target_group(&tg).await.unwrap();
         let targets = [

@@ -16,6 +16,7 @@ use skiff_steps::deploy::{Rollout, Stable, group_name};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pipeline::{Launch, launch};
+use crate::request::ShadowRequest;
 
 /// How instances reach the bucket and check signatures.
 fn runner_config(bucket: &str, public_key_pem: &str) -> RunnerConfig {
@@ -62,7 +63,7 @@ pub(crate) async fn check_free(ctx: &Context, ledger: &Ledger, service: &str) ->
 
 /// The local supervisor, started when the local provider needs it; a note when this
 /// call started it.
-async fn local_ready(ctx: &Context, notes: Option<&mut Vec<String>>) -> Result<()> {
+pub(crate) async fn local_ready(ctx: &Context, notes: Option<&mut Vec<String>>) -> Result<()> {
     let (_, resolved) = ctx.resolve()?;
     if resolved.provider.value != ProviderKind::Local {
         return Ok(());
@@ -76,8 +77,69 @@ async fn local_ready(ctx: &Context, notes: Option<&mut Vec<String>>) -> Result<(
     Ok(())
 }
 
-/// `skiff deploy`: build, sign and verify a release, check every policy, and roll it out.
-pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool) -> Result<Answer> {
+/// What `--shadow` needs of the spec and the provider, checked before anything is built.
+fn check_shadow(ir: &ServiceIr, provider: &str, shadow: Option<ShadowRequest>) -> Result<()> {
+    let Some(shadow) = shadow else { return Ok(()) };
+    let refuse = |summary: String, fact: &str| -> Error {
+        Envelope::failure(Code::Usage, summary)
+            .fact(fact.to_owned())
+            .action("help", "skiff deploy --help", false, Safety::ReadOnly, 0.5)
+            .into()
+    };
+    if ir.network.is_none() {
+        return Err(refuse(
+            format!("{} serves no port: --shadow needs a service that takes traffic", ir.service),
+            "a shadow release runs beside the stable one without user traffic; a worker has none to withhold",
+        ));
+    }
+    if ir
+        .database
+        .as_ref()
+        .and_then(|d| d.migrations.as_ref())
+        .is_some_and(|m| m.phase == skiff_spec::MigrationPhase::AfterPromote)
+    {
+        return Err(refuse(
+            "a migration that runs after promotion cannot run for a shadow release".to_owned(),
+            "set `database.migrations.phase: before_canary`, or deploy without --shadow",
+        ));
+    }
+    if let Some(p) = shadow.mirror_percent {
+        if !(1..=100).contains(&p) {
+            return Err(refuse(format!("--mirror {p}: give a percent from 1 to 100"), "e.g. --mirror 10"));
+        }
+        if provider != "local" {
+            return Err(refuse(
+                format!("the {provider} load balancer cannot mirror requests"),
+                "deploy with --shadow alone, then judge the shadow against live traffic with `skiff saga start traffic-cutover`",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The graph of a deploy, or of a shadow deploy (which replaces the previous shadow).
+fn graph_for(
+    rollout: &Rollout,
+    shadow: Option<ShadowRequest>,
+    before: Option<&ServiceState>,
+) -> Result<skiff_saga::SagaGraph> {
+    let graph = match shadow {
+        None => skiff_steps::deploy::deploy_graph(rollout),
+        Some(s) => {
+            let previous = before.and_then(|b| b.shadow_release.clone()).map(|r| {
+                let g = group_name(&rollout.service, &r);
+                (r, g)
+            });
+            let plan = skiff_steps::deploy::ShadowPlan { mirror_percent: s.mirror_percent, previous };
+            skiff_steps::deploy::shadow_graph(rollout, &plan)
+        }
+    };
+    graph.map_err(|e| crate::error::saga(&e))
+}
+
+/// `skiff deploy`: build, sign and verify a release, check every policy, and roll it
+/// out (or, with `--shadow`, run it beside the stable release without user traffic).
+pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool, shadow: Option<ShadowRequest>) -> Result<Answer> {
     let (shown, spec) = crate::spec::load(ctx, file)?;
     let ir = skiff_ir::compile(&spec);
     let (_, resolved) = ctx.resolve()?;
@@ -99,6 +161,7 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool) -> Result<An
         check_free(ctx, &ledger, &ir.service).await?;
     }
     refuse_migrations_on(&ir, provider_name)?;
+    check_shadow(&ir, provider_name, shadow)?;
     let mut notes = Vec::new();
     let signer = crate::keys::signer_or_generate(ctx, embedded, &mut notes)?;
     let public_pem = crate::keys::public_key(ctx)?;
@@ -136,11 +199,12 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool) -> Result<An
         db.id = skiff_steps::database::current_instance(&ledger, &db.id).await.map_err(|e| crate::error::state(&e))?;
     }
     notes.extend(crate::plan::migration_notes(&ir, stable_release.as_deref()));
-    let graph = skiff_steps::deploy::deploy_graph(&rollout).map_err(|e| crate::error::saga(&e))?;
+    let graph = graph_for(&rollout, shadow, before.as_ref())?;
     let input = crate::policy::input(ctx, &ir, "deploy", provider_name, Some(release_facts), Some(&graph));
     notes.extend(crate::policy::enforce(&rules, &input)?.1);
-    let key = format!("deploy:{}:{}", ir.service, m.release);
-    let l = rollout_launch("deploy", graph, &rollout, key, notes);
+    let saga = if shadow.is_some() { "shadow-deploy" } else { "deploy" };
+    let key = format!("{saga}:{}:{}", ir.service, m.release);
+    let l = rollout_launch(saga, graph, &rollout, key, notes);
     Ok(launch(ctx, &engine, &ledger, l).await?.answer())
 }
 
@@ -160,10 +224,12 @@ fn refuse_migrations_on(ir: &skiff_ir::ServiceIr, provider: &str) -> Result<()> 
 /// policy check, with nothing built, signed, started or recorded. With `bucket`, the
 /// service's recorded stable release decides canary or first rollout; without (through
 /// skiffd) the plan is the spec's own, and says so.
-pub(crate) async fn dry_run(ctx: &Context, file: &Path, bucket: bool) -> Result<Answer> {
+pub(crate) async fn dry_run(ctx: &Context, file: &Path, bucket: bool, shadow: Option<ShadowRequest>) -> Result<Answer> {
     let (shown, spec) = crate::spec::load(ctx, file)?;
     let ir = skiff_ir::compile(&spec);
     let (_, resolved) = ctx.resolve()?;
+    check_shadow(&ir, resolved.provider.value.as_str(), shadow)?;
+    let mut before = None;
     let rules = crate::policy::load(&ctx.cwd.join(file))?;
     let mut facts = Vec::new();
     let stable = if bucket {
@@ -172,6 +238,7 @@ pub(crate) async fn dry_run(ctx: &Context, file: &Path, bucket: bool) -> Result<
             .read::<ServiceState>(&skiff_state::keys::service_state(&ir.service))
             .await
             .map_err(|e| crate::error::state(&e))?;
+        before.clone_from(&state);
         state.and_then(|s| s.stable_release).map(|release| Stable {
             group: group_name(&ir.service, &release),
             target_group: ir.network.as_ref().map(|_| group_name(&ir.service, &release)),
@@ -184,6 +251,7 @@ pub(crate) async fn dry_run(ctx: &Context, file: &Path, bucket: bool) -> Result<
         None
     };
     match &stable {
+        _ if shadow.is_some() => facts.push(format!("a shadow release of {}: it takes no user traffic", ir.service)),
         Some(s) => facts.push(format!("a canary from stable release {} (if it still serves)", s.release)),
         None if bucket => facts.push(format!("{} has no stable release: this rollout takes all traffic", ir.service)),
         None => {}
@@ -191,7 +259,7 @@ pub(crate) async fn dry_run(ctx: &Context, file: &Path, bucket: bool) -> Result<
     facts.extend(crate::plan::migration_notes(&ir, stable.as_ref().map(|s| s.release.as_str())));
     let group = skiff_steps::deploy::group_spec(&ir, "next", runner_config(&resolved.state.value, ""));
     let rollout = skiff_steps::deploy::rollout_for(&ir, "next", "", group, stable);
-    let graph = skiff_steps::deploy::deploy_graph(&rollout).map_err(|e| crate::error::saga(&e))?;
+    let graph = graph_for(&rollout, shadow, before.as_ref())?;
     let input = crate::policy::input(ctx, &ir, "deploy", resolved.provider.value.as_str(), None, Some(&graph));
     facts.extend(crate::policy::enforce(&rules, &input)?.1);
     // Planning reads only the steps' parameters: an empty in-memory bucket stands in.
@@ -199,8 +267,14 @@ pub(crate) async fn dry_run(ctx: &Context, file: &Path, bucket: bool) -> Result<
         .map_err(|e| crate::error::state(&e))?;
     let engine = crate::factory::engine_with(ctx, &ledger, skiff_sagaapi::Extensions::default());
     let plan = engine.plan(&graph, Some(&ir.service), "op-dry-run").await.map_err(|e| crate::error::saga(&e))?;
+    let what = if shadow.is_some() { "shadow deploy" } else { "deploy" };
+    let flags = match shadow {
+        Some(ShadowRequest { mirror_percent: Some(p) }) => format!(" --shadow --mirror {p}"),
+        Some(_) => " --shadow".to_owned(),
+        None => String::new(),
+    };
     let env = Envelope::ok(format!(
-        "plan for deploy of {}: {} steps, nothing changed (dry run)",
+        "plan for {what} of {}: {} steps, nothing changed (dry run)",
         ir.service,
         plan.steps.len()
     ))
@@ -211,7 +285,7 @@ pub(crate) async fn dry_run(ctx: &Context, file: &Path, bucket: bool) -> Result<
         crate::report::risk(plan.risk()),
         plan.steps.iter().filter(|s| s.risk >= plan.risk()).map(|s| format!("{}: {}", s.id, s.description)).collect(),
     )
-    .action("deploy", format!("skiff deploy -f {shown} --yes"), true, Safety::Reversible, 0.7);
+    .action("deploy", format!("skiff deploy -f {shown}{flags} --yes"), true, Safety::Reversible, 0.7);
     Ok(Answer::from(env).body(crate::report::plan_table(&plan, None)))
 }
 

@@ -10,6 +10,7 @@
 mod audit;
 mod config;
 mod context;
+mod cutover;
 mod database;
 mod deploy;
 pub mod describe;
@@ -48,7 +49,7 @@ pub use error::{Error, Result, answer};
 pub use local::RUNNER_ARG;
 pub use request::{
     ConfigRequest, DatabaseRequest, DeployRequest, InitRequest, LocalRequest, LogsRequest, Recipe, ReleaseRequest,
-    Request, RollbackRequest, SagaRequest, SagaStart, SecretsRequest,
+    Request, RollbackRequest, SagaRequest, SagaStart, SecretsRequest, ShadowRequest,
 };
 use skiff_sdk::Answer;
 
@@ -81,8 +82,8 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
         Request::Init(r) => init::run(ctx, &r),
         Request::Validate { file } => meta::validate(ctx, &file),
         Request::Plan { file } => plan::run(ctx, &file).await,
-        Request::Deploy(r) if r.dry_run => deploy::dry_run(ctx, &r.file, true).await,
-        Request::Deploy(r) => deploy::deploy(ctx, &r.file, r.build).await,
+        Request::Deploy(r) if r.dry_run => deploy::dry_run(ctx, &r.file, true, r.shadow).await,
+        Request::Deploy(r) => deploy::deploy(ctx, &r.file, r.build, r.shadow).await,
         Request::Watch { file } => deploy::watch(ctx, &file).await,
         Request::Rollback(r) => deploy::rollback(ctx, &r.service, &r.to).await,
         Request::Status { service } => observe::status(ctx, service).await,

@@ -24,6 +24,8 @@ pub(crate) struct ServiceView {
     pub(crate) release: Option<String>,
     pub(crate) stable_release: Option<String>,
     pub(crate) candidate_release: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) shadow_release: Option<String>,
     pub(crate) instances_healthy: usize,
     pub(crate) instances_total: usize,
     pub(crate) requests: u64,
@@ -144,6 +146,7 @@ pub(crate) async fn view(ledger: &Ledger, provider: &dyn Provider, s: &ServiceSt
         release,
         stable_release: s.stable_release.clone(),
         candidate_release: s.candidate_release.clone(),
+        shadow_release: s.shadow_release.clone(),
         instances_healthy: healthy,
         instances_total: total,
         requests: stats.requests,
@@ -253,6 +256,12 @@ pub(crate) async fn status(ctx: &Context, service: Option<String>) -> Result<Ans
                     v.error_rate * 100.0,
                     p95(v.p95_ms)
                 ));
+                if let Some(shadow) = &v.shadow_release {
+                    env = env.fact(format!(
+                        "shadow release {shadow} runs without user traffic; `skiff saga start traffic-cutover --service {} --from URL` moves traffic to it",
+                        v.service
+                    ));
+                }
                 env = env.fact(match v.cpu_percent {
                     Some(c) => format!("cpu {c:.1}% per instance, {:.1} MB memory", v.rss_mb.unwrap_or(0.0)),
                     None => "cpu and memory not measured yet (instances report them with their heartbeats)".to_owned(),

@@ -88,9 +88,13 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
             c.policy_check(proto::PolicyCheckRequest { spec: Some(spec_file(ctx, &file)?.0) }).await
         }
         // A plan from the spec alone: nothing to ask the server, and nothing changes.
-        Request::Deploy(r) if r.dry_run => return crate::deploy::dry_run(ctx, &r.file, false).await,
+        Request::Deploy(r) if r.dry_run => return crate::deploy::dry_run(ctx, &r.file, false, r.shadow).await,
         Request::Deploy(r) => {
-            let req = deploy_request(ctx, &r.file, r.build)?;
+            let mut req = deploy_request(ctx, &r.file, r.build)?;
+            if let Some(s) = r.shadow {
+                req.shadow = true;
+                req.mirror_percent = s.mirror_percent.unwrap_or(0);
+            }
             follow(ctx, c, c.deploy(req).await, ctx.detach).await
         }
         Request::Watch { file } => return watch(ctx, c, &file).await,
@@ -370,7 +374,7 @@ fn deploy_request(ctx: &Context, file: &Path, build: bool) -> Result<proto::Depl
         }
         None => None,
     };
-    Ok(proto::DeployRequest { spec: Some(spec), artifact })
+    Ok(proto::DeployRequest { spec: Some(spec), artifact, ..Default::default() })
 }
 
 /// Follows a submitted operation to its end (or its next gate), printing the progress

@@ -167,6 +167,15 @@ pub struct DeployRequest {
     pub build: bool,
     /// Plan the rollout's steps and change nothing.
     pub dry_run: bool,
+    /// Run the release beside the stable one without user traffic.
+    pub shadow: Option<ShadowRequest>,
+}
+
+/// `skiff deploy --shadow [--mirror PERCENT]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShadowRequest {
+    /// Percent of GET/HEAD requests copied to the shadow during the bake.
+    pub mirror_percent: Option<u32>,
 }
 
 /// `skiff rollback`.

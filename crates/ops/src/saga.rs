@@ -59,6 +59,10 @@ pub(crate) async fn run(ctx: &Context, r: SagaRequest) -> Result<Answer> {
             let named = params.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone());
             crate::incident::repair(ctx, &named.or(service).unwrap_or_default(), dry_run).await
         }
+        SagaRequest::Start(SagaStart { kind, service, params, dry_run, .. }) if kind == "traffic-cutover" => {
+            let named = params.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone());
+            crate::cutover::start(ctx, &service.or(named).unwrap_or_default(), &params, dry_run).await
+        }
         SagaRequest::Start(SagaStart { kind, service: Some(service), to, .. }) if kind == "rollback" => {
             crate::deploy::rollback(ctx, &service, to.as_deref().unwrap_or("previous-stable")).await
         }

@@ -262,7 +262,10 @@ impl Traffic for AwsProvider {
             .protocol(elb::ProtocolEnum::Http)
             .port(i32::from(spec.port))
             .vpc_id(&net.vpc)
-            .target_type(elb::TargetTypeEnum::Instance)
+            .target_type(match spec.target_type {
+                skiff_pluginapi::TargetType::Instance => elb::TargetTypeEnum::Instance,
+                skiff_pluginapi::TargetType::Ip => elb::TargetTypeEnum::Ip,
+            })
             .health_check_path(&h.path)
             .health_check_interval_seconds(interval)
             .health_check_timeout_seconds(secs(h.timeout_ms, 2, 120).min(interval - 1).max(2))

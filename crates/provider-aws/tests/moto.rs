@@ -118,6 +118,7 @@ async fn every_create_twice_makes_one_resource() {
                 port: 8080,
                 health: g.launch.health.clone().unwrap(),
                 deregistration_delay_ms: 5_000,
+                target_type: skiff_pluginapi::TargetType::Instance,
             })
             .await
             .unwrap();
@@ -293,6 +294,7 @@ async fn target_group_stats_come_from_the_alb_metrics_in_cloudwatch() {
         port: 8080,
         health: g.launch.health.clone().unwrap(),
         deregistration_delay_ms: 5_000,
+        target_type: skiff_pluginapi::TargetType::Instance,
     };
     p.traffic().ensure_target_group(&tg).await.unwrap();
     p.traffic()
@@ -627,4 +629,59 @@ async fn a_secret_rotation_stages_awspending_alternates_users_and_gives_the_mast
     assert_ne!(now["password"], master, "the master password changed");
     assert!(!now.contains_key("password-next"));
     assert_eq!(engine.psql("skiff", &now["password"], "orders", "select 1").unwrap(), "1", "Skiff still gets in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_backend_joins_the_alb_as_an_ip_target_group_and_takes_weights() {
+    use skiff_pluginapi::{Target, TargetType, Weight};
+
+    let moto = Moto::start();
+    let conf = sdk(&moto).await;
+    let p = provider(&moto, &conf).await;
+    let g = group("web", "2026.11.23.1", 1);
+    let health = g.launch.health.clone().unwrap();
+    p.traffic().ensure_load_balancer(&LoadBalancerSpec { service: "web".into(), listener_port: 80 }).await.unwrap();
+    let spec = |name: &str, target_type| TargetGroupSpec {
+        name: name.into(),
+        service: "web".into(),
+        port: 8080,
+        health: health.clone(),
+        deregistration_delay_ms: 1_000,
+        target_type,
+    };
+    p.traffic().ensure_target_group(&spec(&g.name, TargetType::Instance)).await.unwrap();
+    p.traffic().ensure_target_group(&spec("web-external", TargetType::Ip)).await.unwrap();
+    let old = Target { id: "10.0.1.50".into(), address: "10.0.1.50".into(), port: 8080 };
+    p.traffic().register("web-external", &[old]).await.unwrap();
+
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&conf);
+    let groups = elb.describe_target_groups().send().await.unwrap();
+    let external = groups
+        .target_groups()
+        .iter()
+        .find(|t| t.target_type() == Some(&aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip))
+        .expect("an IP target group");
+    let health =
+        elb.describe_target_health().target_group_arn(external.target_group_arn().unwrap()).send().await.unwrap();
+    let ids: Vec<&str> =
+        health.target_health_descriptions().iter().filter_map(|d| d.target().and_then(|t| t.id())).collect();
+    assert_eq!(ids, ["10.0.1.50"]);
+
+    // The cutover's weights, read back from the listener.
+    for skiff in [5, 50, 100] {
+        let w = [
+            Weight { target_group: g.name.clone(), weight: skiff },
+            Weight { target_group: "web-external".into(), weight: 100 - skiff },
+        ];
+        p.traffic().set_weights("web", &w).await.unwrap();
+        let read: Vec<(String, u32)> =
+            p.traffic().weights("web").await.unwrap().into_iter().map(|w| (w.target_group, w.weight)).collect();
+        assert!(read.contains(&(g.name.clone(), skiff)), "{read:?}");
+    }
+    p.traffic().set_weights("web", &[Weight { target_group: g.name.clone(), weight: 100 }]).await.unwrap();
+    p.traffic().delete_target_group("web-external").await.unwrap();
+    assert_eq!(elb.describe_target_groups().send().await.unwrap().target_groups().len(), 1);
+    // The ALB cannot mirror: the provider says so rather than pretend.
+    let refused = p.traffic().set_mirror("web", None).await.unwrap_err();
+    assert!(refused.message.contains("cannot mirror"), "{refused:?}");
 }

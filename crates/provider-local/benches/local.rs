@@ -46,6 +46,7 @@ async fn main() {
         port: 8080,
         health: health(),
         deregistration_delay_ms: 100,
+        target_type: skiff_pluginapi::TargetType::Instance,
     };
     env.provider.ensure_target_group(&tg).await.unwrap();
     env.provider

@@ -234,6 +234,20 @@ impl Traffic for LocalProvider {
     async fn describe_load_balancer(&self, service: &str) -> Result<Option<LoadBalancerInfo>> {
         self.call(reqwest::Method::GET, &format!("/v1/lbs/{service}"), NO_BODY).await
     }
+    async fn set_mirror(&self, service: &str, mirror: Option<&Mirror>) -> Result<()> {
+        self.act(
+            reqwest::Method::PUT,
+            &format!("/v1/lbs/{service}/mirror"),
+            Some(&mirror),
+            &format!("load balancer of {service}"),
+        )
+        .await
+    }
+    async fn mirror_report(&self, service: &str) -> Result<MirrorReport> {
+        self.call(reqwest::Method::GET, &format!("/v1/lbs/{service}/mirror"), NO_BODY)
+            .await?
+            .ok_or_else(|| ProviderError::not_found(format!("load balancer of {service}")))
+    }
 }
 
 fn io(what: &Path, e: std::io::Error) -> ProviderError {

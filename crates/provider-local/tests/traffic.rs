@@ -42,6 +42,7 @@ async fn target_group(env: &Env, name: &str, targets: &[Target]) {
         port: 8080,
         health: health(),
         deregistration_delay_ms: 100,
+        target_type: skiff_pluginapi::TargetType::Instance,
     };
     env.provider.ensure_target_group(&spec).await.unwrap();
     env.provider.register(name, targets).await.unwrap();

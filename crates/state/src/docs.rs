@@ -63,6 +63,10 @@ pub struct ServiceState {
     pub previous_stable: Option<String>,
     /// The operation working on the service, if any.
     pub active_operation: Option<String>,
+    /// A release running beside the stable one without user traffic (`skiff deploy
+    /// --shadow`), until a traffic cutover promotes it or another shadow replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_release: Option<String>,
     /// Last change, milliseconds since the epoch.
     pub updated_at_ms: u64,
 }
@@ -456,6 +460,34 @@ pub struct RetireRecord {
     pub at_ms: u64,
 }
 document!(RetireRecord, "skiff.database_retire", 1);
+
+/// The evidence on which a traffic cutover retired the old backend
+/// (`cutovers/<svc>/<op>.json`). Immutable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CutoverRecord {
+    /// The cutover operation.
+    pub op_id: String,
+    /// The service.
+    pub service: String,
+    /// The Skiff release now taking all traffic.
+    pub release: String,
+    /// The old backend's URL.
+    pub from: String,
+    /// The weights the cutover moved through.
+    pub steps: Vec<u32>,
+    /// Each step's verdict against the old backend (`analyse-<weight>` outputs).
+    pub verdicts: serde_json::Value,
+    /// Requests the old backend still answered through the load balancer after 100%.
+    pub old_requests_after: u64,
+    /// The scale-down of the old workload: the command, and whether Skiff ran it.
+    pub scale_down: String,
+    /// Whether `scale_down` was run (with a kubeconfig) or left to the operator.
+    pub ran: bool,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+}
+document!(CutoverRecord, "skiff.cutover", 1);
 
 /// Where a release's schema migration stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

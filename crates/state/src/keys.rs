@@ -178,6 +178,11 @@ pub fn database_retirements(database: &str) -> String {
     format!("{ROOT}databases/{database}/retired/")
 }
 
+/// The evidence of a traffic cutover that retired an old backend.
+pub fn cutover(service: &str, op: &str) -> String {
+    format!("{ROOT}cutovers/{service}/{op}.json")
+}
+
 /// What a key holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyKind {
@@ -301,6 +306,13 @@ pub enum KeyKind {
         /// The instance deleted.
         instance: String,
     },
+    /// `cutovers/<svc>/<op>.json`.
+    Cutover {
+        /// Service.
+        service: String,
+        /// The cutover operation.
+        op: String,
+    },
     /// Anything else under `v1/`.
     Unknown,
 }
@@ -326,6 +338,7 @@ impl KeyKind {
             KeyKind::DatabaseBackup { .. } => BackupRecord::KIND,
             KeyKind::DatabaseRestore { .. } => RestoreRecord::KIND,
             KeyKind::DatabaseRetired { .. } => RetireRecord::KIND,
+            KeyKind::Cutover { .. } => CutoverRecord::KIND,
             KeyKind::Migration { .. } => MigrationRecord::KIND,
             KeyKind::GroupLaunch { .. } => GroupLaunch::KIND,
             KeyKind::SecretRecord { .. } => SecretRecord::KIND,
@@ -379,6 +392,9 @@ pub fn classify(key: &str) -> KeyKind {
         }
         ["databases", db, "retired", file] => json(file)
             .map_or(KeyKind::Unknown, |instance| KeyKind::DatabaseRetired { database: (*db).to_owned(), instance }),
+        ["cutovers", svc, file] => {
+            json(file).map_or(KeyKind::Unknown, |op| KeyKind::Cutover { service: (*svc).to_owned(), op })
+        }
         ["databases", db, "backups", file] => {
             json(file).map_or(KeyKind::Unknown, |backup| KeyKind::DatabaseBackup { database: (*db).to_owned(), backup })
         }

@@ -170,6 +170,7 @@ impl Ledger {
                 KeyKind::DatabaseBackup { .. } => typed::<BackupRecord>(&l.key, &bytes),
                 KeyKind::DatabaseRestore { .. } => typed::<RestoreRecord>(&l.key, &bytes),
                 KeyKind::DatabaseRetired { .. } => typed::<RetireRecord>(&l.key, &bytes),
+                KeyKind::Cutover { .. } => typed::<CutoverRecord>(&l.key, &bytes),
                 KeyKind::Migration { .. } => typed::<MigrationRecord>(&l.key, &bytes),
                 KeyKind::GroupLaunch { .. } => typed::<GroupLaunch>(&l.key, &bytes),
                 KeyKind::SecretRecord { .. } => typed::<SecretRecord>(&l.key, &bytes),

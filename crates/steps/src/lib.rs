@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod consumers;
+pub mod cutover;
 pub mod database;
 pub mod deploy;
 pub mod incident;
@@ -47,6 +48,7 @@ pub fn catalog() -> Vec<SagaKind> {
         rotate::KIND,
         rekey::KIND,
         repair::KIND,
+        cutover::KIND,
         incident::KIND,
         intent::KIND,
         selftest::KIND,
@@ -65,7 +67,7 @@ pub fn saga(name: &str) -> Result<SagaKind, SagaError> {
 pub fn registry() -> Registry {
     let r = selftest::register(Registry::new());
     let r = intent::register(repair::register(deploy::register(database::register(r))));
-    incident::register(retire::register(rekey::register(rotate::register(restore::register(r)))))
+    cutover::register(incident::register(retire::register(rekey::register(rotate::register(restore::register(r))))))
 }
 
 /// What a step will do, as its `plan` answers it.

@@ -105,6 +105,7 @@ async fn compute_and_traffic(p: &dyn Provider, f: &Fixture) {
         port,
         health,
         deregistration_delay_ms: 200,
+        target_type: crate::TargetType::Instance,
     };
     p.traffic().ensure_target_group(&tg).await.expect("ensure_target_group");
     p.traffic().ensure_target_group(&tg).await.expect("ensure_target_group again");

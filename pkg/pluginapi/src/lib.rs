@@ -92,6 +92,16 @@ pub trait Traffic: Send + Sync {
     async fn delete_target_group(&self, target_group: &str) -> Result<()>;
     /// Describes the service's load balancer, if it exists.
     async fn describe_load_balancer(&self, service: &str) -> Result<Option<LoadBalancerInfo>>;
+    /// Copies a share of the service's requests to a target group (`None` stops it);
+    /// starts a new [`MirrorReport`]. Providers whose load balancer cannot mirror say so.
+    async fn set_mirror(&self, service: &str, mirror: Option<&Mirror>) -> Result<()> {
+        let _ = mirror;
+        Err(ProviderError::new(format!("this provider's load balancer cannot mirror requests of {service}"), false))
+    }
+    /// What mirroring saw since it was last set.
+    async fn mirror_report(&self, service: &str) -> Result<MirrorReport> {
+        Err(ProviderError::new(format!("this provider's load balancer cannot mirror requests of {service}"), false))
+    }
 }
 
 /// Log groups and reading logs back.

@@ -169,6 +169,20 @@ pub struct TargetGroupSpec {
     pub health: HealthCheck,
     /// Drain time of a deregistered target.
     pub deregistration_delay_ms: u64,
+    /// What its targets are.
+    #[serde(default)]
+    pub target_type: TargetType,
+}
+
+/// What a target group's targets are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetType {
+    /// The provider's instances (their id).
+    #[default]
+    Instance,
+    /// IP addresses outside Skiff (a backend being migrated from): the id is the IP.
+    Ip,
 }
 
 /// A target to send traffic to.
@@ -295,6 +309,34 @@ impl TrafficStats {
         }
         Some(u64::MAX)
     }
+}
+
+/// A share of a load balancer's live requests copied to a target group that takes
+/// no traffic of its own (a shadow release); its answers are discarded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mirror {
+    /// The target group that receives the copies.
+    pub target_group: String,
+    /// Percent of requests copied, 1 to 100.
+    pub percent: u32,
+}
+
+/// What mirroring saw since it was set: the same requests answered by the primary
+/// and by the mirror target group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorReport {
+    /// Requests copied and answered by both sides.
+    pub mirrored: u64,
+    /// Requests not copied: bodies too large to buffer, or the mirror too far behind.
+    pub skipped: u64,
+    /// Requests whose two answers had different status codes.
+    pub status_mismatches: u64,
+    /// Up to 10 of them: `METHOD PATH: primary STATUS, mirror STATUS`.
+    pub mismatch_samples: Vec<String>,
+    /// The primary's answers to the mirrored requests.
+    pub primary: TrafficStats,
+    /// The mirror's answers to them.
+    pub mirror: TrafficStats,
 }
 
 /// Which logs to read.

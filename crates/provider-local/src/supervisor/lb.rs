@@ -4,7 +4,8 @@
 //! with thresholds, draining on deregistration, and per-group request/error/latency
 //! counters. A target group without a healthy target gets no traffic; its share goes
 //! to the others. Weights answered by [`Balancers::weights`] are the ones the proxy
-//! uses for the next request.
+//! uses for the next request. A share of requests can be [mirrored](super::mirror) to
+//! a target group outside the weights.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -22,13 +23,21 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use skiff_clock::{Clock, SystemClock};
 use skiff_pluginapi::{
-    HealthState, LATENCY_BUCKETS_MS, LoadBalancerInfo, LoadBalancerSpec, Target, TargetGroupSpec, TargetHealth,
-    TrafficStats, Weight,
+    HealthState, LATENCY_BUCKETS_MS, LoadBalancerInfo, LoadBalancerSpec, Mirror, MirrorReport, Target, TargetGroupSpec,
+    TargetHealth, TrafficStats, Weight,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-type Body = BoxBody<Bytes, hyper::Error>;
+use super::mirror::{self, MirrorState};
+
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+/// The client the proxy forwards with.
+pub(crate) type Upstream = Client<HttpConnector, Body>;
+
+pub(crate) fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
 
 struct TargetState {
     target: Target,
@@ -54,6 +63,7 @@ struct Lb {
     weights: Vec<Weight>,
     current: BTreeMap<String, i64>,
     listener: Option<JoinHandle<()>>,
+    mirror: Option<MirrorState>,
 }
 
 #[derive(Default)]
@@ -99,6 +109,7 @@ impl Balancers {
                 weights: Vec::new(),
                 current: BTreeMap::new(),
                 listener: None,
+                mirror: None,
             });
             if let Some(old) = lb.listener.replace(task) {
                 old.abort();
@@ -129,6 +140,52 @@ impl Balancers {
         lb.current.retain(|tg, _| weights.iter().any(|w| &w.target_group == tg));
         lb.weights = weights;
         true
+    }
+
+    /// Starts (or stops) mirroring, with a new report; `false` without the load balancer.
+    pub(crate) fn set_mirror(&self, service: &str, spec: Option<Mirror>) -> bool {
+        let mut inner = self.lock();
+        let Some(lb) = inner.lbs.get_mut(service) else { return false };
+        lb.mirror = spec.map(MirrorState::new);
+        true
+    }
+
+    /// What mirroring saw since it was set (empty when it is off).
+    pub(crate) fn mirror_report(&self, service: &str) -> Option<MirrorReport> {
+        let inner = self.lock();
+        let lb = inner.lbs.get(service)?;
+        Some(lb.mirror.as_ref().map(|m| m.report.clone()).unwrap_or_default())
+    }
+
+    pub(crate) fn with_mirror(&self, service: &str, f: impl FnOnce(&mut MirrorState)) {
+        if let Some(m) = self.lock().lbs.get_mut(service).and_then(|lb| lb.mirror.as_mut()) {
+            f(m);
+        }
+    }
+
+    /// Where a copy of this request goes, if it is one of the mirrored share.
+    fn mirror_pick(&self, service: &str, bufferable: bool) -> Option<SocketAddr> {
+        let mut guard = self.lock();
+        let Inner { lbs, tgs } = &mut *guard;
+        let m = lbs.get_mut(service)?.mirror.as_mut()?;
+        if !m.due() {
+            return None;
+        }
+        if !bufferable {
+            m.skip();
+            return None;
+        }
+        let healthy: Vec<SocketAddr> = tgs
+            .get(&m.spec.target_group)
+            .map(|tg| {
+                tg.targets
+                    .values()
+                    .filter(|t| t.health == HealthState::Healthy)
+                    .filter_map(|t| format!("{}:{}", t.target.address, t.target.port).parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        m.take(&healthy)
     }
 
     pub(crate) fn weights(&self, service: &str) -> Option<Vec<Weight>> {
@@ -256,6 +313,9 @@ impl Balancers {
         for lb in inner.lbs.values_mut() {
             lb.weights.retain(|w| w.target_group != name);
             lb.current.remove(name);
+            if lb.mirror.as_ref().is_some_and(|m| m.spec.target_group == name) {
+                lb.mirror = None;
+            }
         }
     }
 
@@ -348,7 +408,7 @@ async fn accept(bal: Balancers, service: String, listener: tokio::net::TcpListen
     // No Nagle on either side: small proxied writes otherwise wait ~40 ms for delayed ACKs.
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
+    let client: Upstream = Client::builder(TokioExecutor::new()).build(connector);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -373,7 +433,7 @@ async fn accept(bal: Balancers, service: String, listener: tokio::net::TcpListen
 async fn proxy(
     bal: Balancers,
     service: String,
-    client: Client<HttpConnector, Incoming>,
+    client: Upstream,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let Some((tg, addr)) = bal.pick(&service) else {
@@ -382,6 +442,29 @@ async fn proxy(
     let start = Instant::now();
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    // A mirrored request is buffered (its body goes out twice) and copied once the
+    // primary's request is on its way.
+    let mut compare = None;
+    // Only requests safe to repeat are copied: a copied write would happen twice.
+    let safe = parts.method == hyper::Method::GET || parts.method == hyper::Method::HEAD;
+    let pick = if safe { bal.mirror_pick(&service, mirror::bufferable(&parts)) } else { None };
+    let body = match pick {
+        Some(to) => {
+            let Ok(bytes) = http_body_util::Limited::new(body, mirror::MAX_BODY as usize).collect().await else {
+                bal.with_mirror(&service, |m| m.skip());
+                return Ok(text(StatusCode::BAD_REQUEST, "request body could not be read"));
+            };
+            let bytes = bytes.to_bytes();
+            if let Some(copy) = mirror::copy(&parts, to, bytes.clone()) {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let what = format!("{} {path}", parts.method);
+                mirror::send(bal.clone(), service.clone(), client.clone(), what, copy, rx);
+                compare = Some(tx);
+            }
+            full(bytes)
+        }
+        None => body.boxed(),
+    };
     let Ok(uri) = format!("http://{addr}{path}").parse() else {
         return Ok(text(StatusCode::BAD_REQUEST, "bad request path"));
     };
@@ -390,6 +473,9 @@ async fn proxy(
     match client.request(Request::from_parts(parts, body)).await {
         Ok(resp) => {
             bal.record(&tg, start.elapsed(), resp.status().is_server_error());
+            if let Some(tx) = compare {
+                let _ = tx.send((resp.status().as_u16(), start.elapsed()));
+            }
             let (mut parts, body) = resp.into_parts();
             if let Ok(v) = hyper::header::HeaderValue::from_str(&tg) {
                 parts.headers.insert("x-skiff-target-group", v);
@@ -398,6 +484,9 @@ async fn proxy(
         }
         Err(e) => {
             bal.record(&tg, start.elapsed(), true);
+            if let Some(tx) = compare {
+                let _ = tx.send((502, start.elapsed()));
+            }
             Ok(text(StatusCode::BAD_GATEWAY, &format!("target {addr} failed: {e}")))
         }
     }

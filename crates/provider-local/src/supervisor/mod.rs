@@ -6,6 +6,7 @@
 //! control API on 127.0.0.1 ([`routes`]).
 
 pub(crate) mod lb;
+mod mirror;
 mod routes;
 mod task;
 

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
-use skiff_pluginapi::{GroupSpec, LaunchConfig, LoadBalancerSpec, Target, TargetGroupSpec};
+use skiff_pluginapi::{GroupSpec, LaunchConfig, LoadBalancerSpec, Mirror, Target, TargetGroupSpec};
 
 use super::Shared;
 use crate::api::{
@@ -33,6 +33,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/groups/{name}/instances/{id}", axum::routing::delete(terminate))
         .route("/v1/lbs/{service}", put(ensure_lb).get(get_lb).delete(delete_lb))
         .route("/v1/lbs/{service}/weights", put(set_weights).get(get_weights))
+        .route("/v1/lbs/{service}/mirror", put(set_mirror).get(get_mirror))
         .route("/v1/target-groups", get(list_tgs))
         .route("/v1/target-groups/{name}", put(ensure_tg).delete(delete_tg))
         .route("/v1/target-groups/{name}/targets", post(register))
@@ -176,6 +177,20 @@ async fn get_weights(State(s): S, Path(service): Path<String>) -> Response {
         || not_found(&format!("load balancer of {service}")),
         |w| Json(Weights { weights: w }).into_response(),
     )
+}
+
+async fn set_mirror(State(s): S, Path(service): Path<String>, Json(m): Json<Option<Mirror>>) -> Response {
+    if s.lbs.set_mirror(&service, m) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        not_found(&format!("load balancer of {service}"))
+    }
+}
+
+async fn get_mirror(State(s): S, Path(service): Path<String>) -> Response {
+    s.lbs
+        .mirror_report(&service)
+        .map_or_else(|| not_found(&format!("load balancer of {service}")), |r| Json(r).into_response())
 }
 
 async fn ensure_tg(State(s): S, Path(name): Path<String>, Json(spec): Json<TargetGroupSpec>) -> Response {

@@ -10,7 +10,7 @@ use skiff_pluginapi::{HealthState, TrafficStats};
 use skiff_sagaapi::{Risk, Safety, Step, StepCode, StepContext, StepError, StepPlan, StepRequest, StepResult};
 
 use super::Thresholds;
-use super::common::{POLL, health_fact, healthy_count, params, percent, provider, provider_error};
+use super::common::{health_fact, healthy_count, params, percent, provider, provider_error};
 
 #[derive(Deserialize)]
 struct AnalyseParams {
@@ -89,6 +89,10 @@ pub fn judge(t: &Thresholds, canary: &TrafficStats, stable: Option<&TrafficStats
     }
     Err(e)
 }
+
+/// How often a bake looks at the error count: the requests a failing release answers
+/// before it is stopped are those of one interval (plus the compensation).
+const ERROR_POLL: Duration = Duration::from_millis(100);
 
 pub(super) struct Analyse;
 
@@ -174,7 +178,7 @@ impl Step for Analyse {
             if elapsed >= p.bake_ms {
                 break;
             }
-            cancel.sleep(POLL.min(Duration::from_millis(p.bake_ms - elapsed))).await?;
+            cancel.sleep(ERROR_POLL.min(Duration::from_millis(p.bake_ms - elapsed))).await?;
         }
         let canary = stats(p.canary.clone()).await?.since(&canary_start);
         let stable = match (&p.stable, &stable_start) {

@@ -18,6 +18,74 @@ pub fn rollback_graph(r: &Rollout) -> Result<SagaGraph, SagaError> {
     graph("rollback", r, false)
 }
 
+/// What makes a rollout a shadow deploy.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShadowPlan {
+    /// Percent of GET/HEAD requests copied to the shadow during the bake.
+    pub mirror_percent: Option<u32>,
+    /// The shadow release it replaces (and its group, retired at the end).
+    pub previous: Option<(String, String)>,
+}
+
+/// The shadow graph: the release runs and is health-checked without user traffic
+/// (its target group is outside the weights), optionally mirrored for a bake, then
+/// recorded as the service's shadow release; a previous shadow is retired.
+pub fn shadow_graph(r: &Rollout, s: &ShadowPlan) -> Result<SagaGraph, SagaError> {
+    let t = r.step_timeout_ms;
+    let mut b = SagaBuilder::new("shadow-deploy");
+    if let Some(db) = &r.database {
+        b = b
+            .step("database", "deploy.database", serde_json::to_value(db).unwrap_or_default())
+            .timeout_ms(t.max(DB_MS));
+    }
+    if let Some(m) = r.migration.as_ref().filter(|m| m.phase == skiff_spec::MigrationPhase::BeforeCanary) {
+        b = b
+            .step("migrate", "deploy.migrate", serde_json::to_value(m).unwrap_or_default())
+            .timeout_ms(m.timeout_ms + t);
+        if m.down.is_none() {
+            b = b.require_approval();
+        }
+    }
+    b = b
+        .step(
+            "provision",
+            "deploy.provision",
+            json!({"group": r.group, "service": r.service, "role": r.role, "log_group": r.log_group}),
+        )
+        .timeout_ms(t);
+    let tp = r.traffic.as_ref().ok_or_else(|| SagaError::InvalidGraph {
+        saga: "shadow-deploy".to_owned(),
+        why: format!("{} serves no port: a shadow release is one that takes no traffic", r.service),
+    })?;
+    b = b
+        .step(
+            "register",
+            "deploy.register",
+            json!({"service": r.service, "target_group": tp.target_group, "listener_port": tp.listener_port}),
+        )
+        .timeout_ms(t);
+    if let Some(percent) = s.mirror_percent {
+        let bake = r.bake_ms.max(1_000);
+        let mirror =
+            json!({"service": r.service, "target_group": tp.target_group.name, "percent": percent, "bake_ms": bake});
+        b = b.step("mirror", "deploy.mirror", mirror).timeout_ms(bake + t);
+    }
+    b = b
+        .step(
+            "shadow",
+            "deploy.shadow",
+            json!({"service": r.service, "release": r.release, "previous": s.previous.as_ref().map(|p| &p.0)}),
+        )
+        .timeout_ms(t);
+    if let Some((_, group)) = s.previous.as_ref().filter(|(_, g)| g != &r.group.name) {
+        let retire = json!({
+            "service": r.service, "group": group, "target_group": group, "drain_ms": 0, "retention_ms": 0,
+        });
+        b = b.step("retire", "deploy.retire", retire).timeout_ms(t).retry(5, 1_000);
+    }
+    b.build()
+}
+
 /// The least time creating a managed database gets (RDS takes minutes).
 const DB_MS: u64 = 60 * 60 * 1000;
 
@@ -133,6 +201,7 @@ mod tests {
             port: 8080,
             health,
             deregistration_delay_ms: 0,
+            target_type: skiff_pluginapi::TargetType::Instance,
         };
         let mut r = Rollout {
             service: "web".into(),

@@ -20,6 +20,7 @@ mod provision;
 mod register;
 mod retire;
 mod rollout;
+mod shadow;
 mod shift;
 
 use skiff_saga::{Registry, SagaError};
@@ -27,11 +28,13 @@ use skiff_sagaapi::Safety;
 
 pub use analyse::{Verdict, judge};
 pub(crate) use common::{POLL, apply_weights, provider, provider_error};
-pub use graph::{deploy_graph, rollback_graph};
+pub use graph::{ShadowPlan, deploy_graph, rollback_graph, shadow_graph};
 pub use provision::Provisioned;
 pub use rollout::{
     MigrationPlan, Rollout, Stable, Thresholds, TrafficPlan, database_spec, group_name, group_spec, rollout_for,
+    thresholds,
 };
+pub use shadow::compare as mirror_comparison;
 
 /// `deploy` in the catalog: planned from a spec and a release, so started by `skiff deploy`.
 pub(crate) const DEPLOY_KIND: crate::SagaKind = crate::SagaKind {
@@ -64,9 +67,15 @@ pub struct RoutinePolicy;
 
 impl skiff_saga::ApprovalPolicy for RoutinePolicy {
     fn needs_approval(&self, saga: &str, step: &skiff_saga::PlannedStep) -> bool {
-        let routine = matches!(saga, "deploy" | "rollback" | "incident-repair") && step.kind == "deploy.retire";
+        let routine = routine_retire(saga) && step.kind == "deploy.retire";
         step.safety == Safety::Irreversible && !routine
     }
+}
+
+/// Sagas whose `deploy.retire` is routine: it stops a group that no longer serves
+/// (the previous release, or a replaced shadow).
+fn routine_retire(saga: &str) -> bool {
+    matches!(saga, "deploy" | "rollback" | "incident-repair" | "shadow-deploy")
 }
 
 /// The safety a deploy step declares in its plan, known before planning (for policy
@@ -74,8 +83,9 @@ impl skiff_saga::ApprovalPolicy for RoutinePolicy {
 /// irreversible when it has no `down`.
 pub fn declared_safety(saga: &str, kind: &str, params: &serde_json::Value) -> (Safety, bool) {
     match kind {
-        "deploy.retire" => (Safety::Irreversible, matches!(saga, "deploy" | "rollback" | "incident-repair")),
+        "deploy.retire" => (Safety::Irreversible, routine_retire(saga)),
         "deploy.analyse" => (Safety::ReadOnly, false),
+        "cutover.retire_old" => (Safety::Irreversible, false),
         "deploy.migrate" if params.get("down").is_none_or(serde_json::Value::is_null) => (Safety::Irreversible, false),
         "repair.fix" if params.pointer("/fix/undo").is_none_or(serde_json::Value::is_null) => {
             (Safety::Irreversible, false)
@@ -94,4 +104,6 @@ pub(crate) fn register(r: Registry) -> Registry {
         .with(promote::Promote)
         .with(retire::Retire)
         .with(migrate::Migrate)
+        .with(shadow::MirrorStep)
+        .with(shadow::Record)
 }

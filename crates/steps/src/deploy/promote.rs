@@ -17,6 +17,10 @@ struct PromoteParams {
     /// What was stable before, restored by compensation.
     previous: Option<String>,
     previous_spec: Option<String>,
+    /// The release was the shadow release (a traffic cutover): compensation makes it
+    /// the shadow again.
+    #[serde(default)]
+    shadow: bool,
 }
 
 pub(super) struct Promote;
@@ -26,6 +30,7 @@ async fn set_stable(
     service: &str,
     release: Option<&String>,
     spec: Option<&String>,
+    shadow: Option<&String>,
     now: u64,
 ) -> Result<(), StepError> {
     let key = skiff_state::keys::service_state(service);
@@ -38,6 +43,12 @@ async fn set_stable(
             s.current_release = release.cloned();
             s.stable_release = release.cloned();
             s.candidate_release = None;
+            if s.shadow_release.is_some() && s.shadow_release.as_ref() == release {
+                s.shadow_release = None;
+            }
+            if shadow.is_some() {
+                s.shadow_release = shadow.cloned();
+            }
             if let Some(d) = spec {
                 s.spec_digest = Some(d.clone());
             }
@@ -68,7 +79,7 @@ impl Step for Promote {
 
     async fn run(&self, ctx: &StepContext, req: &StepRequest) -> Result<StepResult, StepError> {
         let p: PromoteParams = params(req)?;
-        set_stable(req, &p.service, Some(&p.release), Some(&p.spec_digest), ctx.now_ms()).await?;
+        set_stable(req, &p.service, Some(&p.release), Some(&p.spec_digest), None, ctx.now_ms()).await?;
         Ok(StepResult::new(format!("{} is the stable release", p.release), json!({"stable": p.release})))
     }
 
@@ -78,7 +89,8 @@ impl Step for Promote {
 
     async fn compensate(&self, ctx: &StepContext, req: &StepRequest, _: &StepResult) -> Result<StepResult, StepError> {
         let p: PromoteParams = params(req)?;
-        set_stable(req, &p.service, p.previous.as_ref(), p.previous_spec.as_ref(), ctx.now_ms()).await?;
+        let shadow = p.shadow.then_some(&p.release);
+        set_stable(req, &p.service, p.previous.as_ref(), p.previous_spec.as_ref(), shadow, ctx.now_ms()).await?;
         Ok(StepResult::new(format!("stable release back to {}", p.previous.as_deref().unwrap_or("none")), json!({})))
     }
 }

@@ -161,6 +161,7 @@ fn traffic_plan(ir: &ServiceIr, release: &str) -> Option<TrafficPlan> {
             port: network.port,
             health,
             deregistration_delay_ms: ir.rollout.drain_timeout.as_millis(),
+            target_type: skiff_pluginapi::TargetType::Instance,
         },
         listener_port: network.port,
     })
@@ -183,6 +184,16 @@ pub fn database_spec(ir: &ServiceIr) -> Option<DatabaseSpec> {
     })
 }
 
+/// The canary analysis thresholds of `ir`.
+pub fn thresholds(ir: &ServiceIr) -> Thresholds {
+    let a = &ir.rollout.analysis;
+    Thresholds {
+        max_error_rate: a.max_error_rate.fraction(),
+        max_p95_ms: a.max_p95_latency.as_millis(),
+        min_requests: u64::from(a.min_requests),
+    }
+}
+
 /// Everything a rollout of `release` needs, from its IR: group, traffic, canary steps,
 /// thresholds and deadlines.
 pub fn rollout_for(
@@ -192,7 +203,6 @@ pub fn rollout_for(
     group: GroupSpec,
     stable: Option<Stable>,
 ) -> Rollout {
-    let a = &ir.rollout.analysis;
     Rollout {
         service: ir.service.clone(),
         release: release.to_owned(),
@@ -204,11 +214,7 @@ pub fn rollout_for(
             ir.rollout.steps.clone()
         },
         bake_ms: ir.rollout.bake.as_millis(),
-        thresholds: Thresholds {
-            max_error_rate: a.max_error_rate.fraction(),
-            max_p95_ms: a.max_p95_latency.as_millis(),
-            min_requests: u64::from(a.min_requests),
-        },
+        thresholds: thresholds(ir),
         step_timeout_ms: ir.rollout.step_timeout.as_millis(),
         drain_ms: ir.rollout.drain_timeout.as_millis(),
         retention_ms: ir.rollout.retention.as_millis(),
