@@ -515,3 +515,68 @@ fn security_drift_made_by_hand_is_reported_with_its_severity_and_repaired() {
     let verified = aws.run(&["state", "verify", "--format", "json"]);
     assert_eq!(verified.code, 0, "{}", verified.stdout);
 }
+
+#[test]
+fn a_shadow_release_takes_the_traffic_of_an_old_backend_through_an_ip_target_group() {
+    let s = Sandbox::new();
+    let moto = Moto::start();
+    let mut env = moto.env();
+    env.push(("SKIFF_AWS_AMI", "ami-12c6146b".to_owned()));
+    let aws = Aws { s: &s, moto, env };
+    assert_eq!(s.run(&["keys", "generate", "--format", "json"]).code, 0);
+    assert_eq!(aws.run(&["state", "init", "--yes", "--format", "json"]).code, 0);
+    let spec = aws.spec("migrated");
+
+    // The ALB cannot mirror: refused before anything is built or created.
+    let refused = aws.run(&["deploy", "-f", &spec, "--shadow", "--mirror", "10", "--yes", "--format", "json"]);
+    assert_eq!(json(&refused)["code"], "USAGE", "{}", refused.stdout);
+    assert_eq!(json(&aws.run(&["release", "list", "--format", "json"]))["data"].as_array().map(Vec::len), Some(0));
+
+    let shadow = aws.run(&["deploy", "-f", &spec, "--shadow", "--yes", "--format", "json"]);
+    assert_eq!(shadow.code, 0, "{}\n{}", shadow.stdout, shadow.stderr);
+    let status = json(&aws.run(&["status", "web", "--format", "json"]));
+    let release = status["data"]["shadow_release"].as_str().unwrap_or_else(|| panic!("{status:#}")).to_owned();
+    let group = skiff_steps::deploy::group_name("web", &release);
+    let p = aws.provider();
+    block(async {
+        assert!(p.traffic().weights("web").await.unwrap().is_empty(), "a shadow takes no traffic");
+    });
+
+    // The old backend (an address in the VPC) joins as an IP target group.
+    let start = [
+        "saga",
+        "start",
+        "traffic-cutover",
+        "--service",
+        "web",
+        "--from",
+        "http://10.0.1.50:8080",
+        "--steps",
+        "50,100",
+        "--yes",
+        "--format",
+        "json",
+    ];
+    let gated = json(&aws.run(&start));
+    assert_eq!(gated["code"], "APPROVAL_REQUIRED", "{gated:#}");
+    let op = gated["operation_id"].as_str().unwrap().to_owned();
+    block(async {
+        let mut w = p.traffic().weights("web").await.unwrap();
+        w.sort();
+        let half = |t: &str| Weight { target_group: t.to_owned(), weight: 50 };
+        assert_eq!(w, [half(&group), half("web-external")]);
+        let targets = p.traffic().target_health("web-external").await.unwrap();
+        assert_eq!(targets.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["10.0.1.50"]);
+    });
+    let approve = ["saga", "approve", &op, "--yes", "--format", "json"];
+    assert_eq!(json(&aws.run(&approve))["code"], "APPROVAL_REQUIRED", "the retirement waits too");
+    let done = json(&aws.run(&approve));
+    assert_eq!(done["code"], "OK", "{done:#}");
+    block(async {
+        assert_eq!(p.traffic().weights("web").await.unwrap(), [Weight { target_group: group.clone(), weight: 100 }]);
+        assert!(p.traffic().target_health("web-external").await.is_err(), "the old backend's target group is gone");
+    });
+    let status = json(&aws.run(&["status", "web", "--format", "json"]));
+    assert_eq!(status["data"]["stable_release"], release.as_str(), "{status:#}");
+    assert_eq!(aws.run(&["state", "verify", "--format", "json"]).code, 0);
+}

@@ -367,7 +367,7 @@ fn a_failing_skiff_side_aborts_the_cutover_with_all_traffic_on_the_old_backend()
     let s = Sandbox::new();
     let w = World::new(&s);
     let old = Old::start(&s);
-    w.import("HELLO_ERROR_RATE: \"0.3\"", "10s");
+    w.import("HELLO_ERROR_RATE: \"0.1\"", "10s");
     let shadow = w.run(&["deploy", "--shadow", "--yes"]);
     assert_eq!(shadow["code"], "OK", "{shadow:#}");
     let from = old.url();
@@ -380,8 +380,11 @@ fn a_failing_skiff_side_aborts_the_cutover_with_all_traffic_on_the_old_backend()
     let mut load = Load::new(w.port);
     let after = load.send(200);
     assert_eq!(after.get(&(200, "web-external".to_owned())), Some(&200), "{after:?}");
+    // What failed is the Skiff side's own answers while it had its 5% (the load balancer
+    // dropped nothing while weights moved), within the 1% error budget of the traffic.
     let total: usize = seen.values().sum();
     let failures = failed(&seen);
+    assert!(seen.keys().all(|(status, g)| *status == 200 || (*status == 500 && g != "web-external")), "{seen:?}");
     assert!(total > 0 && failures * 100 <= total, "{failures} failed of {total}, over the 1% budget: {seen:?}");
     let status = w.run(&["status", "web"]);
     assert!(status["data"]["stable_release"].is_null(), "nothing promoted: {status:#}");

@@ -37,12 +37,76 @@ pub async fn outcome(ctx: &Context, ledger: &Ledger, op: &str) -> Result<Answer>
         }
         "repair" => repair(ctx, ledger, &report, intent.as_ref()).await?,
         "incident-repair" => incident(&report, key.as_deref(), intent.as_ref()),
+        "shadow-deploy" => shadow(&report, key.as_deref()),
+        "traffic-cutover" => cutover(&report, key.as_deref()),
         _ => operation(&report, key.as_deref()),
     };
     if answer.envelope.ok {
         answer.envelope.facts.extend(notes);
     }
     Ok(answer)
+}
+
+/// A step's parameters by kind.
+fn params_of(r: &RunReport, kind: &str) -> serde_json::Value {
+    r.plan.steps.iter().find(|s| s.kind == kind).map(|s| s.params.clone()).unwrap_or_default()
+}
+
+/// Sets `data.release` of an answer.
+fn with_release(a: &mut Answer, release: &str) {
+    if let Some(d) = a.envelope.data.as_object_mut() {
+        d.insert("release".to_owned(), serde_json::json!(release));
+    }
+}
+
+/// A shadow deploy's answer: the release, the mirror's comparison, and the cutover next.
+fn shadow(r: &RunReport, key: Option<&str>) -> Answer {
+    let mut a = operation(r, key);
+    let p = params_of(r, "deploy.shadow");
+    let (service, release) = (p["service"].as_str().unwrap_or_default(), p["release"].as_str().unwrap_or_default());
+    with_release(&mut a, release);
+    if r.status == OpStatus::Succeeded {
+        let env = &mut a.envelope;
+        env.summary =
+            format!("release {release} of {service} runs as a shadow: healthy, no user traffic ({})", r.op_id);
+        if let Some(m) = r.detail.step("mirror").summary.clone() {
+            env.facts.insert(0, format!("mirror: {m}"));
+        }
+        *env = env.clone().action(
+            "cutover",
+            format!("skiff saga start traffic-cutover --service {service} --from http://OLD-HOST:PORT --dry-run"),
+            false,
+            Safety::ReadOnly,
+            0.6,
+        );
+    }
+    a
+}
+
+/// A traffic cutover's answer: where the traffic is, in words.
+fn cutover(r: &RunReport, key: Option<&str>) -> Answer {
+    let mut a = operation(r, key);
+    let p = params_of(r, "cutover.attach");
+    let (service, release) = (p["service"].as_str().unwrap_or_default(), p["release"].as_str().unwrap_or_default());
+    let from = p["old"]["url"].as_str().unwrap_or_default();
+    with_release(&mut a, release);
+    let env = &mut a.envelope;
+    match r.status {
+        OpStatus::Succeeded => {
+            env.summary = format!(
+                "{service} takes all its traffic on {release}; the old backend {from} is retired ({})",
+                r.op_id
+            );
+        }
+        OpStatus::Compensated | OpStatus::Cancelled => {
+            env.summary = format!(
+                "cutover of {service} stopped: every weight is back on the old backend {from} ({})",
+                env.summary
+            );
+        }
+        _ => {}
+    }
+    a
 }
 
 /// An incident repair's answer: the operation's, named for the service, with what it
