@@ -244,6 +244,21 @@ the rest is still imported. Secret values are never read: the answer lists the
         #[command(subcommand)]
         action: ImportAction,
     },
+    /// Terraform for the stable infrastructure: generate a module of a service's AWS shape.
+    #[command(after_help = "\
+Examples:
+  skiff terraform generate -f skiff.yaml --out infra/
+  terraform -chdir=infra init && terraform -chdir=infra plan -out=tfplan
+
+The module holds what is stable (role, policy and profile, log group, security groups,
+load balancer and listener, secrets, database), named as Skiff's AWS provider names
+them and tagged with Skiff's logical ids; each release's launch template, auto scaling
+group and target group, and the listener's weights, stay Skiff's. The output is
+already `terraform fmt`-formatted and the same spec always gives the same files.")]
+    Terraform {
+        #[command(subcommand)]
+        action: TerraformAction,
+    },
     /// The cockpit: services, operations and their gates, events, logs, metrics, doctor.
     #[command(after_help = "\
 Examples:
@@ -518,6 +533,22 @@ The contexts file is $SKIFF_CONFIG, else ~/.config/skiff/config.yaml.")]
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TerraformAction {
+    /// Write main.tf, variables.tf and outputs.tf for the spec's service.
+    Generate {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", default_value = "skiff.yaml")]
+        file: PathBuf,
+        /// The module's directory.
+        #[arg(long, default_value = "terraform")]
+        out: PathBuf,
+        /// Replace files that have other content.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -949,6 +980,9 @@ impl Command {
             }
             Command::Metrics { service } => Request::Metrics { service },
             Command::Debug { action: DebugAction::Collect { service, out } } => Request::DebugCollect { service, out },
+            Command::Terraform { action: TerraformAction::Generate { file, out, force } } => {
+                Request::TerraformGenerate { file, out, force }
+            }
             Command::Import { action: ImportAction::Kube { paths, out, force } } => {
                 Request::ImportKube { paths, out, force }
             }

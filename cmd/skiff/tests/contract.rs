@@ -162,6 +162,7 @@ const MATRIX: &[Cell] = &[
     cell(UnreachableBucket, "init service fresh --dir fresh", Code::Ok, "fresh"),
     cell(UnreachableBucket, "saga kinds", Code::Ok, "saga kind"),
     cell(UnreachableBucket, "tui", Code::Usage, "terminal"),
+    cell(UnreachableBucket, "terraform generate -f skiff.yaml --out tf", Code::Ok, "web"),
     cell(
         UnreachableBucket,
         "saga start traffic-cutover --service web --from http://127.0.0.1:9 --yes",
@@ -182,6 +183,8 @@ const MATRIX: &[Cell] = &[
     cell(SpecInvalid, "deploy -f bad.yaml --shadow --mirror 10 --yes", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "release create -f bad.yaml --yes", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "validate -f missing.yaml", Code::NotFound, "missing.yaml"),
+    cell(SpecInvalid, "terraform generate -f bad.yaml --out tf", Code::SpecInvalid, "bad.yaml:"),
+    cell(SpecInvalid, "terraform generate -f missing.yaml --out tf", Code::NotFound, "missing.yaml"),
     cell(SpecInvalid, "import kube bad.yaml --out out.yaml", Code::SpecInvalid, "bad.yaml"),
     cell(UnreachableBucket, "import kube skiff.yaml --out out.yaml", Code::SpecInvalid, "skiff.yaml"),
     // Another operation works on the service: LEASE_HELD naming it.

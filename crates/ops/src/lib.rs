@@ -42,6 +42,7 @@ mod saga;
 mod secrets;
 pub mod spec;
 mod state;
+mod terraform;
 pub mod worker;
 
 pub use context::{Context, Env, Quiet, Ui};
@@ -93,6 +94,7 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
         Request::Logs(r) => observe::logs(ctx, r).await,
         Request::DebugCollect { service, out } => evidence::collect(ctx, &service, out).await,
         Request::ImportKube { paths, out, force } => import::kube(ctx, &paths, &out, force),
+        Request::TerraformGenerate { file, out, force } => terraform::generate(ctx, &file, &out, force),
         Request::Metrics { service } => observe::metrics(ctx, &service).await,
         Request::Doctor { service } => doctor::run(ctx, service).await,
         Request::Schema => Ok(meta::schema()),

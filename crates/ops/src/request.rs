@@ -63,6 +63,15 @@ pub enum Request {
         /// Overwrite existing specs.
         force: bool,
     },
+    /// The service's stable AWS shape as a Terraform module.
+    TerraformGenerate {
+        /// The spec file.
+        file: PathBuf,
+        /// The module's directory.
+        out: PathBuf,
+        /// Replace files with other content.
+        force: bool,
+    },
     /// Collect a service's evidence bundle into the ledger (and a file).
     DebugCollect {
         /// The service.
@@ -441,6 +450,7 @@ impl Request {
             self,
             Request::Init(_)
                 | Request::ImportKube { .. }
+                | Request::TerraformGenerate { .. }
                 | Request::Validate { .. }
                 | Request::Schema
                 | Request::Version

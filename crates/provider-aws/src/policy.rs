@@ -83,10 +83,13 @@ const NEUTRAL: [(&str, &str, &[&str]); 4] = [
     ("secrets:read", "SecretsRead", &["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]),
 ];
 const PASSTHROUGH: &str = "Allow";
+/// Where the ledger's documents start inside the state prefix.
+const LEDGER_ROOT: &str = "v1/";
 
 impl Scope {
     fn object(&self, key: &str) -> String {
-        format!("arn:{}:s3:::{}/{}{key}", self.partition, self.bucket, self.prefix)
+        // Ledger keys live under its root (`skiff_state::keys::ROOT`) inside the prefix.
+        format!("arn:{}:s3:::{}/{}{LEDGER_ROOT}{key}", self.partition, self.bucket, self.prefix)
     }
 
     fn log_group(&self, group: &str) -> String {
@@ -382,7 +385,7 @@ mod tests {
             json["Statement"][2]["Resource"][0],
             "arn:aws:secretsmanager:eu-west-1:123456789012:secret:skiff/db-*"
         );
-        assert_eq!(json["Statement"][4]["Resource"][0], "arn:aws:s3:::acme-skiff/prod/releases/web/*");
+        assert_eq!(json["Statement"][4]["Resource"][0], "arn:aws:s3:::acme-skiff/prod/v1/releases/web/*");
     }
 
     #[test]
