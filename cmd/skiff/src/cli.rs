@@ -244,6 +244,22 @@ the rest is still imported. Secret values are never read: the answer lists the
         #[command(subcommand)]
         action: ImportAction,
     },
+    /// Take over what another tool manages: record Terraform's ownership in the ledger.
+    #[command(after_help = "\
+Examples:
+  skiff adopt terraform --state infra/terraform.tfstate --yes
+  terraform -chdir=infra show -json > show.json; skiff adopt terraform --show-json show.json --yes
+  skiff adopt terraform --state hand.tfstate -f skiff.yaml --yes   before the first deploy
+
+Resources carrying Skiff's tags (as `skiff terraform generate` writes them), or named
+as Skiff names a known service's resources, become terraform-owned: a deploy reads
+them and never changes them, plan and reconcile say so, and drift on them points to
+`terraform plan`. What Skiff would create beside them stays skiff-owned; the rest of
+the state is external.")]
+    Adopt {
+        #[command(subcommand)]
+        action: AdoptAction,
+    },
     /// Terraform for the stable infrastructure: generate a module of a service's AWS shape.
     #[command(after_help = "\
 Examples:
@@ -533,6 +549,22 @@ The contexts file is $SKIFF_CONFIG, else ~/.config/skiff/config.yaml.")]
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdoptAction {
+    /// Resources of a Terraform state.
+    Terraform {
+        /// The state file (format version 4).
+        #[arg(long, value_name = "FILE", required_unless_present = "show_json", conflicts_with = "show_json")]
+        state: Option<PathBuf>,
+        /// `terraform show -json` output.
+        #[arg(long, value_name = "FILE")]
+        show_json: Option<PathBuf>,
+        /// Specs of services not deployed yet (their resources are recognized by name).
+        #[arg(short = 'f', long = "file")]
+        specs: Vec<PathBuf>,
     },
 }
 
@@ -980,6 +1012,9 @@ impl Command {
             }
             Command::Metrics { service } => Request::Metrics { service },
             Command::Debug { action: DebugAction::Collect { service, out } } => Request::DebugCollect { service, out },
+            Command::Adopt { action: AdoptAction::Terraform { state, show_json, specs } } => {
+                Request::AdoptTerraform { file: state.or(show_json).unwrap_or_default(), specs }
+            }
             Command::Terraform { action: TerraformAction::Generate { file, out, force } } => {
                 Request::TerraformGenerate { file, out, force }
             }

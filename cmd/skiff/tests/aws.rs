@@ -580,3 +580,71 @@ fn a_shadow_release_takes_the_traffic_of_an_old_backend_through_an_ip_target_gro
     assert_eq!(status["data"]["stable_release"], release.as_str(), "{status:#}");
     assert_eq!(aws.run(&["state", "verify", "--format", "json"]).code, 0);
 }
+
+/// `by_hand.py ACTION` against moto.
+fn by_hand(aws: &Aws<'_>, action: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .arg(repo().join("cmd/skiff/tests/terraform/by_hand.py"))
+        .args([action, "skiff-production-web", "/skiff/production/web"])
+        .envs(aws.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn adopted_terraform_resources_are_read_and_never_changed_by_a_deploy() {
+    let s = Sandbox::new();
+    let moto = Moto::start();
+    let mut env = moto.env();
+    env.push(("SKIFF_AWS_AMI", "ami-12c6146b".to_owned()));
+    let aws = Aws { s: &s, moto, env };
+    assert_eq!(s.run(&["keys", "generate", "--format", "json"]).code, 0);
+    assert_eq!(aws.run(&["state", "init", "--yes", "--format", "json"]).code, 0);
+    let spec = aws.spec("adopted");
+
+    // A team's own Terraform made the role (with its own policy) and the log group; its
+    // hand-written state has no Skiff tags.
+    by_hand(&aws, "create");
+    let before = by_hand(&aws, "show");
+    let state = serde_json::json!({
+        "version": 4, "terraform_version": "1.11.4", "serial": 7, "lineage": "team-infra",
+        "resources": [
+            {"mode": "managed", "type": "aws_iam_role", "name": "app", "instances": [{"attributes": {"name": "skiff-production-web", "arn": "arn:aws:iam::123456789012:role/skiff-production-web"}}]},
+            {"mode": "managed", "type": "aws_iam_instance_profile", "name": "app", "instances": [{"attributes": {"name": "skiff-production-web"}}]},
+            {"mode": "managed", "type": "aws_cloudwatch_log_group", "name": "app", "instances": [{"attributes": {"name": "/skiff/production/web", "retention_in_days": 3}}]},
+            {"mode": "managed", "type": "aws_s3_bucket", "name": "assets", "instances": [{"attributes": {"bucket": "team-assets"}}]},
+            {"mode": "data", "type": "aws_vpc", "name": "default", "instances": [{"attributes": {}}]}
+        ]
+    });
+    std::fs::write(s.path().join("hand.tfstate"), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    let adopted =
+        json(&aws.run(&["adopt", "terraform", "--state", "hand.tfstate", "-f", &spec, "--yes", "--format", "json"]));
+    assert_eq!(adopted["code"], "OK", "{adopted:#}");
+    assert!(adopted["summary"].as_str().unwrap().contains("3 terraform-owned"), "{adopted:#}");
+    assert!(adopted["summary"].as_str().unwrap().contains("1 external"), "{adopted:#}");
+    let plan = json(&aws.run(&["plan", "-f", &spec, "--format", "json"]));
+    assert_eq!(plan["data"]["ownership"]["role/web"], "terraform-owned", "{plan:#}");
+    assert_eq!(plan["data"]["ownership"]["log-group/web"], "terraform-owned");
+    assert_eq!(plan["data"]["ownership"]["instance-group/web"], "skiff-owned");
+
+    // The deploy runs on the role and log group and changes neither.
+    let deployed = aws.run(&["deploy", "-f", &spec, "--yes", "--format", "json"]);
+    assert_eq!(deployed.code, 0, "{}\n{}", deployed.stdout, deployed.stderr);
+    assert!(
+        deployed.stdout.contains("Terraform-owned, read and never changed: log-group/web, role/web"),
+        "{}",
+        deployed.stdout
+    );
+    assert_eq!(by_hand(&aws, "show"), before, "the role's policy and the log group's retention are Terraform's");
+
+    // Drift on the role is Terraform's to fix: no Skiff repair for it.
+    let drifted = json(&aws.run(&["reconcile", "web", "--format", "json"]));
+    let differences = drifted["data"]["services"][0]["differences"].as_array().cloned().unwrap_or_default();
+    let role =
+        differences.iter().find(|d| d["path"] == "identity.permissions").unwrap_or_else(|| panic!("{drifted:#}"));
+    assert_eq!(role["terraform_owned"], "role/web", "{role:#}");
+    assert!(role["fix"].is_null() && role["repair"].as_str().unwrap().contains("terraform plan"), "{role:#}");
+    assert_eq!(aws.run(&["state", "verify", "--format", "json"]).code, 0);
+}

@@ -184,6 +184,8 @@ const MATRIX: &[Cell] = &[
     cell(SpecInvalid, "release create -f bad.yaml --yes", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "validate -f missing.yaml", Code::NotFound, "missing.yaml"),
     cell(SpecInvalid, "terraform generate -f bad.yaml --out tf", Code::SpecInvalid, "bad.yaml:"),
+    cell(SpecInvalid, "adopt terraform --state bad.yaml --yes", Code::SpecInvalid, "bad.yaml"),
+    cell(SpecInvalid, "adopt terraform --state missing.tfstate --yes", Code::NotFound, "missing.tfstate"),
     cell(SpecInvalid, "terraform generate -f missing.yaml --out tf", Code::NotFound, "missing.yaml"),
     cell(SpecInvalid, "import kube bad.yaml --out out.yaml", Code::SpecInvalid, "bad.yaml"),
     cell(UnreachableBucket, "import kube skiff.yaml --out out.yaml", Code::SpecInvalid, "skiff.yaml"),

@@ -199,6 +199,7 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool, shadow: Opti
         db.id = skiff_steps::database::current_instance(&ledger, &db.id).await.map_err(|e| crate::error::state(&e))?;
     }
     notes.extend(crate::plan::migration_notes(&ir, stable_release.as_deref()));
+    crate::adopt::apply(&mut rollout, crate::adopt::owned(&ledger, &ir.service).await?, &mut notes);
     let graph = graph_for(&rollout, shadow, before.as_ref())?;
     let input = crate::policy::input(ctx, &ir, "deploy", provider_name, Some(release_facts), Some(&graph));
     notes.extend(crate::policy::enforce(&rules, &input)?.1);
@@ -393,6 +394,7 @@ pub(crate) async fn rollback_plan(
     let group = skiff_steps::deploy::group_spec(&ir, target, runner_config(&resolved.state.value, &public_pem));
     let mut rollout = skiff_steps::deploy::rollout_for(&ir, target, &manifest.spec_digest, group, from);
     rollout.steps = vec![100];
+    crate::adopt::apply(&mut rollout, crate::adopt::owned(ledger, service).await?, &mut Vec::new());
     let graph = skiff_steps::deploy::rollback_graph(&rollout).map_err(|e| crate::error::saga(&e))?;
     // The release rolled back to must still verify: a tampered one is refused here.
     skiff_release::verify(ledger, &verifier, service, target).await.map_err(|e| crate::error::release(&e))?;

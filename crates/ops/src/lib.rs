@@ -7,6 +7,7 @@
 //! a [`Ui`] shows progress and asks questions.
 #![warn(missing_docs)]
 
+mod adopt;
 mod audit;
 mod config;
 mod context;
@@ -95,6 +96,7 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
         Request::DebugCollect { service, out } => evidence::collect(ctx, &service, out).await,
         Request::ImportKube { paths, out, force } => import::kube(ctx, &paths, &out, force),
         Request::TerraformGenerate { file, out, force } => terraform::generate(ctx, &file, &out, force),
+        Request::AdoptTerraform { file, specs } => adopt::terraform(ctx, &file, &specs).await,
         Request::Metrics { service } => observe::metrics(ctx, &service).await,
         Request::Doctor { service } => doctor::run(ctx, service).await,
         Request::Schema => Ok(meta::schema()),

@@ -39,7 +39,10 @@ pub(crate) async fn run(ctx: &Context, file: &Path) -> Result<Answer> {
         Some(old) => format!("compared with the recorded spec {}", &old.digest()[..12]),
         None => "nothing recorded for this service yet: every resource is new".to_owned(),
     };
-    let env = Envelope::ok(format!(
+    let ownership: Option<skiff_state::docs::OwnershipDoc> =
+        ledger.read(&skiff_state::keys::service_ownership(&ir.service)).await.map_err(|e| crate::error::state(&e))?;
+    let owned = ownership.as_ref().map(skiff_state::docs::OwnershipDoc::terraform_owned).unwrap_or_default();
+    let mut env = Envelope::ok(format!(
         "plan for {} `{}`: {} resources, {}",
         ir.workload,
         ir.service,
@@ -65,7 +68,25 @@ pub(crate) async fn run(ctx: &Context, file: &Path) -> Result<Answer> {
     }))
     .risk(risk, reasons)
     .action("validate", format!("skiff validate -f {shown}"), false, Safety::ReadOnly, 0.4);
-    Ok(Answer::from(env).body(body(&ir, &plan, &diff)))
+    if let Some(o) = &ownership {
+        env = env.fact(format!(
+            "Terraform owns {} (adopted from {}): a deploy reads them and never changes them; the rest is Skiff's",
+            owned.join(", "),
+            o.source
+        ));
+        if let Some(d) = env.data.as_object_mut() {
+            let owners: serde_json::Map<String, serde_json::Value> = plan
+                .resources
+                .iter()
+                .map(|r| {
+                    let who = if owned.contains(&r.id) { "terraform-owned" } else { "skiff-owned" };
+                    (r.id.clone(), serde_json::json!(who))
+                })
+                .collect();
+            d.insert("ownership".to_owned(), serde_json::Value::Object(owners));
+        }
+    }
+    Ok(Answer::from(env).body(body(&ir, &plan, &diff, &owned)))
 }
 
 /// What a release's migration means for the releases around it (expand/contract).
@@ -159,7 +180,7 @@ pub(crate) fn risk(_before: Option<&ResourcePlan>, diff: &PlanDiff) -> (RiskLeve
     (level, reasons)
 }
 
-fn body(ir: &ServiceIr, plan: &ResourcePlan, diff: &PlanDiff) -> String {
+fn body(ir: &ServiceIr, plan: &ResourcePlan, diff: &PlanDiff, owned: &[String]) -> String {
     let mut out = String::from("Decision\n");
     let a = &ir.decision.availability_plan;
     let c = &ir.decision.cost_plan;
@@ -188,7 +209,8 @@ fn body(ir: &ServiceIr, plan: &ResourcePlan, diff: &PlanDiff) -> String {
     let _ = writeln!(out, "\nResources ({})", plan.resources.len());
     let width = plan.resources.iter().map(|r| r.id.len()).max().unwrap_or(0);
     for r in &plan.resources {
-        let _ = writeln!(out, "  {:width$}  {}", r.id, describe(r));
+        let who = if owned.contains(&r.id) { "  [terraform-owned]" } else { "" };
+        let _ = writeln!(out, "  {:width$}  {}{who}", r.id, describe(r));
     }
     if let Some(m) = ir.database.as_ref().and_then(|d| d.migrations.as_ref()) {
         let _ = writeln!(

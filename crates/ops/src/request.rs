@@ -63,6 +63,13 @@ pub enum Request {
         /// Overwrite existing specs.
         force: bool,
     },
+    /// Record which resources Terraform owns, from its state.
+    AdoptTerraform {
+        /// A state file or `terraform show -json` output.
+        file: PathBuf,
+        /// Specs of services not deployed yet, to recognize their resources by name.
+        specs: Vec<PathBuf>,
+    },
     /// The service's stable AWS shape as a Terraform module.
     TerraformGenerate {
         /// The spec file.
@@ -451,6 +458,7 @@ impl Request {
             Request::Init(_)
                 | Request::ImportKube { .. }
                 | Request::TerraformGenerate { .. }
+                | Request::AdoptTerraform { .. }
                 | Request::Validate { .. }
                 | Request::Schema
                 | Request::Version

@@ -111,6 +111,9 @@ pub struct Difference {
     /// The reversible repair the `repair` saga runs for it, if there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fix: Option<skiff_pluginapi::Fix>,
+    /// The Terraform-owned resource it is on (`skiff adopt terraform`): Terraform's to fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terraform_owned: Option<String>,
 }
 
 fn medium() -> skiff_pluginapi::Severity {
@@ -460,6 +463,78 @@ pub struct RetireRecord {
     pub at_ms: u64,
 }
 document!(RetireRecord, "skiff.database_retire", 1);
+
+/// Who owns a resource of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Owner {
+    /// Terraform creates and changes it; Skiff only reads it.
+    TerraformOwned,
+    /// Skiff creates and changes it.
+    SkiffOwned,
+    /// Neither: in the Terraform state, but nothing of a Skiff service.
+    External,
+}
+
+impl Owner {
+    /// `terraform-owned`, `skiff-owned` or `external`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Owner::TerraformOwned => "terraform-owned",
+            Owner::SkiffOwned => "skiff-owned",
+            Owner::External => "external",
+        }
+    }
+}
+
+/// One resource adopted from a Terraform state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnedResource {
+    /// Terraform's address: `aws_iam_role.web`.
+    pub address: String,
+    /// Skiff's logical id (`role/web`), when it is one of the service's resources.
+    pub logical_id: Option<String>,
+    /// The name the cloud knows it by.
+    pub name: String,
+    /// Who owns it.
+    pub owner: Owner,
+}
+
+/// `services/<svc>/ownership.json`: what `skiff adopt terraform` recorded — the
+/// service's resources Terraform owns (a deploy reads them and never changes them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnershipDoc {
+    /// CAS metadata.
+    pub cas: Cas,
+    /// The service.
+    pub service: String,
+    /// The state it was adopted from (file, lineage, serial).
+    pub source: String,
+    /// The resources of the state that belong to the service.
+    pub resources: Vec<OwnedResource>,
+    /// When, ms since the epoch.
+    pub adopted_at_ms: u64,
+    /// Who adopted it.
+    pub adopted_by: String,
+}
+document!(OwnershipDoc, "skiff.ownership", 1, cas);
+
+impl OwnershipDoc {
+    /// The logical ids Terraform owns.
+    pub fn terraform_owned(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .resources
+            .iter()
+            .filter(|r| r.owner == Owner::TerraformOwned)
+            .filter_map(|r| r.logical_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
 
 /// The evidence on which a traffic cutover retired the old backend
 /// (`cutovers/<svc>/<op>.json`). Immutable.

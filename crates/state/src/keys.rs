@@ -23,6 +23,11 @@ pub fn service_reconcile(service: &str) -> String {
     format!("{ROOT}services/{service}/reconcile.json")
 }
 
+/// What Terraform owns of a service (`skiff adopt terraform`).
+pub fn service_ownership(service: &str) -> String {
+    format!("{ROOT}services/{service}/ownership.json")
+}
+
 /// Prefix of every service's documents.
 pub fn services() -> String {
     format!("{ROOT}services/")
@@ -198,6 +203,11 @@ pub enum KeyKind {
         /// Service.
         service: String,
     },
+    /// `services/<svc>/ownership.json`.
+    ServiceOwnership {
+        /// Service.
+        service: String,
+    },
     /// `specs/<digest>.json`.
     Spec {
         /// Digest.
@@ -326,6 +336,7 @@ impl KeyKind {
             KeyKind::Bucket => BucketDoc::KIND,
             KeyKind::ServiceState { .. } => ServiceState::KIND,
             KeyKind::ServiceReconcile { .. } => "skiff.reconcile",
+            KeyKind::ServiceOwnership { .. } => OwnershipDoc::KIND,
             KeyKind::Spec { .. } => skiff_ir::KIND,
             KeyKind::Release { .. } => "skiff.release",
             KeyKind::OpIntent { .. } => OperationIntent::KIND,
@@ -357,6 +368,7 @@ pub fn classify(key: &str) -> KeyKind {
         ["bucket.json"] => KeyKind::Bucket,
         ["services", svc, "state.json"] => KeyKind::ServiceState { service: (*svc).to_owned() },
         ["services", svc, "reconcile.json"] => KeyKind::ServiceReconcile { service: (*svc).to_owned() },
+        ["services", svc, "ownership.json"] => KeyKind::ServiceOwnership { service: (*svc).to_owned() },
         ["specs", file] => json(file).map_or(KeyKind::Unknown, |digest| KeyKind::Spec { digest }),
         ["releases", svc, file] => match file.strip_suffix(".json.sig") {
             Some(r) => KeyKind::ReleaseSignature { service: (*svc).to_owned(), release: r.to_owned() },

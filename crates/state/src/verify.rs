@@ -145,6 +145,7 @@ impl Ledger {
                 KeyKind::Bucket => typed::<BucketDoc>(&l.key, &bytes),
                 KeyKind::ServiceState { .. } => typed::<ServiceState>(&l.key, &bytes),
                 KeyKind::ServiceReconcile { .. } => typed::<crate::docs::ReconcileDoc>(&l.key, &bytes),
+                KeyKind::ServiceOwnership { .. } => typed::<crate::docs::OwnershipDoc>(&l.key, &bytes),
                 KeyKind::OpIntent { .. } => typed::<OperationIntent>(&l.key, &bytes),
                 KeyKind::OpState { op } => {
                     ops_needing_intent.insert(op.clone());

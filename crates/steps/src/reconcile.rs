@@ -37,6 +37,30 @@ fn diff(path: &str, desired: serde_json::Value, actual: serde_json::Value, repai
         repair: repair.to_owned(),
         severity: Severity::Medium,
         fix: None,
+        terraform_owned: None,
+    }
+}
+
+/// The logical id a difference's path is on, of those Terraform owns.
+fn owned_for(path: &str, service: &str, owned: &[String]) -> Option<String> {
+    let candidates: Vec<String> = match path.split('.').next().unwrap_or_default() {
+        "identity" => vec![format!("role/{service}"), format!("policy/{service}")],
+        "network" => vec![format!("lb-rule/{service}"), format!("launch-config/{service}")],
+        "traffic" if path == "traffic.listener_rules" => vec![format!("lb-rule/{service}")],
+        "secrets" => owned.iter().filter(|o| o.starts_with("secret-ref/")).cloned().collect(),
+        _ => Vec::new(),
+    };
+    candidates.into_iter().find(|c| owned.contains(c))
+}
+
+/// Drift on what Terraform owns is Terraform's: no Skiff repair, `terraform plan` instead.
+fn terraform_owned(differences: &mut [Difference], service: &str, owned: &[String]) {
+    for d in differences {
+        if let Some(id) = owned_for(&d.path, service, owned) {
+            d.repair = format!("{id} is Terraform-owned: `terraform plan` shows the change; fix it in Terraform");
+            d.fix = None;
+            d.terraform_owned = Some(id);
+        }
     }
 }
 
@@ -66,6 +90,11 @@ pub async fn reconcile(
             let mut out = compare(provider, service, release, &ir).await?;
             out.extend(secrets(ledger, provider, &ir).await?);
             out.extend(posture(ledger, provider, service, release, &ir).await?);
+            let ownership: Option<skiff_state::docs::OwnershipDoc> =
+                ledger.read(&skiff_state::keys::service_ownership(service)).await?;
+            if let Some(o) = ownership {
+                terraform_owned(&mut out, service, &o.terraform_owned());
+            }
             out
         }
         _ => Vec::new(),
@@ -275,6 +304,7 @@ async fn posture(
             actual: d.actual,
             severity: d.severity,
             fix: d.fix,
+            terraform_owned: None,
         })
         .collect())
 }

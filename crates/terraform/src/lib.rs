@@ -2,8 +2,10 @@
 //! Terraform module (`main.tf`, `variables.tf`, `outputs.tf`) in `terraform fmt`'s
 //! shape, named as Skiff's AWS provider names things and tagged with Skiff's logical
 //! ids; what belongs to a release (launch templates, auto scaling groups, target groups,
-//! weights) stays Skiff's. `hcl` is the small writer it uses.
+//! weights) stays Skiff's. `hcl` is the small writer it uses. `adopt` reads a Terraform
+//! state and says which resources are a Skiff service's.
 
+pub mod adopt;
 pub mod generate;
 pub mod hcl;
 

@@ -50,7 +50,7 @@ pub fn shadow_graph(r: &Rollout, s: &ShadowPlan) -> Result<SagaGraph, SagaError>
         .step(
             "provision",
             "deploy.provision",
-            json!({"group": r.group, "service": r.service, "role": r.role, "log_group": r.log_group}),
+            json!({"group": r.group, "service": r.service, "role": r.role, "log_group": r.log_group, "owned": r.terraform_owned}),
         )
         .timeout_ms(t);
     let tp = r.traffic.as_ref().ok_or_else(|| SagaError::InvalidGraph {
@@ -61,7 +61,7 @@ pub fn shadow_graph(r: &Rollout, s: &ShadowPlan) -> Result<SagaGraph, SagaError>
         .step(
             "register",
             "deploy.register",
-            json!({"service": r.service, "target_group": tp.target_group, "listener_port": tp.listener_port}),
+            json!({"service": r.service, "target_group": tp.target_group, "listener_port": tp.listener_port, "owned": r.terraform_owned}),
         )
         .timeout_ms(t);
     if let Some(percent) = s.mirror_percent {
@@ -117,7 +117,7 @@ fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> 
         .step(
             "provision",
             "deploy.provision",
-            json!({"group": r.group, "service": r.service, "role": r.role, "log_group": r.log_group}),
+            json!({"group": r.group, "service": r.service, "role": r.role, "log_group": r.log_group, "owned": r.terraform_owned}),
         )
         .timeout_ms(t);
     let canary_tg = r.traffic.as_ref().map(|tp| tp.target_group.name.clone());
@@ -127,7 +127,7 @@ fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> 
             .step(
                 "register",
                 "deploy.register",
-                json!({"service": r.service, "target_group": tp.target_group, "listener_port": tp.listener_port}),
+                json!({"service": r.service, "target_group": tp.target_group, "listener_port": tp.listener_port, "owned": r.terraform_owned}),
             )
             .timeout_ms(t);
         let weights: Vec<u32> = if canary { r.steps.clone() } else { vec![100] };
@@ -226,6 +226,7 @@ mod tests {
             log_group: None,
             database: None,
             migration: None,
+            terraform_owned: Vec::new(),
         };
         let ids = |g: SagaGraph| {
             serde_json::to_value(&g).unwrap()["steps"]

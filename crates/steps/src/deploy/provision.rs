@@ -18,6 +18,15 @@ struct ProvisionParams {
     role: Option<RoleSpec>,
     #[serde(default)]
     log_group: Option<(String, u32)>,
+    /// Logical ids Terraform owns (`skiff adopt terraform`): read, never changed.
+    #[serde(default)]
+    owned: Vec<String>,
+}
+
+impl ProvisionParams {
+    fn owns(&self, kind: &str) -> bool {
+        self.owned.iter().any(|o| o == &format!("{kind}/{}", self.service))
+    }
 }
 
 /// What provisioning produced: the group and its running instances as targets.
@@ -67,12 +76,17 @@ impl Step for Provision {
         let p: ProvisionParams = params(req)?;
         Ok(StepPlan {
             description: format!(
-                "start instance group {} ({} × {} in {}) for release {}",
+                "start instance group {} ({} × {} in {}) for release {}{}",
                 p.group.name,
                 p.group.desired,
                 p.group.launch.instance_type,
                 p.group.zones.join(", "),
-                p.group.release
+                p.group.release,
+                if p.owned.is_empty() {
+                    String::new()
+                } else {
+                    format!("; Terraform-owned, read only: {}", p.owned.join(", "))
+                }
             ),
             safety: Safety::Reversible,
             risk: Risk::Low,
@@ -108,9 +122,26 @@ impl Provision {
     async fn start(&self, ctx: &StepContext, req: &StepRequest, p: &ProvisionParams) -> Result<StepResult, StepError> {
         let prov = provider(req)?;
         if let Some(role) = &p.role {
-            prov.identity().ensure_role(role).await.map_err(provider_error)?;
+            if p.owns("role") {
+                // Terraform's: it must be there; Skiff does not touch it.
+                // A policy Skiff did not write is Terraform's business: only existence counts.
+                let found = match prov.identity().describe_role(&role.name).await {
+                    Ok(r) => r.is_some(),
+                    Err(e) if e.retryable => return Err(provider_error(e)),
+                    Err(_) => true,
+                };
+                if !found {
+                    return Err(StepError::terminal(
+                        StepCode::NotFound,
+                        format!("role {} is Terraform-owned and does not exist", role.name),
+                    )
+                    .fact("apply the Terraform module first (`terraform apply`), then deploy again"));
+                }
+            } else {
+                prov.identity().ensure_role(role).await.map_err(provider_error)?;
+            }
         }
-        if let Some((name, days)) = &p.log_group {
+        if let Some((name, days)) = p.log_group.as_ref().filter(|_| !p.owns("log-group")) {
             prov.logs().ensure_log_group(name, *days).await.map_err(provider_error)?;
         }
         let group = GroupSpec { operation: Some(req.op_id.clone()), ..p.group.clone() };

@@ -17,16 +17,29 @@ struct RegisterParams {
     service: String,
     target_group: TargetGroupSpec,
     listener_port: u16,
+    /// Logical ids Terraform owns: a Terraform-owned load balancer is read, not ensured.
+    #[serde(default)]
+    owned: Vec<String>,
 }
 
 async fn register_and_wait(ctx: &StepContext, req: &StepRequest) -> Result<StepResult, StepError> {
     let p: RegisterParams = params(req)?;
     let provisioned: Provisioned = req.input("provision")?;
     let traffic = provider(req)?.traffic();
-    traffic
-        .ensure_load_balancer(&LoadBalancerSpec { service: p.service.clone(), listener_port: p.listener_port })
-        .await
-        .map_err(provider_error)?;
+    if p.owned.iter().any(|o| o == &format!("lb-rule/{}", p.service)) {
+        if traffic.describe_load_balancer(&p.service).await.map_err(provider_error)?.is_none() {
+            return Err(StepError::terminal(
+                StepCode::NotFound,
+                format!("the load balancer of {} is Terraform-owned and does not exist", p.service),
+            )
+            .fact("apply the Terraform module first (`terraform apply`), then deploy again"));
+        }
+    } else {
+        traffic
+            .ensure_load_balancer(&LoadBalancerSpec { service: p.service.clone(), listener_port: p.listener_port })
+            .await
+            .map_err(provider_error)?;
+    }
     traffic.ensure_target_group(&p.target_group).await.map_err(provider_error)?;
     traffic.register(&p.target_group.name, &provisioned.targets).await.map_err(provider_error)?;
     let want = provisioned.targets.len();

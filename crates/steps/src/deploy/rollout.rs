@@ -76,6 +76,9 @@ pub struct Rollout {
     /// The release's schema migration (a deploy only).
     #[serde(default)]
     pub migration: Option<MigrationPlan>,
+    /// Logical ids Terraform owns (`skiff adopt terraform`): read, never changed.
+    #[serde(default)]
+    pub terraform_owned: Vec<String>,
 }
 
 /// A release's schema migration, as its deploy runs it.
@@ -247,5 +250,6 @@ pub fn rollout_for(
         }),
         group,
         stable,
+        terraform_owned: Vec::new(),
     }
 }
