@@ -265,12 +265,22 @@ the state is external.")]
 Examples:
   skiff terraform generate -f skiff.yaml --out infra/
   terraform -chdir=infra init && terraform -chdir=infra plan -out=tfplan
+  skiff terraform apply --module infra/ --var-file prod.json --yes
+  skiff terraform apply --module infra/ --var region=eu-west-1 --dry-run
 
 The module holds what is stable (role, policy and profile, log group, security groups,
 load balancer and listener, secrets, database), named as Skiff's AWS provider names
 them and tagged with Skiff's logical ids; each release's launch template, auto scaling
 group and target group, and the listener's weights, stay Skiff's. The output is
-already `terraform fmt`-formatted and the same spec always gives the same files.")]
+already `terraform fmt`-formatted and the same spec always gives the same files.
+
+`apply` is the Terraform executor: the module and its variables go into the ledger
+(content-hashed), `terraform plan -out` runs in a working directory of the operation's
+own, the plan JSON is stored and checked against the built-in guardrails and
+policies/*.rego, production waits for approval, and exactly that plan is applied
+(planned and checked again if it no longer applies). Transient failures are retried;
+a permanent one rolls back to the last configuration applied completely. Skiff's lease
+replaces Terraform's lock; state snapshots and apply logs are kept in the ledger.")]
     Terraform {
         #[command(subcommand)]
         action: TerraformAction,
@@ -570,6 +580,35 @@ pub enum AdoptAction {
 
 #[derive(Debug, Subcommand)]
 pub enum TerraformAction {
+    /// `terraform plan -detailed-exitcode` of a workspace's last applied configuration on
+    /// its newest state: IN_SYNC, or DRIFTED (exit 24) with each planned change.
+    Drift {
+        /// The workspace.
+        #[arg(long)]
+        workspace: String,
+    },
+    /// Plan a module with its variables, check the plan against every guardrail, and
+    /// apply exactly that plan (the `terraform-apply` saga).
+    Apply {
+        /// The module's directory.
+        #[arg(long)]
+        module: PathBuf,
+        /// A JSON variables file (terraform.tfvars.json's format); repeatable, in order.
+        #[arg(long = "var-file", value_name = "FILE")]
+        var_files: Vec<PathBuf>,
+        /// A variable, K=V (V read as JSON when it is, else as a string); after the files.
+        #[arg(long = "var", value_name = "K=V", value_parser = parse_param)]
+        vars: Vec<(String, String)>,
+        /// The workspace: one state and one lease (default: the module directory's name).
+        #[arg(long)]
+        workspace: Option<String>,
+        /// The environment the guardrails judge for; `production` waits for approval.
+        #[arg(long, default_value = "production")]
+        environment: String,
+        /// Print the plan of steps and stop; nothing is recorded or run.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Write main.tf, variables.tf and outputs.tf for the spec's service.
     Generate {
         /// The spec file.
@@ -1014,6 +1053,12 @@ impl Command {
             Command::Debug { action: DebugAction::Collect { service, out } } => Request::DebugCollect { service, out },
             Command::Adopt { action: AdoptAction::Terraform { state, show_json, specs } } => {
                 Request::AdoptTerraform { file: state.or(show_json).unwrap_or_default(), specs }
+            }
+            Command::Terraform {
+                action: TerraformAction::Apply { module, var_files, vars, workspace, environment, dry_run },
+            } => Request::TerraformApply { module, var_files, vars, workspace, environment, dry_run },
+            Command::Terraform { action: TerraformAction::Drift { workspace } } => {
+                Request::TerraformDrift { workspace }
             }
             Command::Terraform { action: TerraformAction::Generate { file, out, force } } => {
                 Request::TerraformGenerate { file, out, force }

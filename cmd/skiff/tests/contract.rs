@@ -79,6 +79,9 @@ const MATRIX: &[Cell] = &[
     cell(UnknownService, "rotate key --delete-after 90d --yes", Code::Usage, "90d"),
     cell(UnknownService, "database retire nosuch --yes", Code::NotFound, "nosuch"),
     cell(UnknownService, "import kube nosuch.yaml --out out.yaml", Code::NotFound, "nosuch.yaml"),
+    cell(UnknownService, "terraform drift --workspace nosuch", Code::NotFound, "nosuch"),
+    cell(UnknownService, "terraform apply --module nosuch-module --yes", Code::NotFound, "nosuch-module"),
+    cell(UnknownService, "terraform apply --module . --yes", Code::Usage, ".tf"),
     cell(
         UnknownService,
         "saga start traffic-cutover --service nosuch --from http://127.0.0.1:9 --yes",
@@ -162,6 +165,7 @@ const MATRIX: &[Cell] = &[
     cell(UnreachableBucket, "init service fresh --dir fresh", Code::Ok, "fresh"),
     cell(UnreachableBucket, "saga kinds", Code::Ok, "saga kind"),
     cell(UnreachableBucket, "tui", Code::Usage, "terminal"),
+    cell(UnreachableBucket, "terraform drift --workspace infra", Code::StateUnavailable, "s3://skiff-contract"),
     cell(UnreachableBucket, "terraform generate -f skiff.yaml --out tf", Code::Ok, "web"),
     cell(
         UnreachableBucket,

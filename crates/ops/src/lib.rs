@@ -97,6 +97,18 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
         Request::ImportKube { paths, out, force } => import::kube(ctx, &paths, &out, force),
         Request::TerraformGenerate { file, out, force } => terraform::generate(ctx, &file, &out, force),
         Request::AdoptTerraform { file, specs } => adopt::terraform(ctx, &file, &specs).await,
+        Request::TerraformDrift { workspace } => terraform::drift_answer(ctx, &workspace).await,
+        Request::TerraformApply { module, var_files, vars, workspace, environment, dry_run } => {
+            let args = terraform::ApplyArgs {
+                module: &module,
+                var_files: &var_files,
+                vars: &vars,
+                workspace: workspace.as_deref(),
+                environment: &environment,
+                dry_run,
+            };
+            terraform::apply(ctx, &args).await
+        }
         Request::Metrics { service } => observe::metrics(ctx, &service).await,
         Request::Doctor { service } => doctor::run(ctx, service).await,
         Request::Schema => Ok(meta::schema()),

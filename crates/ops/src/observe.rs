@@ -387,6 +387,29 @@ pub(crate) async fn logs(ctx: &Context, r: LogsRequest) -> Result<Answer> {
     }
 }
 
+/// A workspace Skiff applied with Terraform under the service's name is one more drift
+/// signal: what `terraform plan` would change is added to the recorded verdict.
+async fn with_terraform(
+    ctx: &Context,
+    ledger: &Ledger,
+    mut doc: skiff_state::docs::ReconcileDoc,
+) -> Result<skiff_state::docs::ReconcileDoc> {
+    let Some(differences) = crate::terraform::drift(ctx, ledger, &doc.service).await? else { return Ok(doc) };
+    if differences.is_empty() {
+        return Ok(doc);
+    }
+    doc.differences.extend(differences);
+    doc.status = skiff_state::docs::SyncStatus::Drifted;
+    let written = doc.clone();
+    ledger
+        .update::<skiff_state::docs::ReconcileDoc, _>(&skiff_state::keys::service_reconcile(&doc.service), |_| {
+            Ok(skiff_state::Update::Write(written.clone()))
+        })
+        .await
+        .map_err(|e| crate::error::state(&e))?;
+    Ok(doc)
+}
+
 /// `skiff reconcile [SERVICE]`: desired against actual, recorded; DRIFTED exits 24.
 pub(crate) async fn reconcile(ctx: &Context, service: Option<String>) -> Result<Answer> {
     let actor = ctx.actor();
@@ -398,7 +421,7 @@ pub(crate) async fn reconcile(ctx: &Context, service: Option<String>) -> Result<
     let mut skipped = Vec::new();
     for s in &states {
         match skiff_steps::reconcile::reconcile(&ledger, provider.as_ref(), &s.service, &actor).await {
-            Ok(Some(doc)) => docs.push(doc),
+            Ok(Some(doc)) => docs.push(with_terraform(ctx, &ledger, doc).await?),
             Ok(None) => skipped.push(format!(
                 "{}: skipped, operation {} is working on it",
                 s.service,

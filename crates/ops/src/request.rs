@@ -70,6 +70,26 @@ pub enum Request {
         /// Specs of services not deployed yet, to recognize their resources by name.
         specs: Vec<PathBuf>,
     },
+    /// Plan, check and apply a Terraform module (the `terraform-apply` saga).
+    TerraformApply {
+        /// The module's directory.
+        module: PathBuf,
+        /// JSON variable files, in order.
+        var_files: Vec<PathBuf>,
+        /// `K=V` variables, after the files.
+        vars: Vec<(String, String)>,
+        /// The workspace (default: the module directory's name).
+        workspace: Option<String>,
+        /// The environment the guardrails judge for (`production` waits for approval).
+        environment: String,
+        /// Plan the steps only.
+        dry_run: bool,
+    },
+    /// A Terraform workspace's drift: `terraform plan` of its last applied configuration.
+    TerraformDrift {
+        /// The workspace.
+        workspace: String,
+    },
     /// The service's stable AWS shape as a Terraform module.
     TerraformGenerate {
         /// The spec file.

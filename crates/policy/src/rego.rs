@@ -47,8 +47,9 @@ impl UserPolicies {
             files.push((file, package));
         }
         let policies = UserPolicies { files, engine: Some(engine) };
-        // Evaluating once against an empty plan finds a missing `deny` now, not at deploy.
-        policies.evaluate(&PlanInput::default())?;
+        // Evaluating once against an empty plan finds a missing `deny` now, not at deploy
+        // (its resources an empty list, as every real plan's are a list).
+        policies.evaluate(&PlanInput { resources: serde_json::json!([]), ..PlanInput::default() })?;
         Ok(policies)
     }
 

@@ -115,6 +115,7 @@ pub fn taxonomy(code: skiff_sagaapi::StepCode) -> Code {
         S::LeaseHeld => Code::LeaseHeld,
         S::SpecInvalid => Code::SpecInvalid,
         S::Internal => Code::Internal,
+        S::PolicyDenied => Code::PolicyDenied,
         _ => Code::OperationFailed,
     }
 }
@@ -124,6 +125,7 @@ pub fn step_code(code: Code) -> skiff_sagaapi::StepCode {
     use skiff_sagaapi::StepCode as S;
     match code {
         Code::CanaryFailed => S::CanaryFailed,
+        Code::PolicyDenied => S::PolicyDenied,
         Code::AnalysisInconclusive => S::AnalysisInconclusive,
         Code::DeadlineExceeded => S::DeadlineExceeded,
         Code::Cancelled => S::Cancelled,

@@ -464,6 +464,64 @@ pub struct RetireRecord {
 }
 document!(RetireRecord, "skiff.database_retire", 1);
 
+/// A Terraform configuration as the executor stores it: every file and the variables,
+/// each a blob.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerraformConfig {
+    /// Module file name → blob digest.
+    pub files: std::collections::BTreeMap<String, String>,
+    /// The `terraform.tfvars.json` blob digest.
+    pub vars: String,
+}
+
+/// `terraform/<workspace>/current.json`: the last configuration applied completely (the
+/// known-good one a failed apply rolls back to) and the newest state snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerraformCurrent {
+    /// CAS metadata.
+    pub cas: Cas,
+    /// The workspace.
+    pub workspace: String,
+    /// The last configuration applied completely, and the operation that applied it.
+    pub good: Option<(TerraformConfig, String)>,
+    /// The newest state snapshot (blob digest), after whatever ran last.
+    pub state: Option<String>,
+    /// When it changed, ms since the epoch.
+    pub updated_at_ms: u64,
+}
+document!(TerraformCurrent, "skiff.terraform_current", 1, cas);
+
+/// `terraform/<workspace>/executions/<op>.json`: one execution's record. Immutable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerraformExecution {
+    /// The operation.
+    pub op_id: String,
+    /// The workspace.
+    pub workspace: String,
+    /// What was applied.
+    pub config: TerraformConfig,
+    /// The reviewed plan (`terraform show -json`), a blob.
+    pub plan: String,
+    /// `applied`, or `rolled-back` after a permanent failure.
+    pub outcome: String,
+    /// Addresses created, changed and destroyed, as the states before and after say.
+    pub created: Vec<String>,
+    /// Changed in place.
+    pub updated: Vec<String>,
+    /// Destroyed.
+    pub destroyed: Vec<String>,
+    /// The state snapshot afterwards, a blob.
+    pub state: Option<String>,
+    /// Every Terraform command's output, a blob.
+    pub log: String,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+}
+document!(TerraformExecution, "skiff.terraform_execution", 1);
+
 /// Who owns a resource of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

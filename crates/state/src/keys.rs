@@ -188,6 +188,16 @@ pub fn cutover(service: &str, op: &str) -> String {
     format!("{ROOT}cutovers/{service}/{op}.json")
 }
 
+/// The executor's pointer of a Terraform workspace.
+pub fn terraform_current(workspace: &str) -> String {
+    format!("{ROOT}terraform/{workspace}/current.json")
+}
+
+/// One Terraform execution's record.
+pub fn terraform_execution(workspace: &str, op: &str) -> String {
+    format!("{ROOT}terraform/{workspace}/executions/{op}.json")
+}
+
 /// What a key holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyKind {
@@ -316,6 +326,18 @@ pub enum KeyKind {
         /// The instance deleted.
         instance: String,
     },
+    /// `terraform/<workspace>/current.json`.
+    TerraformCurrent {
+        /// Workspace.
+        workspace: String,
+    },
+    /// `terraform/<workspace>/executions/<op>.json`.
+    TerraformExecution {
+        /// Workspace.
+        workspace: String,
+        /// Operation.
+        op: String,
+    },
     /// `cutovers/<svc>/<op>.json`.
     Cutover {
         /// Service.
@@ -350,6 +372,8 @@ impl KeyKind {
             KeyKind::DatabaseRestore { .. } => RestoreRecord::KIND,
             KeyKind::DatabaseRetired { .. } => RetireRecord::KIND,
             KeyKind::Cutover { .. } => CutoverRecord::KIND,
+            KeyKind::TerraformCurrent { .. } => TerraformCurrent::KIND,
+            KeyKind::TerraformExecution { .. } => TerraformExecution::KIND,
             KeyKind::Migration { .. } => MigrationRecord::KIND,
             KeyKind::GroupLaunch { .. } => GroupLaunch::KIND,
             KeyKind::SecretRecord { .. } => SecretRecord::KIND,
@@ -404,6 +428,10 @@ pub fn classify(key: &str) -> KeyKind {
         }
         ["databases", db, "retired", file] => json(file)
             .map_or(KeyKind::Unknown, |instance| KeyKind::DatabaseRetired { database: (*db).to_owned(), instance }),
+        ["terraform", ws, "current.json"] => KeyKind::TerraformCurrent { workspace: (*ws).to_owned() },
+        ["terraform", ws, "executions", file] => {
+            json(file).map_or(KeyKind::Unknown, |op| KeyKind::TerraformExecution { workspace: (*ws).to_owned(), op })
+        }
         ["cutovers", svc, file] => {
             json(file).map_or(KeyKind::Unknown, |op| KeyKind::Cutover { service: (*svc).to_owned(), op })
         }

@@ -172,6 +172,8 @@ impl Ledger {
                 KeyKind::DatabaseRestore { .. } => typed::<RestoreRecord>(&l.key, &bytes),
                 KeyKind::DatabaseRetired { .. } => typed::<RetireRecord>(&l.key, &bytes),
                 KeyKind::Cutover { .. } => typed::<CutoverRecord>(&l.key, &bytes),
+                KeyKind::TerraformCurrent { .. } => typed::<TerraformCurrent>(&l.key, &bytes),
+                KeyKind::TerraformExecution { .. } => typed::<TerraformExecution>(&l.key, &bytes),
                 KeyKind::Migration { .. } => typed::<MigrationRecord>(&l.key, &bytes),
                 KeyKind::GroupLaunch { .. } => typed::<GroupLaunch>(&l.key, &bytes),
                 KeyKind::SecretRecord { .. } => typed::<SecretRecord>(&l.key, &bytes),

@@ -16,6 +16,7 @@ pub mod restore;
 pub mod retire;
 pub mod rotate;
 mod selftest;
+pub mod terraform;
 
 use std::collections::BTreeMap;
 
@@ -49,6 +50,7 @@ pub fn catalog() -> Vec<SagaKind> {
         rekey::KIND,
         repair::KIND,
         cutover::KIND,
+        terraform::KIND,
         incident::KIND,
         intent::KIND,
         selftest::KIND,
@@ -67,7 +69,9 @@ pub fn saga(name: &str) -> Result<SagaKind, SagaError> {
 pub fn registry() -> Registry {
     let r = selftest::register(Registry::new());
     let r = intent::register(repair::register(deploy::register(database::register(r))));
-    cutover::register(incident::register(retire::register(rekey::register(rotate::register(restore::register(r))))))
+    terraform::register(cutover::register(incident::register(retire::register(rekey::register(rotate::register(
+        restore::register(r),
+    ))))))
 }
 
 /// What a step will do, as its `plan` answers it.

@@ -57,6 +57,8 @@ pub enum StepCode {
     SpecInvalid,
     /// A bug or a misconfigured engine (a missing handle, outputs of the wrong shape).
     Internal,
+    /// A guardrail denied what the step would do (a Terraform plan, say).
+    PolicyDenied,
     /// A code this build does not know (read from an older or newer ledger).
     #[serde(other)]
     Unknown,
@@ -82,6 +84,7 @@ impl StepCode {
             StepCode::LeaseHeld => "LEASE_HELD",
             StepCode::SpecInvalid => "SPEC_INVALID",
             StepCode::Internal => "INTERNAL",
+            StepCode::PolicyDenied => "POLICY_DENIED",
             StepCode::Unknown => "UNKNOWN",
         }
     }
