@@ -479,6 +479,8 @@ impl Request {
                 | Request::ImportKube { .. }
                 | Request::TerraformGenerate { .. }
                 | Request::AdoptTerraform { .. }
+                | Request::TerraformApply { .. }
+                | Request::TerraformDrift { .. }
                 | Request::Validate { .. }
                 | Request::Schema
                 | Request::Version
