@@ -63,6 +63,13 @@ use std::io::Write as _;
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    let telemetry = skiff_observability::init(&skiff_runner::telemetry());
+    let code = run(a);
+    telemetry.shutdown();
+    code
+}
+
+fn run(a: Args) -> ExitCode {
     let secret_map = match skiff_runner::secret_map(&a.secret_map) {
         Ok(m) => m,
         Err(why) => {

@@ -54,6 +54,16 @@ struct Args {
     /// One pass (operations, then a reconcile), then exit.
     #[arg(long)]
     once: bool,
+    /// Serve Prometheus metrics of what this worker runs (step durations by kind and
+    /// outcome, CAS conflicts, store retries, lease takeovers, canary and reconcile
+    /// verdicts) at http://ADDR/metrics, e.g. 127.0.0.1:9464 (port 0 picks one; the
+    /// address is recorded on stdout).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Log lines on stderr: `text` or `json`. SKIFF_LOG filters them (`info`,
+    /// `warn,skiff_saga=debug`); OTEL_EXPORTER_OTLP_ENDPOINT exports traces over OTLP/HTTP.
+    #[arg(long, env = "SKIFF_LOG_FORMAT", default_value = "text")]
+    log_format: skiff_observability::LogFormat,
 }
 
 fn record(value: serde_json::Value) {
@@ -130,6 +140,17 @@ async fn reconcile(ctx: &Context) {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let telemetry = skiff_observability::init(&skiff_observability::Setup {
+        service: "skiff-worker",
+        default_filter: "warn,skiff=info",
+        format: args.log_format,
+    });
+    let code = work(&args);
+    telemetry.shutdown();
+    code
+}
+
+fn work(args: &Args) -> std::process::ExitCode {
     let fail = |what: String| {
         let _ = writeln!(std::io::stderr(), "skiff-worker: {what}");
         std::process::ExitCode::FAILURE
@@ -138,7 +159,7 @@ fn main() -> std::process::ExitCode {
         Ok(d) => d,
         Err(e) => return fail(format!("cannot make a working directory: {e}")),
     };
-    let ctx = match context(&args, dir.path()) {
+    let ctx = match context(args, dir.path()) {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
@@ -152,7 +173,22 @@ fn main() -> std::process::ExitCode {
     }
     let bucket = ctx.setting(&skiff_settings::STATE).unwrap_or_default();
     record(serde_json::json!({"event": "started", "name": args.name, "bucket": bucket}));
-    runtime.block_on(async {
+    let ok = runtime.block_on(async {
+        if let Some(addr) = &args.metrics_listen {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                    record(serde_json::json!({"event": "metrics", "addr": addr}));
+                    let app = axum::Router::new()
+                        .route("/metrics", axum::routing::get(|| async { skiff_observability::metrics::prometheus() }));
+                    tokio::spawn(async move { axum::serve(listener, app).await });
+                }
+                Err(e) => {
+                    record(serde_json::json!({"event": "error", "summary": format!("--metrics-listen {addr}: {e}")}));
+                    return false;
+                }
+            }
+        }
         let clock = SystemClock;
         let mut last_reconcile: Option<u64> = None;
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -168,8 +204,9 @@ fn main() -> std::process::ExitCode {
             }
             clock.sleep(Duration::from_millis(args.poll_ms)).await;
         }
+        true
     });
-    std::process::ExitCode::SUCCESS
+    if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
 }
 
 /// Sets `flag` when signal `sig` arrives, so the loop ends between operations.

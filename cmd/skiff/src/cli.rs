@@ -227,6 +227,17 @@ Examples:
         /// Only lines since a date, a time or an age (10m, 24h).
         #[arg(long)]
         since: Option<String>,
+        /// Only lines matching this regular expression, e.g. 'error|timeout'.
+        #[arg(long, value_name = "REGEX")]
+        grep: Option<String>,
+        /// Only the instances an operation started: its trace id (32 hex digits, from
+        /// the operation's intent or a trace viewer) or the operation id itself.
+        #[arg(long, value_name = "TRACE_ID|OP")]
+        trace: Option<String>,
+        /// One JSON object per line (at_ms, instance, line), for jq; `--format json`
+        /// answers one envelope instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Bring workloads from elsewhere: Kubernetes manifests into skiff.yaml specs.
     #[command(after_help = "\
@@ -1046,8 +1057,8 @@ impl Command {
             Command::Status { service } => Request::Status { service },
             Command::Reconcile { service: Some(service), repair: true } => Request::Repair { service },
             Command::Reconcile { service, .. } => Request::Reconcile { service },
-            Command::Logs { service, instance, follow, since } => {
-                Request::Logs(LogsRequest { service, instance, follow, since })
+            Command::Logs { service, instance, follow, since, grep, trace, json } => {
+                Request::Logs(LogsRequest { service, instance, follow, since, grep, trace, json })
             }
             Command::Metrics { service } => Request::Metrics { service },
             Command::Debug { action: DebugAction::Collect { service, out } } => Request::DebugCollect { service, out },

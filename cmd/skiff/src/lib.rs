@@ -23,10 +23,26 @@ pub fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == skiff_ops::RUNNER_ARG) {
         // The local supervisor runs instances with `skiff __runner` when no separate
         // `skiff-runner` binary is installed (e.g. straight after `cargo run`).
-        return ExitCode::from(skiff_runner::run_from_env());
+        let telemetry = skiff_observability::init(&skiff_runner::telemetry());
+        let code = skiff_runner::run_from_env();
+        telemetry.shutdown();
+        return ExitCode::from(code);
     }
-    let json_requested = wants_json(&args);
-    let cli = match cli::Cli::try_parse_from(&args) {
+    // Quiet by default: stdout and stderr belong to the answer. SKIFF_LOG opens it up;
+    // OTEL_EXPORTER_OTLP_ENDPOINT exports the request's trace.
+    let telemetry = skiff_observability::init(&skiff_observability::Setup {
+        service: "skiff",
+        default_filter: "skiff=warn",
+        format: skiff_observability::LogFormat::Text,
+    });
+    let code = command_line(&args);
+    telemetry.shutdown();
+    code
+}
+
+fn command_line(args: &[std::ffi::OsString]) -> ExitCode {
+    let json_requested = wants_json(args);
+    let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return output::clap_error(e, json_requested),
     };

@@ -263,6 +263,7 @@ fn events_print_an_operations_log_and_follow_to_the_end() {
             idempotency_key: "k".into(),
             params: serde_json::json!({}),
             created_at_ms: 0,
+            trace: None,
         };
         l.create(&skiff_state::keys::op_intent("op-demo"), &intent).await.unwrap();
         for (t, d) in [

@@ -180,6 +180,7 @@ fn group_spec(s: &Sandbox, release: &str) -> GroupSpec {
             },
         },
         operation: None,
+        trace: None,
     }
 }
 

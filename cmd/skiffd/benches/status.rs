@@ -131,6 +131,7 @@ fn write_events(root: &Path) {
             idempotency_key: op.clone(),
             params: json!({}),
             created_at_ms: 0,
+            trace: None,
         };
         let write = |key: &str, bytes: Vec<u8>| {
             let path = root.join(key);

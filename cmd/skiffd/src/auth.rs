@@ -317,6 +317,7 @@ impl Auth {
             retry_after_ms,
             why: "the token sent more requests than its rate allows",
         })?;
+        tracing::Span::current().record("actor", caller.name.as_str());
         Ok(caller)
     }
 

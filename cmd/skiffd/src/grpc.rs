@@ -303,7 +303,15 @@ impl Skiff for Service {
     async fn logs(&self, req: Request<proto::LogsRequest>) -> Reply {
         let caller = self.caller(&req, Role::Viewer).await?;
         let r = req.into_inner();
-        let request = Op::Logs(LogsRequest { service: r.service, instance: r.instance, follow: false, since: r.since });
+        let request = Op::Logs(LogsRequest {
+            service: r.service,
+            instance: r.instance,
+            follow: false,
+            since: r.since,
+            grep: r.grep,
+            trace: r.trace,
+            json: false,
+        });
         self.read(&caller, request, Vec::new()).await
     }
 

@@ -320,6 +320,50 @@ pub async fn guard(State(server): State<Arc<Server>>, req: Request, next: Next) 
     }
 }
 
+/// The request log: one line per request (method, route, status, latency, actor,
+/// trace id), in a span `http` that continues the caller's `traceparent`, so what the
+/// request does (an operation it submits included) joins the caller's trace.
+pub async fn request_log(req: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    let method = req.method().to_string();
+    // The route's pattern (`/v1/operations/{id}`), or the path itself where the pattern
+    // is a catch-all: gRPC's `/skiff.v1.Skiff/Deploy` names the method.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .filter(|m| !m.contains("{*"))
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        method = %method,
+        route = %route,
+        status = tracing::field::Empty,
+        actor = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(carrier) = carrier(req.headers()) {
+        skiff_observability::continue_trace(&span, &carrier);
+    }
+    let trace_id = skiff_observability::trace_id(&span).unwrap_or_default();
+    span.record("trace_id", trace_id.as_str());
+    let started = Instant::now();
+    let resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    span.record("status", status);
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| tracing::info!(method, route, status, latency_ms, trace_id, "request"));
+    resp
+}
+
+/// The caller's W3C trace context, if it sent one.
+fn carrier(headers: &HeaderMap) -> Option<skiff_observability::Carrier> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Some(skiff_observability::Carrier { traceparent: header("traceparent")?, tracestate: header("tracestate") })
+}
+
 /// What no route answers.
 pub async fn fallback(headers: HeaderMap, uri: axum::http::Uri) -> Response {
     if grpc(&headers) {
@@ -336,6 +380,7 @@ pub async fn fallback(headers: HeaderMap, uri: axum::http::Uri) -> Response {
 
 async fn metrics(State(server): State<Arc<Server>>) -> Response {
     let snap = server.index.snapshot().await;
-    let text = server.metrics.render(&snap, server.ledger.clock().now_ms());
+    let mut text = server.metrics.render(&snap, server.ledger.clock().now_ms());
+    text.push_str(&skiff_observability::metrics::prometheus());
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -34,6 +34,7 @@ pub fn app(server: Arc<Server>) -> axum::Router {
         .fallback(http::fallback)
         .layer(axum::middleware::from_fn_with_state(server, http::guard))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+        .layer(axum::middleware::from_fn(http::request_log))
 }
 
 /// Keeps the token records fresh (every [`auth::TOKEN_REFRESH`]: the bound on a
@@ -42,10 +43,7 @@ pub async fn token_refresher(server: Arc<Server>) {
     loop {
         skiff_clock::Clock::sleep(&skiff_clock::SystemClock, auth::TOKEN_REFRESH).await;
         if let Err(e) = server.auth.bucket.refresh().await {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("skiffd: token refresh failed (using the previous records): {e}\n").as_bytes(),
-            );
+            tracing::warn!(error = %e, "token refresh failed (using the previous records)");
         }
         server.auth.bucket.flush_usage().await;
     }
@@ -59,10 +57,7 @@ pub async fn refresher(server: Arc<Server>, every: Duration) {
             () = server.refresh.notified() => {}
         }
         if let Err(e) = server.index.refresh(&server.ledger).await {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("skiffd: index refresh failed (serving the previous one): {e}\n").as_bytes(),
-            );
+            tracing::warn!(error = %e, "index refresh failed (serving the previous one)");
         }
     }
 }

@@ -31,6 +31,10 @@ Run skiff-worker beside it to execute the operations skiffd records."
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    /// Log lines on stderr: `text` or `json`. SKIFF_LOG filters them (`info`,
+    /// `warn,skiff_saga=debug`); OTEL_EXPORTER_OTLP_ENDPOINT exports traces over OTLP/HTTP.
+    #[arg(long, global = true, env = "SKIFF_LOG_FORMAT", default_value = "text")]
+    log_format: skiff_observability::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,6 +356,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         }
     )?;
     out.flush()?;
+    tracing::info!(%addr, services = snap.services.len(), operations = snap.operations.len(), "listening");
     tokio::spawn(skiffd::refresher(server.clone(), Duration::from_millis(args.refresh_ms.max(100))));
     tokio::spawn(skiffd::token_refresher(server.clone()));
     let limits = skiffd::serve::Limits {
@@ -379,6 +384,17 @@ fn eprintln_(line: &str) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let telemetry = skiff_observability::init(&skiff_observability::Setup {
+        service: "skiffd",
+        default_filter: "warn,skiff=info",
+        format: cli.log_format,
+    });
+    let code = run(cli);
+    telemetry.shutdown();
+    code
+}
+
+fn run(cli: Cli) -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -87,9 +87,9 @@ pub async fn serve(
     drop(listener);
     let drained = skiff_clock::timeout(&skiff_clock::SystemClock, limits.drain, graceful.shutdown()).await;
     if drained.is_err() {
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
-            format!("skiffd: requests still in flight after {} ms; stopping\n", limits.drain.as_millis()).as_bytes(),
+        tracing::warn!(
+            drain_ms = limits.drain.as_millis() as u64,
+            "requests still in flight after the drain; stopping"
         );
     }
     Ok(())

@@ -68,6 +68,7 @@ impl Retrying {
             match op().await {
                 Err(e) if e.is_transient() && attempt < self.policy.max_attempts => {
                     uncertain |= write;
+                    skiff_observability::metrics::count(skiff_observability::metrics::Counter::StoreRetries, &[]);
                     self.clock.sleep(self.backoff(attempt)).await;
                     attempt += 1;
                 }

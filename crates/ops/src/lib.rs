@@ -57,11 +57,43 @@ use skiff_sdk::Answer;
 
 /// Answers a request here (direct mode).
 pub async fn run(ctx: &Context, request: Request) -> Answer {
-    let mut a = answer(execute(ctx, request).await);
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("skiff {}", request.name()),
+        request = request.name(),
+        code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    if let Some(carrier) = join(ctx, &request).await {
+        skiff_observability::continue_trace(&span, &carrier);
+    }
+    let mut a = answer(execute(ctx, request).instrument(span.clone()).await);
+    span.record("code", a.envelope.code.as_str());
+    if a.envelope.code.exit_code() != 0 {
+        span.record("otel.status_code", "ERROR");
+    }
     if a.envelope.code == skiff_sdk::Code::StateUnavailable {
         name_the_bucket(ctx, &mut a);
     }
     a
+}
+
+/// The trace a request joins: the operation's it acts on (recorded in its intent), or
+/// the `TRACEPARENT` this process was started with when it is not inside a trace yet.
+async fn join(ctx: &Context, request: &Request) -> Option<skiff_observability::Carrier> {
+    if let Some(op) = request.acts_on()
+        && let Ok((_, ledger)) = ctx.ledger()
+        && let Ok(Some(intent)) =
+            ledger.read::<skiff_state::docs::OperationIntent>(&skiff_state::keys::op_intent(op)).await
+        && let Some(t) = intent.trace
+    {
+        return Some(skiff_observability::Carrier { traceparent: t.traceparent, tracestate: t.tracestate });
+    }
+    if tracing::Span::current().is_none() {
+        return skiff_observability::Carrier::from_env();
+    }
+    None
 }
 
 /// An unreachable bucket is always named, with where its URL came from.

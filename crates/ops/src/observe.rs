@@ -2,6 +2,7 @@
 //! does, from the ledger (pointers, operations, member heartbeats) and the provider
 //! (instances, target health, load-balancer stats).
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -357,15 +358,33 @@ pub(crate) async fn logs(ctx: &Context, r: LogsRequest) -> Result<Answer> {
         },
         None => None,
     };
+    let grep = match r.grep.as_deref().map(regex::Regex::new).transpose() {
+        Ok(g) => g,
+        Err(e) => {
+            return Err(Envelope::failure(
+                Code::Usage,
+                format!("--grep `{}` is not a regular expression", r.grep.as_deref().unwrap_or_default()),
+            )
+            .fact(e.to_string())
+            .fact("write e.g. --grep 'error|timeout' (Rust regex syntax; escape ( and [ with a backslash)")
+            .into());
+        }
+    };
     let service = r.service;
-    let (_, _, provider) = open(ctx, Some(&service)).await?;
+    let (ledger, _, provider) = open(ctx, Some(&service)).await?;
+    let mut filter = LineFilter { grep, trace: None, instances: BTreeSet::new() };
+    if let Some(t) = r.trace.as_deref() {
+        filter.trace = Some(trace_of(&ledger, t).await?);
+    }
     let mut q = LogQuery { service: service.clone(), instance: r.instance, since_ms, limit: None };
     loop {
-        let lines = provider
+        let read = provider
             .logs()
             .read(&q)
             .await
             .map_err(|e| Error::from(Envelope::failure(Code::ProviderError, e.message)))?;
+        let next = read.last().map(|l| l.at_ms + 1);
+        let lines = filter.apply(read);
         let json = |l: &skiff_pluginapi::LogLine| serde_json::json!({"at_ms": l.at_ms, "instance": l.instance, "line": l.line});
         let human = |l: &skiff_pluginapi::LogLine| {
             format!("{} {} {}", skiff_clock::Utc::from_ms(l.at_ms).rfc3339(), l.instance, l.line)
@@ -373,18 +392,82 @@ pub(crate) async fn logs(ctx: &Context, r: LogsRequest) -> Result<Answer> {
         if !r.follow {
             let body: Vec<String> = lines.iter().map(human).collect();
             let data: Vec<serde_json::Value> = lines.iter().map(json).collect();
-            let env = Envelope::ok(format!("{} of {service}", plural(lines.len(), "log line")))
-                .data(serde_json::json!({"lines": data}));
-            return Ok(Answer::from(env).body(body.join("\n")).raw());
+            let mut env = Envelope::ok(format!("{} of {service}", plural(lines.len(), "log line")));
+            if let Some(t) = &filter.trace {
+                env = env.fact(format!(
+                    "trace {t}: instances {}",
+                    filter.instances.iter().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            let answer = Answer::from(env.data(serde_json::json!({"lines": data}))).body(body.join("\n")).raw();
+            return Ok(if r.json { json_lines(answer, &data) } else { answer });
         }
         for l in &lines {
-            ctx.emit(&json(l), &human(l));
+            let j = json(l);
+            ctx.emit(&j, &if r.json { j.to_string() } else { human(l) });
         }
-        if let Some(last) = lines.last() {
-            q.since_ms = Some(last.at_ms + 1);
+        if next.is_some() {
+            q.since_ms = next;
         }
         SystemClock.sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The answer with its body as one JSON object per line (`skiff logs --json`).
+pub(crate) fn json_lines(answer: Answer, lines: &[serde_json::Value]) -> Answer {
+    let body: Vec<String> = lines.iter().map(serde_json::Value::to_string).collect();
+    answer.body(body.join("\n")).raw()
+}
+
+/// What `skiff logs --grep/--trace` keep.
+struct LineFilter {
+    grep: Option<regex::Regex>,
+    /// The trace whose instances are kept: an instance belongs to it when its runner
+    /// noted `trace_id=<id>` (the operation that created its group started it).
+    trace: Option<String>,
+    /// The instances found in the trace so far (a follow keeps adding to them).
+    instances: BTreeSet<String>,
+}
+
+impl LineFilter {
+    fn apply(&mut self, lines: Vec<skiff_pluginapi::LogLine>) -> Vec<skiff_pluginapi::LogLine> {
+        if let Some(t) = &self.trace {
+            let mark = format!("trace_id={t}");
+            self.instances.extend(lines.iter().filter(|l| l.line.contains(&mark)).map(|l| l.instance.clone()));
+        }
+        lines
+            .into_iter()
+            .filter(|l| self.trace.is_none() || self.instances.contains(&l.instance))
+            .filter(|l| self.grep.as_ref().is_none_or(|g| g.is_match(&l.line)))
+            .collect()
+    }
+}
+
+/// `--trace`: a trace id as is, or the trace an operation's intent recorded.
+async fn trace_of(ledger: &Ledger, given: &str) -> Result<String> {
+    let given = given.trim();
+    if given.len() == 32 && given.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(given.to_ascii_lowercase());
+    }
+    let intent = ledger
+        .read::<skiff_state::docs::OperationIntent>(&skiff_state::keys::op_intent(given))
+        .await
+        .map_err(|e| crate::error::state(&e))?;
+    let Some(intent) = intent else {
+        return Err(Envelope::failure(
+            Code::NotFound,
+            format!("--trace `{given}` is neither a trace id nor an operation"),
+        )
+        .fact("a trace id is 32 hex digits; an operation id is what `skiff saga list` shows")
+        .action("saga-list", "skiff saga list", false, Safety::ReadOnly, 0.6)
+        .into());
+    };
+    let trace = intent.trace.and_then(|t| t.traceparent.split('-').nth(1).map(str::to_owned));
+    trace.ok_or_else(|| {
+        Envelope::failure(Code::NotFound, format!("operation {given} recorded no trace"))
+            .fact("operations submitted before Skiff recorded traces have none; filter with --instance instead")
+            .into()
+    })
 }
 
 /// A workspace Skiff applied with Terraform under the service's name is one more drift

@@ -115,7 +115,21 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
         }
         Request::Logs(r) if r.follow => return follow_logs(ctx, c, r).await,
         Request::Logs(r) => {
-            c.logs(proto::LogsRequest { service: r.service, instance: r.instance, since: r.since }).await
+            let json = r.json;
+            let answer = c
+                .logs(proto::LogsRequest {
+                    service: r.service,
+                    instance: r.instance,
+                    since: r.since,
+                    grep: r.grep,
+                    trace: r.trace,
+                })
+                .await;
+            if json && answer.envelope.ok {
+                let lines = answer.envelope.data["lines"].as_array().cloned().unwrap_or_default();
+                return Ok(crate::observe::json_lines(answer, &lines));
+            }
+            answer
         }
         Request::Metrics { service } => c.metrics(proto::ServiceRequest { service: Some(service) }).await,
         Request::DebugCollect { service, out } => return debug_collect(ctx, c, service, out).await,
@@ -299,6 +313,8 @@ async fn follow_logs(ctx: &Context, c: &Client, r: LogsRequest) -> Result<Answer
             service: r.service.clone(),
             instance: r.instance.clone(),
             since: since.map(|ms| skiff_clock::Utc::from_ms(ms).rfc3339()).or_else(|| r.since.clone()),
+            grep: r.grep.clone(),
+            trace: r.trace.clone(),
         };
         let answer = c.logs(req).await;
         if !answer.envelope.ok {
@@ -321,7 +337,7 @@ async fn follow_logs(ctx: &Context, c: &Client, r: LogsRequest) -> Result<Answer
                 l["instance"].as_str().unwrap_or("?"),
                 l["line"].as_str().unwrap_or("")
             );
-            ctx.emit(l, &human);
+            ctx.emit(l, &if r.json { l.to_string() } else { human });
         }
         SystemClock.sleep(Duration::from_secs(1)).await;
     }

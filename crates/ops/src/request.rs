@@ -234,6 +234,12 @@ pub struct LogsRequest {
     pub follow: bool,
     /// Only lines since a date, a time or an age.
     pub since: Option<String>,
+    /// Only lines matching this regular expression.
+    pub grep: Option<String>,
+    /// Only the instances started in this trace (a trace id or an operation id).
+    pub trace: Option<String>,
+    /// One JSON object per line in human mode (`at_ms`, `instance`, `line`).
+    pub json: bool,
 }
 
 /// `skiff config`.
@@ -470,6 +476,61 @@ pub enum ReleaseRequest {
 }
 
 impl Request {
+    /// The request's name in spans and logs, e.g. `deploy`, `terraform_apply`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Init { .. } => "init",
+            Request::Validate { .. } => "validate",
+            Request::Plan { .. } => "plan",
+            Request::Deploy { .. } => "deploy",
+            Request::Watch { .. } => "watch",
+            Request::Rollback { .. } => "rollback",
+            Request::Status { .. } => "status",
+            Request::Reconcile { .. } => "reconcile",
+            Request::Incident { .. } => "incident",
+            Request::Repair { .. } => "repair",
+            Request::Logs { .. } => "logs",
+            Request::ImportKube { .. } => "import_kube",
+            Request::AdoptTerraform { .. } => "adopt_terraform",
+            Request::TerraformApply { .. } => "terraform_apply",
+            Request::TerraformDrift { .. } => "terraform_drift",
+            Request::TerraformGenerate { .. } => "terraform_generate",
+            Request::DebugCollect { .. } => "debug_collect",
+            Request::Metrics { .. } => "metrics",
+            Request::Doctor { .. } => "doctor",
+            Request::Schema => "schema",
+            Request::Version => "version",
+            Request::Config { .. } => "config",
+            Request::StateInit => "state_init",
+            Request::StateVerify => "state_verify",
+            Request::Events { .. } => "events",
+            Request::Audit { .. } => "audit",
+            Request::Saga { .. } => "saga",
+            Request::KeysGenerate { .. } => "keys_generate",
+            Request::IamPolicy { .. } => "iam_policy",
+            Request::PolicyCheck { .. } => "policy_check",
+            Request::Local { .. } => "local",
+            Request::Secrets { .. } => "secrets",
+            Request::Database { .. } => "database",
+            Request::Release { .. } => "release",
+        }
+    }
+
+    /// The operation a request acts on (approve, reject, pause, resume, cancel): its
+    /// span joins that operation's trace.
+    pub fn acts_on(&self) -> Option<&str> {
+        match self {
+            Request::Saga(
+                SagaRequest::Approve { op, .. }
+                | SagaRequest::Reject { op, .. }
+                | SagaRequest::Pause { op, .. }
+                | SagaRequest::Resume { op, .. }
+                | SagaRequest::Cancel { op, .. },
+            ) => Some(op),
+            _ => None,
+        }
+    }
+
     /// Whether skiffd serves it (the rest are about this machine: files, keys, the
     /// local supervisor, the terminal).
     pub fn served(&self) -> bool {

@@ -208,7 +208,7 @@ pub(crate) async fn apply(ctx: &Context, a: &ApplyArgs<'_>) -> Result<Answer> {
         .map_err(|e| usage(e.to_string(), "name it with --workspace NAME"))?;
     let policies = policies(ctx)?;
     let approval = a.environment == "production";
-    let bin = std::env::var("SKIFF_TERRAFORM").unwrap_or_else(|_| "terraform".to_owned());
+    let bin = ctx.setting(&skiff_settings::TERRAFORM).unwrap_or_else(|| "terraform".to_owned());
     let (_, ledger) = ctx.ledger()?;
     let root = ctx.cwd.join(".skiff/terraform").join(&workspace);
     let base = skiff_policy::PlanInput {
@@ -291,7 +291,7 @@ pub(crate) async fn drift(
         None => None,
     };
     let dir = ctx.cwd.join(".skiff/terraform").join(workspace).join(format!("drift-{}", ledger.clock().now_ms()));
-    let bin = std::env::var("SKIFF_TERRAFORM").unwrap_or_else(|_| "terraform".to_owned());
+    let bin = ctx.setting(&skiff_settings::TERRAFORM).unwrap_or_else(|| "terraform".to_owned());
     let failed =
         |e: String| Error::from(Envelope::failure(Code::ProviderError, format!("cannot plan {workspace}: {e}")));
     let result = async {

@@ -214,6 +214,7 @@ mod tests {
                 },
             },
             operation: None,
+            trace: None,
         }
     }
 

@@ -74,6 +74,7 @@ fn group(service: &str, release: &str, desired: u32) -> GroupSpec {
             },
         },
         operation: Some("op-1".into()),
+        trace: None,
     }
 }
 
@@ -250,8 +251,8 @@ async fn generated_iam_policies_name_no_wildcard_action() {
     }
     // The role reaches only its own prefixes of the state bucket.
     let resources = docs[0]["Statement"].to_string();
-    assert!(resources.contains("arn:aws:s3:::skiff-state/prod/releases/api/*"), "{resources}");
-    assert!(resources.contains("arn:aws:s3:::skiff-state/prod/members/api/*"), "{resources}");
+    assert!(resources.contains("arn:aws:s3:::skiff-state/prod/v1/releases/api/*"), "{resources}");
+    assert!(resources.contains("arn:aws:s3:::skiff-state/prod/v1/members/api/*"), "{resources}");
     assert!(!resources.contains("\"arn:aws:s3:::skiff-state/*\""), "{resources}");
 }
 

@@ -82,7 +82,27 @@ impl LocalProvider {
         Ok(sent.is_ok())
     }
 
+    /// One call to the supervisor's API, as a span (`provider.local`) under the step
+    /// that makes it.
     pub(crate) async fn call<T: DeserializeOwned, B: Serialize + Sync>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Option<T>> {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!(
+            "provider",
+            otel.name = %format!("local {method} {}", path.split('?').next().unwrap_or(path)),
+            otel.kind = "client",
+            provider = "local",
+            method = %method,
+            path = %path,
+        );
+        self.call_once(method, path, body).instrument(span).await
+    }
+
+    async fn call_once<T: DeserializeOwned, B: Serialize + Sync>(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -163,7 +163,7 @@ impl Postgres {
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        cmd.env("LC_ALL", "C");
+        cmd.env("LC_ALL", "C").envs(skiff_observability::child_env());
         if let Some(p) = password {
             cmd.env("PGPASSWORD", p);
         }

@@ -155,6 +155,13 @@ pub fn run_blocking(config: Config) -> u8 {
     }
 }
 
+/// What the runner logs with: its own lines at `info` (SKIFF_LOG), text unless
+/// SKIFF_LOG_FORMAT says `json`; its spans continue the `TRACEPARENT` it was started with.
+pub fn telemetry() -> skiff_observability::Setup {
+    let format = skiff_settings::LOG_FORMAT.from_process().and_then(|v| v.parse().ok()).unwrap_or_default();
+    skiff_observability::Setup { service: "skiff-runner", default_filter: "warn,skiff=info", format }
+}
+
 /// The runner from this process's environment (`skiff __runner`, started by the
 /// local supervisor when no `skiff-runner` binary is installed).
 pub fn run_from_env() -> u8 {
@@ -167,10 +174,31 @@ pub fn run_from_env() -> u8 {
     }
 }
 
+/// A span for one phase of the runner (`verify`, `start`, `health`): a child of the
+/// `TRACEPARENT` it was started with (the operation that created its group), so the
+/// runner's work shows in that operation's trace.
+pub(crate) fn phase(name: &'static str, config: &Config) -> tracing::Span {
+    let span = tracing::info_span!(
+        "runner",
+        otel.name = %format!("runner {name}"),
+        phase = name,
+        service = %config.service,
+        release = %config.release,
+        instance = %config.instance,
+        outcome = tracing::field::Empty,
+    );
+    if let Some(carrier) = skiff_observability::Carrier::from_env() {
+        skiff_observability::continue_trace(&span, &carrier);
+    }
+    span
+}
+
 /// Runs one instance to the end; the process exit code.
 pub async fn run(config: Config) -> u8 {
+    use tracing::Instrument as _;
     let log_dir = config.log_dir.clone().unwrap_or_else(|| config.dir.join("logs"));
-    let log = match logs::Log::open(&log_dir) {
+    let trace = skiff_observability::Carrier::from_env().and_then(|c| c.trace_id().map(str::to_owned));
+    let log = match logs::Log::open(&log_dir, trace) {
         Ok(l) => l,
         Err(e) => {
             logs::stderr(&format!("cannot open the log directory {}: {e}", log_dir.display()));
@@ -184,7 +212,11 @@ pub async fn run(config: Config) -> u8 {
             return exit::SETUP;
         }
     };
-    let prepared = match prepare::prepare(&config, &member, &log).await {
+    let verify = phase("verify", &config);
+    let prepared = prepare::prepare(&config, &member, &log).instrument(verify.clone()).await;
+    verify.record("outcome", if prepared.is_ok() { "verified" } else { "refused" });
+    drop(verify);
+    let prepared = match prepared {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -22,6 +22,8 @@ struct Inner {
     path: PathBuf,
     file: File,
     written: u64,
+    /// The trace of the operation that started this runner, on its own notes.
+    trace: Option<String>,
 }
 
 /// A rotating log file, shared by the tasks that write to it.
@@ -29,12 +31,12 @@ struct Inner {
 pub(crate) struct Log(Arc<Mutex<Inner>>);
 
 impl Log {
-    pub(crate) fn open(dir: &Path) -> std::io::Result<Self> {
+    pub(crate) fn open(dir: &Path, trace: Option<String>) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("service.log");
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let written = file.metadata()?.len();
-        Ok(Log(Arc::new(Mutex::new(Inner { path, file, written }))))
+        Ok(Log(Arc::new(Mutex::new(Inner { path, file, written, trace }))))
     }
 
     /// Writes one line with a timestamp.
@@ -52,7 +54,11 @@ impl Log {
 
     /// A note from the runner itself.
     pub(crate) fn runner(&self, text: &str) {
-        self.line(&format!("[skiff-runner] {text}"));
+        let trace = self.0.lock().map(|i| i.trace.clone()).unwrap_or_default();
+        match trace {
+            Some(id) => self.line(&format!("[skiff-runner] {text} trace_id={id}")),
+            None => self.line(&format!("[skiff-runner] {text}")),
+        }
     }
 }
 

@@ -109,6 +109,28 @@ impl Tracker {
     }
 }
 
+/// The program's figures as metrics (OTLP when the runner exports): resident memory,
+/// CPU, health and restarts, labelled with the service, release and instance.
+fn gauges(config: &Config, rss_kb: u64, cpu: Option<f64>, healthy: bool, restarts: u32) {
+    use skiff_observability::metrics::gauge;
+    let labels = [
+        ("service", config.service.as_str()),
+        ("release", config.release.as_str()),
+        ("instance", config.instance.as_str()),
+    ];
+    gauge("skiff_runner_rss_bytes", "Resident memory of the program.", (rss_kb * 1024) as f64, &labels);
+    if let Some(c) = cpu {
+        gauge("skiff_runner_cpu_percent", "CPU of the program, percent of one core.", c, &labels);
+    }
+    gauge(
+        "skiff_runner_healthy",
+        "1 while the program passes its health check.",
+        f64::from(u8::from(healthy)),
+        &labels,
+    );
+    gauge("skiff_runner_restarts", "Times the program was restarted.", f64::from(restarts), &labels);
+}
+
 pub(crate) async fn supervise(config: &Config, p: Prepared, member: &Member, log: &Log) -> u8 {
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         log.runner("cannot install signal handlers");
@@ -123,7 +145,11 @@ pub(crate) async fn supervise(config: &Config, p: Prepared, member: &Member, log
     let mut restarts: u32 = 0;
     let mut quick_failures: u32 = 0;
     loop {
-        let child = match spawn(&p, log) {
+        let start = crate::phase("start", config);
+        let spawned = start.in_scope(|| spawn(&p, log));
+        start.record("outcome", if spawned.is_ok() { "started" } else { "failed" });
+        drop(start);
+        let child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 log.runner(&format!("cannot start `{}`: {e}", p.command.join(" ")));
@@ -145,6 +171,9 @@ pub(crate) async fn supervise(config: &Config, p: Prepared, member: &Member, log
         log.runner(&format!("started `{}` as pid {pid} on port {}", p.command.join(" "), config.port));
         let crash_loop = exits.len() >= config.crash_loop_restarts;
         let mut tracker = Tracker { healthy: false, ok: 0, bad: 0 };
+        // Open until the first verdict of the health check: how long the program took to
+        // become healthy, in the trace of the operation that started it.
+        let mut health_span = Some(crate::phase("health", config));
         // Without an HTTP health check a running process is healthy.
         let initial = if crash_loop {
             MemberHealth::Unhealthy
@@ -177,6 +206,9 @@ pub(crate) async fn supervise(config: &Config, p: Prepared, member: &Member, log
                             let crash_loop = exits.len() >= config.crash_loop_restarts;
                             let health = if now_healthy && !crash_loop { MemberHealth::Healthy } else { MemberHealth::Unhealthy };
                             log.runner(&format!("health: {}", if now_healthy { "passing" } else { "failing" }));
+                            if let Some(span) = health_span.take() {
+                                span.record("outcome", if now_healthy { "passing" } else { "failing" });
+                            }
                             let _ = member.set(health, |d| d.reason = (!now_healthy).then(|| format!("{} failing", h.path))).await;
                         }
                     }
@@ -194,6 +226,7 @@ pub(crate) async fn supervise(config: &Config, p: Prepared, member: &Member, log
                         let cpu = cpu_before.map(|(t0, i0)| (ticks.saturating_sub(t0) as f64) / now.duration_since(i0).as_secs_f64().max(0.001));
                         cpu_before = Some((ticks, now));
                         member.note(|d| { d.rss_kb = Some(rss); d.cpu_percent = cpu.map(|c| (c * 10.0).round() / 10.0); }).await;
+                        gauges(config, rss, cpu, tracker.healthy, restarts);
                     }
                     let _ = member.write().await;
                 }

@@ -189,6 +189,15 @@ settings! {
     /// Stuck operations.
     DOCTOR_STUCK_AFTER_MS = "SKIFF_DOCTOR_STUCK_AFTER_MS", Engine, [Skiff], Some("`900000` (15 minutes)"), false,
         "`skiff doctor` calls a running operation with no event for this long stuck.";
+    /// Log filter.
+    LOG = "SKIFF_LOG", Engine, [Skiff, Skiffd, Worker, Run], Some("`warn` for skiff, `info` for skiffd, skiff-worker and skiff-runner"), false,
+        "Which log lines are written (stderr): a level, or per-module directives like `info,skiff_saga=debug`. OpenTelemetry export is set by the standard `OTEL_*` variables (`OTEL_EXPORTER_OTLP_ENDPOINT`).";
+    /// Log format of the servers.
+    LOG_FORMAT = "SKIFF_LOG_FORMAT", ControlPlane, [Skiffd, Worker, Run], Some("`text`"), false,
+        "Log line format: `text` or `json` (one object per line with the span fields, e.g. `op` and `trace_id`); the servers' `--log-format`.";
+    /// The terraform executable.
+    TERRAFORM = "SKIFF_TERRAFORM", Engine, [Skiff, Skiffd, Worker], Some("`terraform` on PATH"), false,
+        "The `terraform` executable `skiff terraform apply|drift` and reconcile's Terraform signal run.";
     /// The skiff executable.
     BIN = "SKIFF_BIN", Local, [Skiff, Skiffd, Worker], Some("this `skiff`, or the `skiff` beside skiffd/skiff-worker"), false,
         "The `skiff` executable that starts the local supervisor (`skiff local serve`).";

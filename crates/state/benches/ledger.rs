@@ -101,6 +101,7 @@ async fn index_rebuild(store: &Arc<dyn Store>, file_root: Option<&std::path::Pat
             idempotency_key: op.clone(),
             params: json!({}),
             created_at_ms: 0,
+            trace: None,
         };
         store.put_create(&keys::op_intent(&op), codec::encode(&intent)).await.unwrap();
         for seq in 1..=per_op {

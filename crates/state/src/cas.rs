@@ -107,6 +107,7 @@ impl Ledger {
                     }
                 }
             }
+            skiff_observability::metrics::count(skiff_observability::metrics::Counter::CasConflicts, &[]);
             self.pause(attempt).await;
         }
         Err(StateError::Conflict { key: key.to_owned(), attempts: self.cas_attempts })

@@ -168,8 +168,23 @@ pub struct OperationIntent {
     pub params: Value,
     /// When, milliseconds since the epoch.
     pub created_at_ms: u64,
+    /// Where the operation's trace is: whoever drives it, in any process and after any
+    /// crash, continues this trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 document!(OperationIntent, "skiff.operation_intent", 1);
+
+/// A span's place in a trace, as W3C trace context.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceContext {
+    /// `00-<trace id>-<span id>-<flags>`.
+    pub traceparent: String,
+    /// Vendor state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
 
 /// The status of an operation (DESIGN §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

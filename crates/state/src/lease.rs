@@ -60,8 +60,10 @@ impl Ledger {
     pub async fn acquire_lease(&self, scope: &str, holder: &str, ttl_ms: u64) -> Result<LeaseGuard> {
         keys::check_name("lease scope", scope)?;
         let now = self.now();
+        let mut took_over = false;
         let lease = self
             .update::<Lease, _>(&keys::lease(scope), |current| {
+                took_over = current.is_some_and(|l| !l.released && l.expires_at_ms <= now && l.holder != holder);
                 let fresh = |token: u64| Lease {
                     cas: Default::default(),
                     scope: scope.to_owned(),
@@ -81,6 +83,9 @@ impl Ledger {
                 }
             })
             .await?;
+        if took_over {
+            skiff_observability::metrics::count(skiff_observability::metrics::Counter::LeaseTakeovers, &[]);
+        }
         Ok(LeaseGuard {
             scope: lease.scope,
             holder: lease.holder,

@@ -84,6 +84,7 @@ async fn run(store: Arc<dyn Store>, seed: u64, ops: Vec<Op>) -> Result<(), TestC
                     idempotency_key: format!("k{j}"),
                     params: serde_json::Value::Null,
                     created_at_ms: 0,
+                    trace: None,
                 };
                 ledger
                     .create(&keys::op_intent(&format!("op-{j}")), &intent)

@@ -67,6 +67,7 @@ async fn immutable_create_is_idempotent_for_identical_content_only() {
         idempotency_key: "k1".into(),
         params: json!({"release": "r1"}),
         created_at_ms: 1,
+        trace: None,
     };
     assert!(l.create(&keys::op_intent("op-1"), &intent).await.unwrap());
     assert!(!l.create(&keys::op_intent("op-1"), &intent).await.unwrap(), "same content: no-op");
@@ -227,6 +228,7 @@ async fn index_rebuilds_from_the_bucket() {
             idempotency_key: "k".into(),
             params: json!(null),
             created_at_ms: 1,
+            trace: None,
         },
     )
     .await
@@ -272,6 +274,7 @@ async fn verify_finds_every_kind_of_damage() {
             idempotency_key: "k".into(),
             params: json!({"artifact": format!("sha256:{}", "a".repeat(64))}),
             created_at_ms: 0,
+            trace: None,
         },
     )
     .await

@@ -110,6 +110,10 @@ pub async fn reconcile(
     };
     let key = skiff_state::keys::service_reconcile(service);
     let written = ledger.update::<ReconcileDoc, _>(&key, |_| Ok(Update::Write(doc.clone()))).await?;
+    skiff_observability::metrics::count(
+        skiff_observability::metrics::Counter::ReconcileVerdicts,
+        &[("service", service), ("status", written.status.as_str())],
+    );
     Ok(Some(written))
 }
 

@@ -297,7 +297,11 @@ impl Step for ShadowCheck {
             return Ok(StepResult::new("no shadow check", json!({"shadow": null})));
         };
         let prov = provider(req)?;
-        let group = GroupSpec { operation: Some(req.op_id.clone()), ..s.group.clone() };
+        let group = GroupSpec {
+            operation: Some(req.op_id.clone()),
+            trace: skiff_observability::current().map(|c| c.traceparent),
+            ..s.group.clone()
+        };
         prov.compute().create_group(&group).await.map_err(provider_error)?;
         let outcome = probe(ctx, req, s).await;
         // The shadow serves nobody: it goes whatever it answered.

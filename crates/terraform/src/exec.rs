@@ -154,6 +154,7 @@ impl Workdir {
             .env("TF_INPUT", "0")
             .env("TF_CLI_CONFIG_FILE", self.dir.join(".terraformrc"))
             .env("CHECKPOINT_DISABLE", "1")
+            .envs(skiff_observability::child_env())
             .kill_on_drop(true)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

@@ -5,6 +5,7 @@
 //! tests and the deterministic simulation.
 
 pub mod memory;
+pub mod otlp;
 pub mod postgres;
 
 use std::io::{Read, Write};

@@ -132,6 +132,9 @@ async fn fetch_loop(api: Arc<dyn Api>, asks: Receiver<Ask>, tx: Sender<Update>) 
                 instance: None,
                 since: Some("10m".to_owned()),
                 follow: false,
+                grep: None,
+                trace: None,
+                json: false,
             });
             let (lines, metrics) = tokio::join!(api.ask(logs), api.ask(Request::Metrics { service: svc.clone() }));
             let _ = tx.send(Update::Logs(svc.clone(), result(&lines, api::logs)));

@@ -76,6 +76,10 @@ pub struct GroupSpec {
     /// The operation creating it, recorded on what the provider creates (tags).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
+    /// Where that operation's step is in its trace (W3C `traceparent`): the local
+    /// provider starts the runners with it as `TRACEPARENT`, so they continue the trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// Where an instance is in its life.

@@ -371,7 +371,9 @@ impl Shared {
             .env("SKIFF_RUNNER_DIR", dir)
             .env("SKIFF_SECRETS", format!("local:{}", self.config.dir.secrets().display()))
             .env("SKIFF_HEARTBEAT_MS", spec.launch.runner.heartbeat_ms.to_string())
-            .envs(&spec.launch.env);
+            .envs(&spec.launch.env)
+            .envs(spec.trace.iter().map(|t| ("TRACEPARENT", t)))
+            .envs(std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")));
         for key in
             ["AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION"]
         {

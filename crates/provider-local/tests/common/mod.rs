@@ -141,6 +141,7 @@ impl Env {
                 },
             },
             operation: None,
+            trace: None,
         }
     }
 

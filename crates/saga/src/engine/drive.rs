@@ -1,5 +1,9 @@
 //! Driving an operation under its lease: acquire, resume or start, decide the next
 //! move from the fold, run steps with deadlines and retries, compensate in reverse.
+//! The drive is a span `operation` in the trace its intent recorded; each step
+//! attempt and each compensation is a span beneath it.
+
+use tracing::Instrument as _;
 
 use super::*;
 
@@ -59,7 +63,9 @@ impl Engine {
         // Dropped with this call, however it ends (a panic included): a lease is never
         // renewed for an engine that stopped driving its operation.
         let watcher = AbortOnDrop(tokio::spawn(self.clone().watch(shared.clone(), cancel_handle)));
-        let result = self.drive(&shared).await;
+        let span = self.operation_span(&shared.plan).await;
+        let result = self.drive(&shared).instrument(span.clone()).await;
+        span.record("status", shared.detail.lock().await.status.as_str());
         drop(watcher);
         if !shared.lost.load(Ordering::SeqCst) {
             let _ = self.ledger.release_lease(&guard).await;
@@ -69,6 +75,30 @@ impl Engine {
             self.release_scope(shared.plan.service.as_deref(), op).await;
         }
         result.map(|()| RunReport { op_id: op.to_owned(), status: detail.status, detail, plan: shared.plan.clone() })
+    }
+
+    /// The span of this drive: in the trace the operation's intent recorded (the
+    /// request that submitted it), so every process that drives it adds to one trace.
+    async fn operation_span(&self, plan: &SagaPlan) -> tracing::Span {
+        let span = tracing::info_span!(
+            "operation",
+            otel.name = %format!("operation {}", plan.saga),
+            op = %plan.op_id,
+            saga = %plan.saga,
+            service = plan.service.as_deref().unwrap_or(""),
+            holder = %self.holder,
+            trace_id = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        let intent = self.ledger.read::<OperationIntent>(&keys::op_intent(&plan.op_id)).await.ok().flatten();
+        if let Some(t) = intent.and_then(|i| i.trace) {
+            let carrier = skiff_observability::Carrier { traceparent: t.traceparent, tracestate: t.tracestate };
+            skiff_observability::continue_trace(&span, &carrier);
+        }
+        if let Some(id) = skiff_observability::trace_id(&span) {
+            span.record("trace_id", id.as_str());
+        }
+        span
     }
 
     /// Renews the lease every third of its life, and fires the step cancellation when
@@ -237,8 +267,15 @@ impl Engine {
             self.still_leased(sh).await?;
             let req = self.request(sh, &def, attempt).await;
             let ctx = self.context(sh, &id);
+            let span = step_span("step", &def, attempt, resume);
+            let started_ms = self.clock().now_ms();
             let call = async { if resume { step.resume(&ctx, &req).await } else { step.run(&ctx, &req).await } };
-            let outcome = skiff_clock::timeout(self.clock(), Duration::from_millis(def.timeout_ms), call).await;
+            let outcome = skiff_clock::timeout(self.clock(), Duration::from_millis(def.timeout_ms), call)
+                .instrument(span.clone())
+                .await;
+            let ended = record_outcome(&span, &outcome);
+            let seconds = self.clock().now_ms().saturating_sub(started_ms) as f64 / 1000.0;
+            skiff_observability::metrics::step(&def.kind, ended, seconds);
             match outcome {
                 Ok(Ok(r)) => {
                     self.emit(
@@ -409,12 +446,15 @@ impl Engine {
             let req = self.request(sh, &def, record.attempts + attempt).await;
             let req = StepRequest { cancel: Cancellation::never(self.timer()), ..req };
             let ctx = self.context(sh, id);
+            let span = step_span("compensate", &def, attempt, false);
             let outcome = skiff_clock::timeout(
                 self.clock(),
                 Duration::from_millis(def.timeout_ms),
                 step.compensate(&ctx, &req, &result),
             )
+            .instrument(span.clone())
             .await;
+            record_outcome(&span, &outcome);
             let err = match outcome {
                 Ok(Ok(r)) => {
                     self.emit(sh, SagaEvent::StepCompensated { token, step: id.to_owned(), summary: r.summary })
@@ -442,6 +482,46 @@ impl Engine {
             return Ok(Err(err));
         }
     }
+}
+
+/// A span for one attempt of a step (`what`: `step` or `compensate`).
+fn step_span(what: &str, def: &PlannedStep, attempt: u32, resume: bool) -> tracing::Span {
+    tracing::info_span!(
+        "step",
+        otel.name = %format!("{what} {}", def.kind),
+        step = %def.id,
+        kind = %def.kind,
+        safety = def.safety.as_str(),
+        risk = def.risk.as_str(),
+        attempt,
+        resume,
+        compensation = what == "compensate",
+        outcome = tracing::field::Empty,
+        code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// Records how an attempt ended on its span, and returns it: `succeeded`, `held`,
+/// `failed` (with the step code) or `deadline_exceeded`.
+fn record_outcome<T, E>(
+    span: &tracing::Span,
+    outcome: &Result<Result<T, skiff_sagaapi::StepError>, E>,
+) -> &'static str {
+    let (outcome, code) = match outcome {
+        Ok(Ok(_)) => ("succeeded", None),
+        Ok(Err(e)) if e.class == ErrorClass::Hold => ("held", Some(e.code)),
+        Ok(Err(e)) => ("failed", Some(e.code)),
+        Err(_) => ("deadline_exceeded", Some(StepCode::DeadlineExceeded)),
+    };
+    span.record("outcome", outcome);
+    if let Some(code) = code {
+        span.record("code", code.as_str());
+        if outcome != "held" {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+    outcome
 }
 
 /// Aborts a background task when dropped.

@@ -77,6 +77,8 @@ impl Engine {
             idempotency_key: key.clone(),
             params: s.params.clone(),
             created_at_ms: self.ledger.clock().now_ms(),
+            trace: skiff_observability::current()
+                .map(|c| skiff_state::docs::TraceContext { traceparent: c.traceparent, tracestate: c.tracestate }),
         };
         match self.ledger.create(&keys::op_intent(&op), &intent).await {
             Ok(_) => {}

@@ -90,6 +90,17 @@ pub fn judge(t: &Thresholds, canary: &TrafficStats, stable: Option<&TrafficStats
     Err(e)
 }
 
+/// Counts a verdict (`skiff_canary_verdicts_total{verdict}`) and passes it on.
+fn counted(v: Result<Verdict, StepError>) -> Result<Verdict, StepError> {
+    let verdict = match &v {
+        Ok(_) => "pass",
+        Err(e) if e.code == StepCode::AnalysisInconclusive => "inconclusive",
+        Err(_) => "fail",
+    };
+    skiff_observability::metrics::count(skiff_observability::metrics::Counter::CanaryVerdicts, &[("verdict", verdict)]);
+    v
+}
+
 /// How often a bake looks at the error count: the requests a failing release answers
 /// before it is stopped are those of one interval (plus the compensation).
 const ERROR_POLL: Duration = Duration::from_millis(100);
@@ -150,7 +161,7 @@ impl Step for Analyse {
             let floor = p.thresholds.min_requests.max(1);
             if seen.errors as f64 > p.thresholds.max_error_rate * floor.max(seen.requests) as f64 {
                 // Over the error budget already: stop now rather than at the end of the bake.
-                return Err(judge(&p.thresholds, &seen, None)
+                return Err(counted(judge(&p.thresholds, &seen, None))
                     .err()
                     .unwrap_or_else(|| {
                         StepError::terminal(StepCode::CanaryFailed, "new release failed canary analysis")
@@ -185,7 +196,7 @@ impl Step for Analyse {
             (Some(s), Some(start)) => Some(stats(s.clone()).await?.since(start)),
             _ => None,
         };
-        let v = judge(&p.thresholds, &canary, stable.as_ref())
+        let v = counted(judge(&p.thresholds, &canary, stable.as_ref()))
             .map_err(|e| e.fact(format!("rollout stopped at {}%", p.weight)))?;
         Ok(StepResult::new(
             format!(

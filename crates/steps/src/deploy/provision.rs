@@ -144,7 +144,11 @@ impl Provision {
         if let Some((name, days)) = p.log_group.as_ref().filter(|_| !p.owns("log-group")) {
             prov.logs().ensure_log_group(name, *days).await.map_err(provider_error)?;
         }
-        let group = GroupSpec { operation: Some(req.op_id.clone()), ..p.group.clone() };
+        let group = GroupSpec {
+            operation: Some(req.op_id.clone()),
+            trace: skiff_observability::current().map(|c| c.traceparent),
+            ..p.group.clone()
+        };
         prov.compute().create_group(&group).await.map_err(provider_error)?;
         // What the group was launched with, for reconcile's launch drift.
         let l = ledger(req)?;

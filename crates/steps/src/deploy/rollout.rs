@@ -152,6 +152,7 @@ pub fn group_spec(ir: &ServiceIr, release: &str, runner: RunnerConfig) -> GroupS
             runner,
         },
         operation: None,
+        trace: None,
     }
 }
 

@@ -1,0 +1,77 @@
+//! The tracer provider: always present (ids for intents and log lines), exporting over
+//! OTLP/HTTP only when the standard `OTEL_*` variables ask for it; and the bounded
+//! shutdown.
+
+use std::time::Duration;
+
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+
+/// Where spans go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exporting {
+    /// Nowhere: no endpoint is set (or the SDK is disabled).
+    Off,
+    /// OTLP over HTTP/protobuf to the collector the variables name.
+    Otlp,
+    /// An endpoint is set but the exporter could not be built (why); nothing is exported.
+    Refused(String),
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn wanted() -> bool {
+    let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let none = var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+    let endpoint = var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() || var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
+    endpoint && !disabled && !none
+}
+
+/// The provider for `service`, with a batch exporter when one is wanted.
+pub(crate) fn provider(service: &'static str) -> (SdkTracerProvider, Exporting) {
+    let resource = Resource::builder().with_service_name(service).build();
+    let builder = SdkTracerProvider::builder().with_resource(resource);
+    if !wanted() {
+        return (builder.build(), Exporting::Off);
+    }
+    match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+        Ok(exporter) => (builder.with_batch_exporter(exporter).build(), Exporting::Otlp),
+        Err(e) => (
+            builder.build(),
+            Exporting::Refused(format!(
+                "{e} (Skiff exports OTLP over http/protobuf, e.g. OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318)"
+            )),
+        ),
+    }
+}
+
+/// The meter provider exporting Skiff's metrics over OTLP/HTTP every
+/// `OTEL_METRIC_EXPORT_INTERVAL` (60 s) and at shutdown, when spans are exported and
+/// `OTEL_METRICS_EXPORTER` is not `none`.
+pub(crate) fn meters(service: &'static str) -> Option<SdkMeterProvider> {
+    if !wanted() || var("OTEL_METRICS_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none")) {
+        return None;
+    }
+    let exporter = opentelemetry_otlp::MetricExporter::builder().with_http().build().ok()?;
+    let resource = Resource::builder().with_service_name(service).build();
+    Some(SdkMeterProvider::builder().with_resource(resource).with_periodic_exporter(exporter).build())
+}
+
+/// Shuts `provider` down on a thread of its own and waits at most `bound` for it: a
+/// collector that does not answer never holds the process.
+pub(crate) fn shutdown(provider: SdkTracerProvider, meters: Option<SdkMeterProvider>, bound: Duration) {
+    let (done, wait) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("otel-shutdown".into()).spawn(move || {
+        let _ = provider.shutdown_with_timeout(bound);
+        if let Some(m) = meters {
+            let _ = m.shutdown_with_timeout(bound);
+        }
+        let _ = done.send(());
+    });
+    if spawned.is_ok() {
+        let _ = wait.recv_timeout(bound);
+    }
+}
