@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use opentelemetry_otlp::{RetryPolicy, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -37,7 +38,7 @@ pub(crate) fn provider(service: &'static str) -> (SdkTracerProvider, Exporting) 
     if !wanted() {
         return (builder.build(), Exporting::Off);
     }
-    match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+    match opentelemetry_otlp::SpanExporter::builder().with_http().with_retry_policy(retries()).build() {
         Ok(exporter) => (builder.with_batch_exporter(exporter).build(), Exporting::Otlp),
         Err(e) => (
             builder.build(),
@@ -48,6 +49,16 @@ pub(crate) fn provider(service: &'static str) -> (SdkTracerProvider, Exporting) 
     }
 }
 
+/// Two quick retries (50 ms, then up to 200 ms): a collector that blinks is retried, a
+/// collector that is gone costs a command about a quarter of a second at exit, not the
+/// recommended policy's second and more per exporter.
+fn retries() -> RetryPolicy {
+    RetryPolicy::recommended()
+        .with_max_retries(2)
+        .with_initial_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_millis(200))
+}
+
 /// The meter provider exporting Skiff's metrics over OTLP/HTTP every
 /// `OTEL_METRIC_EXPORT_INTERVAL` (60 s) and at shutdown, when spans are exported and
 /// `OTEL_METRICS_EXPORTER` is not `none`.
@@ -55,7 +66,8 @@ pub(crate) fn meters(service: &'static str) -> Option<SdkMeterProvider> {
     if !wanted() || var("OTEL_METRICS_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none")) {
         return None;
     }
-    let exporter = opentelemetry_otlp::MetricExporter::builder().with_http().build().ok()?;
+    let exporter =
+        opentelemetry_otlp::MetricExporter::builder().with_http().with_retry_policy(retries()).build().ok()?;
     let resource = Resource::builder().with_service_name(service).build();
     Some(SdkMeterProvider::builder().with_resource(resource).with_periodic_exporter(exporter).build())
 }
@@ -65,9 +77,11 @@ pub(crate) fn meters(service: &'static str) -> Option<SdkMeterProvider> {
 pub(crate) fn shutdown(provider: SdkTracerProvider, meters: Option<SdkMeterProvider>, bound: Duration) {
     let (done, wait) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new().name("otel-shutdown".into()).spawn(move || {
+        // Side by side: each exporter's wait counts once, not twice.
+        let metrics = meters.map(|m| std::thread::spawn(move || m.shutdown_with_timeout(bound)));
         let _ = provider.shutdown_with_timeout(bound);
-        if let Some(m) = meters {
-            let _ = m.shutdown_with_timeout(bound);
+        if let Some(m) = metrics {
+            let _ = m.join();
         }
         let _ = done.send(());
     });
