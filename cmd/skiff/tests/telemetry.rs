@@ -255,4 +255,17 @@ fn a_resumed_operation_continues_its_trace_and_a_dead_collector_holds_nothing_up
         web.command(&["status", "web", "--format", "json"], &[("OTEL_EXPORTER_OTLP_ENDPOINT", dead)]).output().unwrap();
     assert!(out.status.success());
     assert!(started.elapsed() < Duration::from_secs(5), "status took {:?}", started.elapsed());
+
+    // OTLP over gRPC is not spoken: said on stderr, nothing sent, the answer unchanged.
+    let mut grpc = web.command(
+        &["status", "web", "--format", "json"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317".to_owned()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+        ],
+    );
+    let out = grpc.stderr(std::process::Stdio::piped()).output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http/protobuf") && err.contains("4318"), "{err}");
 }

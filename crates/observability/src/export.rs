@@ -31,12 +31,26 @@ fn wanted() -> bool {
     endpoint && !disabled && !none
 }
 
+/// Whether the variables ask for OTLP over gRPC, which this build does not speak (it
+/// would otherwise send HTTP to a gRPC port and lose every span without a word).
+fn grpc_asked() -> bool {
+    ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]
+        .iter()
+        .find_map(|k| var(k))
+        .is_some_and(|p| p.eq_ignore_ascii_case("grpc"))
+}
+
 /// The provider for `service`, with a batch exporter when one is wanted.
 pub(crate) fn provider(service: &'static str) -> (SdkTracerProvider, Exporting) {
     let resource = Resource::builder().with_service_name(service).build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
     if !wanted() {
         return (builder.build(), Exporting::Off);
+    }
+    if grpc_asked() {
+        let why = "OTEL_EXPORTER_OTLP_PROTOCOL asks for grpc; Skiff exports OTLP over http/protobuf: set it to \
+                   http/protobuf and point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port (4318)";
+        return (builder.build(), Exporting::Refused(why.to_owned()));
     }
     match opentelemetry_otlp::SpanExporter::builder().with_http().with_retry_policy(retries()).build() {
         Ok(exporter) => (builder.with_batch_exporter(exporter).build(), Exporting::Otlp),
@@ -63,7 +77,7 @@ fn retries() -> RetryPolicy {
 /// `OTEL_METRIC_EXPORT_INTERVAL` (60 s) and at shutdown, when spans are exported and
 /// `OTEL_METRICS_EXPORTER` is not `none`.
 pub(crate) fn meters(service: &'static str) -> Option<SdkMeterProvider> {
-    if !wanted() || var("OTEL_METRICS_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none")) {
+    if !wanted() || grpc_asked() || var("OTEL_METRICS_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none")) {
         return None;
     }
     let exporter =
