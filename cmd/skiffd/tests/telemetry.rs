@@ -4,59 +4,27 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 use skiff_testkit::otlp::Collector;
 
-fn serve(dir: &Path, otel: &str) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--refresh-ms", "300", "--log-format", "json", "--bucket"])
-        .arg(format!("file://{}", dir.join("state").display()))
-        .arg("--tokens")
-        .arg(dir.join("tokens.json"))
-        .arg("--keys")
-        .arg(dir.join("keys"))
-        .env("SKIFF_BIN", skiff_testkit::workspace_bin("skiff"))
-        .env("SKIFF_RUNNER_BIN", skiff_testkit::workspace_bin("skiff-runner"))
-        .env("SKIFF_LEASE_TTL_MS", "1500")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otel)
-        // Nothing leaves before SIGTERM: what arrives was flushed by the shutdown.
-        .env("OTEL_BSP_SCHEDULE_DELAY", "60000")
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("skiffd.err")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.split("127.0.0.1:").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
-    Daemon { _proc: Proc(child), port }
+/// OTLP to `otel`, and nothing leaves before SIGTERM (a 60 s batch delay): what
+/// arrives was flushed by the shutdown.
+fn otel(otel: &str) -> [(&'static str, &str); 2] {
+    [("OTEL_EXPORTER_OTLP_ENDPOINT", otel), ("OTEL_BSP_SCHEDULE_DELAY", "60000")]
 }
 
-fn work(dir: &Path, otel: &str) -> (Proc, std::path::PathBuf) {
-    let log = dir.join("w1.log");
-    let child = Command::new(skiff_testkit::workspace_bin("skiff-worker"))
-        .arg("--bucket")
-        .arg(format!("file://{}", dir.join("state").display()))
-        .arg("--keys")
-        .arg(dir.join("keys"))
-        .args(["--name", "w1", "--poll-ms", "100", "--reconcile-ms", "0", "--metrics-listen", "127.0.0.1:0"])
-        .env("SKIFF_BIN", skiff_testkit::workspace_bin("skiff"))
-        .env("SKIFF_RUNNER_BIN", skiff_testkit::workspace_bin("skiff-runner"))
-        .env("SKIFF_LEASE_TTL_MS", "1500")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otel)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "60000")
-        .current_dir(dir)
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    (Proc(child), log)
+fn serve(dir: &Path, endpoint: &str) -> Daemon {
+    let stderr = std::fs::File::create(dir.join("skiffd.err")).unwrap();
+    skiffd_with(dir, &["--log-format", "json"], &otel(endpoint), stderr.into())
+}
+
+fn work(dir: &Path, endpoint: &str) -> (Proc, std::path::PathBuf) {
+    worker_env(dir, "w1", 0, &["--metrics-listen", "127.0.0.1:0"], &otel(endpoint))
 }
 
 fn get(port: u16, path: &str) -> String {

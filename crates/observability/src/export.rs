@@ -99,7 +99,14 @@ pub(crate) fn shutdown(provider: SdkTracerProvider, meters: Option<SdkMeterProvi
         }
         let _ = done.send(());
     });
-    if spawned.is_ok() {
-        let _ = wait.recv_timeout(bound);
+    if spawned.is_err() {
+        return;
+    }
+    // Waits on the system clock (skiff-clock owns real waiting), a few ms at a time.
+    use skiff_clock::Clock as _;
+    let clock = skiff_clock::SystemClock;
+    let deadline = clock.now_ms().saturating_add(u64::try_from(bound.as_millis()).unwrap_or(u64::MAX));
+    while matches!(wait.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty)) && clock.now_ms() < deadline {
+        skiff_clock::SystemClock::block_for(Duration::from_millis(5));
     }
 }

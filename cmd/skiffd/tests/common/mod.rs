@@ -26,6 +26,11 @@ pub struct Daemon {
 }
 
 pub fn skiffd(dir: &Path, extra: &[&str]) -> Daemon {
+    skiffd_with(dir, extra, &[], Stdio::null())
+}
+
+/// skiffd with more environment and its stderr where the test wants it.
+pub fn skiffd_with(dir: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Daemon {
     let refresh: &[&str] = if extra.contains(&"--refresh-ms") { &[] } else { &["--refresh-ms", "300"] };
     let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -40,9 +45,10 @@ pub fn skiffd(dir: &Path, extra: &[&str]) -> Daemon {
         .env("SKIFF_BIN", skiff_testkit::workspace_bin("skiff"))
         .env("SKIFF_RUNNER_BIN", skiff_testkit::workspace_bin("skiff-runner"))
         .env("SKIFF_LEASE_TTL_MS", "1500")
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -56,6 +62,11 @@ pub fn worker(dir: &Path, name: &str, reconcile_ms: u64) -> (Proc, PathBuf) {
 }
 
 pub fn worker_with(dir: &Path, name: &str, reconcile_ms: u64, extra: &[&str]) -> (Proc, PathBuf) {
+    worker_env(dir, name, reconcile_ms, extra, &[])
+}
+
+/// A worker with more environment.
+pub fn worker_env(dir: &Path, name: &str, reconcile_ms: u64, extra: &[&str], env: &[(&str, &str)]) -> (Proc, PathBuf) {
     let log = dir.join(format!("{name}.log"));
     let child = Command::new(skiff_testkit::workspace_bin("skiff-worker"))
         .arg("--bucket")
@@ -67,6 +78,7 @@ pub fn worker_with(dir: &Path, name: &str, reconcile_ms: u64, extra: &[&str]) ->
         .env("SKIFF_BIN", skiff_testkit::workspace_bin("skiff"))
         .env("SKIFF_RUNNER_BIN", skiff_testkit::workspace_bin("skiff-runner"))
         .env("SKIFF_LEASE_TTL_MS", "1500")
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::null())
