@@ -479,6 +479,24 @@ impl Database for LocalProvider {
     async fn rotation_cancel(&self, id: &str, reference: &str) -> Result<()> {
         self.postgres.rotation_cancel(id, reference).await
     }
+    async fn create_replica(&self, source: &str, spec: &DatabaseSpec, region: &str) -> Result<DatabaseInfo> {
+        self.postgres.create_replica(source, spec, region).await
+    }
+    async fn replication(&self, id: &str) -> Result<skiff_pluginapi::Replication> {
+        self.postgres.replication(id).await
+    }
+    async fn freeze(&self, id: &str) -> Result<String> {
+        self.postgres.freeze(id).await
+    }
+    async fn thaw(&self, id: &str) -> Result<()> {
+        self.postgres.thaw(id).await
+    }
+    async fn promote(&self, id: &str) -> Result<()> {
+        self.postgres.promote(id).await
+    }
+    async fn fence(&self, id: &str) -> Result<()> {
+        self.postgres.fence(id).await
+    }
     async fn disable_login(&self, id: &str, user: &str) -> Result<()> {
         self.postgres.disable_login(id, user).await
     }

@@ -20,6 +20,7 @@ use skiff_state::Ledger;
 use tokio::io::AsyncWriteExt;
 
 mod backup;
+mod replicas;
 mod restore;
 mod rotate;
 
@@ -32,6 +33,15 @@ struct Record {
     user: String,
     version: String,
     created_at_ms: u64,
+    /// The region it runs in (a label on this provider).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    region: String,
+    /// The instance a streaming replica follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    /// Fenced after a failover: it starts as a read-only standby.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    fenced: bool,
 }
 
 /// The local PostgreSQL manager.
@@ -305,6 +315,9 @@ impl Postgres {
             user: "skiff".to_owned(),
             version,
             created_at_ms: self.ledger.clock().now_ms(),
+            region: String::new(),
+            source: None,
+            fenced: false,
         };
         self.start(&record).await?;
         let port = record.port.to_string();

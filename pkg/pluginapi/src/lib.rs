@@ -271,6 +271,37 @@ pub trait Database: Send + Sync {
         let _ = user;
         Err(ProviderError::new(format!("this provider cannot rotate the credentials of database {id}"), false))
     }
+    /// Creates instance `spec.id` in `region` as a streaming replica of `source`
+    /// (idempotent by id) and waits until it replays the source's log. Its consumers'
+    /// URL (`secret://<spec.id>/url`) carries the source's login.
+    async fn create_replica(&self, source: &str, spec: &DatabaseSpec, region: &str) -> Result<DatabaseInfo> {
+        let _ = (spec, region);
+        Err(ProviderError::new(format!("this provider cannot replicate database {source}"), false))
+    }
+    /// Where instance `id` stands in replication: its role and log positions.
+    async fn replication(&self, id: &str) -> Result<Replication> {
+        Err(ProviderError::new(format!("this provider cannot describe the replication of database {id}"), false))
+    }
+    /// Freezes writes on primary `id`: new transactions are read-only and every client
+    /// session is ended (waited for). Returns the log position after the freeze: every
+    /// write acknowledged before it is at or below it. Idempotent.
+    async fn freeze(&self, id: &str) -> Result<String> {
+        Err(ProviderError::new(format!("this provider cannot freeze database {id}"), false))
+    }
+    /// Undoes [`Database::freeze`]: new transactions may write again. Idempotent.
+    async fn thaw(&self, id: &str) -> Result<()> {
+        Err(ProviderError::new(format!("this provider cannot freeze database {id}"), false))
+    }
+    /// Promotes replica `id` to a primary that accepts writes. Irreversible; repeating it
+    /// changes nothing more.
+    async fn promote(&self, id: &str) -> Result<()> {
+        Err(ProviderError::new(format!("this provider cannot promote database {id}"), false))
+    }
+    /// Fences `id` so it refuses writes, now and whenever it is started again (a
+    /// stopped or unreachable instance is fenced where it lies). Idempotent.
+    async fn fence(&self, id: &str) -> Result<()> {
+        Err(ProviderError::new(format!("this provider cannot fence database {id}"), false))
+    }
 }
 
 /// Version tables of well-known migration tools (Rails, Ecto, golang-migrate and

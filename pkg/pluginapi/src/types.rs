@@ -525,6 +525,16 @@ mod tests {
         a.requests = 100;
         assert_eq!(b.since(&b).percentile_ms(0.95), None);
     }
+
+    #[test]
+    fn lsns_are_byte_positions() {
+        assert_eq!(lsn_bytes("0/16B3748"), Some(0x16B_3748));
+        assert_eq!(lsn_bytes("1/0"), Some(1 << 32));
+        assert_eq!(lsn_lag("1/10", "1/0"), Some(16));
+        assert_eq!(lsn_lag("0/5", "0/9"), Some(0));
+        assert_eq!(lsn_bytes("nope"), None);
+        assert_eq!(lsn_bytes("0/"), None);
+    }
 }
 
 /// A database login as a rotation sees it: the user and the version of the secret value
@@ -663,4 +673,52 @@ pub struct SettingDrift {
     pub fix: Option<Fix>,
     /// Otherwise what to do (a command or an instruction).
     pub repair: Option<String>,
+}
+
+/// What an instance is in replication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaRole {
+    /// Accepts writes.
+    Primary,
+    /// Replays another instance's log; read-only.
+    Replica,
+    /// Fenced after a failover: refuses writes whenever it runs.
+    Fenced,
+}
+
+/// An instance's place in replication, as measured now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replication {
+    /// Instance id.
+    pub id: String,
+    /// The region it runs in.
+    pub region: String,
+    /// Its role.
+    pub role: ReplicaRole,
+    /// Whether it answered (a stopped or unreachable instance reports what it last was).
+    pub reachable: bool,
+    /// A primary's current write position, a replica's replayed position
+    /// (PostgreSQL's `X/Y` notation).
+    pub lsn: Option<String>,
+    /// A replica's last received position.
+    pub received_lsn: Option<String>,
+    /// The instance a replica follows.
+    pub source: Option<String>,
+    /// Whether new transactions are read-only (a frozen primary, a replica).
+    pub read_only: bool,
+}
+
+/// A log position in bytes: PostgreSQL's `X/Y` LSN notation (two hexadecimal halves).
+pub fn lsn_bytes(lsn: &str) -> Option<u64> {
+    let (hi, lo) = lsn.split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    (hi <= u64::from(u32::MAX) && lo <= u64::from(u32::MAX)).then_some((hi << 32) | lo)
+}
+
+/// How many bytes of log `behind` has still to replay to reach `ahead` (0 when it is
+/// level or ahead); `None` when either is not an LSN.
+pub fn lsn_lag(ahead: &str, behind: &str) -> Option<u64> {
+    Some(lsn_bytes(ahead)?.saturating_sub(lsn_bytes(behind)?))
 }

@@ -58,6 +58,9 @@ impl Postgres {
             user: source.user.clone(),
             version: source.version.clone(),
             created_at_ms: self.ledger.clock().now_ms(),
+            region: source.region.clone(),
+            source: None,
+            fenced: false,
         };
         if let Err(e) = self.recover(&record, &source, target).await {
             // Nothing half-made stays behind: the copy is removed, the source was only read.
