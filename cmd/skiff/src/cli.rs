@@ -531,6 +531,25 @@ copy and restarting them. The old instance is kept for 7 days.")]
         #[command(subcommand)]
         what: RestoreWhat,
     },
+    /// Move the region that writes a multi-region service's database (switchover or failover).
+    #[command(after_help = "\
+Examples:
+  skiff failover stack accounts-api --to us-west-2 --dry-run          every step with its safety; nothing runs
+  skiff failover stack accounts-api --to us-west-2 --yes              planned switchover: zero acknowledged writes lost
+  skiff failover stack accounts-api --to us-west-2 --mode failover --yes
+  skiff failover stack accounts-api --to us-west-2 --mode failover --accept-data-loss --yes
+
+A switchover checks the replica's lag, waits for one approval (`skiff saga approve
+OP`), freezes writes on the primary, waits until the replica has replayed its last
+write, promotes it (IRREVERSIBLE), points the consumers' secret at it, restarts them
+and fences the old primary (started again, it refuses writes). A failover (the
+primary's region is gone) promotes what the replica has; a lag above --max-lag is
+refused unless --accept-data-loss, whose approval names the lag. Failback is a new
+switchover, not an undo.")]
+    Failover {
+        #[command(subcommand)]
+        what: FailoverWhat,
+    },
     /// Rotate a database's credential or the secrets' key as a saga.
     #[command(after_help = "\
 Examples:
@@ -693,6 +712,58 @@ pub enum LocalAction {
         #[arg(long, default_value_t = 0)]
         port: u16,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FailoverWhat {
+    /// A service and its database (the `region-failover` saga).
+    Stack {
+        /// The service.
+        service: String,
+        /// The region that writes afterwards (one of the spec's `regions`).
+        #[arg(long, value_name = "REGION")]
+        to: String,
+        /// `switchover` (the primary is up; nothing acknowledged is lost) or `failover`
+        /// (its region is gone; the replica is promoted with what it has).
+        #[arg(long, value_enum, default_value = "switchover")]
+        mode: FailoverModeArg,
+        /// The most replica lag a promotion takes without accepting loss (bytes of log;
+        /// KiB, MiB and GiB suffixes accepted).
+        #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+        max_lag: u64,
+        /// Promote even when the lag is above --max-lag (a failover only); the writes the
+        /// replica has not replayed are lost, and the approval says how many bytes.
+        #[arg(long)]
+        accept_data_loss: bool,
+        /// Plan the failover and show its steps; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// `--mode` of `skiff failover stack`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum FailoverModeArg {
+    /// Planned, zero data loss.
+    Switchover,
+    /// The primary's region is gone.
+    Failover,
+}
+
+/// `1048576`, `512KiB`, `1MiB`, `2GiB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 =
+        digits.parse().map_err(|_| format!("`{text}` is not a size: a number of bytes, or with KiB, MiB, GiB"))?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => return Err(format!("unknown unit `{other}` in `{text}`: use KiB, MiB or GiB")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -1106,6 +1177,19 @@ impl Command {
                 LocalAction::Down { stop_instances } => LocalRequest::Down { stop_instances },
                 LocalAction::Status => LocalRequest::Status,
                 LocalAction::Serve { port } => LocalRequest::Serve { port },
+            }),
+            Command::Failover {
+                what: FailoverWhat::Stack { service, to, mode, max_lag, accept_data_loss, dry_run },
+            } => Request::Failover(skiff_ops::failover::FailoverRequest {
+                service,
+                to,
+                mode: match mode {
+                    FailoverModeArg::Switchover => skiff_ops::failover::FailoverMode::Switchover,
+                    FailoverModeArg::Failover => skiff_ops::failover::FailoverMode::Failover,
+                },
+                max_lag_bytes: max_lag,
+                accept_data_loss,
+                dry_run,
             }),
             Command::Restore { what: RestoreWhat::Database { database, to, shadow_read, dry_run } } => {
                 Request::Database(DatabaseRequest::Restore { database, to, shadow_read, dry_run })

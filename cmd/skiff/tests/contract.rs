@@ -68,6 +68,8 @@ const MATRIX: &[Cell] = &[
     cell(UnknownService, "database backup nosuch --dry-run", Code::NotFound, "nosuch"),
     cell(UnknownService, "database list-backups nosuch", Code::NotFound, "nosuch"),
     cell(UnknownService, "restore database nosuch --yes", Code::NotFound, "nosuch"),
+    cell(UnknownService, "failover stack nosuch --to us-west-2 --yes", Code::NotFound, "nosuch"),
+    cell(UnknownService, "failover stack nosuch --to us-west-2 --dry-run", Code::NotFound, "nosuch"),
     cell(UnknownService, "restore database nosuch --to latest --dry-run", Code::NotFound, "nosuch"),
     cell(UnknownService, "saga start database-restore --param database=nosuch --yes", Code::NotFound, "nosuch"),
     cell(UnknownService, "saga start database-backup --param database=nosuch --yes", Code::NotFound, "nosuch"),

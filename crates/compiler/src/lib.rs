@@ -8,7 +8,8 @@ mod plan;
 
 pub use diff::{Change, Op, PlanDiff, diff_irs, diff_plans, diff_values};
 pub use plan::{
-    Ingress, KIND, Permission, Resource, ResourcePlan, ResourceSpec, SCHEMA_VERSION, permissions, plan, role_name,
+    Ingress, KIND, Permission, Resource, ResourcePlan, ResourceSpec, SCHEMA_VERSION, permissions, plan, replica_name,
+    role_name,
 };
 
 use skiff_ir::ServiceIr;

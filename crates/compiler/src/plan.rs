@@ -162,6 +162,21 @@ pub enum ResourceSpec {
         /// Encrypted at rest: always true.
         encrypted: bool,
     },
+    /// A streaming replica of a managed database in another region.
+    DatabaseReplica {
+        /// Instance name (`<database>-<region>`).
+        name: String,
+        /// The database it follows.
+        source: String,
+        /// Its region.
+        region: String,
+        /// Instance class (the primary's, so a promotion keeps capacity).
+        instance_class: String,
+        /// Storage.
+        storage_gib: u32,
+        /// Encrypted at rest: always true.
+        encrypted: bool,
+    },
 }
 
 /// An allowed network source.
@@ -198,6 +213,7 @@ impl ResourceSpec {
             ResourceSpec::LogGroup { .. } => "log-group",
             ResourceSpec::SecretReference { .. } => "secret-ref",
             ResourceSpec::Database { .. } => "database",
+            ResourceSpec::DatabaseReplica { .. } => "database-replica",
         }
     }
 }
@@ -258,6 +274,21 @@ pub fn plan(ir: &ServiceIr) -> ResourcePlan {
                 encrypted: true,
             },
         );
+        for region in &db.replica_regions {
+            let name = replica_name(&db.name, region);
+            push(
+                id("database-replica", &name),
+                vec![id("database", &db.name)],
+                ResourceSpec::DatabaseReplica {
+                    source: db.name.clone(),
+                    region: region.clone(),
+                    instance_class: db.instance_class.clone(),
+                    storage_gib: db.storage_gib,
+                    encrypted: true,
+                    name,
+                },
+            );
+        }
     }
 
     let lc_id = id("launch-config", svc);
@@ -355,4 +386,9 @@ pub fn permissions(ir: &ServiceIr) -> Vec<Permission> {
     out.sort();
     out.dedup();
     out
+}
+
+/// The instance name of `database`'s replica in `region`.
+pub fn replica_name(database: &str, region: &str) -> String {
+    format!("{database}-{region}")
 }

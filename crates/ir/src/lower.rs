@@ -97,6 +97,7 @@ pub fn compile(spec: &Spec) -> ServiceIr {
                 phase: m.phase.unwrap_or(MigrationPhase::BeforeCanary),
                 timeout: m.timeout.unwrap_or(Duration::from_secs(300)),
             }),
+            replica_regions: replica_regions(&regions, &db.name.to_string(), &mut c),
         }
     });
 
@@ -439,4 +440,18 @@ impl Choices {
     fn note(&mut self, field: &str, value: impl Display, source: Source, reason: &str) {
         self.0.push(Choice { field: field.to_owned(), value: value.to_string(), source, reason: reason.to_owned() });
     }
+}
+
+/// A streaming replica in every region after the first, which writes.
+fn replica_regions(regions: &[String], database: &str, c: &mut Choices) -> Vec<String> {
+    let replicas = regions.get(1..).unwrap_or_default().to_vec();
+    if !replicas.is_empty() {
+        c.note(
+            "database.replica_regions",
+            list(&replicas),
+            Source::Explicit,
+            &format!("{database} writes in {}; a streaming replica in each other region", regions[0]),
+        );
+    }
+    replicas
 }

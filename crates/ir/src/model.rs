@@ -144,6 +144,10 @@ pub struct DatabaseIr {
     /// Schema migrations deploys run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrations: Option<MigrationIr>,
+    /// Regions after the first, each with a streaming replica of the primary (the
+    /// first region writes until a failover moves it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_regions: Vec<String>,
 }
 
 /// A release's schema migration with its defaults filled in.

@@ -197,6 +197,9 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool, shadow: Opti
     // After a restore the database runs on the restored instance: ensure that one.
     if let Some(db) = rollout.database.as_mut() {
         db.id = skiff_steps::database::current_instance(&ledger, &db.id).await.map_err(|e| crate::error::state(&e))?;
+        // After a failover the replicas follow the instance that writes now.
+        let writer_region = skiff_steps::failover::writer_region(&ir, before.as_ref());
+        rollout.replicas = skiff_steps::deploy::replica_plans(&ir, &db.id, &writer_region);
     }
     notes.extend(crate::plan::migration_notes(&ir, stable_release.as_deref()));
     crate::adopt::apply(&mut rollout, crate::adopt::owned(&ledger, &ir.service).await?, &mut notes);

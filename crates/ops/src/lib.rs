@@ -20,6 +20,7 @@ mod error;
 mod events;
 mod evidence;
 pub mod factory;
+pub mod failover;
 mod iam;
 mod import;
 mod incident;
@@ -157,6 +158,7 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
         Request::Local(r) => local::run(ctx, r).await,
         Request::Secrets(r) => secrets::run(ctx, r).await,
         Request::Database(r) => database::run(ctx, r).await,
+        Request::Failover(r) => failover::stack(ctx, &r).await,
         Request::Release(r) => release::run(ctx, r).await,
     }
 }

@@ -274,6 +274,10 @@ fn describe(r: &Resource) -> String {
                 if *multi_az { "multi-AZ" } else { "single zone" }
             )
         }
+        ResourceSpec::DatabaseReplica { source, region, instance_class, storage_gib, .. } => format!(
+            "streaming replica of {source} in {region} on {instance_class}, {storage_gib} GiB; \
+             `skiff failover stack` promotes it (irreversible)"
+        ),
         _ => r.spec.type_name().to_owned(),
     }
 }

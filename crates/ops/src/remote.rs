@@ -166,6 +166,18 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
             params.extend(disable_after_ms.map(|ms| ("disable_after_ms", ms.to_string())));
             return start_saga(ctx, c, "secret-rotation", &secret, &params, dry_run).await;
         }
+        Request::Failover(f) => {
+            let mut params = vec![
+                ("service", f.service.clone()),
+                ("to", f.to.clone()),
+                ("mode", f.mode.as_str().to_owned()),
+                ("max_lag_bytes", f.max_lag_bytes.to_string()),
+            ];
+            if f.accept_data_loss {
+                params.push(("accept_data_loss", "true".to_owned()));
+            }
+            return start_saga(ctx, c, "region-failover", &f.service, &params, f.dry_run).await;
+        }
         Request::Database(DatabaseRequest::RotateKey { alias, deletion_days, dry_run }) => {
             let params = [("alias", alias.clone()), ("deletion_days", deletion_days.to_string())];
             return start_saga(ctx, c, "key-rotation", &alias, &params, dry_run).await;

@@ -163,6 +163,8 @@ pub enum Request {
     Secrets(SecretsRequest),
     /// Managed dependencies: databases, backups, restores, credential and key rotations.
     Database(DatabaseRequest),
+    /// Move the region that writes a service's database (the `region-failover` saga).
+    Failover(crate::failover::FailoverRequest),
     /// Releases.
     Release(ReleaseRequest),
 }
@@ -512,6 +514,7 @@ impl Request {
             Request::Local { .. } => "local",
             Request::Secrets { .. } => "secrets",
             Request::Database { .. } => "database",
+            Request::Failover { .. } => "failover",
             Request::Release { .. } => "release",
         }
     }

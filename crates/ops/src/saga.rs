@@ -43,6 +43,24 @@ pub(crate) async fn run(ctx: &Context, r: SagaRequest) -> Result<Answer> {
             let days = get("deletion_days").and_then(|v| v.parse().ok()).unwrap_or(30);
             crate::rotate::key(ctx, &get("alias").unwrap_or_else(|| "skiff".to_owned()), days, dry_run).await
         }
+        SagaRequest::Start(SagaStart { kind, service, params, dry_run, .. }) if kind == "region-failover" => {
+            let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.clone());
+            let mode = match get("mode").as_deref() {
+                Some("failover") => crate::failover::FailoverMode::Failover,
+                _ => crate::failover::FailoverMode::Switchover,
+            };
+            let r = crate::failover::FailoverRequest {
+                service: get("service").or(service).unwrap_or_default(),
+                to: get("to").unwrap_or_default(),
+                mode,
+                max_lag_bytes: get("max_lag_bytes")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(crate::failover::DEFAULT_MAX_LAG_BYTES),
+                accept_data_loss: get("accept_data_loss").is_some_and(|v| v == "true"),
+                dry_run,
+            };
+            crate::failover::stack(ctx, &r).await
+        }
         SagaRequest::Start(SagaStart { kind, params, dry_run, .. }) if kind == "database-retire" => {
             let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.clone());
             let instance = get("instance");
@@ -138,7 +156,7 @@ pub(crate) async fn planned(
     let (_, ledger) = ctx.ledger()?;
     let engine = crate::factory::engine(ctx, &ledger).await;
     let plan = engine.plan(graph, service, "op-dry-run").await.map_err(|e| crate::error::saga(&e))?;
-    let gates = plan.steps.iter().filter(|s| s.needs_approval).count();
+    let gates = plan.steps.iter().filter(|s| s.needs_approval && s.approved_by.is_none()).count();
     let env = Envelope::ok(format!("plan for {label}: {} steps, nothing changed (dry run)", plan.steps.len()))
         .fact(format!("least reversible step: {}", plan.safety().as_str()))
         .fact(if gates == 1 {

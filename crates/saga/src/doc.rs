@@ -29,6 +29,9 @@ pub struct PlannedStep {
     pub retry: RetryPolicy,
     /// Whether it waits for an approver.
     pub needs_approval: bool,
+    /// The earlier step whose approval covers this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
     /// What it will do.
     pub description: String,
     /// How reversible it is.

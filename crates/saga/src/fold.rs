@@ -301,7 +301,8 @@ pub fn decide(plan: &SagaPlan, d: &SagaDetail) -> Decision {
         if !ready {
             continue;
         }
-        if s.needs_approval && !d.approvals.contains(&s.id) {
+        let covered = s.approved_by.as_ref().is_some_and(|gate| d.approvals.contains(gate));
+        if s.needs_approval && !covered && !d.approvals.contains(&s.id) {
             gated.get_or_insert_with(|| s.id.clone());
         } else {
             run.push((s.id.clone(), false));
@@ -356,6 +357,7 @@ mod tests {
                     timeout_ms: 1000,
                     retry: RetryPolicy::default(),
                     needs_approval: *gate,
+                    approved_by: None,
                     description: String::new(),
                     safety: *safety,
                     risk: Risk::Low,
@@ -400,6 +402,23 @@ mod tests {
         apply(&mut d, 5, &SagaEvent::ApprovalRequested { token: 1, step: "d".into() });
         apply(&mut d, 6, &SagaEvent::Approved { by: "ann".into(), step: None });
         assert_eq!(decide(&p, &d), Decision::Run(vec![("d".into(), false)]));
+    }
+
+    #[test]
+    fn one_approval_covers_the_steps_it_names() {
+        let mut p = plan(&[
+            ("gate", &[], Safety::ReadOnly, true),
+            ("freeze", &["gate"], Safety::Reversible, false),
+            ("promote", &["freeze"], Safety::Irreversible, true),
+        ]);
+        p.steps[2].approved_by = Some("gate".into());
+        let mut d = SagaDetail::new(&p);
+        assert_eq!(decide(&p, &d), Decision::AwaitApproval("gate".into()));
+        apply(&mut d, 1, &SagaEvent::ApprovalRequested { token: 1, step: "gate".into() });
+        apply(&mut d, 2, &SagaEvent::Approved { by: "ann".into(), step: None });
+        apply(&mut d, 3, &ok("gate"));
+        apply(&mut d, 4, &ok("freeze"));
+        assert_eq!(decide(&p, &d), Decision::Run(vec![("promote".into(), false)]), "no second wait");
     }
 
     #[test]

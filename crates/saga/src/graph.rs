@@ -43,6 +43,10 @@ pub struct StepDef {
     pub retry: RetryPolicy,
     /// Always wait for approval before this step, whatever its safety.
     pub approval: bool,
+    /// An earlier gated step whose approval covers this one too (one decision before a
+    /// sequence that must not wait for a person halfway, such as freeze → promote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
 }
 
 /// A saga: a named graph of steps.
@@ -97,6 +101,7 @@ impl SagaBuilder {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             retry: RetryPolicy::default(),
             approval: false,
+            approved_by: None,
         }
     }
 
@@ -170,6 +175,16 @@ impl SagaBuilder {
         self
     }
 
+    /// The approval of earlier step `gate` (which waits for one) covers the last step
+    /// (or branches) added: they do not wait again, whatever their safety.
+    #[must_use]
+    pub fn approved_by(mut self, gate: &str) -> Self {
+        for &i in &self.last {
+            self.graph.steps[i].approved_by = Some(gate.to_owned());
+        }
+        self
+    }
+
     /// Checks and returns the graph.
     pub fn build(self) -> Result<SagaGraph, SagaError> {
         validate(&self.graph)?;
@@ -192,6 +207,11 @@ pub fn validate(graph: &SagaGraph) -> Result<(), SagaError> {
             if !seen.contains(d) {
                 return bad(format!("step `{}` depends on `{d}`, which is not an earlier step", s.id));
             }
+        }
+        if let Some(gate) = &s.approved_by
+            && !graph.steps.iter().any(|g| &g.id == gate && g.approval && seen.contains(gate))
+        {
+            return bad(format!("step `{}` is approved by `{gate}`, which is not an earlier gated step", s.id));
         }
         if !seen.insert(s.id.clone()) {
             return bad(format!("step id `{}` appears twice", s.id));

@@ -67,6 +67,11 @@ pub struct ServiceState {
     /// --shadow`), until a traffic cutover promotes it or another shadow replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow_release: Option<String>,
+    /// The region whose database instance takes writes, once a failover moved it from
+    /// the first region in the spec (changed in the same write that records the
+    /// promotion, so reconcile never sees the two disagree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_region: Option<String>,
     /// Last change, milliseconds since the epoch.
     pub updated_at_ms: u64,
 }

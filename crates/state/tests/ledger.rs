@@ -313,6 +313,7 @@ fn stored_forms() {
         previous_stable: None,
         active_operation: None,
         shadow_release: None,
+        writer_region: None,
         updated_at_ms: 1_795_388_532_000,
     };
     insta::assert_snapshot!("service_state", String::from_utf8(codec::encode(&state)).unwrap());

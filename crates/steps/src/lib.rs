@@ -7,6 +7,7 @@ pub mod consumers;
 pub mod cutover;
 pub mod database;
 pub mod deploy;
+pub mod failover;
 pub mod incident;
 pub mod intent;
 pub mod reconcile;
@@ -50,6 +51,7 @@ pub fn catalog() -> Vec<SagaKind> {
         rekey::KIND,
         repair::KIND,
         cutover::KIND,
+        failover::KIND,
         terraform::KIND,
         incident::KIND,
         intent::KIND,
@@ -69,8 +71,8 @@ pub fn saga(name: &str) -> Result<SagaKind, SagaError> {
 pub fn registry() -> Registry {
     let r = selftest::register(Registry::new());
     let r = intent::register(repair::register(deploy::register(database::register(r))));
-    terraform::register(cutover::register(incident::register(retire::register(rekey::register(rotate::register(
-        restore::register(r),
+    failover::register(terraform::register(cutover::register(incident::register(retire::register(rekey::register(
+        rotate::register(restore::register(r)),
     ))))))
 }
 

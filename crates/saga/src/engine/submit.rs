@@ -44,6 +44,7 @@ impl Engine {
                 timeout_ms: def.timeout_ms,
                 retry: def.retry,
                 needs_approval: def.approval,
+                approved_by: def.approved_by.clone(),
                 description: p.description,
                 safety: p.safety,
                 risk: p.risk,

@@ -74,3 +74,55 @@ impl Step for EnsureDatabase {
         ))
     }
 }
+
+/// `deploy.replica`: ensures a streaming replica of the database in another region.
+pub(super) struct EnsureReplica;
+
+#[async_trait]
+impl Step for EnsureReplica {
+    fn kind(&self) -> &str {
+        "deploy.replica"
+    }
+
+    async fn plan(&self, _: &StepContext, req: &StepRequest) -> Result<StepPlan, StepError> {
+        let r: super::ReplicaPlan = params(req)?;
+        Ok(StepPlan {
+            description: format!(
+                "ensure {} in {}: a streaming replica of {} on {}, read-only until a failover promotes it",
+                r.spec.id, r.region, r.source, r.spec.instance_class
+            ),
+            safety: Safety::Reversible,
+            risk: Risk::Low,
+            expected_duration_ms: 10_000,
+            affected_resources: vec![format!("database/{}", r.spec.id)],
+        })
+    }
+
+    async fn run(&self, ctx: &StepContext, req: &StepRequest) -> Result<StepResult, StepError> {
+        let r: super::ReplicaPlan = params(req)?;
+        let db = provider(req)?.database();
+        let existed = db.describe(&r.spec.id).await.map_err(provider_error)?.is_some();
+        if !existed {
+            ctx.progress(&format!("copying {} to {} in {}", r.source, r.spec.id, r.region), json!({})).await;
+        }
+        let info = db.create_replica(&r.source, &r.spec, &r.region).await.map_err(provider_error)?;
+        let conn = db.connection(&r.spec.id).await.map_err(provider_error)?;
+        if !existed {
+            crate::record_secret(req, &conn.url_ref).await?;
+        }
+        let verb = if existed { "available" } else { "created" };
+        Ok(StepResult::new(
+            format!("replica {} of {} {verb} in {} on {}:{}", r.spec.id, r.source, r.region, info.host, info.port),
+            json!({"replica": r.spec.id, "region": r.region, "created": !existed, "url_ref": conn.url_ref}),
+        ))
+    }
+
+    async fn resume(&self, ctx: &StepContext, req: &StepRequest) -> Result<StepResult, StepError> {
+        self.run(ctx, req).await
+    }
+
+    async fn compensate(&self, _: &StepContext, req: &StepRequest, _: &StepResult) -> Result<StepResult, StepError> {
+        let r: super::ReplicaPlan = params(req)?;
+        Ok(StepResult::new(format!("kept replica {}: a failed rollout never deletes data", r.spec.id), json!({})))
+    }
+}

@@ -97,6 +97,15 @@ fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> 
         b = b
             .step("database", "deploy.database", serde_json::to_value(db).unwrap_or_default())
             .timeout_ms(t.max(DB_MS));
+        for replica in &r.replicas {
+            b = b
+                .step(
+                    &format!("replica-{}", replica.region),
+                    "deploy.replica",
+                    serde_json::to_value(replica).unwrap_or_default(),
+                )
+                .timeout_ms(t.max(DB_MS));
+        }
     }
     // A migration before the canary runs first, on its own task instance: a failed one
     // stops the deploy before any instance starts, and compensation of everything after
@@ -225,6 +234,7 @@ mod tests {
             role: None,
             log_group: None,
             database: None,
+            replicas: Vec::new(),
             migration: None,
             terraform_owned: Vec::new(),
         };

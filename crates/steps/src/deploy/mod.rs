@@ -31,8 +31,8 @@ pub(crate) use common::{POLL, apply_weights, provider, provider_error};
 pub use graph::{ShadowPlan, deploy_graph, rollback_graph, shadow_graph};
 pub use provision::Provisioned;
 pub use rollout::{
-    MigrationPlan, Rollout, Stable, Thresholds, TrafficPlan, database_spec, group_name, group_spec, rollout_for,
-    thresholds,
+    MigrationPlan, ReplicaPlan, Rollout, Stable, Thresholds, TrafficPlan, database_spec, group_name, group_spec,
+    replica_plans, rollout_for, thresholds,
 };
 pub use shadow::compare as mirror_comparison;
 
@@ -97,6 +97,7 @@ pub fn declared_safety(saga: &str, kind: &str, params: &serde_json::Value) -> (S
 /// The deploy step kinds.
 pub(crate) fn register(r: Registry) -> Registry {
     r.with(database::EnsureDatabase)
+        .with(database::EnsureReplica)
         .with(provision::Provision)
         .with(register::Register)
         .with(shift::Shift)

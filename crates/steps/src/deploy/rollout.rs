@@ -76,6 +76,9 @@ pub struct Rollout {
     /// The release's schema migration (a deploy only).
     #[serde(default)]
     pub migration: Option<MigrationPlan>,
+    /// Streaming replicas of the database in the other regions (a deploy only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaPlan>,
     /// Logical ids Terraform owns (`skiff adopt terraform`): read, never changed.
     #[serde(default)]
     pub terraform_owned: Vec<String>,
@@ -171,6 +174,37 @@ fn traffic_plan(ir: &ServiceIr, release: &str) -> Option<TrafficPlan> {
     })
 }
 
+/// A streaming replica a deploy ensures after the database.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaPlan {
+    /// The instance it follows (the instance that writes).
+    pub source: String,
+    /// Its region.
+    pub region: String,
+    /// The replica instance.
+    pub spec: DatabaseSpec,
+}
+
+/// The replicas of `ir`'s database: one in every region but `writer_region`, each
+/// following `writer` (the instance that takes writes now).
+pub fn replica_plans(ir: &ServiceIr, writer: &str, writer_region: &str) -> Vec<ReplicaPlan> {
+    let (Some(db), Some(primary)) = (ir.database.as_ref(), database_spec(ir)) else { return Vec::new() };
+    if db.replica_regions.is_empty() {
+        return Vec::new();
+    }
+    ir.regions
+        .iter()
+        .filter(|r| r.as_str() != writer_region)
+        .map(|region| ReplicaPlan {
+            source: writer.to_owned(),
+            region: region.clone(),
+            spec: DatabaseSpec { id: skiff_compiler::replica_name(&db.name, region), ..primary.clone() },
+        })
+        .filter(|p| p.spec.id != writer)
+        .collect()
+}
+
 /// The managed database of `ir` as the provider creates it: its id is its name, so
 /// its credentials are behind `secret://NAME/url` on every provider.
 pub fn database_spec(ir: &ServiceIr) -> Option<DatabaseSpec> {
@@ -235,6 +269,7 @@ pub fn rollout_for(
             u32::try_from(ir.logs.retention.as_millis() / 86_400_000).unwrap_or(u32::MAX).max(1),
         )),
         database: database_spec(ir),
+        replicas: ir.database.as_ref().map(|d| replica_plans(ir, &d.name, &ir.regions[0])).unwrap_or_default(),
         migration: ir.database.as_ref().and_then(|d| {
             let m = d.migrations.as_ref()?;
             Some(MigrationPlan {

@@ -1,0 +1,268 @@
+//! A two-region service on the local provider with a real PostgreSQL streaming
+//! replica: a deploy makes the replica in the second region; a switchover under a
+//! writer that logs every acknowledged write loses none of them, and the old primary,
+//! started again, refuses writes; reconcile is IN_SYNC at once. A failover whose
+//! replica lags above the threshold is refused until the loss is accepted. A
+//! switchover killed at every step boundary resumes to one promotion.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+/// `accounts.yaml`: the orders API with its database in two regions.
+fn spec(s: &Sandbox, port: u16) -> String {
+    let api = skiff_testkit::workspace_bin("orders-api");
+    let yaml = format!(
+        "service: accounts\nartifact: {{path: {}}}\n\
+         run: {{command: [orders-api, --port, \"${{PORT}}\"]}}\nport: {port}\n\
+         health: {{path: /healthz, interval: 1s, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 2}}\n\
+         instances: {{min: 1, max: 1, desired: 1}}\n\
+         regions: [us-east-1, us-west-2]\n\
+         secrets: {{DATABASE_URL: secret://accounts-db/url}}\n\
+         database: {{name: accounts-db, engine: postgres, version: \"16\"}}\n\
+         rollout: {{canary: {{steps: [100], bake: 0s}}, drain_timeout: 1s, step_timeout: 1m}}\n",
+        api.display()
+    );
+    let path = s.path().join("accounts.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+/// The value behind a secret reference in the local store now.
+fn secret(s: &Sandbox, reference: &str) -> String {
+    skiff_secrets::LocalSecrets::new(s.path().join(".skiff/local/secrets")).get(reference).unwrap().unwrap()
+}
+
+fn psql(url: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql").args([url, "-X", "-At", "-c", sql]).output().expect("run psql");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// A writer committing sequence numbers through the consumers' secret (read again on
+/// every write, as an application reconnecting would), logging each acknowledgement.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<u64>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(s: &Sandbox) -> Writer {
+        let store = s.path().join(".skiff/local/secrets");
+        let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
+        let (stop2, acked2) = (stop.clone(), acked.clone());
+        let thread = std::thread::spawn(move || {
+            let secrets = skiff_secrets::LocalSecrets::new(store);
+            let mut seq = 0;
+            while !stop2.load(Ordering::SeqCst) {
+                seq += 1;
+                let Some(url) = secrets.get("secret://accounts-db/url").ok().flatten() else { continue };
+                if psql(&url, &format!("insert into acks values ({seq})")).is_ok() {
+                    acked2.lock().unwrap().push(seq);
+                }
+            }
+        });
+        Writer { stop, acked, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> Vec<u64> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+struct World<'a> {
+    s: &'a Sandbox,
+    env: Vec<(&'static str, String)>,
+}
+
+impl World<'_> {
+    fn run(&self, args: &[&str]) -> serde_json::Value {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        json(&self.s.run_env(args, &env))
+    }
+}
+
+/// Deploys the two-region spec; everything started is stopped when the guard drops.
+fn world(s: &Sandbox) -> (World<'_>, StopAll<'_>) {
+    let runner = skiff_testkit::workspace_bin("skiff-runner").display().to_string();
+    let env = vec![("SKIFF_RUNNER_BIN", runner), ("SKIFF_LEASE_TTL_MS", "1500".to_owned())];
+    let stop = StopAll(s, env.clone());
+    let w = World { s, env };
+    let port = skiff_testkit::free_port();
+    let file = spec(s, port);
+    let deployed = w.run(&["deploy", "-f", &file, "--yes", "--format", "json"]);
+    assert_eq!(deployed["code"], "OK", "{deployed}");
+    (w, stop)
+}
+
+#[test]
+fn a_switchover_under_writes_loses_no_acknowledged_write_and_fences_the_old_primary() {
+    let s = Sandbox::new();
+    let (w, _stop) = world(&s);
+    let primary_url = secret(&s, "secret://accounts-db/url");
+    psql(&primary_url, "create table acks (seq bigint primary key)").unwrap();
+    assert!(s.path().join(".skiff/local/databases/accounts-db-us-west-2.json").exists(), "the deploy made the replica");
+
+    // Planned first: every step's safety, the promotion irreversible, one gate.
+    let dry = w.run(&["failover", "stack", "accounts", "--to", "us-west-2", "--dry-run", "--format", "json"]);
+    assert_eq!(dry["code"], "OK", "{dry}");
+    let steps = dry["data"]["steps"].as_array().unwrap();
+    let safety = |id: &str| steps.iter().find(|x| x["id"] == id).map(|x| x["safety"].clone()).unwrap();
+    assert_eq!(safety("promote"), "irreversible");
+    assert_eq!(safety("freeze"), "reversible");
+    assert_eq!(dry["data"]["failover"]["to_region"], "us-west-2");
+    assert!(dry["data"]["failover"]["lag_bytes"].is_u64(), "{dry}");
+    assert!(dry["facts"].to_string().contains("expected write unavailability"), "{dry}");
+
+    let writer = Writer::start(&s);
+    assert!(skiff_testkit::wait_until(Duration::from_secs(10), || writer.acked.lock().unwrap().len() > 20));
+    let gated = w.run(&["failover", "stack", "accounts", "--to", "us-west-2", "--yes", "--format", "json"]);
+    assert_eq!(gated["code"], "APPROVAL_REQUIRED", "{gated}");
+    let op = gated["operation_id"].as_str().unwrap().to_owned();
+    let done = w.run(&["saga", "approve", &op, "--yes", "--format", "json"]);
+    assert_eq!(done["code"], "OK", "{done}");
+    // Writes resume on the new primary before the writer stops.
+    let before = writer.acked.lock().unwrap().len();
+    assert!(skiff_testkit::wait_until(Duration::from_secs(20), || writer.acked.lock().unwrap().len() > before + 20));
+    let acked = writer.finish();
+
+    let new_url = secret(&s, "secret://accounts-db/url");
+    assert_ne!(new_url, primary_url, "the consumers' secret points at the new primary");
+    let stored: std::collections::BTreeSet<u64> =
+        psql(&new_url, "select seq from acks").unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    let missing: Vec<u64> = acked.iter().filter(|a| !stored.contains(a)).copied().collect();
+    assert!(missing.is_empty(), "0 acknowledged writes missing, got {} of {}: {missing:?}", missing.len(), acked.len());
+
+    // The old primary is fenced: started again (a deploy ensures the instance), it refuses writes.
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path().join(".skiff/local/databases/accounts-db.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["fenced"], true, "{record}");
+    let status = w.run(&["status", "accounts", "--format", "json"]);
+    assert_eq!(status["code"], "OK", "{status}");
+    let reconciled = w.run(&["reconcile", "accounts", "--format", "json"]);
+    assert_eq!(reconciled["data"]["services"][0]["status"], "IN_SYNC", "reconcile after the failover: {reconciled}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path().join(".skiff/state/v1/services/accounts/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["writer_region"], "us-west-2");
+    let again = w.run(&["failover", "stack", "accounts", "--to", "us-west-2", "--dry-run", "--format", "json"]);
+    assert_eq!(again["code"], "USAGE", "writes are in us-west-2 already: {again}");
+    restart_and_refuse(&record, &primary_url);
+}
+
+/// Starts the fenced old primary's cluster again and checks it refuses a write.
+fn restart_and_refuse(record: &serde_json::Value, url: &str) {
+    let data = std::path::Path::new(record["base"].as_str().unwrap()).join("data");
+    let sock = std::path::Path::new(record["base"].as_str().unwrap()).join("sock");
+    let opts = format!("-p {} -c listen_addresses=127.0.0.1 -k {}", record["port"], sock.display());
+    let log = std::path::Path::new(record["base"].as_str().unwrap()).join("postgres.log");
+    let bin = pg_bin();
+    let started = as_postgres(Command::new(bin.join("pg_ctl")).args([
+        "-D",
+        &data.display().to_string(),
+        "-l",
+        &log.display().to_string(),
+        "-w",
+        "-o",
+        &opts,
+        "start",
+    ]))
+    .status()
+    .unwrap();
+    assert!(started.success(), "the old primary starts again");
+    let refused = psql(url, "insert into acks values (-1)").unwrap_err();
+    assert!(refused.contains("read-only"), "the old primary refuses writes: {refused}");
+    let _ = as_postgres(Command::new(bin.join("pg_ctl")).args([
+        "-D",
+        &data.display().to_string(),
+        "-m",
+        "immediate",
+        "stop",
+    ]))
+    .status();
+}
+
+fn pg_bin() -> std::path::PathBuf {
+    let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|d| d.join("pg_ctl").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop().unwrap()
+}
+
+/// PostgreSQL refuses to run as root: as the `postgres` user then.
+fn as_postgres(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt as _;
+    if nix::unistd::geteuid().is_root() {
+        let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw()).current_dir("/");
+    }
+    cmd
+}
+
+#[test]
+fn a_failover_above_the_lag_threshold_is_refused_until_the_loss_is_accepted() {
+    let s = Sandbox::new();
+    let (w, _stop) = world(&s);
+    let primary = secret(&s, "secret://accounts-db/url");
+    let replica = secret(&s, "secret://accounts-db-us-west-2/url");
+    psql(&primary, "create table acks (seq bigint primary key)").unwrap();
+    // Lag injected: replay paused on the replica while the primary writes on.
+    psql(&replica, "select pg_wal_replay_pause()").unwrap();
+    psql(&primary, "insert into acks select generate_series(1, 20000)").unwrap();
+    let stop = |f: &str| {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(s.path().join(format!(".skiff/local/databases/{f}.json"))).unwrap())
+                .unwrap();
+        let data = std::path::Path::new(record["base"].as_str().unwrap()).join("data");
+        as_postgres(Command::new(pg_bin().join("pg_ctl")).args([
+            "-D",
+            &data.display().to_string(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]))
+        .status()
+        .unwrap()
+    };
+    // The primary's region is gone.
+    assert!(stop("accounts-db").success());
+
+    let args = ["failover", "stack", "accounts", "--to", "us-west-2", "--mode", "failover", "--max-lag", "64KiB"];
+    let refused = w.run(&[&args[..], &["--yes", "--format", "json"]].concat());
+    assert_eq!(refused["code"], "POLICY_DENIED", "{refused}");
+    assert!(refused["facts"].to_string().contains("lag_bytes"), "{refused}");
+    assert!(refused["recommended_actions"][0]["command"].as_str().unwrap().contains("--accept-data-loss"), "{refused}");
+    let switchover = w.run(&["failover", "stack", "accounts", "--to", "us-west-2", "--yes", "--format", "json"]);
+    assert_eq!(switchover["code"], "USAGE", "a switchover needs the primary: {switchover}");
+
+    let gated = w.run(&[&args[..], &["--accept-data-loss", "--yes", "--format", "json"]].concat());
+    assert_eq!(gated["code"], "APPROVAL_REQUIRED", "{gated}");
+    let op = gated["operation_id"].as_str().unwrap().to_owned();
+    let shown = w.run(&["saga", "show", &op, "--format", "json"]);
+    assert!(shown.to_string().contains("ACCEPTS DATA LOSS"), "the approval names the loss: {shown}");
+    let done = w.run(&["saga", "approve", &op, "--yes", "--format", "json"]);
+    assert_eq!(done["code"], "OK", "{done}");
+    let shown = w.run(&["saga", "show", &op, "--format", "json"]).to_string();
+    assert!(shown.contains("data loss accepted"), "the facts report the lag accepted: {shown}");
+    let now = secret(&s, "secret://accounts-db/url");
+    psql(&now, "insert into acks values (-2)").expect("the promoted replica takes writes");
+}
