@@ -266,3 +266,88 @@ fn a_failover_above_the_lag_threshold_is_refused_until_the_loss_is_accepted() {
     let now = secret(&s, "secret://accounts-db/url");
     psql(&now, "insert into acks values (-2)").expect("the promoted replica takes writes");
 }
+
+/// `skiff ARGS` frozen at engine hook `point`, then SIGKILLed there.
+fn kill_at(w: &World<'_>, args: &[&str], point: &str) {
+    let marker = w.s.path().join(format!("frozen-{}", point.replace(':', "-")));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("skiff"))
+        .current_dir(w.s.path())
+        .env("HOME", w.s.path())
+        .env("SKIFF_CONFIG", w.s.path().join("config.yaml"))
+        .env("SKIFF_FREEZE_AT", point)
+        .env("SKIFF_FREEZE_MARKER", &marker)
+        .envs(w.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let reached = skiff_testkit::wait_until(Duration::from_secs(60), || marker.exists());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(reached, "`skiff {}` never reached {point}", args.join(" "));
+}
+
+#[test]
+fn a_switchover_killed_at_every_step_boundary_resumes_to_one_promotion() {
+    let before_gate = ["before:step_started:capacity", "after:result:capacity", "after:result:lag"];
+    let after_gate = [
+        "after:result:gate",
+        "after:result:freeze",
+        "after:result:catch-up",
+        "after:result:promote",
+        "after:result:repoint",
+        "after:result:restart",
+        "after:result:verify",
+    ];
+    for p in before_gate.iter().chain(after_gate.iter()) {
+        let s = Sandbox::new();
+        let (w, _stop) = world(&s);
+        let primary = secret(&s, "secret://accounts-db/url");
+        psql(&primary, "create table acks (seq bigint primary key); insert into acks values (1)").unwrap();
+        let args = ["failover", "stack", "accounts", "--to", "us-west-2", "--yes", "--format", "json"];
+        let op = if before_gate.contains(p) {
+            kill_at(&w, &args, p);
+            let listed = w.run(&["saga", "list", "--format", "json"]);
+            let op = listed["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["saga"] == "region-failover")
+                .and_then(|o| o["op_id"].as_str())
+                .unwrap_or_else(|| panic!("no failover after a kill at {p}: {listed}"))
+                .to_owned();
+            let resumed = w.run(&["saga", "resume", &op, "--yes", "--format", "json"]);
+            assert_eq!(resumed["code"], "APPROVAL_REQUIRED", "resume after a kill at {p}: {resumed}");
+            psql(&primary, "insert into acks values (2)").expect("nothing frozen before the approval");
+            let done = w.run(&["saga", "approve", &op, "--yes", "--format", "json"]);
+            assert_eq!(done["code"], "OK", "after {p}: {done}");
+            op
+        } else {
+            let gated = w.run(&args);
+            assert_eq!(gated["code"], "APPROVAL_REQUIRED", "{gated}");
+            let op = gated["operation_id"].as_str().unwrap().to_owned();
+            kill_at(&w, &["saga", "approve", &op, "--yes", "--format", "json"], p);
+            let resumed = w.run(&["saga", "resume", &op, "--yes", "--format", "json"]);
+            assert_eq!(resumed["code"], "OK", "resume after a kill at {p}: {resumed}");
+            op
+        };
+        // One promotion record, the writer region moved, the secret on the new primary.
+        let records =
+            std::fs::read_dir(s.path().join(".skiff/state/v1/databases/accounts-db/restores")).unwrap().count();
+        assert_eq!(records, 1, "one promotion after {p} ({op})");
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(s.path().join(".skiff/state/v1/services/accounts/state.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(state["writer_region"], "us-west-2", "after {p}");
+        let now = secret(&s, "secret://accounts-db/url");
+        assert_eq!(now, secret(&s, "secret://accounts-db-us-west-2/url"), "after {p}");
+        let rows = psql(&now, "select count(*) from acks").unwrap();
+        assert!(rows == "1" || rows == "2", "every acknowledged row on the new primary after {p}: {rows}");
+        psql(&now, "insert into acks values (3)").expect("the new primary takes writes");
+        let reconciled = w.run(&["reconcile", "accounts", "--format", "json"]);
+        assert_eq!(reconciled["data"]["services"][0]["status"], "IN_SYNC", "after {p}: {reconciled}");
+        assert_eq!(w.run(&["state", "verify", "--format", "json"])["code"], "OK", "after {p}");
+    }
+}
