@@ -116,6 +116,14 @@ fn a_switchover_under_writes_loses_no_acknowledged_write_and_fences_the_old_prim
     psql(&primary_url, "create table acks (seq bigint primary key)").unwrap();
     assert!(s.path().join(".skiff/local/databases/accounts-db-us-west-2.json").exists(), "the deploy made the replica");
 
+    // Status shows every region: the writer and the replica with its lag.
+    let status = w.run(&["status", "accounts", "--format", "json"]);
+    let regions = status["data"]["database"]["regions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(regions.len(), 2, "{status}");
+    assert_eq!((regions[0]["region"].clone(), regions[0]["role"].clone()), ("us-east-1".into(), "primary".into()));
+    assert_eq!((regions[1]["region"].clone(), regions[1]["role"].clone()), ("us-west-2".into(), "replica".into()));
+    assert!(regions[1]["lag_bytes"].is_u64(), "{status}");
+
     // Planned first: every step's safety, the promotion irreversible, one gate.
     let dry = w.run(&["failover", "stack", "accounts", "--to", "us-west-2", "--dry-run", "--format", "json"]);
     assert_eq!(dry["code"], "OK", "{dry}");

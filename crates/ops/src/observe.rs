@@ -53,17 +53,24 @@ pub(crate) struct DatabaseView {
     pub(crate) newest_restore_point: Option<String>,
     pub(crate) newest_backup_at_ms: Option<u64>,
     pub(crate) retained: Vec<serde_json::Value>,
+    /// Multi-region: each region's instance, its role and its replay lag behind the writer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) regions: Vec<serde_json::Value>,
 }
 
 /// The database view of `s`, when its recorded spec has a database.
-async fn database_view(ledger: &Ledger, s: &ServiceState) -> Option<DatabaseView> {
+async fn database_view(ledger: &Ledger, provider: &dyn Provider, s: &ServiceState) -> Option<DatabaseView> {
     let digest = s.spec_digest.as_ref()?;
-    let db = ledger.get_spec(digest).await.ok()?.database?;
+    let ir = ledger.get_spec(digest).await.ok()?;
+    let db = ir.database.clone()?;
     let backups = crate::database::records(ledger, &db.name).await.unwrap_or_default();
     let restores = skiff_steps::database::restores(ledger, &db.name).await.unwrap_or_default();
     let retired = skiff_steps::retire::retired(ledger, &db.name).await.unwrap_or_default();
     let newest = backups.last();
+    let current = restores.last().map_or_else(|| db.name.clone(), |r| r.to_instance.clone());
+    let regions = if db.replica_regions.is_empty() { Vec::new() } else { regions(provider, &ir, s, &current).await };
     Some(DatabaseView {
+        regions,
         engine: format!("postgres {}", db.version),
         instance: restores.last().map_or_else(|| db.name.clone(), |r| r.to_instance.clone()),
         backups: backups.len(),
@@ -80,12 +87,58 @@ async fn database_view(ledger: &Ledger, s: &ServiceState) -> Option<DatabaseView
     })
 }
 
+/// Every region's database instance: the writer and each replica with its lag.
+async fn regions(
+    provider: &dyn Provider,
+    ir: &skiff_ir::ServiceIr,
+    s: &ServiceState,
+    writer: &str,
+) -> Vec<serde_json::Value> {
+    let Some(db) = &ir.database else { return Vec::new() };
+    let writer_region = skiff_steps::failover::writer_region(ir, Some(s));
+    let primary = provider.database().replication(writer).await.ok();
+    let mut out = Vec::new();
+    for region in &ir.regions {
+        let instance =
+            if *region == writer_region { writer.to_owned() } else { skiff_compiler::replica_name(&db.name, region) };
+        let r = provider.database().replication(&instance).await.ok();
+        let lag = match (&primary, &r) {
+            (Some(p), Some(q)) if *region != writer_region => skiff_steps::failover::measure(p, q).0,
+            _ => None,
+        };
+        out.push(serde_json::json!({
+            "region": region,
+            "instance": instance,
+            "writes": *region == writer_region,
+            "role": r.as_ref().map(|r| r.role),
+            "reachable": r.as_ref().is_some_and(|r| r.reachable),
+            "lag_bytes": lag,
+        }));
+    }
+    out
+}
+
 /// "database orders-db (postgres 16) on orders-db: 2 backups, newest restore point … at …".
 fn database_fact(d: &DatabaseView) -> String {
     let at = |ms: u64| skiff_clock::Utc::from_ms(ms).rfc3339();
     let mut f = format!("database {} ({}) on {}: {}", d.name, d.engine, d.instance, plural(d.backups, "backup"));
     if let (Some(p), Some(ms)) = (&d.newest_restore_point, d.newest_backup_at_ms) {
         f.push_str(&format!(", newest restore point {p} at {}", at(ms)));
+    }
+    for r in &d.regions {
+        let role = r["role"].as_str().unwrap_or("unknown");
+        match r["lag_bytes"].as_u64() {
+            Some(lag) => f.push_str(&format!(
+                "; {} in {}: {role}, {lag} bytes behind",
+                r["instance"].as_str().unwrap_or("?"),
+                r["region"].as_str().unwrap_or("?")
+            )),
+            None => f.push_str(&format!(
+                "; {} in {}: {role}",
+                r["instance"].as_str().unwrap_or("?"),
+                r["region"].as_str().unwrap_or("?")
+            )),
+        }
     }
     for r in &d.retained {
         f.push_str(&format!(
@@ -166,7 +219,7 @@ pub(crate) async fn view(ledger: &Ledger, provider: &dyn Provider, s: &ServiceSt
             })
             .collect(),
         weights,
-        database: database_view(ledger, s).await,
+        database: database_view(ledger, provider, s).await,
     }
 }
 
