@@ -13,6 +13,7 @@ const SUITES: &[(&str, &str, &str)] = &[
     ("local", "skiff-provider-local", "local"),
     ("restore", "skiff-provider-local", "restore"),
     ("deploy", "skiff-cli", "deploy"),
+    ("failover", "skiff-cli", "failover"),
     ("telemetry", "skiff-cli", "telemetry"),
     ("control", "skiffd", "status"),
     ("tui", "skiff-tui", "cockpit"),

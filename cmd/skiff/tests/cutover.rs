@@ -392,24 +392,9 @@ fn a_failing_skiff_side_aborts_the_cutover_with_all_traffic_on_the_old_backend()
 }
 
 /// `skiff ARGS` frozen at engine hook `point`, then SIGKILLed there.
-fn kill_at(w: &World<'_>, args: &[&str], point: &str, n: usize) {
-    let marker = w.s.path().join(format!("frozen-{n}"));
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("skiff"))
-        .current_dir(w.s.path())
-        .env("SKIFF_CONFIG", w.s.path().join("config.yaml"))
-        .env("HOME", w.s.path())
-        .env("SKIFF_FREEZE_AT", point)
-        .env("SKIFF_FREEZE_MARKER", &marker)
-        .envs(w.env.iter().map(|(k, v)| (*k, v.as_str())))
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let reached = skiff_testkit::wait_until(Duration::from_secs(60), || marker.exists());
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(reached, "`skiff {}` never reached {point}", args.join(" "));
+fn kill_at(w: &World<'_>, args: &[&str], point: &str) {
+    let env: Vec<(&str, &str)> = w.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    w.s.kill_at(&env, args, point);
 }
 
 #[test]
@@ -428,7 +413,7 @@ fn a_cutover_killed_at_every_step_boundary_resumes_to_one_retirement() {
     let mut load = Load::new(w.port);
     for (n, p) in before_gate.iter().chain(&after_gate).chain(&last_gate).enumerate() {
         let op = if before_gate.contains(p) {
-            kill_at(&w, &start, p, n);
+            kill_at(&w, &start, p);
             let op = w.cutover_op();
             if *p == "after:result:attach" {
                 // 0%: killed right after the attach, the old backend answers everything.
@@ -442,7 +427,7 @@ fn a_cutover_killed_at_every_step_boundary_resumes_to_one_retirement() {
             assert_eq!(w.run(&start)["code"], "APPROVAL_REQUIRED");
             let op = w.cutover_op();
             if after_gate.contains(p) {
-                kill_at(&w, &["saga", "approve", &op, "--yes"], p, n);
+                kill_at(&w, &["saga", "approve", &op, "--yes"], p);
                 assert_eq!(w.run(&["saga", "resume", &op, "--yes"])["code"], "APPROVAL_REQUIRED", "{p}");
             } else {
                 assert_eq!(w.run(&["saga", "approve", &op, "--yes"])["code"], "APPROVAL_REQUIRED", "{p}");
@@ -455,7 +440,7 @@ fn a_cutover_killed_at_every_step_boundary_resumes_to_one_retirement() {
             "all on Skiff before the retirement ({p}): {seen:?}"
         );
         if last_gate.contains(p) {
-            kill_at(&w, &["saga", "approve", &op, "--yes"], p, n);
+            kill_at(&w, &["saga", "approve", &op, "--yes"], p);
             assert_eq!(w.run(&["saga", "resume", &op, "--yes"])["code"], "OK", "resume after a kill at {p}");
         } else {
             assert_eq!(w.run(&["saga", "approve", &op, "--yes"])["code"], "OK", "{p}");

@@ -396,26 +396,6 @@ fn unfinished(s: &Sandbox, env: &[(&str, &str)], saga: &str) -> String {
         .to_owned()
 }
 
-/// `skiff ARGS` frozen at engine hook `point`, then SIGKILLed there.
-fn kill_at(s: &Sandbox, env: &[(&str, &str)], args: &[&str], point: &str, n: usize) {
-    let marker = s.path().join(format!("frozen-{n}"));
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("skiff"))
-        .current_dir(s.path())
-        .env("SKIFF_CONFIG", s.path().join("config.yaml"))
-        .env("SKIFF_FREEZE_AT", point)
-        .env("SKIFF_FREEZE_MARKER", &marker)
-        .envs(env.iter().copied())
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let reached = skiff_testkit::wait_until(Duration::from_secs(60), || marker.exists());
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(reached, "`skiff {}` never reached {point}", args.join(" "));
-}
-
 #[test]
 fn a_restore_killed_at_every_step_boundary_resumes_to_exactly_one_copy_and_one_cutover() {
     let s = Sandbox::new();
@@ -445,7 +425,7 @@ fn a_restore_killed_at_every_step_boundary_resumes_to_exactly_one_copy_and_one_c
         assert_eq!(request(port, "POST", "/orders", "{\"item\": \"later\"}").unwrap().0, 201);
         let (_, live) = request(port, "GET", "/orders", "").unwrap();
         let op = if before_gate.contains(p) {
-            kill_at(&s, &env, &restore, p, n);
+            s.kill_at(&env, &restore, p);
             let op = unfinished(&s, &env, "database-restore");
             let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
             assert_eq!(resumed["code"], "APPROVAL_REQUIRED", "resume after a kill at {p}: {resumed}");
@@ -456,7 +436,7 @@ fn a_restore_killed_at_every_step_boundary_resumes_to_exactly_one_copy_and_one_c
             let gated = run(&restore);
             assert_eq!(gated["code"], "APPROVAL_REQUIRED", "{gated}");
             let op = gated["operation_id"].as_str().unwrap().to_owned();
-            kill_at(&s, &env, &["saga", "approve", &op, "--yes", "--format", "json"], p, n);
+            s.kill_at(&env, &["saga", "approve", &op, "--yes", "--format", "json"], p);
             op
         };
         if before_gate.contains(p) {
@@ -490,7 +470,7 @@ fn a_restore_killed_at_every_step_boundary_resumes_to_exactly_one_copy_and_one_c
         let instance = status["data"]["database"]["retained"][0]["instance"].as_str().unwrap().to_owned();
         let args = ["database", "retire", "orders-db", "--instance", &instance, "--yes", "--format", "json"];
         let op = if before_gate.contains(p) {
-            kill_at(&s, &env, &args, p, 100 + k);
+            s.kill_at(&env, &args, p);
             let op = unfinished(&s, &env, "database-retire");
             let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
             assert_eq!(resumed["code"], "APPROVAL_REQUIRED", "resume after a kill at {p}: {resumed}");
@@ -501,7 +481,7 @@ fn a_restore_killed_at_every_step_boundary_resumes_to_exactly_one_copy_and_one_c
             let gated = run(&args);
             assert_eq!(gated["code"], "APPROVAL_REQUIRED", "{gated}");
             let op = gated["operation_id"].as_str().unwrap().to_owned();
-            kill_at(&s, &env, &["saga", "approve", &op, "--yes", "--format", "json"], p, 100 + k);
+            s.kill_at(&env, &["saga", "approve", &op, "--yes", "--format", "json"], p);
             let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
             assert_eq!(resumed["code"], "OK", "resume after a kill at {p}: {resumed}");
             op
@@ -692,7 +672,7 @@ fn a_rotation_killed_at_every_step_boundary_resumes_to_exactly_one_new_version()
     ];
     for (n, p) in points.iter().enumerate() {
         let before = current_url(&s, reference).unwrap();
-        kill_at(&s, &env, &rotate, p, n);
+        s.kill_at(&env, &rotate, p);
         let op = unfinished(&s, &env, "secret-rotation");
         let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
         assert_eq!(resumed["code"], "OK", "resume after a kill at {p}: {resumed}");
@@ -797,7 +777,7 @@ fn a_key_rotation_killed_at_every_step_boundary_resumes_to_exactly_one_new_key()
     ];
     for (n, p) in before_gate.iter().chain(["after:result:schedule-deletion"].iter()).enumerate() {
         let op = if before_gate.contains(p) {
-            kill_at(&s, &env, &rotate, p, n);
+            s.kill_at(&env, &rotate, p);
             let op = unfinished(&s, &env, "key-rotation");
             let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
             assert_eq!(resumed["code"], "APPROVAL_REQUIRED", "resume after a kill at {p}: {resumed}");
@@ -809,7 +789,7 @@ fn a_key_rotation_killed_at_every_step_boundary_resumes_to_exactly_one_new_key()
             let gated = run(&rotate);
             assert_eq!(gated["code"], "APPROVAL_REQUIRED", "{gated}");
             let op = gated["operation_id"].as_str().unwrap().to_owned();
-            kill_at(&s, &env, &["saga", "approve", &op, "--yes", "--format", "json"], p, n);
+            s.kill_at(&env, &["saga", "approve", &op, "--yes", "--format", "json"], p);
             let resumed = run(&["saga", "resume", &op, "--yes", "--format", "json"]);
             assert_eq!(resumed["code"], "OK", "resume after a kill at {p}: {resumed}");
             op

@@ -3,7 +3,9 @@
 //! writer that logs every acknowledged write loses none of them, and the old primary,
 //! started again, refuses writes; reconcile is IN_SYNC at once. A failover whose
 //! replica lags above the threshold is refused until the loss is accepted. A
-//! switchover killed at every step boundary resumes to one promotion.
+//! switchover killed at every step boundary resumes to one promotion. Each region runs
+//! the release behind its own load balancer; the global front moves traffic with the
+//! writer, read back.
 
 mod common;
 
@@ -123,6 +125,13 @@ fn a_switchover_under_writes_loses_no_acknowledged_write_and_fences_the_old_prim
     assert_eq!((regions[0]["region"].clone(), regions[0]["role"].clone()), ("us-east-1".into(), "primary".into()));
     assert_eq!((regions[1]["region"].clone(), regions[1]["role"].clone()), ("us-west-2".into(), "replica".into()));
     assert!(regions[1]["lag_bytes"].is_u64(), "{status}");
+    // Each region runs the release behind its own load balancer; the front sends all
+    // traffic to the region that writes.
+    assert_eq!(front_weights(&status), [("us-east-1".to_owned(), 100), ("us-west-2".to_owned(), 0)], "{status}");
+    let front = front_port(&status);
+    let (east, west) = served_by_region(&s, &status, front);
+    // The front's health probes pass through both regions too: a few requests more each.
+    assert!(east >= 20 && west <= 3, "before: the requests through the front served in us-east-1 ({east}, {west})");
 
     // Planned first: every step's safety, the promotion irreversible, one gate.
     let dry = w.run(&["failover", "stack", "accounts", "--to", "us-west-2", "--dry-run", "--format", "json"]);
@@ -134,6 +143,9 @@ fn a_switchover_under_writes_loses_no_acknowledged_write_and_fences_the_old_prim
     assert_eq!(dry["data"]["failover"]["to_region"], "us-west-2");
     assert!(dry["data"]["failover"]["lag_bytes"].is_u64(), "{dry}");
     assert!(dry["facts"].to_string().contains("expected write unavailability"), "{dry}");
+    assert!(dry["data"]["failover"]["write_unavailability_ms"].as_u64().is_some_and(|ms| ms < 60_000), "{dry}");
+    assert_eq!(dry["data"]["failover"]["traffic_shift_percent"], serde_json::json!([10, 50, 100]), "{dry}");
+    assert_eq!(safety("shift-50"), "reversible");
 
     let writer = Writer::start(&s);
     assert!(skiff_testkit::wait_until(Duration::from_secs(10), || writer.acked.lock().unwrap().len() > 20));
@@ -167,9 +179,55 @@ fn a_switchover_under_writes_loses_no_acknowledged_write_and_fences_the_old_prim
         serde_json::from_slice(&std::fs::read(s.path().join(".skiff/state/v1/services/accounts/state.json")).unwrap())
             .unwrap();
     assert_eq!(state["writer_region"], "us-west-2");
+    // Traffic is 100% on the new region, read back from the front and seen in its stats.
+    assert_eq!(state["region_weights"], serde_json::json!({"us-east-1": 0, "us-west-2": 100}), "{state}");
+    assert_eq!(front_weights(&status), [("us-east-1".to_owned(), 0), ("us-west-2".to_owned(), 100)], "{status}");
+    let (east, west) = served_by_region(&s, &status, front);
+    assert!(west >= 20 && east <= 3, "after: the requests through the front served in us-west-2 ({east}, {west})");
+    let shifted = w.run(&["saga", "show", &op, "--format", "json"]).to_string();
+    for step in ["shift-10", "shift-50", "shift-100"] {
+        assert!(shifted.contains(step), "the saga shifted traffic in steps ({step}): {shifted}");
+    }
     let again = w.run(&["failover", "stack", "accounts", "--to", "us-west-2", "--dry-run", "--format", "json"]);
     assert_eq!(again["code"], "USAGE", "writes are in us-west-2 already: {again}");
     restart_and_refuse(&record, &primary_url);
+}
+
+/// The front's weight per region, from `skiff status`.
+fn front_weights(status: &serde_json::Value) -> Vec<(String, u64)> {
+    let regions = status["data"]["front"]["regions"].as_array().cloned().unwrap_or_default();
+    regions
+        .iter()
+        .map(|r| (r["region"].as_str().unwrap_or("?").to_owned(), r["weight"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+fn front_port(status: &serde_json::Value) -> u16 {
+    let address = status["data"]["front"]["address"].as_str().unwrap_or_else(|| panic!("no front: {status}"));
+    address.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// Sends 20 requests through the front and answers how many each region's group served.
+fn served_by_region(s: &Sandbox, status: &serde_json::Value, front: u16) -> (u64, u64) {
+    use skiff_pluginapi::Traffic as _;
+    let provider = skiff_provider_local::LocalProvider::new(
+        skiff_provider_local::LocalDir::new(s.path().join(".skiff/local")),
+        ledger(s.path()),
+    );
+    let groups: Vec<String> = status["data"]["front"]["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["group"].as_str().unwrap().to_owned())
+        .collect();
+    let count = |g: &str| block(provider.stats(g)).unwrap().requests;
+    let before: Vec<u64> = groups.iter().map(|g| count(g)).collect();
+    for _ in 0..20 {
+        let (code, _) = http_get(front, "/healthz").expect("the front answers");
+        assert_eq!(code, 200);
+    }
+    let after: Vec<u64> = groups.iter().map(|g| count(g)).collect();
+    (after[0] - before[0], after[1] - before[1])
 }
 
 /// Starts the fenced old primary's cluster again and checks it refuses a write.
@@ -277,23 +335,8 @@ fn a_failover_above_the_lag_threshold_is_refused_until_the_loss_is_accepted() {
 
 /// `skiff ARGS` frozen at engine hook `point`, then SIGKILLed there.
 fn kill_at(w: &World<'_>, args: &[&str], point: &str) {
-    let marker = w.s.path().join(format!("frozen-{}", point.replace(':', "-")));
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("skiff"))
-        .current_dir(w.s.path())
-        .env("HOME", w.s.path())
-        .env("SKIFF_CONFIG", w.s.path().join("config.yaml"))
-        .env("SKIFF_FREEZE_AT", point)
-        .env("SKIFF_FREEZE_MARKER", &marker)
-        .envs(w.env.iter().map(|(k, v)| (*k, v.as_str())))
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let reached = skiff_testkit::wait_until(Duration::from_secs(60), || marker.exists());
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(reached, "`skiff {}` never reached {point}", args.join(" "));
+    let env: Vec<(&str, &str)> = w.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    w.s.kill_at(&env, args, point);
 }
 
 #[test]
@@ -306,6 +349,8 @@ fn a_switchover_killed_at_every_step_boundary_resumes_to_one_promotion() {
         "after:result:promote",
         "after:result:repoint",
         "after:result:restart",
+        "after:result:shift-10",
+        "after:result:shift-100",
         "after:result:verify",
     ];
     for p in before_gate.iter().chain(after_gate.iter()) {
@@ -349,6 +394,10 @@ fn a_switchover_killed_at_every_step_boundary_resumes_to_one_promotion() {
         )
         .unwrap();
         assert_eq!(state["writer_region"], "us-west-2", "after {p}");
+        // Traffic weights as the saga last recorded them, read back from the front.
+        assert_eq!(state["region_weights"], serde_json::json!({"us-east-1": 0, "us-west-2": 100}), "after {p}");
+        let status = w.run(&["status", "accounts", "--format", "json"]);
+        assert_eq!(front_weights(&status), [("us-east-1".to_owned(), 0), ("us-west-2".to_owned(), 100)], "after {p}");
         let now = secret(&s, "secret://accounts-db/url");
         assert_eq!(now, secret(&s, "secret://accounts-db-us-west-2/url"), "after {p}");
         let rows = psql(&now, "select count(*) from acks").unwrap();

@@ -8,8 +8,8 @@ mod plan;
 
 pub use diff::{Change, Op, PlanDiff, diff_irs, diff_plans, diff_values};
 pub use plan::{
-    Ingress, KIND, Permission, Resource, ResourcePlan, ResourceSpec, SCHEMA_VERSION, permissions, plan, replica_name,
-    role_name,
+    Ingress, KIND, Permission, Resource, ResourcePlan, ResourceSpec, SCHEMA_VERSION, permissions, plan, regional_name,
+    replica_name, role_name, secondary_regions, zones_in,
 };
 
 use skiff_ir::ServiceIr;

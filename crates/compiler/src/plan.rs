@@ -162,6 +162,17 @@ pub enum ResourceSpec {
         /// Encrypted at rest: always true.
         encrypted: bool,
     },
+    /// The global traffic entry of a service in several regions: a weight per region
+    /// (weighted DNS records on a cloud, a weighted proxy locally), all of it to the
+    /// region that writes until a failover shifts it.
+    TrafficFront {
+        /// Every region, primary first; each has its own load balancer and group.
+        regions: Vec<String>,
+        /// The region that takes all traffic when the front is made.
+        initial_region: String,
+        /// The path each region is judged healthy by.
+        health_path: String,
+    },
     /// A streaming replica of a managed database in another region.
     DatabaseReplica {
         /// Instance name (`<database>-<region>`).
@@ -214,6 +225,7 @@ impl ResourceSpec {
             ResourceSpec::SecretReference { .. } => "secret-ref",
             ResourceSpec::Database { .. } => "database",
             ResourceSpec::DatabaseReplica { .. } => "database-replica",
+            ResourceSpec::TrafficFront { .. } => "traffic-front",
         }
     }
 }
@@ -316,7 +328,7 @@ pub fn plan(ir: &ServiceIr) -> ResourcePlan {
         vec![lc_id.clone()],
         ResourceSpec::InstanceGroup {
             name_template: format!("{svc}-{{release}}"),
-            launch_config: lc_id,
+            launch_config: lc_id.clone(),
             min: ir.capacity.min,
             max: ir.capacity.max,
             desired: ir.capacity.desired,
@@ -325,31 +337,67 @@ pub fn plan(ir: &ServiceIr) -> ResourcePlan {
         },
     );
     if let (WorkloadKind::Service, Some(net)) = (ir.workload, &ir.network) {
-        let tg_id = id("target-group", svc);
-        push(
-            tg_id.clone(),
-            vec![],
-            ResourceSpec::TargetGroup {
-                name_template: format!("{svc}-{{release}}"),
-                port: net.port,
-                health_path: net.health.path.clone(),
-                interval: net.health.interval,
-                timeout: net.health.timeout,
-                healthy_threshold: net.health.healthy_threshold,
-                unhealthy_threshold: net.health.unhealthy_threshold,
-                deregistration_delay: ir.rollout.drain_timeout,
-            },
-        );
-        push(
-            id("lb-rule", svc),
-            vec![tg_id.clone()],
-            ResourceSpec::LoadBalancerRule {
-                listener_port: net.port,
-                path_pattern: "/*".to_owned(),
-                target_group: tg_id,
-                canary_steps: ir.rollout.steps.clone(),
-            },
-        );
+        // The primary region's names are the service's own; every other region's carry
+        // its name, and a release reaches them after its canary in the primary.
+        let home = std::iter::once((svc.clone(), format!("{svc}-{{release}}"), ir.rollout.steps.clone()));
+        let others =
+            secondary_regions(ir).iter().map(|r| (regional_name(svc, r), format!("{svc}-{{release}}-{r}"), vec![100]));
+        for (name, template, steps) in home.chain(others) {
+            let tg_id = id("target-group", &name);
+            push(
+                tg_id.clone(),
+                vec![],
+                ResourceSpec::TargetGroup {
+                    name_template: template.clone(),
+                    port: net.port,
+                    health_path: net.health.path.clone(),
+                    interval: net.health.interval,
+                    timeout: net.health.timeout,
+                    healthy_threshold: net.health.healthy_threshold,
+                    unhealthy_threshold: net.health.unhealthy_threshold,
+                    deregistration_delay: ir.rollout.drain_timeout,
+                },
+            );
+            push(
+                id("lb-rule", &name),
+                vec![tg_id.clone()],
+                ResourceSpec::LoadBalancerRule {
+                    listener_port: net.port,
+                    path_pattern: "/*".to_owned(),
+                    target_group: tg_id,
+                    canary_steps: steps,
+                },
+            );
+            if name != *svc {
+                push(
+                    id("instance-group", &name),
+                    vec![lc_id.clone()],
+                    ResourceSpec::InstanceGroup {
+                        name_template: template,
+                        launch_config: lc_id.clone(),
+                        min: ir.capacity.min,
+                        max: ir.capacity.max,
+                        desired: ir.capacity.desired,
+                        zones: zones_in(&ir.capacity.zones, name.strip_prefix(&format!("{svc}-")).unwrap_or(&name)),
+                        spot: ir.capacity.spot,
+                    },
+                );
+            }
+        }
+        if !secondary_regions(ir).is_empty() {
+            push(
+                id("traffic-front", svc),
+                ir.regions
+                    .iter()
+                    .map(|r| id("lb-rule", &if r == &ir.regions[0] { svc.clone() } else { regional_name(svc, r) }))
+                    .collect(),
+                ResourceSpec::TrafficFront {
+                    regions: ir.regions.clone(),
+                    initial_region: ir.regions[0].clone(),
+                    health_path: net.health.path.clone(),
+                },
+            );
+        }
     }
     resources.sort_by(|a, b| a.id.cmp(&b.id));
     ResourcePlan {
@@ -390,5 +438,49 @@ pub fn permissions(ir: &ServiceIr) -> Vec<Permission> {
 
 /// The instance name of `database`'s replica in `region`.
 pub fn replica_name(database: &str, region: &str) -> String {
-    format!("{database}-{region}")
+    regional_name(database, region)
+}
+
+/// The name of `base` (a service's load balancer, a release's group) in a region other
+/// than the primary: `<base>-<region>`.
+pub fn regional_name(base: &str, region: &str) -> String {
+    format!("{base}-{region}")
+}
+
+/// `zones` as they are named in `region`: an AWS-style zone (`us-east-1a`: a region
+/// ending in a digit, then one letter) keeps its letter in the other region
+/// (`us-west-2a`); any other zone name (`local-a`) is the same everywhere.
+pub fn zones_in(zones: &[String], region: &str) -> Vec<String> {
+    zones
+        .iter()
+        .map(|z| {
+            let mut chars = z.chars();
+            match (chars.next_back(), chars.next_back()) {
+                (Some(letter), Some(digit)) if letter.is_ascii_lowercase() && digit.is_ascii_digit() => {
+                    format!("{region}{letter}")
+                }
+                _ => z.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The regions after the primary a serving service runs its own group and load
+/// balancer in (empty for a single-region service or one that serves no port).
+pub fn secondary_regions(ir: &ServiceIr) -> &[String] {
+    match (ir.workload, &ir.network, ir.regions.split_first()) {
+        (WorkloadKind::Service, Some(_), Some((_, rest))) => rest,
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zones_follow_the_region_when_they_are_named_after_it() {
+        let zones = vec!["us-east-1a".to_owned(), "us-east-1c".to_owned(), "local-a".to_owned()];
+        assert_eq!(zones_in(&zones, "us-west-2"), ["us-west-2a", "us-west-2c", "local-a"]);
+    }
 }

@@ -194,13 +194,16 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool, shadow: Opti
     }
     let group = skiff_steps::deploy::group_spec(&ir, &m.release, runner_config(&resolved.state.value, &public_pem));
     let mut rollout = skiff_steps::deploy::rollout_for(&ir, &m.release, &m.spec_digest, group, stable);
-    // After a restore the database runs on the restored instance: ensure that one.
+    // After a restore the database runs on the restored instance: ensure that one. After
+    // a failover the replicas follow the instance that writes now, and a new traffic
+    // front starts on its region.
+    let writer_region = skiff_steps::failover::writer_region(&ir, before.as_ref());
+    let mut writer = None;
     if let Some(db) = rollout.database.as_mut() {
         db.id = skiff_steps::database::current_instance(&ledger, &db.id).await.map_err(|e| crate::error::state(&e))?;
-        // After a failover the replicas follow the instance that writes now.
-        let writer_region = skiff_steps::failover::writer_region(&ir, before.as_ref());
-        rollout.replicas = skiff_steps::deploy::replica_plans(&ir, &db.id, &writer_region);
+        writer = Some(db.id.clone());
     }
+    rollout.follow_writer(&ir, writer.as_deref().unwrap_or_default(), &writer_region);
     notes.extend(crate::plan::migration_notes(&ir, stable_release.as_deref()));
     crate::adopt::apply(&mut rollout, crate::adopt::owned(&ledger, &ir.service).await?, &mut notes);
     let graph = graph_for(&rollout, shadow, before.as_ref())?;

@@ -160,8 +160,18 @@ pub(crate) async fn stack(ctx: &Context, r: &FailoverRequest) -> Result<Answer> 
             next,
         ));
     }
-    let group =
-        state.current_release.as_ref().map(|rel| (skiff_steps::deploy::group_name(service, rel), ir.capacity.desired));
+    let groups: Vec<(String, u32)> = state
+        .current_release
+        .as_ref()
+        .map(|rel| skiff_steps::deploy::release_groups(&ir, rel))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| (g, ir.capacity.desired))
+        .collect();
+    let mut groups = groups.into_iter();
+    let group = groups.next();
+    // A service in several regions moves its global traffic behind the writer.
+    let shift = if skiff_compiler::secondary_regions(&ir).is_empty() { Vec::new() } else { vec![10, 50, 100] };
     let consumer_ref = ir
         .secrets
         .values()
@@ -182,7 +192,9 @@ pub(crate) async fn stack(ctx: &Context, r: &FailoverRequest) -> Result<Answer> 
         consumer_ref,
         group,
         retention_ms: RETAIN_MS,
-        write_window_ms: 3_000,
+        write_window_ms: skiff_steps::failover::expected_write_window_ms(lag),
+        regional_groups: groups.collect(),
+        shift,
     };
     let graph = skiff_steps::failover::failover_graph(&plan).map_err(|e| crate::error::saga(&e))?;
     let flags = match (mode, r.accept_data_loss) {
@@ -222,7 +234,7 @@ fn with_facts(mut answer: Answer, p: &FailoverPlan, lag_fact: &str) -> Answer {
     e.facts.push(lag_fact.to_owned());
     if p.mode == Mode::Switchover {
         e.facts.push(format!(
-            "expected write unavailability: about {} s (freeze to repointed consumers)",
+            "expected write unavailability: at most about {} s (freeze to repointed consumers: each step's expected time, the lag replayed at 20 MiB/s; `cargo xtask bench failover` measures it)",
             p.write_window_ms.div_ceil(1000)
         ));
     }
@@ -243,6 +255,7 @@ fn with_facts(mut answer: Answer, p: &FailoverPlan, lag_fact: &str) -> Answer {
                 "max_lag_bytes": p.max_lag_bytes,
                 "accept_data_loss": p.accept_data_loss,
                 "write_unavailability_ms": if p.mode == Mode::Switchover { Some(p.write_window_ms) } else { None },
+                "traffic_shift_percent": p.shift,
             }),
         );
     }

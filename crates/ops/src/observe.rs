@@ -41,6 +41,41 @@ pub(crate) struct ServiceView {
     pub(crate) weights: Vec<skiff_pluginapi::Weight>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) database: Option<DatabaseView>,
+    /// Multi-region: the global front and each region's share, group and health.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) front: Option<FrontView>,
+}
+
+/// A multi-region service's global traffic front, read back from the provider.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct FrontView {
+    pub(crate) address: Option<String>,
+    pub(crate) regions: Vec<serde_json::Value>,
+}
+
+/// The front's weights and every region's load balancer, group and healthy targets.
+async fn front_view(ledger: &Ledger, provider: &dyn Provider, s: &ServiceState) -> Option<FrontView> {
+    let ir = ledger.get_spec(s.spec_digest.as_ref()?).await.ok()?;
+    if skiff_compiler::secondary_regions(&ir).is_empty() {
+        return None;
+    }
+    let release = s.current_release.as_deref()?;
+    let front = provider.traffic().describe_front(&s.service).await.ok().flatten();
+    let groups = skiff_steps::deploy::release_groups(&ir, release);
+    let mut regions = Vec::new();
+    for (region, group) in ir.regions.iter().zip(groups) {
+        let health = provider.traffic().target_health(&group).await.unwrap_or_default();
+        let weight = front.as_ref().and_then(|f| f.weights.iter().find(|w| &w.region == region)).map(|w| w.weight);
+        regions.push(serde_json::json!({
+            "region": region,
+            "weight": weight.unwrap_or(0),
+            "load_balancer": skiff_steps::deploy::regional_lb(&ir, region),
+            "group": group,
+            "healthy": health.iter().filter(|t| t.state == HealthState::Healthy).count(),
+            "targets": health.len(),
+        }));
+    }
+    Some(FrontView { address: front.map(|f| f.address), regions })
 }
 
 /// The service's managed database as the ledger knows it.
@@ -220,6 +255,7 @@ pub(crate) async fn view(ledger: &Ledger, provider: &dyn Provider, s: &ServiceSt
             .collect(),
         weights,
         database: database_view(ledger, provider, s).await,
+        front: front_view(ledger, provider, s).await,
     }
 }
 
@@ -332,6 +368,26 @@ pub(crate) async fn status(ctx: &Context, service: Option<String>) -> Result<Ans
                 }
                 if let Some(d) = &v.database {
                     env = env.fact(database_fact(d));
+                }
+                if let Some(f) = &v.front {
+                    let shares: Vec<String> = f
+                        .regions
+                        .iter()
+                        .map(|r| {
+                            format!(
+                                "{} {}% ({}/{} healthy)",
+                                r["region"].as_str().unwrap_or("?"),
+                                r["weight"],
+                                r["healthy"],
+                                r["targets"]
+                            )
+                        })
+                        .collect();
+                    env = env.fact(format!(
+                        "global traffic at {}: {}",
+                        f.address.as_deref().unwrap_or("(no front)"),
+                        shares.join(", ")
+                    ));
                 }
                 env = env.fact(match &v.last_reconcile {
                     Some(r) => format!("last reconcile: {}", r["status"].as_str().unwrap_or("unknown")),

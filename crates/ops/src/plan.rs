@@ -278,6 +278,10 @@ fn describe(r: &Resource) -> String {
             "streaming replica of {source} in {region} on {instance_class}, {storage_gib} GiB; \
              `skiff failover stack` promotes it (irreversible)"
         ),
+        ResourceSpec::TrafficFront { regions, initial_region, health_path } => format!(
+            "global traffic across {}: 100% to {initial_region} (a region without a healthy GET {health_path} gets none);              `skiff failover stack` shifts it 10% → 50% → 100%",
+            regions.join(", ")
+        ),
         _ => r.spec.type_name().to_owned(),
     }
 }

@@ -268,6 +268,15 @@ impl Traffic for LocalProvider {
             .await?
             .ok_or_else(|| ProviderError::not_found(format!("load balancer of {service}")))
     }
+    async fn ensure_front(&self, spec: &FrontSpec) -> Result<FrontInfo> {
+        crate::front::ensure(self, spec).await
+    }
+    async fn set_region_weights(&self, service: &str, weights: &[RegionWeight]) -> Result<()> {
+        crate::front::set_weights(self, service, weights).await
+    }
+    async fn describe_front(&self, service: &str) -> Result<Option<FrontInfo>> {
+        crate::front::describe(self, service).await
+    }
 }
 
 fn io(what: &Path, e: std::io::Error) -> ProviderError {

@@ -10,6 +10,7 @@
 pub mod api;
 mod client;
 mod databases;
+pub mod front;
 mod posture;
 pub mod supervisor;
 

@@ -72,6 +72,10 @@ pub struct ServiceState {
     /// promotion, so reconcile never sees the two disagree).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer_region: Option<String>,
+    /// Percent of global traffic per region, as the last traffic shift of a failover
+    /// set it (empty: all of it to the region that writes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub region_weights: BTreeMap<String, u32>,
     /// Last change, milliseconds since the epoch.
     pub updated_at_ms: u64,
 }

@@ -314,6 +314,7 @@ fn stored_forms() {
         active_operation: None,
         shadow_release: None,
         writer_region: None,
+        region_weights: Default::default(),
         updated_at_ms: 1_795_388_532_000,
     };
     insta::assert_snapshot!("service_state", String::from_utf8(codec::encode(&state)).unwrap());

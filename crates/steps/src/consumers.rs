@@ -25,6 +25,38 @@ pub struct Consumer {
     pub references: Vec<String>,
 }
 
+/// Restarts every instance of each `(group, size)` in turn ([`rolling_restart`]); the
+/// number restarted.
+pub(crate) async fn restart_groups(
+    ctx: &StepContext,
+    req: &StepRequest,
+    groups: &[(String, u32)],
+) -> Result<usize, StepError> {
+    let mut restarted = 0;
+    for (group, size) in groups {
+        restarted += rolling_restart(ctx, req, group, *size, None).await?;
+    }
+    Ok(restarted)
+}
+
+/// The healthy targets of all `groups`, or a retryable error naming the first group
+/// with fewer healthy targets than its size (`on`: what they should be healthy on).
+pub(crate) async fn healthy_groups(req: &StepRequest, groups: &[(String, u32)], on: &str) -> Result<usize, StepError> {
+    let mut total = 0;
+    for (group, size) in groups {
+        let health = provider(req)?.traffic().target_health(group).await.map_err(provider_error)?;
+        let healthy = health.iter().filter(|t| t.state == HealthState::Healthy).count();
+        if healthy < *size as usize {
+            return Err(StepError::retryable(
+                skiff_sagaapi::StepCode::OperationFailed,
+                format!("{healthy} of {size} instances of {group} are healthy on {on}"),
+            ));
+        }
+        total += healthy;
+    }
+    Ok(total)
+}
+
 /// Restarts the running instances of `group` (or only those named in `only`) one at a
 /// time: each is terminated, its replacement joins the target group and is healthy
 /// before the next goes. The number restarted.

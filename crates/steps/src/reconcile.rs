@@ -8,7 +8,7 @@
 //! `fix` the `repair` saga runs, or a command), recorded in `services/<svc>/reconcile.json`.
 
 use serde_json::json;
-use skiff_pluginapi::{Fix, HealthState, Permission, PostureScope, Provider, RoleSpec, Severity, Weight};
+use skiff_pluginapi::{Fix, HealthState, Permission, PostureScope, Provider, RegionWeight, RoleSpec, Severity, Weight};
 use skiff_state::docs::{Difference, ReconcileDoc, ServiceState, SyncStatus};
 use skiff_state::{Ledger, Update};
 
@@ -88,6 +88,7 @@ pub async fn reconcile(
         (Some(release), Some(digest)) => {
             let ir = ledger.get_spec(digest).await?;
             let mut out = compare(provider, service, release, &ir).await?;
+            out.extend(regions(provider, release, &ir, &state).await?);
             out.extend(secrets(ledger, provider, &ir).await?);
             out.extend(posture(ledger, provider, service, release, &ir).await?);
             let ownership: Option<skiff_state::docs::OwnershipDoc> =
@@ -142,8 +143,15 @@ async fn compare(
             }
         }
     }
-    let others: Vec<String> =
-        provider.compute().list_groups(service).await?.into_iter().map(|g| g.name).filter(|n| *n != group).collect();
+    let ours = crate::deploy::release_groups(ir, release);
+    let others: Vec<String> = provider
+        .compute()
+        .list_groups(service)
+        .await?
+        .into_iter()
+        .map(|g| g.name)
+        .filter(|n| !ours.contains(n))
+        .collect();
     if !others.is_empty() {
         out.push(diff(
             "instances.other_groups",
@@ -225,6 +233,75 @@ async fn compare(
     Ok(out)
 }
 
+/// Every region after the primary runs the release behind its own load balancer, and
+/// the global front's weights are the ones the last failover recorded (all to the
+/// region that writes before any).
+async fn regions(
+    provider: &dyn Provider,
+    release: &str,
+    ir: &skiff_ir::ServiceIr,
+    state: &ServiceState,
+) -> Result<Vec<Difference>, ReconcileError> {
+    let mut out = Vec::new();
+    let secondary = skiff_compiler::secondary_regions(ir);
+    if secondary.is_empty() {
+        return Ok(out);
+    }
+    let service = &ir.service;
+    let reapply = format!("skiff rollback {service} --to {release} --yes");
+    let group = group_name(service, release);
+    for region in secondary {
+        let regional = skiff_compiler::regional_name(&group, region);
+        match provider.compute().describe_group(&regional).await? {
+            None => out.push(diff(&format!("regions.{region}.group"), json!(regional), json!(null), &reapply)),
+            Some(g) if g.running().len() != ir.capacity.desired as usize => out.push(diff(
+                &format!("regions.{region}.running"),
+                json!(ir.capacity.desired),
+                json!(g.running().len()),
+                "skiff deploy -f skiff.yaml --yes",
+            )),
+            Some(_) => {}
+        }
+        let lb = crate::deploy::regional_lb(ir, region);
+        let want = vec![Weight { target_group: regional.clone(), weight: 100 }];
+        let have: Vec<Weight> = match provider.traffic().weights(&lb).await {
+            Ok(w) => w.into_iter().filter(|w| w.weight > 0).collect(),
+            Err(e) if e.code == "NOT_FOUND" => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        if have != want {
+            out.push(diff(&format!("regions.{region}.weights"), json!(want), json!(have), &reapply));
+        }
+    }
+    let writer = crate::failover::writer_region(ir, Some(state));
+    let mut want: Vec<RegionWeight> = if state.region_weights.is_empty() {
+        vec![RegionWeight { region: writer, weight: 100 }]
+    } else {
+        state.region_weights.iter().map(|(r, w)| RegionWeight { region: r.clone(), weight: *w }).collect()
+    };
+    want.retain(|w| w.weight > 0);
+    want.sort();
+    let mut have: Vec<RegionWeight> = match provider.traffic().describe_front(service).await? {
+        Some(f) => f.weights.into_iter().filter(|w| w.weight > 0).collect(),
+        None => Vec::new(),
+    };
+    have.sort();
+    if have != want {
+        let mut d = diff(
+            "traffic.front",
+            json!(want),
+            json!(have),
+            &format!(
+                "put the front's weights back to the ones recorded ({service}'s last failover, else all to {})",
+                want.first().map_or("", |w| w.region.as_str())
+            ),
+        );
+        d.severity = d.severity.max(Severity::High);
+        out.push(d);
+    }
+    Ok(out)
+}
+
 /// Secrets the service reads whose value is not the one Skiff last wrote.
 async fn secrets(
     ledger: &Ledger,
@@ -285,6 +362,12 @@ async fn posture(
         .filter_map(|l| l.key.rsplit('/').next()?.strip_suffix(".json").map(|r| group_name(service, r)))
         .collect();
     target_groups.push(group.clone());
+    // Every release's target group in every other region is Skiff's too.
+    let regional: Vec<String> = skiff_compiler::secondary_regions(ir)
+        .iter()
+        .flat_map(|r| target_groups.iter().map(move |g| skiff_compiler::regional_name(g, r)))
+        .collect();
+    target_groups.extend(regional);
     target_groups.sort_unstable();
     target_groups.dedup();
     let scope = PostureScope {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use skiff_pluginapi::{BackupInfo, DatabaseSpec, GroupSpec, HealthState, RestoreTarget};
+use skiff_pluginapi::{BackupInfo, DatabaseSpec, GroupSpec, RestoreTarget};
 use skiff_saga::{Registry, SagaBuilder, SagaError, SagaGraph};
 use skiff_sagaapi::{Risk, Safety, Step, StepCode, StepContext, StepError, StepPlan, StepRequest, StepResult};
 use skiff_state::Ledger;
@@ -474,7 +474,7 @@ impl Step for Restart {
         let Some((group, size)) = &p.group else {
             return Ok(StepResult::new(format!("no instances of {} to restart", p.service), json!({"restarted": 0})));
         };
-        let restarted = crate::consumers::rolling_restart(ctx, req, group, *size, None).await?;
+        let restarted = crate::consumers::restart_groups(ctx, req, &[(group.clone(), *size)]).await?;
         Ok(StepResult::new(
             format!("restarted {restarted} instances of {group}; each read {} anew", p.consumer_ref),
             json!({"restarted": restarted}),
@@ -518,14 +518,7 @@ impl Step for Verify {
         let Some((group, size)) = &p.group else {
             return Ok(StepResult::new(format!("{} is available; no instances use it yet", p.instance.id), json!({})));
         };
-        let health = prov.traffic().target_health(group).await.map_err(provider_error)?;
-        let healthy = health.iter().filter(|t| t.state == HealthState::Healthy).count();
-        if healthy < *size as usize {
-            return Err(StepError::retryable(
-                StepCode::OperationFailed,
-                format!("{healthy} of {size} instances of {group} are healthy on the restored database"),
-            ));
-        }
+        let healthy = crate::consumers::healthy_groups(req, &[(group.clone(), *size)], "the restored database").await?;
         Ok(StepResult::new(format!("{healthy}/{size} instances of {group} healthy on {}", p.instance.id), json!({})))
     }
 

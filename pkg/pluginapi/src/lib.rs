@@ -102,6 +102,24 @@ pub trait Traffic: Send + Sync {
     async fn mirror_report(&self, service: &str) -> Result<MirrorReport> {
         Err(ProviderError::new(format!("this provider's load balancer cannot mirror requests of {service}"), false))
     }
+    /// Creates (or updates the endpoints of) the service's global traffic front across
+    /// regions (idempotent; an existing front keeps its weights).
+    async fn ensure_front(&self, spec: &FrontSpec) -> Result<FrontInfo> {
+        Err(no_front(&spec.service))
+    }
+    /// Sets the percent of the service's global traffic each region gets.
+    async fn set_region_weights(&self, service: &str, weights: &[RegionWeight]) -> Result<()> {
+        let _ = weights;
+        Err(no_front(service))
+    }
+    /// The global front, its address and weights read back; `None` without one.
+    async fn describe_front(&self, service: &str) -> Result<Option<FrontInfo>> {
+        Err(no_front(service))
+    }
+}
+
+fn no_front(service: &str) -> ProviderError {
+    ProviderError::new(format!("this provider has no global traffic front for {service} across regions"), false)
 }
 
 /// Log groups and reading logs back.

@@ -722,3 +722,49 @@ pub fn lsn_bytes(lsn: &str) -> Option<u64> {
 pub fn lsn_lag(ahead: &str, behind: &str) -> Option<u64> {
     Some(lsn_bytes(ahead)?.saturating_sub(lsn_bytes(behind)?))
 }
+
+/// One region's entry in a service's global traffic front (what DNS weights stand for).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionEndpoint {
+    /// The region.
+    pub region: String,
+    /// Its load balancer's address (`host:port` locally, a DNS name on a cloud).
+    pub address: String,
+}
+
+/// A service's global traffic front: one endpoint per region.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrontSpec {
+    /// The service.
+    pub service: String,
+    /// Every region's endpoint.
+    pub regions: Vec<RegionEndpoint>,
+    /// How a region's endpoint is judged healthy.
+    pub health: HealthCheck,
+    /// The weights a new front starts with (an existing one keeps its own).
+    pub initial: Vec<RegionWeight>,
+}
+
+/// Percent of a service's global traffic sent to one region.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RegionWeight {
+    /// The region.
+    pub region: String,
+    /// Percent, 0 to 100.
+    pub weight: u32,
+}
+
+/// A global traffic front as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrontInfo {
+    /// The service.
+    pub service: String,
+    /// Where clients connect (`host:port`, or the record's DNS name).
+    pub address: String,
+    /// The weights in effect, read back.
+    pub weights: Vec<RegionWeight>,
+    /// The regions whose endpoint passes its health check now (a weighted region
+    /// that is not among them gets no traffic).
+    #[serde(default)]
+    pub healthy: Vec<String>,
+}

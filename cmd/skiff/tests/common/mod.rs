@@ -32,6 +32,37 @@ impl Sandbox {
         self.run_env(args, &[])
     }
 
+    /// `skiff ARGS` frozen at engine hook `point` (`SKIFF_FREEZE_AT`), then SIGKILLed
+    /// there; fails when the hook is never reached.
+    pub fn kill_at(&self, env: &[(&str, &str)], args: &[&str], point: &str) {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let marker = self.path().join(format!("frozen-{n}"));
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("skiff"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SKIFF_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
+            .current_dir(self.path())
+            .env("HOME", self.path())
+            .env("SKIFF_CONFIG", self.path().join("config.yaml"))
+            .env("SKIFF_ACTOR", "tester")
+            .env("SKIFF_FREEZE_AT", point)
+            .env("SKIFF_FREEZE_MARKER", &marker)
+            .envs(env.iter().copied())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let reached = skiff_testkit::wait_until(Duration::from_secs(60), || marker.exists());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(reached, "`skiff {}` never reached {point}", args.join(" "));
+    }
+
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::cargo_bin("skiff").unwrap();
         cmd.current_dir(self.path()).args(args);

@@ -91,17 +91,17 @@ impl Balancers {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Creates the service's listener (rebinding if the port changed).
-    pub(crate) async fn ensure_load_balancer(&self, spec: LoadBalancerSpec) -> std::io::Result<LoadBalancerInfo> {
-        let same = self
-            .lock()
-            .lbs
-            .get(&spec.service)
-            .is_some_and(|lb| lb.spec.listener_port == spec.listener_port && lb.listener.is_some());
+    /// Creates the service's listener (rebinding if the port changed). Port 0 asks for
+    /// any free port: a load balancer that has one keeps it.
+    pub(crate) async fn ensure_load_balancer(&self, mut spec: LoadBalancerSpec) -> std::io::Result<LoadBalancerInfo> {
+        let same = self.lock().lbs.get(&spec.service).is_some_and(|lb| {
+            (spec.listener_port == 0 || lb.spec.listener_port == spec.listener_port) && lb.listener.is_some()
+        });
         if !same {
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", spec.listener_port)).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on 127.0.0.1:{}: {e}", spec.listener_port))
             })?;
+            spec.listener_port = listener.local_addr()?.port();
             let task = tokio::spawn(accept(self.clone(), spec.service.clone(), listener));
             let mut inner = self.lock();
             let lb = inner.lbs.entry(spec.service.clone()).or_insert_with(|| Lb {

@@ -168,6 +168,7 @@ fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> 
     if let Some(m) = migration.filter(|m| m.phase == skiff_spec::MigrationPhase::AfterPromote) {
         b = migrate(b, m);
     }
+    b = regions(b, r);
     if let Some(s) = &r.stable
         && s.group != r.group.name
     {
@@ -176,8 +177,64 @@ fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> 
             "drain_ms": r.drain_ms, "retention_ms": r.retention_ms,
         });
         b = b.step("retire", "deploy.retire", retire).timeout_ms(r.retention_ms + r.drain_ms + t).retry(5, 1_000);
+        for region in r.regions.iter().filter(|_| r.traffic.is_some()) {
+            let old = skiff_compiler::regional_name(&s.group, region);
+            let retire = json!({
+                "service": r.service, "group": old, "target_group": s.target_group.as_ref().map(|_| &old),
+                "drain_ms": r.drain_ms, "retention_ms": r.retention_ms,
+                "load_balancer": skiff_compiler::regional_name(&r.service, region),
+            });
+            b = b
+                .step(&format!("retire-{region}"), "deploy.retire", retire)
+                .timeout_ms(r.retention_ms + r.drain_ms + t)
+                .retry(5, 1_000);
+        }
     }
     b.build()
+}
+
+/// After the primary region promoted the release: in every other region its own group
+/// behind that region's load balancer (all of the region's traffic at once: the canary
+/// judged the release already), then the global front across the regions.
+fn regions(mut b: SagaBuilder, r: &Rollout) -> SagaBuilder {
+    let t = r.step_timeout_ms;
+    let Some(tp) = &r.traffic else { return b };
+    for region in &r.regions {
+        let mut group = r.group.clone();
+        group.name = skiff_compiler::regional_name(&group.name, region);
+        group.zones = skiff_compiler::zones_in(&group.zones, region);
+        let mut tg = tp.target_group.clone();
+        tg.name = group.name.clone();
+        let lb = skiff_compiler::regional_name(&r.service, region);
+        let provision = format!("provision-{region}");
+        let stable = r.stable.as_ref().filter(|s| s.target_group.is_some() && s.group != r.group.name);
+        b = b
+            .step(
+                &provision,
+                "deploy.provision",
+                json!({"group": group, "service": r.service, "role": r.role, "log_group": r.log_group}),
+            )
+            .timeout_ms(t)
+            .step(
+                &format!("register-{region}"),
+                "deploy.register",
+                json!({"service": lb, "target_group": tg, "listener_port": 0, "provisioned_by": provision}),
+            )
+            .timeout_ms(t)
+            .step(
+                &format!("shift-{region}"),
+                "deploy.shift",
+                json!({
+                    "service": lb, "canary": tg.name, "weight": 100,
+                    "stable": stable.map(|s| skiff_compiler::regional_name(&s.group, region)),
+                }),
+            )
+            .timeout_ms(t);
+    }
+    if let Some(front) = &r.front {
+        b = b.step("front", "deploy.front", serde_json::to_value(front).unwrap_or_default()).timeout_ms(t);
+    }
+    b
 }
 
 #[cfg(test)]
@@ -237,6 +294,8 @@ mod tests {
             replicas: Vec::new(),
             migration: None,
             terraform_owned: Vec::new(),
+            regions: Vec::new(),
+            front: None,
         };
         let ids = |g: SagaGraph| {
             serde_json::to_value(&g).unwrap()["steps"]
@@ -267,5 +326,42 @@ mod tests {
         });
         assert_eq!(ids(deploy_graph(&r).unwrap())[..2], ["database", "provision"]);
         assert_eq!(ids(rollback_graph(&r).unwrap()), ["provision", "register", "shift-100", "promote"]);
+        // A second region gets the promoted release in its own group, then the front
+        // points at both; the previous release is retired in both.
+        r.database = None;
+        r.regions = vec!["us-west-2".into()];
+        r.front = Some(crate::deploy::FrontPlan {
+            service: "web".into(),
+            regions: vec![("us-east-1".into(), "web".into()), ("us-west-2".into(), "web-us-west-2".into())],
+            health: r.traffic.as_ref().unwrap().target_group.health.clone(),
+            initial_region: "us-east-1".into(),
+        });
+        r.stable = Some(Stable {
+            release: "r1".into(),
+            group: "web-r1".into(),
+            target_group: Some("web-r1".into()),
+            spec_digest: None,
+            serving: false,
+        });
+        assert_eq!(
+            ids(deploy_graph(&r).unwrap()),
+            [
+                "provision",
+                "register",
+                "shift-100",
+                "promote",
+                "provision-us-west-2",
+                "register-us-west-2",
+                "shift-us-west-2",
+                "front",
+                "retire",
+                "retire-us-west-2"
+            ]
+        );
+        let g = serde_json::to_value(deploy_graph(&r).unwrap()).unwrap();
+        let step = |id: &str| g["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap().clone();
+        assert_eq!(step("provision-us-west-2")["params"]["group"]["name"], "web-r2-us-west-2");
+        assert_eq!(step("register-us-west-2")["params"]["service"], "web-us-west-2");
+        assert_eq!(step("retire-us-west-2")["params"]["load_balancer"], "web-us-west-2");
     }
 }

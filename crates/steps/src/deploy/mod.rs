@@ -13,6 +13,7 @@
 mod analyse;
 mod common;
 mod database;
+mod front;
 mod graph;
 mod migrate;
 mod promote;
@@ -31,8 +32,8 @@ pub(crate) use common::{POLL, apply_weights, provider, provider_error};
 pub use graph::{ShadowPlan, deploy_graph, rollback_graph, shadow_graph};
 pub use provision::Provisioned;
 pub use rollout::{
-    MigrationPlan, ReplicaPlan, Rollout, Stable, Thresholds, TrafficPlan, database_spec, group_name, group_spec,
-    replica_plans, rollout_for, thresholds,
+    FrontPlan, MigrationPlan, ReplicaPlan, Rollout, Stable, Thresholds, TrafficPlan, database_spec, group_name,
+    group_spec, regional_lb, release_groups, replica_plans, rollout_for, thresholds,
 };
 pub use shadow::compare as mirror_comparison;
 
@@ -101,6 +102,7 @@ pub(crate) fn register(r: Registry) -> Registry {
         .with(provision::Provision)
         .with(register::Register)
         .with(shift::Shift)
+        .with(front::EnsureFront)
         .with(analyse::Analyse)
         .with(promote::Promote)
         .with(retire::Retire)

@@ -20,11 +20,18 @@ struct RegisterParams {
     /// Logical ids Terraform owns: a Terraform-owned load balancer is read, not ensured.
     #[serde(default)]
     owned: Vec<String>,
+    /// The step whose instances these are (a region's own `provision-<region>`).
+    #[serde(default = "provision_step")]
+    provisioned_by: String,
+}
+
+fn provision_step() -> String {
+    "provision".to_owned()
 }
 
 async fn register_and_wait(ctx: &StepContext, req: &StepRequest) -> Result<StepResult, StepError> {
     let p: RegisterParams = params(req)?;
-    let provisioned: Provisioned = req.input("provision")?;
+    let provisioned: Provisioned = req.input(&p.provisioned_by)?;
     let traffic = provider(req)?.traffic();
     if p.owned.iter().any(|o| o == &format!("lb-rule/{}", p.service)) {
         if traffic.describe_load_balancer(&p.service).await.map_err(provider_error)?.is_none() {

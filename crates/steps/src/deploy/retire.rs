@@ -17,6 +17,10 @@ struct RetireParams {
     target_group: Option<String>,
     drain_ms: u64,
     retention_ms: u64,
+    /// The load balancer the group served behind, when not the service's own (another
+    /// region's).
+    #[serde(default)]
+    load_balancer: Option<String>,
 }
 
 pub(super) struct Retire;
@@ -55,15 +59,19 @@ impl Step for Retire {
             cancel.sleep(Duration::from_millis(p.retention_ms)).await?;
         }
         if let Some(tg) = &p.target_group {
-            let weights = prov.traffic().weights(&p.service).await.map_err(provider_error)?;
+            let lb = p.load_balancer.as_deref().unwrap_or(&p.service);
+            let weights = prov.traffic().weights(lb).await.map_err(provider_error)?;
             if weights.iter().any(|w| &w.target_group == tg && w.weight > 0) {
                 return Err(StepError::terminal(
                     StepCode::OperationFailed,
                     format!("{tg} still takes traffic; it is not retired while it serves"),
                 ));
             }
-            let targets: Vec<String> =
-                prov.traffic().target_health(tg).await.map_err(provider_error)?.into_iter().map(|t| t.id).collect();
+            // A group from before the service ran in this region never had a target group.
+            let targets: Vec<String> = match prov.traffic().target_health(tg).await {
+                Err(e) if e.code == "NOT_FOUND" => Vec::new(),
+                health => health.map_err(provider_error)?.into_iter().map(|t| t.id).collect(),
+            };
             if !targets.is_empty() {
                 prov.traffic().deregister(tg, &targets).await.map_err(provider_error)?;
                 ctx.progress(&format!("draining {} targets of {tg}", targets.len()), json!({})).await;

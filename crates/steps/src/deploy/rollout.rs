@@ -82,6 +82,63 @@ pub struct Rollout {
     /// Logical ids Terraform owns (`skiff adopt terraform`): read, never changed.
     #[serde(default)]
     pub terraform_owned: Vec<String>,
+    /// The regions after the primary: each gets the release in its own group behind its
+    /// own load balancer once the canary in the primary promoted it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// The global traffic front across every region, for a service in several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front: Option<FrontPlan>,
+}
+
+/// A service's global traffic front, as a deploy ensures it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontPlan {
+    /// The service.
+    pub service: String,
+    /// Every region with the load balancer that serves it, primary first.
+    pub regions: Vec<(String, String)>,
+    /// How each region is judged healthy.
+    pub health: HealthCheck,
+    /// The region a new front sends all traffic to (the one that writes).
+    pub initial_region: String,
+}
+
+/// The load balancer serving `service` in `region` (the service's own in the primary).
+pub fn regional_lb(ir: &ServiceIr, region: &str) -> String {
+    if ir.regions.first().is_some_and(|r| r == region) {
+        ir.service.clone()
+    } else {
+        skiff_compiler::regional_name(&ir.service, region)
+    }
+}
+
+/// Every group a release of `ir` runs as: the primary region's, then one per other region.
+pub fn release_groups(ir: &ServiceIr, release: &str) -> Vec<String> {
+    let group = group_name(&ir.service, release);
+    let others = skiff_compiler::secondary_regions(ir).iter().map(|r| skiff_compiler::regional_name(&group, r));
+    std::iter::once(group.clone()).chain(others).collect()
+}
+
+fn front_plan(ir: &ServiceIr, writer_region: &str) -> Option<FrontPlan> {
+    if skiff_compiler::secondary_regions(ir).is_empty() {
+        return None;
+    }
+    Some(FrontPlan {
+        service: ir.service.clone(),
+        regions: ir.regions.iter().map(|r| (r.clone(), regional_lb(ir, r))).collect(),
+        health: health_of(ir)?,
+        initial_region: writer_region.to_owned(),
+    })
+}
+
+impl Rollout {
+    /// Points the replicas and a new traffic front at the region that writes now.
+    pub fn follow_writer(&mut self, ir: &ServiceIr, writer: &str, writer_region: &str) {
+        self.replicas = replica_plans(ir, writer, writer_region);
+        self.front = front_plan(ir, writer_region);
+    }
 }
 
 /// A release's schema migration, as its deploy runs it.
@@ -287,5 +344,7 @@ pub fn rollout_for(
         group,
         stable,
         terraform_owned: Vec::new(),
+        regions: skiff_compiler::secondary_regions(ir).to_vec(),
+        front: front_plan(ir, &ir.regions[0]),
     }
 }

@@ -17,7 +17,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use skiff_pluginapi::{HealthState, ReplicaRole, Replication, lsn_lag};
+use skiff_pluginapi::{ReplicaRole, Replication, lsn_lag};
 use skiff_saga::{Registry, SagaBuilder, SagaError, SagaGraph};
 use skiff_sagaapi::{Risk, Safety, Step, StepCode, StepContext, StepError, StepPlan, StepRequest, StepResult};
 use skiff_state::Ledger;
@@ -25,6 +25,10 @@ use skiff_state::docs::{RestoreRecord, ServiceState};
 
 use crate::deploy::{provider, provider_error};
 use crate::{ledger_error, step_plan};
+
+mod traffic;
+
+pub use traffic::ShiftParams;
 
 /// `region-failover` in the catalog: planned from the ledger by `skiff failover stack`.
 pub(crate) const KIND: crate::SagaKind = crate::SagaKind {
@@ -76,6 +80,36 @@ pub struct FailoverPlan {
     pub retention_ms: u64,
     /// The expected write-unavailability window, milliseconds (freeze to repointed).
     pub write_window_ms: u64,
+    /// The consumers' groups in the other regions and their sizes: restarted too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regional_groups: Vec<(String, u32)>,
+    /// The global traffic front's steps towards the new region, percent (empty: the
+    /// service has no front).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shift: Vec<u32>,
+}
+
+/// What the steps of the frozen window are expected to take at most, ms; the plan's
+/// expected write unavailability is their sum ([`expected_write_window_ms`]), and
+/// `cargo xtask bench failover` measures the real one.
+const FREEZE_MS: u64 = 2_000;
+const CATCH_UP_MS: u64 = 2_000;
+const PROMOTE_MS: u64 = 5_000;
+const REPOINT_MS: u64 = 1_000;
+/// Replay speed assumed for the lag still to replay (20 MiB/s, a small instance's).
+const REPLAY_BYTES_PER_MS: u64 = 20 * 1_048_576 / 1_000;
+
+/// The expected write-unavailability window of a switchover whose replica lags by
+/// `lag_bytes`: freeze, catch-up (with the lag replayed), promotion and repointing.
+pub fn expected_write_window_ms(lag_bytes: Option<u64>) -> u64 {
+    FREEZE_MS + CATCH_UP_MS + lag_bytes.unwrap_or(0) / REPLAY_BYTES_PER_MS + PROMOTE_MS + REPOINT_MS
+}
+
+impl FailoverPlan {
+    /// Every consumer group with its size, the primary region's first.
+    fn groups(&self) -> Vec<(String, u32)> {
+        self.group.iter().chain(&self.regional_groups).cloned().collect()
+    }
 }
 
 /// The failover graph: one approval covers freeze, promotion and repointing, so no
@@ -93,16 +127,24 @@ pub fn failover_graph(p: &FailoverPlan) -> Result<SagaGraph, SagaError> {
             .step("catch-up", "failover.catch-up", plan.clone())
             .timeout_ms(5 * 60 * 1000);
     }
-    b.step("promote", "failover.promote", plan.clone())
+    let mut b = b
+        .step("promote", "failover.promote", plan.clone())
         .approved_by("gate")
         .timeout_ms(5 * 60 * 1000)
         .step("repoint", "failover.repoint", plan.clone())
         .approved_by("gate")
         .step("restart", "failover.restart", plan.clone())
-        .timeout_ms(30 * 60 * 1000)
-        .step("verify", "failover.verify", plan.clone())
-        .step("fence", "failover.fence", plan)
-        .build()
+        .timeout_ms(30 * 60 * 1000);
+    for w in &p.shift {
+        let shift = ShiftParams {
+            service: p.service.clone(),
+            from: p.from_region.clone(),
+            to: p.to_region.clone(),
+            weight: *w,
+        };
+        b = b.step(&format!("shift-{w}"), "failover.traffic", serde_json::to_value(shift).unwrap_or_default());
+    }
+    b.step("verify", "failover.verify", plan.clone()).step("fence", "failover.fence", plan).build()
 }
 
 /// Registers the failover step kinds.
@@ -115,6 +157,7 @@ pub(crate) fn register(r: Registry) -> Registry {
         .with(Promote)
         .with(Repoint)
         .with(Restart)
+        .with(traffic::Traffic)
         .with(Verify)
         .with(Fence)
 }
@@ -352,7 +395,7 @@ impl Step for Freeze {
             format!("freeze writes on {}: read-only for new transactions, every client session ended", p.primary),
             Safety::Reversible,
             Risk::High,
-            2_000,
+            FREEZE_MS,
             vec![format!("database/{}", p.primary)],
         ))
     }
@@ -388,7 +431,7 @@ impl Step for CatchUp {
             format!("wait until {} has replayed {}'s last write", p.replica, p.primary),
             Safety::ReadOnly,
             Risk::Low,
-            2_000,
+            CATCH_UP_MS,
             vec![format!("database/{}", p.replica)],
         ))
     }
@@ -442,7 +485,7 @@ impl Step for Promote {
             ),
             Safety::Irreversible,
             Risk::High,
-            5_000,
+            PROMOTE_MS,
             vec![format!("database/{}", p.replica), format!("service/{}", p.service)],
         ))
     }
@@ -461,6 +504,10 @@ impl Step for Promote {
                     return Ok(skiff_state::Update::Keep);
                 }
                 s.writer_region = Some(p.to_region.clone());
+                // Traffic stays where it was until the shifts move it.
+                if !p.shift.is_empty() && s.region_weights.is_empty() {
+                    s.region_weights = [(p.from_region.clone(), 100)].into();
+                }
                 s.updated_at_ms = now;
                 Ok(skiff_state::Update::Write(s))
             })
@@ -501,7 +548,7 @@ impl Step for Repoint {
             ),
             Safety::Irreversible,
             Risk::High,
-            1_000,
+            REPOINT_MS,
             vec![p.consumer_ref.clone(), format!("database/{}", p.database)],
         ))
     }
@@ -553,21 +600,21 @@ impl Step for Restart {
 
     async fn plan(&self, _: &StepContext, req: &StepRequest) -> Result<StepPlan, StepError> {
         let p = plan_of(req)?;
-        let what = p.group.as_ref().map_or_else(
-            || format!("no instances of {} run: nothing to restart", p.service),
-            |(g, n)| format!("restart the {n} instances of {g} one at a time so they write to {}", p.replica),
-        );
+        let groups = p.groups();
+        let what = if groups.is_empty() {
+            format!("no instances of {} run: nothing to restart", p.service)
+        } else {
+            let shown: Vec<String> = groups.iter().map(|(g, n)| format!("{n} of {g}")).collect();
+            format!("restart the instances ({}) one at a time so they write to {}", shown.join(", "), p.replica)
+        };
         Ok(step_plan(what, Safety::Reversible, Risk::Medium, 30_000, vec![format!("service/{}", p.service)]))
     }
 
     async fn run(&self, ctx: &StepContext, req: &StepRequest) -> Result<StepResult, StepError> {
         let p = plan_of(req)?;
-        let Some((group, size)) = &p.group else {
-            return Ok(StepResult::new(format!("no instances of {} to restart", p.service), json!({"restarted": 0})));
-        };
-        let restarted = crate::consumers::rolling_restart(ctx, req, group, *size, None).await?;
+        let restarted = crate::consumers::restart_groups(ctx, req, &p.groups()).await?;
         Ok(StepResult::new(
-            format!("restarted {restarted} instances of {group}; each writes to {}", p.replica),
+            format!("restarted {restarted} instances of {}; each writes to {}", p.service, p.replica),
             json!({"restarted": restarted}),
         ))
     }
@@ -610,20 +657,10 @@ impl Step for Verify {
                 format!("{} is not yet a writable primary ({:?})", p.replica, r.role),
             ));
         }
-        let Some((group, size)) = &p.group else {
-            return Ok(StepResult::new(format!("{} takes writes; no instances use it yet", p.replica), json!({})));
-        };
-        let health = prov.traffic().target_health(group).await.map_err(provider_error)?;
-        let healthy = health.iter().filter(|t| t.state == HealthState::Healthy).count();
-        if healthy < *size as usize {
-            return Err(StepError::retryable(
-                StepCode::OperationFailed,
-                format!("{healthy} of {size} instances of {group} are healthy on {}", p.replica),
-            ));
-        }
+        let healthy_total = crate::consumers::healthy_groups(req, &p.groups(), &p.replica).await?;
         Ok(StepResult::new(
-            format!("{} takes writes; {healthy}/{size} instances of {group} healthy", p.replica),
-            json!({"healthy": healthy}),
+            format!("{} takes writes; {healthy_total} instances of {} healthy", p.replica, p.service),
+            json!({"healthy": healthy_total}),
         ))
     }
 
@@ -694,6 +731,8 @@ mod tests {
             group: None,
             retention_ms: 0,
             write_window_ms: 3_000,
+            regional_groups: Vec::new(),
+            shift: Vec::new(),
         }
     }
 
@@ -711,6 +750,17 @@ mod tests {
         }
         let g = failover_graph(&plan(Mode::Failover)).unwrap();
         assert!(!g.steps.iter().any(|s| s.id == "freeze" || s.id == "catch-up"), "nothing to freeze");
+    }
+
+    #[test]
+    fn a_service_with_a_front_shifts_traffic_in_steps_before_verifying() {
+        let p = FailoverPlan { shift: vec![10, 50, 100], ..plan(Mode::Switchover) };
+        let g = failover_graph(&p).unwrap();
+        let ids: Vec<&str> = g.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids[7..], ["restart", "shift-10", "shift-50", "shift-100", "verify", "fence"]);
+        let shift = g.steps.iter().find(|s| s.id == "shift-50").unwrap();
+        assert_eq!(shift.params["weight"], 50);
+        assert_eq!(shift.params["to"], "us-west-2");
     }
 
     #[test]
