@@ -648,3 +648,89 @@ fn adopted_terraform_resources_are_read_and_never_changed_by_a_deploy() {
     assert!(role["fix"].is_null() && role["repair"].as_str().unwrap().contains("terraform plan"), "{role:#}");
     assert_eq!(aws.run(&["state", "verify", "--format", "json"]).code, 0);
 }
+
+#[test]
+fn a_two_region_service_fails_over_with_a_cross_region_replica_and_route53_weights() {
+    let s = Sandbox::new();
+    let moto = Moto::start();
+    let mut env = moto.env();
+    env.push(("SKIFF_AWS_AMI", "ami-12c6146b".to_owned()));
+    let aws = Aws { s: &s, moto, env };
+    assert_eq!(s.run(&["keys", "generate", "--format", "json"]).code, 0);
+    assert_eq!(aws.run(&["state", "init", "--yes", "--format", "json"]).code, 0);
+    let hello = skiff_testkit::workspace_bin("hello");
+    let yaml = format!(
+        "service: orders\nartifact: {{path: {}}}\nrun: {{command: [hello]}}\nport: 8080\n\
+         instances: {{min: 1, max: 2, desired: 1}}\n\
+         regions: [us-east-1, us-west-2]\n\
+         secrets: {{DATABASE_URL: secret://orders-db/url}}\n\
+         database: {{name: orders-db, engine: postgres, version: \"16\"}}\n\
+         rollout: {{canary: {{steps: [100], bake: 0s}}, drain_timeout: 1s, step_timeout: 2m}}\n",
+        hello.display()
+    );
+    std::fs::write(s.path().join("orders.yaml"), yaml).unwrap();
+    let r = aws.run(&["deploy", "-f", "orders.yaml", "--yes", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    let p = aws.provider();
+    let conf = |region: &str| {
+        block(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(aws.moto.endpoint())
+                .region(aws_config::Region::new(region.to_owned()))
+                .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "moto"))
+                .load(),
+        )
+    };
+    let west = aws_sdk_rds::Client::new(&conf("us-west-2"));
+    let replica = || {
+        block(async {
+            west.describe_db_instances()
+                .db_instance_identifier("orders-db-us-west-2")
+                .send()
+                .await
+                .unwrap()
+                .db_instances()[0]
+                .clone()
+        })
+    };
+    // The replica lives in us-west-2 (its own regional client) and follows the primary.
+    assert!(replica().read_replica_source_db_instance_identifier().is_some_and(|s| s.contains("orders-db")));
+    let front = || block(p.traffic().describe_front("orders")).unwrap().expect("a Route 53 front");
+    let weight = |region: &str| front().weights.iter().find(|w| w.region == region).map(|w| w.weight);
+    assert_eq!((weight("us-east-1"), weight("us-west-2")), (Some(100), Some(0)));
+    assert_eq!(front().address, "orders.skiff.internal");
+
+    // RDS reports no log positions: the lag is unknown, so a switchover is refused and a
+    // failover needs the loss accepted.
+    let refused = aws.run(&["failover", "stack", "orders", "--to", "us-west-2", "--yes", "--format", "json"]);
+    assert_eq!(json(&refused)["code"], "POLICY_DENIED", "{}", refused.stdout);
+    let args = ["failover", "stack", "orders", "--to", "us-west-2", "--mode", "failover", "--accept-data-loss"];
+    let gated = aws.run(&[&args[..], &["--yes", "--format", "json"]].concat());
+    assert_eq!(json(&gated)["code"], "APPROVAL_REQUIRED", "{}", gated.stdout);
+    let op = json(&gated)["operation_id"].as_str().unwrap().to_owned();
+    let done = aws.run(&["saga", "approve", &op, "--yes", "--format", "json"]);
+    assert_eq!(json(&done)["code"], "OK", "{}\n{}", done.stdout, done.stderr);
+
+    // PromoteReadReplica was called: Skiff tagged the instance it promoted (moto keeps
+    // the source identifier where RDS clears it) and reads it as the primary.
+    let arn = replica().db_instance_arn().unwrap().to_owned();
+    let tags = block(async { west.list_tags_for_resource().resource_name(&arn).send().await.unwrap() });
+    assert!(tags.tag_list().iter().any(|t| t.key() == Some("skiff:promoted")), "{tags:?}");
+    let role = block(p.database().replication("orders-db-us-west-2")).unwrap().role;
+    assert_eq!(role, skiff_pluginapi::ReplicaRole::Primary, "the replica is promoted");
+    assert_eq!((weight("us-east-1"), weight("us-west-2")), (Some(0), Some(100)), "Route 53 weights moved");
+    let east = aws_sdk_rds::Client::new(&conf("us-east-1"));
+    let old = block(async {
+        east.describe_db_instances().db_instance_identifier("orders-db").send().await.unwrap().db_instances()[0].clone()
+    });
+    assert!(matches!(old.db_instance_status(), Some("stopped" | "stopping")), "the old primary is fenced: {old:?}");
+    let sm = aws_sdk_secretsmanager::Client::new(&conf("us-east-1"));
+    let v = block(async { sm.get_secret_value().secret_id("skiff/orders-db").send().await.unwrap() });
+    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(v.secret_string().unwrap()).unwrap();
+    let url = map["url"].clone();
+    let endpoint = replica().endpoint().and_then(|e| e.address()).unwrap().to_owned();
+    assert!(url.contains(&endpoint), "the consumers' secret points at the promoted replica: {url}");
+    let status = json(&aws.run(&["status", "orders", "--format", "json"]));
+    assert_eq!(status["data"]["front"]["regions"][1]["weight"], 100, "{status}");
+}

@@ -53,12 +53,9 @@ pub(crate) fn password() -> Result<String> {
 }
 
 impl AwsProvider {
+    /// Instance `id`, looked up in its region (a replica's, from its name).
     pub(crate) async fn db(&self, id: &str) -> Result<Option<DbInstance>> {
-        match self.c.rds.describe_db_instances().db_instance_identifier(id).send().await {
-            Ok(out) => Ok(out.db_instances().first().cloned()),
-            Err(e) if code(&e) == Some("DBInstanceNotFound") => Ok(None),
-            Err(e) => Err(fail(&format!("describe database {id}"), e)),
-        }
+        self.db_at(&self.home_of(id), id).await
     }
 
     async fn wait_available(&self, id: &str) -> Result<DatabaseInfo> {
@@ -162,6 +159,22 @@ impl Database for AwsProvider {
         let d = self.wait_available(&spec.id).await?;
         self.store_url(&d, &spec.name, &pass).await?;
         Ok(d)
+    }
+
+    async fn create_replica(&self, source: &str, spec: &DatabaseSpec, region: &str) -> Result<DatabaseInfo> {
+        crate::replicas::create(self, source, spec, region).await
+    }
+
+    async fn replication(&self, id: &str) -> Result<skiff_pluginapi::Replication> {
+        crate::replicas::replication(self, id).await
+    }
+
+    async fn promote(&self, id: &str) -> Result<()> {
+        crate::replicas::promote(self, id).await
+    }
+
+    async fn fence(&self, id: &str) -> Result<()> {
+        crate::replicas::fence(self, id).await
     }
 
     async fn describe(&self, id: &str) -> Result<Option<DatabaseInfo>> {

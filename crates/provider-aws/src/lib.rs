@@ -10,6 +10,7 @@
 mod bucket;
 mod compute;
 mod database;
+mod front;
 mod identity;
 mod keys;
 mod logins;
@@ -18,6 +19,7 @@ pub mod names;
 mod pg;
 pub mod policy;
 mod posture;
+mod replicas;
 mod secrets;
 mod traffic;
 pub mod userdata;
@@ -132,6 +134,7 @@ struct Clients {
     metrics: aws_sdk_cloudwatch::Client,
     kms: aws_sdk_kms::Client,
     rds: aws_sdk_rds::Client,
+    route53: aws_sdk_route53::Client,
     s3: aws_sdk_s3::Client,
     sts: aws_sdk_sts::Client,
 }
@@ -147,6 +150,8 @@ struct Network {
 #[derive(Debug)]
 pub struct AwsProvider {
     c: Clients,
+    /// The loaded configuration: clients of another region start from it.
+    conf: aws_config::SdkConfig,
     settings: AwsSettings,
     region: String,
     bucket: String,
@@ -187,9 +192,11 @@ impl AwsProvider {
                 metrics: aws_sdk_cloudwatch::Client::new(&conf),
                 kms: aws_sdk_kms::Client::new(&conf),
                 rds: aws_sdk_rds::Client::new(&conf),
+                route53: aws_sdk_route53::Client::new(&conf),
                 s3: aws_sdk_s3::Client::from_conf(s3_conf),
                 sts: aws_sdk_sts::Client::new(&conf),
             },
+            conf: conf.clone(),
             settings,
             region,
             bucket,

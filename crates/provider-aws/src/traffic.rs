@@ -204,6 +204,11 @@ fn stats_from(requests: &BTreeMap<i64, f64>, errors: &BTreeMap<i64, f64>, p95_s:
 #[async_trait]
 impl Traffic for AwsProvider {
     async fn ensure_load_balancer(&self, spec: &LoadBalancerSpec) -> Result<LoadBalancerInfo> {
+        // Port 0 asks for any port: an ALB has an address of its own and listens on 80.
+        let spec = &LoadBalancerSpec {
+            listener_port: if spec.listener_port == 0 { 80 } else { spec.listener_port },
+            ..spec.clone()
+        };
         let lb = match self.load_balancer(&spec.service).await? {
             Some(lb) => lb,
             None => {
@@ -484,6 +489,15 @@ impl Traffic for AwsProvider {
         }
     }
 
+    async fn ensure_front(&self, spec: &skiff_pluginapi::FrontSpec) -> Result<skiff_pluginapi::FrontInfo> {
+        crate::front::ensure(self, spec).await
+    }
+    async fn set_region_weights(&self, service: &str, weights: &[skiff_pluginapi::RegionWeight]) -> Result<()> {
+        crate::front::set_weights(self, service, weights).await
+    }
+    async fn describe_front(&self, service: &str) -> Result<Option<skiff_pluginapi::FrontInfo>> {
+        crate::front::describe(self, service).await
+    }
     async fn describe_load_balancer(&self, service: &str) -> Result<Option<LoadBalancerInfo>> {
         let Some(lb) = self.load_balancer(service).await? else { return Ok(None) };
         let port = self.listener(service).await?.and_then(|l| l.port());

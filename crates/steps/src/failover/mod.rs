@@ -283,13 +283,22 @@ impl Step for Lag {
             )));
         }
         let (lag, how) = measure(&primary, &replica);
+        let accepted = p.mode == Mode::Failover && p.accept_data_loss;
         let Some(lag) = lag else {
-            return Err(StepError::retryable(
+            // A provider that reports no log position (RDS): only accepted loss promotes.
+            if accepted {
+                return Ok(StepResult::new(
+                    format!("{}'s lag behind {} is unknown ({how}); the loss is accepted", p.replica, p.primary),
+                    json!({"lag_bytes": null, "measured": how, "primary": primary, "replica": replica}),
+                ));
+            }
+            return Err(StepError::terminal(
                 StepCode::OperationFailed,
-                format!("{} reports no log position", p.replica),
-            ));
+                format!("{} reports no log position: its lag cannot be measured", p.replica),
+            )
+            .fact("promoting it may lose writes: a failover with --accept-data-loss accepts that"));
         };
-        if lag > p.max_lag_bytes && !(p.mode == Mode::Failover && p.accept_data_loss) {
+        if lag > p.max_lag_bytes && !accepted {
             let e = StepError::terminal(
                 StepCode::OperationFailed,
                 format!(
