@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCandidates;
 use skiff_ops::{
     ConfigRequest, DatabaseRequest, DeployRequest, InitRequest, LocalRequest, LogsRequest, Recipe, ReleaseRequest,
     Request, RollbackRequest, SagaRequest, SagaStart, SecretsRequest, ShadowRequest,
@@ -185,6 +186,7 @@ Examples:
   skiff status hello --format json")]
     Status {
         /// The service (all services when left out).
+        #[arg(add = ArgValueCandidates::new(crate::complete::services))]
         service: Option<String>,
     },
     /// Compare desired state (the ledger) with actual state (the provider): IN_SYNC or DRIFTED.
@@ -310,6 +312,21 @@ background: a slow or unreachable API shows its age, never a frozen screen.")]
         /// Hide and refuse every action that changes something.
         #[arg(long)]
         readonly: bool,
+    },
+    /// Print a shell's completion script (commands, flags, services and operation ids).
+    #[command(after_help = "\
+Examples:
+  source <(skiff completion bash)              bash: add the line to ~/.bashrc
+  source <(skiff completion zsh)               zsh: add the line to ~/.zshrc
+  skiff completion fish | source               fish: add the line to config.fish
+  skiff completion powershell | Out-String | Invoke-Expression
+
+The script asks `skiff` itself at each TAB (COMPLETE=SHELL skiff -- WORDS), so names
+come from the bucket (or skiffd) of the current directory's configuration.")]
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: crate::complete::Shell,
     },
     /// Incident repair: evidence, hypotheses, reversible remediations, verification.
     #[command(after_help = "\
@@ -953,6 +970,7 @@ pub enum SagaAction {
     /// One operation: intent, steps with safety and status, failure, recent events.
     Show {
         /// The operation id.
+        #[arg(add = ArgValueCandidates::new(crate::complete::operations))]
         op: String,
     },
     /// Plan and run a saga kind in the foreground (`--dry-run`: plan only).
@@ -993,6 +1011,7 @@ pub enum SagaAction {
     /// Approve the step the operation waits at (or `--step` ahead of time), then continue it.
     Approve {
         /// The operation id.
+        #[arg(add = ArgValueCandidates::new(crate::complete::operations))]
         op: String,
         /// Approve this step ahead of time instead of the one waiting.
         #[arg(long)]
@@ -1001,6 +1020,7 @@ pub enum SagaAction {
     /// Reject the operation at its approval gate; completed reversible steps are undone.
     Reject {
         /// The operation id.
+        #[arg(add = ArgValueCandidates::new(crate::complete::operations))]
         op: String,
         /// Why.
         #[arg(long, default_value = "")]
@@ -1009,21 +1029,25 @@ pub enum SagaAction {
     /// Pause at the next step boundary.
     Pause {
         /// The operation id.
+        #[arg(add = ArgValueCandidates::new(crate::complete::operations))]
         op: String,
     },
     /// Continue a paused operation, or one whose engine died (after its lease lapses).
     Resume {
         /// The operation id.
+        #[arg(add = ArgValueCandidates::new(crate::complete::operations))]
         op: String,
     },
     /// Cancel: undo completed reversible steps, newest first.
     Cancel {
         /// The operation id.
+        #[arg(add = ArgValueCandidates::new(crate::complete::operations))]
         op: String,
     },
     /// The operation's events (same as `skiff events --op OP`).
     Events {
         /// The operation id.
+        #[arg(add = ArgValueCandidates::new(crate::complete::operations))]
         op: String,
         /// Keep printing new events until the operation ends.
         #[arg(long)]
@@ -1155,7 +1179,7 @@ impl Command {
             Command::Schema => Request::Schema,
             Command::Version => Request::Version,
             // Not a request: `crate::main` runs the cockpit before asking for one.
-            Command::Tui { .. } => Request::Version,
+            Command::Tui { .. } | Command::Completion { .. } => Request::Version,
             Command::Config { action } => Request::Config(match action {
                 ConfigAction::GetContexts => ConfigRequest::GetContexts,
                 ConfigAction::UseContext { name } => ConfigRequest::UseContext { name },

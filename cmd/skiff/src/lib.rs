@@ -4,6 +4,7 @@
 //! same answer.
 
 pub mod cli;
+pub mod complete;
 mod output;
 
 use std::io::IsTerminal;
@@ -28,6 +29,8 @@ pub fn main() -> ExitCode {
         telemetry.shutdown();
         return ExitCode::from(code);
     }
+    // A shell asking for completions (COMPLETE=SHELL): answered here, then exit.
+    clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command).var(complete::VAR).complete();
     // Quiet by default: stdout and stderr belong to the answer. SKIFF_LOG opens it up;
     // OTEL_EXPORTER_OTLP_ENDPOINT exports the request's trace.
     let telemetry = skiff_observability::init(&skiff_observability::Setup {
@@ -73,6 +76,16 @@ fn command_line(args: &[std::ffi::OsString]) -> ExitCode {
             interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
         }),
     };
+    if let cli::Command::Completion { shell } = cli.command {
+        let bin = args.first().and_then(|a| a.to_str()).unwrap_or("skiff");
+        return match complete::write_script(shell, bin, &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => output::print(
+                format,
+                &Envelope::failure(Code::IoError, "cannot write the script").fact(e.to_string()).into(),
+            ),
+        };
+    }
     if let cli::Command::Tui { readonly } = cli.command {
         return tui(ctx, readonly, format);
     }

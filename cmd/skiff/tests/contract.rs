@@ -167,6 +167,7 @@ const MATRIX: &[Cell] = &[
     cell(UnreachableBucket, "init service fresh --dir fresh", Code::Ok, "fresh"),
     cell(UnreachableBucket, "saga kinds", Code::Ok, "saga kind"),
     cell(UnreachableBucket, "tui", Code::Usage, "terminal"),
+    cell(UnreachableBucket, "completion tcsh", Code::Usage, "tcsh"),
     cell(UnreachableBucket, "terraform drift --workspace infra", Code::StateUnavailable, "s3://skiff-contract"),
     cell(UnreachableBucket, "terraform generate -f skiff.yaml --out tf", Code::Ok, "web"),
     cell(
@@ -420,7 +421,10 @@ fn check(w: &World, c: &Cell) -> Vec<String> {
     }
     for a in actions.iter().filter(|a| a.starts_with("skiff ")) {
         let words = a.split_whitespace().map(|w| w.trim_matches('\''));
-        if let Err(e) = skiff_cli::cli::Cli::try_parse_from(words) {
+        // `--help` is accepted: clap answers it with the help text.
+        if let Err(e) = skiff_cli::cli::Cli::try_parse_from(words)
+            && e.kind() != clap::error::ErrorKind::DisplayHelp
+        {
             problems.push(format!("recommends `{a}`, which skiff does not accept: {}", e.kind()));
         }
     }
