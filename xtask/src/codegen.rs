@@ -1,5 +1,5 @@
 //! Files generated from code and committed: the spec's JSON Schema, the failure code
-//! reference and the configuration reference. `--check` fails when a committed file
+//! reference, the configuration reference and the man pages (`docs/man`). `--check` fails when a committed file
 //! is stale.
 
 use std::path::Path;
@@ -110,10 +110,40 @@ pub(crate) fn run(check: bool) -> Result<()> {
             }
         }
     }
+    stale.extend(man_pages(check)?);
     if !stale.is_empty() {
         bail!("stale generated files: {} (run `cargo xtask codegen`)", stale.join(", "));
     }
     Ok(())
+}
+
+/// `docs/man`: written by the `skiff` binary (`skiff __man DIR`), which owns the command
+/// line; with `check`, written aside and compared.
+fn man_pages(check: bool) -> Result<Vec<&'static str>> {
+    let dir = root().join("docs/man");
+    let target = if check { root().join("target/man-check") } else { dir.clone() };
+    if check {
+        let _ = std::fs::remove_dir_all(&target);
+    }
+    crate::cargo_with(
+        &["run", "-q", "-p", "skiff-cli", "--bin", "skiff", "--", "__man", &target.display().to_string()],
+        &[],
+    )?;
+    if !check {
+        eprintln!("wrote docs/man");
+        return Ok(Vec::new());
+    }
+    let listing = |d: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap_or_default()))
+            .collect();
+        v.sort();
+        v
+    };
+    Ok(if listing(&dir) == listing(&target) { Vec::new() } else { vec!["docs/man"] })
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

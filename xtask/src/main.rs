@@ -21,7 +21,7 @@ usage: cargo xtask <task>
 
 tasks:
   ci                 fmt --check, clippy -D warnings, codegen --check, the test command, cargo deny (if installed)
-  codegen [--check]  regenerate skiff.schema.json, docs/failure-codes.md and the README's code table
+  codegen [--check]  regenerate skiff.schema.json, docs/failure-codes.md, docs/man and the README's code table
   bench [SUITE..]    run benchmarks (release build); results in bench/results.json";
 
 fn main() -> Result<()> {

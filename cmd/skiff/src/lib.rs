@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod complete;
+pub mod man;
 mod output;
 
 use std::io::IsTerminal;
@@ -28,6 +29,17 @@ pub fn main() -> ExitCode {
         let code = skiff_runner::run_from_env();
         telemetry.shutdown();
         return ExitCode::from(code);
+    }
+    if args.get(1).is_some_and(|a| a == man::MAN_ARG) {
+        // `cargo xtask codegen` writes the man pages through the binary.
+        let Some(dir) = args.get(2) else { return ExitCode::from(Code::Usage.exit_code()) };
+        return match man::write(std::path::Path::new(dir)) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => output::print(
+                Format::Human,
+                &Envelope::failure(Code::IoError, "cannot write the man pages").fact(e.to_string()).into(),
+            ),
+        };
     }
     // A shell asking for completions (COMPLETE=SHELL): answered here, then exit.
     clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command).var(complete::VAR).complete();

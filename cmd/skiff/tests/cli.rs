@@ -557,3 +557,22 @@ fn saga_pause_cancel_and_resume_after_the_cli_is_killed() {
     let resumed = s.run(&["saga", "resume", &op, "--yes", "--format", "json"]);
     assert_eq!(json(&resumed)["data"]["status"], "succeeded", "{}", resumed.stdout);
 }
+
+#[test]
+fn the_committed_man_pages_are_current() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/man");
+    let pages = skiff_cli::man::pages();
+    for (name, text) in &pages {
+        let have = std::fs::read(dir.join(name)).unwrap_or_default();
+        assert!(have == *text, "docs/man/{name} is stale: run `cargo xtask codegen`");
+    }
+    let committed =
+        std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "1"));
+    assert_eq!(
+        committed.count(),
+        pages.len(),
+        "docs/man has pages of commands that are gone: run `cargo xtask codegen`"
+    );
+    let root = String::from_utf8_lossy(&pages[0].1).into_owned();
+    assert!(root.contains("skiff\\-deploy(1)") || root.contains("skiff-deploy"), "the root page lists the commands");
+}
