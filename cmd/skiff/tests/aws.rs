@@ -22,7 +22,18 @@ struct Aws<'a> {
     env: Vec<(&'static str, String)>,
 }
 
-impl Aws<'_> {
+impl<'a> Aws<'a> {
+    /// moto started, a signing key made and the state bucket initialized.
+    fn ready(s: &'a Sandbox) -> Self {
+        let moto = Moto::start();
+        let mut env = moto.env();
+        env.push(("SKIFF_AWS_AMI", "ami-12c6146b".to_owned()));
+        let aws = Aws { s, moto, env };
+        assert_eq!(s.run(&["keys", "generate", "--format", "json"]).code, 0);
+        assert_eq!(aws.run(&["state", "init", "--yes", "--format", "json"]).code, 0);
+        aws
+    }
+
     fn run(&self, args: &[&str]) -> Run {
         let mut all = vec!["--provider", "aws", "--bucket", BUCKET];
         all.extend_from_slice(args);
@@ -159,12 +170,7 @@ fn deploy_rollback_and_status_run_the_canary_saga_on_aws_apis() {
 #[test]
 fn a_deploy_with_a_database_creates_it_encrypted_private_and_backed_up_on_rds() {
     let s = Sandbox::new();
-    let moto = Moto::start();
-    let mut env = moto.env();
-    env.push(("SKIFF_AWS_AMI", "ami-12c6146b".to_owned()));
-    let aws = Aws { s: &s, moto, env };
-    assert_eq!(s.run(&["keys", "generate", "--format", "json"]).code, 0);
-    assert_eq!(aws.run(&["state", "init", "--yes", "--format", "json"]).code, 0);
+    let aws = Aws::ready(&s);
     let hello = skiff_testkit::workspace_bin("hello");
     let yaml = format!(
         "service: orders\nartifact: {{path: {}}}\nrun: {{command: [hello]}}\nport: 8080\n\
@@ -399,12 +405,7 @@ fn iam_policy_prints_a_document_without_wildcard_actions() {
 #[test]
 fn security_drift_made_by_hand_is_reported_with_its_severity_and_repaired() {
     let s = Sandbox::new();
-    let moto = Moto::start();
-    let mut env = moto.env();
-    env.push(("SKIFF_AWS_AMI", "ami-12c6146b".to_owned()));
-    let aws = Aws { s: &s, moto, env };
-    assert_eq!(s.run(&["keys", "generate", "--format", "json"]).code, 0);
-    assert_eq!(aws.run(&["state", "init", "--yes", "--format", "json"]).code, 0);
+    let aws = Aws::ready(&s);
     assert_eq!(aws.set_secret("secret://web-db/url", "postgres://web@db/web"), 0);
     let hello = skiff_testkit::workspace_bin("hello");
     let yaml = format!(
@@ -519,12 +520,7 @@ fn security_drift_made_by_hand_is_reported_with_its_severity_and_repaired() {
 #[test]
 fn a_shadow_release_takes_the_traffic_of_an_old_backend_through_an_ip_target_group() {
     let s = Sandbox::new();
-    let moto = Moto::start();
-    let mut env = moto.env();
-    env.push(("SKIFF_AWS_AMI", "ami-12c6146b".to_owned()));
-    let aws = Aws { s: &s, moto, env };
-    assert_eq!(s.run(&["keys", "generate", "--format", "json"]).code, 0);
-    assert_eq!(aws.run(&["state", "init", "--yes", "--format", "json"]).code, 0);
+    let aws = Aws::ready(&s);
     let spec = aws.spec("migrated");
 
     // The ALB cannot mirror: refused before anything is built or created.
@@ -596,12 +592,7 @@ fn by_hand(aws: &Aws<'_>, action: &str) -> String {
 #[test]
 fn adopted_terraform_resources_are_read_and_never_changed_by_a_deploy() {
     let s = Sandbox::new();
-    let moto = Moto::start();
-    let mut env = moto.env();
-    env.push(("SKIFF_AWS_AMI", "ami-12c6146b".to_owned()));
-    let aws = Aws { s: &s, moto, env };
-    assert_eq!(s.run(&["keys", "generate", "--format", "json"]).code, 0);
-    assert_eq!(aws.run(&["state", "init", "--yes", "--format", "json"]).code, 0);
+    let aws = Aws::ready(&s);
     let spec = aws.spec("adopted");
 
     // A team's own Terraform made the role (with its own policy) and the log group; its
@@ -652,12 +643,7 @@ fn adopted_terraform_resources_are_read_and_never_changed_by_a_deploy() {
 #[test]
 fn a_two_region_service_fails_over_with_a_cross_region_replica_and_route53_weights() {
     let s = Sandbox::new();
-    let moto = Moto::start();
-    let mut env = moto.env();
-    env.push(("SKIFF_AWS_AMI", "ami-12c6146b".to_owned()));
-    let aws = Aws { s: &s, moto, env };
-    assert_eq!(s.run(&["keys", "generate", "--format", "json"]).code, 0);
-    assert_eq!(aws.run(&["state", "init", "--yes", "--format", "json"]).code, 0);
+    let aws = Aws::ready(&s);
     let hello = skiff_testkit::workspace_bin("hello");
     let yaml = format!(
         "service: orders\nartifact: {{path: {}}}\nrun: {{command: [hello]}}\nport: 8080\n\
