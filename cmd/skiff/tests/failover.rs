@@ -400,6 +400,8 @@ fn a_switchover_killed_at_every_step_boundary_resumes_to_one_promotion() {
         assert_eq!(front_weights(&status), [("us-east-1".to_owned(), 0), ("us-west-2".to_owned(), 100)], "after {p}");
         let now = secret(&s, "secret://accounts-db/url");
         assert_eq!(now, secret(&s, "secret://accounts-db-us-west-2/url"), "after {p}");
+        // One writer-secret change: the version before it is the old primary's.
+        assert_eq!(secret(&s, "secret://accounts-db/url-previous"), primary, "one cutover after {p}");
         let rows = psql(&now, "select count(*) from acks").unwrap();
         assert!(rows == "1" || rows == "2", "every acknowledged row on the new primary after {p}: {rows}");
         psql(&now, "insert into acks values (3)").expect("the new primary takes writes");
