@@ -20,7 +20,7 @@ const ROUNDS: usize = 3;
 const TARGET_MS: f64 = 10_000.0;
 
 fn psql(url: &str, sql: &str) -> bool {
-    Command::new("psql").args([url, "-X", "-At", "-c", sql]).output().is_ok_and(|o| o.status.success())
+    skiff_testkit::postgres::psql_url(url, sql).is_ok()
 }
 
 fn main() {

@@ -40,14 +40,7 @@ fn secret(s: &Sandbox, reference: &str) -> String {
     skiff_secrets::LocalSecrets::new(s.path().join(".skiff/local/secrets")).get(reference).unwrap().unwrap()
 }
 
-fn psql(url: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new("psql").args([url, "-X", "-At", "-c", sql]).output().expect("run psql");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
+use skiff_testkit::postgres::psql_url as psql;
 
 /// A writer committing sequence numbers through the consumers' secret (read again on
 /// every write, as an application reconnecting would), logging each acknowledgement.

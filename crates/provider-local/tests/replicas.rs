@@ -5,19 +5,11 @@
 
 mod common;
 
-use std::process::Command;
 
 use skiff_clock::Clock as _;
 use skiff_pluginapi::{Database, ReplicaRole, lsn_lag};
 
-fn psql(url: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new("psql").args([url, "-X", "-At", "-c", sql]).output().expect("run psql");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
+use skiff_testkit::postgres::psql_url as psql;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_follows_is_promoted_and_the_fenced_primary_refuses_writes() {

@@ -141,6 +141,23 @@ impl Postgres {
     }
 }
 
+/// `psql URL`, one statement, no psqlrc, unaligned tuples only; its output, or its error.
+///
+/// # Errors
+/// psql's error output when the statement or the login fails.
+pub fn psql_url(url: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new(bin_dir().join("psql"))
+        .args([url, "-XAt", "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         drop(self.server.take());
