@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use skiff_clock::Clock as _;
 use skiff_pluginapi::{Database, ReplicaRole, lsn_lag};
 
