@@ -470,6 +470,22 @@ exits 8 (POLICY_DENIED) naming the rule, the reason and the fix.")]
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Cost: what a spec costs per month, resource by resource, and why.
+    #[command(after_help = "\
+Examples:
+  skiff cost explain                           ./skiff.yaml, its environment
+  skiff cost explain -f services/api/skiff.yaml --env staging
+  skiff cost explain --format json | jq .data.at_max_usd
+
+Figures are AWS on-demand prices from a table committed with Skiff (its source and
+date are in the answer; nothing is fetched). Each line says what drove it (intent,
+default or the spec), \"at most\" counts every group at its maximum, and the cost-ceiling
+rule judges exactly that figure against policies/limits.json. Usage-priced items
+(logs, data transfer, capacity units) use the stated assumptions.")]
+    Cost {
+        #[command(subcommand)]
+        action: CostAction,
+    },
     /// AWS identity: the least-privilege policy Skiff itself needs.
     #[command(after_help = "\
 Examples:
@@ -902,6 +918,19 @@ pub enum PolicyAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CostAction {
+    /// Monthly estimate per resource, the intent behind each figure, other intents, the ceiling.
+    Explain {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", default_value = "skiff.yaml")]
+        file: PathBuf,
+        /// Estimate for this environment (its ceiling) instead of the spec's `environment`.
+        #[arg(long = "env", value_name = "ENV")]
+        env: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum IamAction {
     /// Print the IAM policy document the identity running Skiff needs.
     Policy {
@@ -1196,6 +1225,7 @@ impl Command {
             Command::Keys { action: KeysAction::Generate { force } } => Request::KeysGenerate { force },
             Command::Iam { action: IamAction::Policy { account } } => Request::IamPolicy { account },
             Command::Policy { action: PolicyAction::Check { file } } => Request::PolicyCheck { file },
+            Command::Cost { action: CostAction::Explain { file, env } } => Request::CostExplain { file, env },
             Command::Local { action } => Request::Local(match action {
                 LocalAction::Up => LocalRequest::Up,
                 LocalAction::Down { stop_instances } => LocalRequest::Down { stop_instances },

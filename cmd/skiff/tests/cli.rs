@@ -311,22 +311,7 @@ fn events_print_an_operations_log_and_follow_to_the_end() {
 fn plan_diffs_against_the_recorded_spec() {
     let s = Sandbox::new();
     s.copy_example("hello");
-    let recorded = skiff_spec::parse("hello.yaml", &std::fs::read(s.path().join("hello.yaml")).unwrap()).unwrap();
-    let ir = skiff_ir::compile(&recorded);
-    let l = ledger(s.path());
-    block(async {
-        let digest = l.put_spec(&ir).await.unwrap();
-        l.update::<skiff_state::docs::ServiceState, _>(&skiff_state::keys::service_state("hello"), |_| {
-            Ok(skiff_state::Update::Write(skiff_state::docs::ServiceState {
-                service: "hello".into(),
-                spec_digest: Some(digest.clone()),
-                current_release: Some("2026.11.22.1".into()),
-                ..Default::default()
-            }))
-        })
-        .await
-        .unwrap();
-    });
+    common::record_spec(s.path(), "hello", "2026.11.22.1");
     let same = s.run(&["plan", "-f", "hello.yaml", "--format", "json"]);
     let v = json(&same);
     assert_eq!(v["data"]["diff"]["changes"].as_array().unwrap().len(), 0, "unchanged spec: empty diff");
@@ -348,22 +333,7 @@ fn plan_diffs_against_the_recorded_spec() {
 fn plan_warns_what_the_running_release_meets_during_a_migration() {
     let s = Sandbox::new();
     s.copy_example("api-db");
-    let recorded = skiff_spec::parse("api-db.yaml", &std::fs::read(s.path().join("api-db.yaml")).unwrap()).unwrap();
-    let ir = skiff_ir::compile(&recorded);
-    let l = ledger(s.path());
-    block(async {
-        let digest = l.put_spec(&ir).await.unwrap();
-        l.update::<skiff_state::docs::ServiceState, _>(&skiff_state::keys::service_state("orders-api"), |_| {
-            Ok(skiff_state::Update::Write(skiff_state::docs::ServiceState {
-                service: "orders-api".into(),
-                spec_digest: Some(digest.clone()),
-                current_release: Some("2026.11.22.1".into()),
-                ..Default::default()
-            }))
-        })
-        .await
-        .unwrap();
-    });
+    common::record_spec(s.path(), "api-db", "2026.11.22.1");
     let facts = |v: serde_json::Value| {
         v["facts"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect::<Vec<_>>().join("\n")
     };

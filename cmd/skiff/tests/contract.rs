@@ -184,6 +184,8 @@ const MATRIX: &[Cell] = &[
     cell(SpecInvalid, "validate -f bad.yaml", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "plan -f bad.yaml", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "policy check -f bad.yaml", Code::SpecInvalid, "bad.yaml:"),
+    cell(SpecInvalid, "cost explain -f bad.yaml", Code::SpecInvalid, "bad.yaml:"),
+    cell(UnreachableBucket, "cost explain -f skiff.yaml --env Not_A_Label", Code::Usage, "Not_A_Label"),
     cell(SpecInvalid, "deploy -f bad.yaml --yes", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "deploy -f bad.yaml --watch", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "deploy -f bad.yaml --dry-run", Code::SpecInvalid, "bad.yaml:"),

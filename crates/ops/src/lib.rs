@@ -11,6 +11,7 @@ mod adopt;
 mod audit;
 mod config;
 mod context;
+mod cost;
 mod cutover;
 mod database;
 mod deploy;
@@ -155,6 +156,7 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
         Request::KeysGenerate { force } => keys::generate(ctx, force),
         Request::IamPolicy { account } => iam::policy(ctx, account).await,
         Request::PolicyCheck { file } => policy::check(ctx, &file),
+        Request::CostExplain { file, env } => cost::explain(ctx, &file, env.as_deref()),
         Request::Local(r) => local::run(ctx, r).await,
         Request::Secrets(r) => secrets::run(ctx, r).await,
         Request::Database(r) => database::run(ctx, r).await,

@@ -39,6 +39,15 @@ pub(crate) async fn run(ctx: &Context, file: &Path) -> Result<Answer> {
         Some(old) => format!("compared with the recorded spec {}", &old.digest()[..12]),
         None => "nothing recorded for this service yet: every resource is new".to_owned(),
     };
+    let cost = skiff_cost::estimate(&ir);
+    let cost_before = recorded_ir.as_ref().map(skiff_cost::estimate);
+    let cost_change = cost.monthly_usd - cost_before.as_ref().map_or(0.0, |b| b.monthly_usd);
+    let cost_fact = format!(
+        "cost ≈ {}/month on aws ({} against {}); `skiff cost explain` shows each resource",
+        crate::cost::usd(cost.monthly_usd),
+        crate::cost::delta(cost_change),
+        if cost_before.is_some() { "the recorded spec" } else { "nothing yet" }
+    );
     let ownership: Option<skiff_state::docs::OwnershipDoc> =
         ledger.read(&skiff_state::keys::service_ownership(&ir.service)).await.map_err(|e| crate::error::state(&e))?;
     let owned = ownership.as_ref().map(skiff_state::docs::OwnershipDoc::terraform_owned).unwrap_or_default();
@@ -52,12 +61,19 @@ pub(crate) async fn run(ctx: &Context, file: &Path) -> Result<Answer> {
     .facts(facts(&ir))
     .facts(migration_notes(&ir, current_release.as_deref()))
     .fact(context)
+    .fact(cost_fact)
     .data(serde_json::json!({
         "file": shown,
         "service": ir.service,
         "ir_digest": ir.digest(),
         "decision": ir.decision,
         "resources": plan.resources,
+        "cost": {
+            "monthly_usd": cost.monthly_usd,
+            "at_max_usd": cost.at_max_usd,
+            "before_monthly_usd": cost_before.as_ref().map(|b| b.monthly_usd),
+            "delta_usd": (cost_change * 100.0).round() / 100.0,
+        },
         "diff": {
             "against": against,
             "add": diff.add,

@@ -93,6 +93,7 @@ pub(crate) fn input(
         steps,
         database_deletions: Vec::new(),
         resources: serde_json::to_value(&plan.resources).unwrap_or_default(),
+        cost: Some(skiff_cost::estimate(ir).policy_facts()),
     }
 }
 

@@ -157,6 +157,13 @@ pub enum Request {
         /// The spec file.
         file: PathBuf,
     },
+    /// A spec's monthly cost, per resource, with the intent behind it.
+    CostExplain {
+        /// The spec file.
+        file: PathBuf,
+        /// Estimate for this environment instead of the spec's own.
+        env: Option<String>,
+    },
     /// The local provider's supervisor.
     Local(LocalRequest),
     /// Secret values for references.
@@ -511,6 +518,7 @@ impl Request {
             Request::KeysGenerate { .. } => "keys_generate",
             Request::IamPolicy { .. } => "iam_policy",
             Request::PolicyCheck { .. } => "policy_check",
+            Request::CostExplain { .. } => "cost_explain",
             Request::Local { .. } => "local",
             Request::Secrets { .. } => "secrets",
             Request::Database { .. } => "database",
@@ -546,6 +554,7 @@ impl Request {
                 | Request::TerraformApply { .. }
                 | Request::TerraformDrift { .. }
                 | Request::Validate { .. }
+                | Request::CostExplain { .. }
                 | Request::Schema
                 | Request::Version
                 | Request::Config(_)

@@ -32,3 +32,19 @@ pub fn read(ctx: &Context, file: &Path) -> Result<(String, Vec<u8>)> {
     })?;
     Ok((shown, bytes))
 }
+
+/// The spec as it is compiled for environment `env` (`--env`): its `environment` set
+/// to it. Without `--env`, the spec as written.
+pub(crate) fn for_environment(mut spec: Spec, env: Option<&str>) -> Result<Spec> {
+    if let Some(env) = env {
+        let label = env.parse::<skiff_spec::values::DnsLabel>().map_err(|e| {
+            Error::from(
+                Envelope::failure(Code::Usage, format!("--env {env:?} is not an environment name"))
+                    .fact(format!("expected {}", e.0))
+                    .action("env", "skiff cost explain --env staging", false, Safety::ReadOnly, 0.5),
+            )
+        })?;
+        spec.environment = Some(label);
+    }
+    Ok(spec)
+}

@@ -17,7 +17,8 @@ pub const FRESH_SNAPSHOT_MS: u64 = 24 * 3_600_000;
 pub struct Ceiling {
     /// Most instances one group may run (at its maximum).
     pub max_instances: u32,
-    /// Most a service's instances may cost per month at their maximum, in USD.
+    /// Most a service may cost per month, every resource counted and every group at its
+    /// maximum, in USD (the figure `skiff cost explain` shows as "at most").
     pub max_monthly_usd: f64,
 }
 
@@ -46,50 +47,14 @@ impl Default for Limits {
 }
 
 impl Limits {
-    fn for_env(&self, env: &str) -> Ceiling {
+    /// The ceiling of environment `env`.
+    pub fn for_env(&self, env: &str) -> Ceiling {
         self.environments.get(env).copied().unwrap_or(self.default)
     }
 }
 
 /// The local provider runs instances as processes on one machine.
 pub const LOCAL_MAX_INSTANCES: u32 = 16;
-
-/// On-demand USD per hour of common instance types (us-east-1, Linux).
-const PRICES: [(&str, f64); 24] = [
-    ("t3.nano", 0.0052),
-    ("t3.micro", 0.0104),
-    ("t3.small", 0.0208),
-    ("t3.medium", 0.0416),
-    ("t3.large", 0.0832),
-    ("t3.xlarge", 0.1664),
-    ("t4g.nano", 0.0042),
-    ("t4g.micro", 0.0084),
-    ("t4g.small", 0.0168),
-    ("t4g.medium", 0.0336),
-    ("t4g.large", 0.0672),
-    ("m6i.large", 0.096),
-    ("m6i.xlarge", 0.192),
-    ("m6i.2xlarge", 0.384),
-    ("m7g.large", 0.0816),
-    ("m7g.xlarge", 0.1632),
-    ("c6i.large", 0.085),
-    ("c6i.xlarge", 0.17),
-    ("c7g.large", 0.0725),
-    ("c7g.xlarge", 0.145),
-    ("r6i.large", 0.126),
-    ("r6i.xlarge", 0.252),
-    ("r7g.large", 0.1071),
-    ("r7g.xlarge", 0.2142),
-];
-const HOURS_PER_MONTH: f64 = 730.0;
-/// What spot capacity costs relative to on-demand, roughly.
-const SPOT_FACTOR: f64 = 0.3;
-
-/// Monthly USD of `n` instances of `instance_type`, if its price is known.
-pub fn monthly_usd(instance_type: &str, n: u32, spot: bool) -> Option<f64> {
-    let hourly = PRICES.iter().find(|(t, _)| *t == instance_type)?.1;
-    Some(hourly * HOURS_PER_MONTH * f64::from(n) * if spot { SPOT_FACTOR } else { 1.0 })
-}
 
 fn pass(rule: &str, reason: impl Into<String>) -> RuleResult {
     RuleResult::builtin(rule, Verdict::Pass, reason, None)
@@ -177,21 +142,33 @@ fn cost_ceiling(i: &PlanInput, limits: &Limits) -> RuleResult {
     if i.provider == "local" {
         return skip(RULE, "the local provider costs nothing");
     }
-    let most = i.instances.max.max(i.instances.desired);
+    let Some(cost) = &i.cost else {
+        return skip(RULE, "no cost estimate for this plan; the instance ceiling still applies");
+    };
+    if !cost.unpriced.is_empty() {
+        return skip(
+            RULE,
+            format!("no price known for {}; the instance ceiling still applies", cost.unpriced.join(", ")),
+        );
+    }
     let ceiling = limits.for_env(&i.environment).max_monthly_usd;
-    match monthly_usd(&i.instances.instance_type, most, i.instances.spot) {
-        None => {
-            skip(RULE, format!("no price known for {}; the instance ceiling still applies", i.instances.instance_type))
-        }
-        Some(cost) if cost > ceiling => deny(
+    if cost.at_max_usd > ceiling {
+        deny(
             RULE,
             format!(
-                "{most} × {} ≈ ${cost:.0}/month exceeds ${ceiling:.0} for environment {}",
-                i.instances.instance_type, i.environment
+                "≈ ${:.2}/month at most (every group at its maximum) exceeds ${ceiling:.2} for environment {}",
+                cost.at_max_usd, i.environment
             ),
-            "choose a smaller class or fewer instances (intent.cost: low), or raise the ceiling in policies/limits.json",
-        ),
-        Some(cost) => pass(RULE, format!("≈ ${cost:.0}/month at most, within ${ceiling:.0}")),
+            "see `skiff cost explain`; choose a smaller class or fewer instances (intent.cost: low), or raise the ceiling in policies/limits.json",
+        )
+    } else {
+        pass(
+            RULE,
+            format!(
+                "≈ ${:.2}/month at most (every group at its maximum), within ${ceiling:.2} for environment {}",
+                cost.at_max_usd, i.environment
+            ),
+        )
     }
 }
 

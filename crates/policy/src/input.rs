@@ -28,6 +28,22 @@ pub struct PlanInput {
     pub database_deletions: Vec<DatabaseDeletion>,
     /// The compiled resource plan, for user policies.
     pub resources: serde_json::Value,
+    /// The plan's monthly cost, estimated from the committed price table; `None` when
+    /// the caller has none (a Terraform plan, a test).
+    #[serde(default)]
+    pub cost: Option<CostFacts>,
+}
+
+/// A plan's monthly cost: the figures `skiff cost explain` shows, so the cost-ceiling
+/// rule and the explanation never disagree.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CostFacts {
+    /// USD per month with the normal instance counts.
+    pub monthly_usd: f64,
+    /// USD per month with every group at its maximum: what the ceiling judges.
+    pub at_max_usd: f64,
+    /// Resources without a known price (their cost is not in the figures).
+    pub unpriced: Vec<String>,
 }
 
 /// Who asks, and with which roles (`viewer`, `operator`, `approver`).

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use builtin::{Ceiling, Limits};
-pub use input::{Actor, DatabaseDeletion, Ingress, Instances, PlanInput, ReleaseFacts, StepFacts};
+pub use input::{Actor, CostFacts, DatabaseDeletion, Ingress, Instances, PlanInput, ReleaseFacts, StepFacts};
 
 /// Where user policies live, relative to the spec's directory.
 pub const POLICY_DIR: &str = "policies";

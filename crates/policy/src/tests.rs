@@ -34,6 +34,7 @@ fn plan() -> PlanInput {
         ],
         database_deletions: Vec::new(),
         resources: serde_json::json!([]),
+        cost: Some(CostFacts { monthly_usd: 120.0, at_max_usd: 240.0, unpriced: Vec::new() }),
     }
 }
 
@@ -63,8 +64,7 @@ fn each_builtin_rule_denies_what_it_guards_with_a_fix() {
         (
             "cost-ceiling",
             Box::new(|i| {
-                i.instances.instance_type = "r6i.xlarge".into();
-                i.instances.max = 40;
+                i.cost = Some(CostFacts { monthly_usd: 3_000.0, at_max_usd: 6_000.0, unpriced: Vec::new() });
             }),
         ),
         (
@@ -172,6 +172,23 @@ fn a_policy_that_does_not_parse_names_its_file_and_line() {
 }
 
 #[test]
+fn the_cost_ceiling_judges_the_estimate_at_its_maximum_and_skips_what_has_no_price() {
+    let verdict = |cost: Option<CostFacts>| {
+        let r = Policy::builtin().check(&PlanInput { cost, ..plan() }).unwrap();
+        r.results.into_iter().find(|x| x.rule == "cost-ceiling").unwrap()
+    };
+    let at = |at_max_usd| Some(CostFacts { monthly_usd: 1.0, at_max_usd, unpriced: Vec::new() });
+    assert_eq!(verdict(at(5_000.0)).verdict, Verdict::Pass, "the ceiling itself is allowed");
+    let over = verdict(at(5_000.01));
+    assert_eq!(over.verdict, Verdict::Deny);
+    assert!(over.reason.contains("$5000.01/month") && over.reason.contains("$5000.00"), "{}", over.reason);
+    assert_eq!(verdict(None).verdict, Verdict::Skip);
+    let unpriced = verdict(Some(CostFacts { unpriced: vec!["instance-group/web".into()], ..at(9e9).unwrap() }));
+    assert_eq!(unpriced.verdict, Verdict::Skip);
+    assert!(unpriced.reason.contains("instance-group/web"), "{}", unpriced.reason);
+}
+
+#[test]
 fn a_policy_without_deny_is_refused_at_load() {
     let d = dir_with(&[("nodeny.rego", "package skiff.nodeny\n\nallow := true\n")]);
     let e = Policy::load(d.path()).unwrap_err();
@@ -182,7 +199,7 @@ fn a_policy_without_deny_is_refused_at_load() {
 fn limits_json_overrides_ceilings_and_bad_limits_are_named() {
     let d = dir_with(&[(
         "limits.json",
-        r#"{"default": {"max_instances": 2, "max_monthly_usd": 10}, "environments": {"production": {"max_instances": 4, "max_monthly_usd": 100}}}"#,
+        r#"{"default": {"max_instances": 2, "max_monthly_usd": 10}, "environments": {"production": {"max_instances": 4, "max_monthly_usd": 300}}}"#,
     )]);
     let p = Policy::load(d.path()).unwrap();
     let r = p.check(&plan()).unwrap();

@@ -180,3 +180,26 @@ pub fn get_release(port: u16) -> Option<(u16, Option<String>)> {
         .find_map(|l| l.to_ascii_lowercase().strip_prefix("x-skiff-release:").map(|v| v.trim().to_owned()));
     Some((status, release))
 }
+
+/// Records `example`'s spec (in the sandbox as `<example>.yaml`) as its service's
+/// deployed spec, with `release` running: what a deploy leaves for `skiff plan`.
+pub fn record_spec(dir: &Path, example: &str, release: &str) -> skiff_ir::ServiceIr {
+    let file = format!("{example}.yaml");
+    let spec = skiff_spec::parse(&file, &std::fs::read(dir.join(&file)).unwrap()).unwrap();
+    let ir = skiff_ir::compile(&spec);
+    let l = ledger(dir);
+    block(async {
+        let digest = l.put_spec(&ir).await.unwrap();
+        l.update::<skiff_state::docs::ServiceState, _>(&skiff_state::keys::service_state(&ir.service), |_| {
+            Ok(skiff_state::Update::Write(skiff_state::docs::ServiceState {
+                service: ir.service.clone(),
+                spec_digest: Some(digest.clone()),
+                current_release: Some(release.to_owned()),
+                ..Default::default()
+            }))
+        })
+        .await
+        .unwrap();
+    });
+    ir
+}
