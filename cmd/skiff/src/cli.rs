@@ -983,6 +983,35 @@ pub enum ReleaseAction {
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
+    /// Roll a release that ran here out in another environment: same artifact, no rebuild.
+    #[command(after_help = "\
+Examples:
+  skiff config set-context staging --state file://.skiff/staging/state --use
+  skiff config set-context production --state file://.skiff/production/state
+  skiff release promote web 2026.12.07.1 --to production --yes
+  skiff --context staging release promote web 2026.12.07.1 --to production -f services/web/skiff.yaml
+
+The release comes from this context's bucket (where it must have finished a rollout)
+and goes to the context named ENV (its own bucket and provider). Its signature and
+every digest are verified first; the artifact, SBOM and provenance are copied byte for
+byte (same digests), the manifest is re-signed with ENV's spec — the spec's
+`environments.ENV` overlay (instances, intent, resources, secrets) — and recorded as
+promoted from here. Then it rolls out in ENV exactly as `skiff deploy` would: ENV's
+policy ceilings, its canary, approval where ENV needs one. Refused with SIGNATURE_INVALID
+or DIGEST_MISMATCH for an unsigned or tampered release, POLICY_DENIED for one that
+never ran here, NOT_FOUND for an unknown release or context.")]
+    Promote {
+        /// The service.
+        service: String,
+        /// The release id (`skiff release list SERVICE`).
+        release: String,
+        /// The target environment: a context of that name (`skiff config get-contexts`).
+        #[arg(long, value_name = "ENV")]
+        to: String,
+        /// The service's spec.
+        #[arg(short = 'f', long = "file", default_value = "skiff.yaml")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -1276,6 +1305,9 @@ impl Command {
                 ReleaseAction::Show { service, release } => ReleaseRequest::Show { service, release },
                 ReleaseAction::Verify { service, release, public_key } => {
                     ReleaseRequest::Verify { service, release, public_key }
+                }
+                ReleaseAction::Promote { service, release, to, file } => {
+                    ReleaseRequest::Promote { service, release, to, file }
                 }
             }),
         }

@@ -64,6 +64,7 @@ const MATRIX: &[Cell] = &[
     cell(UnknownService, "release list nosuch", Code::NotFound, "nosuch"),
     cell(UnknownService, "release show nosuch", Code::NotFound, "nosuch"),
     cell(UnknownService, "release verify nosuch", Code::NotFound, "nosuch"),
+    cell(UnknownService, "release promote nosuch 2026.01.01.9 --to production --yes", Code::NotFound, "nosuch"),
     cell(UnknownService, "database backup nosuch --yes", Code::NotFound, "nosuch"),
     cell(UnknownService, "database backup nosuch --dry-run", Code::NotFound, "nosuch"),
     cell(UnknownService, "database list-backups nosuch", Code::NotFound, "nosuch"),
@@ -123,6 +124,7 @@ const MATRIX: &[Cell] = &[
     // A release the service does not have.
     cell(UnknownRelease, "release show web 2026.01.01.9", Code::NotFound, "2026.01.01.9"),
     cell(UnknownRelease, "release verify web 2026.01.01.9", Code::NotFound, "2026.01.01.9"),
+    cell(UnknownRelease, "release promote web 2026.01.01.9 --to production --yes", Code::NotFound, "2026.01.01.9"),
     cell(UnknownRelease, "rollback web --to 2026.01.01.9 --yes", Code::NotFound, "2026.01.01.9"),
     cell(UnknownRelease, "keys generate", Code::AlreadyExists, "cosign.key"),
     // A bucket nothing was ever written to: named things are not found, lists are
@@ -154,6 +156,12 @@ const MATRIX: &[Cell] = &[
     cell(UnreachableBucket, "saga list", Code::StateUnavailable, "s3://skiff-contract"),
     cell(UnreachableBucket, "saga show op-nosuch", Code::StateUnavailable, "s3://skiff-contract"),
     cell(UnreachableBucket, "release list web", Code::StateUnavailable, "s3://skiff-contract"),
+    cell(
+        UnreachableBucket,
+        "release promote web R1 --to production --yes",
+        Code::StateUnavailable,
+        "s3://skiff-contract",
+    ),
     cell(UnreachableBucket, "plan -f skiff.yaml", Code::StateUnavailable, "s3://skiff-contract"),
     cell(UnreachableBucket, "state verify", Code::StateUnavailable, "s3://skiff-contract"),
     cell(UnreachableBucket, "database list-backups web-db", Code::StateUnavailable, "s3://skiff-contract"),
@@ -180,6 +188,7 @@ const MATRIX: &[Cell] = &[
     cell(MissingKey, "deploy -f skiff.yaml --no-build --yes", Code::SignatureInvalid, "cosign.key"),
     cell(MissingKey, "release create -f skiff.yaml --no-build --yes", Code::SignatureInvalid, "cosign.key"),
     cell(MissingKey, "release verify web", Code::SignatureInvalid, "cosign.pub"),
+    cell(MissingKey, "release promote web R1 --to production --yes", Code::SignatureInvalid, "cosign.pub"),
     // A spec that does not validate: every problem at file:line.
     cell(SpecInvalid, "validate -f bad.yaml", Code::SpecInvalid, "bad.yaml:"),
     cell(SpecInvalid, "plan -f bad.yaml", Code::SpecInvalid, "bad.yaml:"),

@@ -78,3 +78,24 @@ fn plan_shows_the_cost_of_a_change_against_the_recorded_spec() {
         "{facts:?}"
     );
 }
+
+#[test]
+fn env_applies_that_environments_overlay_and_an_unknown_one_is_refused() {
+    let s = Sandbox::new();
+    s.copy_example("hello");
+    let text = std::fs::read_to_string(s.path().join("hello.yaml")).unwrap();
+    let with = format!(
+        "{text}environments:\n  staging: {{instances: {{desired: 1}}, intent: {{availability: low}}}}\n  production: {{}}\n"
+    );
+    std::fs::write(s.path().join("hello.yaml"), with).unwrap();
+    let cost = |env: &str| json(&s.run(&["cost", "explain", "-f", "hello.yaml", "--env", env, "--format", "json"]));
+    let (staging, production) = (cost("staging"), cost("production"));
+    assert_eq!(staging["data"]["environment"], "staging");
+    assert!(
+        staging["data"]["monthly_usd"].as_f64().unwrap() < production["data"]["monthly_usd"].as_f64().unwrap(),
+        "staging's overlay asks for fewer instances"
+    );
+    let typo = s.run(&["cost", "explain", "-f", "hello.yaml", "--env", "prodution", "--format", "json"]);
+    assert_eq!(typo.code, 2, "{}", typo.stdout);
+    assert!(json(&typo)["facts"][0].as_str().unwrap().contains("production, staging"), "{}", typo.stdout);
+}

@@ -20,6 +20,16 @@ pub const DEFAULT_POSTGRES: &str = "16";
 /// The spec is expected to have passed [`skiff_spec::parse`]'s validation; lowering
 /// does not re-check it.
 pub fn compile(spec: &Spec) -> ServiceIr {
+    if !spec.environments.is_empty() {
+        // The spec's own environment's overlay applies; the IR's source is the result,
+        // so compiling the source again gives the same IR.
+        let env = spec.environment.clone().unwrap_or_else(|| {
+            DEFAULT_ENVIRONMENT.parse().unwrap_or_else(|_| unreachable!("`production` is a DNS label"))
+        });
+        let mut merged = spec.for_environment(&env);
+        merged.environment = spec.environment.clone();
+        return compile(&merged);
+    }
     let mut c = Choices::default();
     let workload = spec.kind.unwrap_or(WorkloadKind::Service);
     let environment = c.pick(
@@ -454,4 +464,24 @@ fn replica_regions(regions: &[String], database: &str, c: &mut Choices) -> Vec<S
         );
     }
     replicas
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_specs_own_environment_overlay_applies_and_the_source_compiles_back() {
+        let text = "service: web\nartifact: {path: web}\nrun: {command: [web]}\nport: 8080\nenvironment: staging\n\
+            environments:\n  staging: {instances: {desired: 1}, intent: {availability: low}}\n  production: {}\n";
+        let spec = skiff_spec::parse("skiff.yaml", text.as_bytes()).unwrap();
+        let ir = compile(&spec);
+        assert_eq!((ir.environment.as_str(), ir.capacity.desired), ("staging", 1));
+        assert!(ir.source.environments.is_empty());
+        assert_eq!(compile(&ir.source), ir);
+        let mut production = spec.clone();
+        production.environment = Some("production".parse().unwrap());
+        let ir = compile(&production);
+        assert_eq!((ir.environment.as_str(), ir.capacity.desired), ("production", 2));
+    }
 }

@@ -137,20 +137,51 @@ fn graph_for(
     graph.map_err(|e| crate::error::saga(&e))
 }
 
+/// Where a deploy's release comes from.
+pub(crate) enum ReleaseFrom<'a> {
+    /// Made here from the spec's artifact (`skiff deploy`), built first when asked.
+    Build(bool),
+    /// Promoted from another environment's bucket (`skiff release promote`).
+    Promote(Promoting<'a>),
+}
+
+/// A release promoted from another environment.
+pub(crate) struct Promoting<'a> {
+    /// The source environment's bucket.
+    pub(crate) source: &'a Ledger,
+    /// The source environment's name.
+    pub(crate) environment: String,
+    /// The release.
+    pub(crate) release: String,
+}
+
 /// `skiff deploy`: build, sign and verify a release, check every policy, and roll it
 /// out (or, with `--shadow`, run it beside the stable release without user traffic).
 pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool, shadow: Option<ShadowRequest>) -> Result<Answer> {
     let (shown, spec) = crate::spec::load(ctx, file)?;
     let ir = skiff_ir::compile(&spec);
-    let (_, resolved) = ctx.resolve()?;
-    let embedded = resolved.state.origin == Origin::Default;
     ctx.confirm(&format!("deploy {}", ir.service), &format!("skiff deploy -f {shown}"))?;
+    roll_out(ctx, file, &shown, &ir, ReleaseFrom::Build(build), shadow).await
+}
+
+/// Everything after the confirmation: policy, release (made or promoted), signature
+/// check, rollout plan, and the operation.
+pub(crate) async fn roll_out(
+    ctx: &Context,
+    file: &Path,
+    shown: &str,
+    ir: &ServiceIr,
+    from: ReleaseFrom<'_>,
+    shadow: Option<ShadowRequest>,
+) -> Result<Answer> {
+    let (_, resolved) = ctx.resolve()?;
+    let embedded = resolved.state.origin == Origin::Default && matches!(from, ReleaseFrom::Build(_));
     // Invalid policy files, and rules the plan breaks whatever the release, stop the
     // deploy before anything is built, signed or started.
     let rules = crate::policy::load(&ctx.cwd.join(file))?;
     let provider_name = resolved.provider.value.as_str();
-    let prospective = crate::policy::prospective_graph(&ir)?;
-    crate::policy::enforce(&rules, &crate::policy::input(ctx, &ir, "deploy", provider_name, None, Some(&prospective)))?;
+    let prospective = crate::policy::prospective_graph(ir)?;
+    crate::policy::enforce(&rules, &crate::policy::input(ctx, ir, "deploy", provider_name, None, Some(&prospective)))?;
     // Fail before building a release nobody could roll out, or starting anything.
     let (_, ledger) = ctx.ledger()?;
     let before = ledger
@@ -160,8 +191,8 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool, shadow: Opti
     if before.is_some() {
         check_free(ctx, &ledger, &ir.service).await?;
     }
-    refuse_migrations_on(&ir, provider_name)?;
-    check_shadow(&ir, provider_name, shadow)?;
+    refuse_migrations_on(ir, provider_name)?;
+    check_shadow(ir, provider_name, shadow)?;
     let mut notes = Vec::new();
     let signer = crate::keys::signer_or_generate(ctx, embedded, &mut notes)?;
     let public_pem = crate::keys::public_key(ctx)?;
@@ -171,16 +202,38 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool, shadow: Opti
     let engine = crate::factory::engine(ctx, &ledger).await;
     let actor = ctx.actor();
     ledger.init(&actor).await.map_err(|e| crate::error::state(&e))?;
-    if build && ir.artifact.build.is_some() {
-        ctx.progress(&format!("building: {}", ir.artifact.build.as_deref().unwrap_or_default()));
-    }
-    let spec_path = ctx.cwd.join(file);
-    let input =
-        skiff_release::ReleaseInput { spec_path: &spec_path, spec_shown: &shown, ir: &ir, actor: &actor, build };
-    let created = skiff_release::create(&ledger, &signer, &input).await.map_err(|e| crate::error::release(&e))?;
-    let m = created.manifest;
+    let created = match from {
+        ReleaseFrom::Build(build) => {
+            if build && ir.artifact.build.is_some() {
+                ctx.progress(&format!("building: {}", ir.artifact.build.as_deref().unwrap_or_default()));
+            }
+            let spec_path = ctx.cwd.join(file);
+            let input =
+                skiff_release::ReleaseInput { spec_path: &spec_path, spec_shown: shown, ir, actor: &actor, build };
+            skiff_release::create(&ledger, &signer, &input).await
+        }
+        ReleaseFrom::Promote(p) => {
+            let from_bucket = p.source.url();
+            let input = skiff_release::PromoteInput {
+                service: &ir.service,
+                release: &p.release,
+                ir,
+                from_environment: &p.environment,
+                from_bucket: &from_bucket,
+                actor: &actor,
+            };
+            skiff_release::promote(p.source, &ledger, &verifier, &signer, &input).await
+        }
+    };
+    let m = created.map_err(|e| crate::error::release(&e))?.manifest;
     ctx.progress(&format!("release {} {} signed", m.service, m.release));
     skiff_release::verify(&ledger, &verifier, &m.service, &m.release).await.map_err(|e| crate::error::release(&e))?;
+    if let Some(p) = &m.promoted_from {
+        notes.push(format!(
+            "release {} promoted from {} ({}): artifact {} as it ran there, not rebuilt",
+            m.release, p.environment, p.bucket, m.artifact.digest
+        ));
+    }
     let release_facts = crate::policy::verified_release(&m);
     let stable_release = before.as_ref().and_then(|s| s.stable_release.clone());
     let stable = match &stable_release {
@@ -192,22 +245,22 @@ pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool, shadow: Opti
     {
         notes.push(format!("stable release {r} is not running: the new release takes all traffic at once"));
     }
-    let group = skiff_steps::deploy::group_spec(&ir, &m.release, runner_config(&resolved.state.value, &public_pem));
-    let mut rollout = skiff_steps::deploy::rollout_for(&ir, &m.release, &m.spec_digest, group, stable);
+    let group = skiff_steps::deploy::group_spec(ir, &m.release, runner_config(&resolved.state.value, &public_pem));
+    let mut rollout = skiff_steps::deploy::rollout_for(ir, &m.release, &m.spec_digest, group, stable);
     // After a restore the database runs on the restored instance: ensure that one. After
     // a failover the replicas follow the instance that writes now, and a new traffic
     // front starts on its region.
-    let writer_region = skiff_steps::failover::writer_region(&ir, before.as_ref());
+    let writer_region = skiff_steps::failover::writer_region(ir, before.as_ref());
     let mut writer = None;
     if let Some(db) = rollout.database.as_mut() {
         db.id = skiff_steps::database::current_instance(&ledger, &db.id).await.map_err(|e| crate::error::state(&e))?;
         writer = Some(db.id.clone());
     }
-    rollout.follow_writer(&ir, writer.as_deref().unwrap_or_default(), &writer_region);
-    notes.extend(crate::plan::migration_notes(&ir, stable_release.as_deref()));
+    rollout.follow_writer(ir, writer.as_deref().unwrap_or_default(), &writer_region);
+    notes.extend(crate::plan::migration_notes(ir, stable_release.as_deref()));
     crate::adopt::apply(&mut rollout, crate::adopt::owned(&ledger, &ir.service).await?, &mut notes);
     let graph = graph_for(&rollout, shadow, before.as_ref())?;
-    let input = crate::policy::input(ctx, &ir, "deploy", provider_name, Some(release_facts), Some(&graph));
+    let input = crate::policy::input(ctx, ir, "deploy", provider_name, Some(release_facts), Some(&graph));
     notes.extend(crate::policy::enforce(&rules, &input)?.1);
     let saga = if shadow.is_some() { "shadow-deploy" } else { "deploy" };
     let key = format!("{saga}:{}:{}", ir.service, m.release);

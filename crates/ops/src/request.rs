@@ -482,6 +482,17 @@ pub enum ReleaseRequest {
         /// The trusted public key.
         public_key: Option<PathBuf>,
     },
+    /// Roll a release that ran here out in another environment, unchanged.
+    Promote {
+        /// The service.
+        service: String,
+        /// The release.
+        release: String,
+        /// The environment (a context of that name).
+        to: String,
+        /// The service's spec (its `environments.<to>` overlay applies).
+        file: PathBuf,
+    },
 }
 
 impl Request {
@@ -555,6 +566,7 @@ impl Request {
                 | Request::TerraformDrift { .. }
                 | Request::Validate { .. }
                 | Request::CostExplain { .. }
+                | Request::Release(ReleaseRequest::Promote { .. })
                 | Request::Schema
                 | Request::Version
                 | Request::Config(_)

@@ -33,18 +33,28 @@ pub fn read(ctx: &Context, file: &Path) -> Result<(String, Vec<u8>)> {
     Ok((shown, bytes))
 }
 
-/// The spec as it is compiled for environment `env` (`--env`): its `environment` set
-/// to it. Without `--env`, the spec as written.
+/// The spec as it is compiled for environment `env` (`--env`, `--to`): its
+/// `environment` set to it, so compiling applies that environment's overlay. Without
+/// `env`, the spec as written (its own environment's overlay applies). An environment
+/// the spec's `environments:` does not name, when it names some, is refused: it is
+/// more likely a typo than an environment meant to run with the base values.
 pub(crate) fn for_environment(mut spec: Spec, env: Option<&str>) -> Result<Spec> {
-    if let Some(env) = env {
-        let label = env.parse::<skiff_spec::values::DnsLabel>().map_err(|e| {
-            Error::from(
-                Envelope::failure(Code::Usage, format!("--env {env:?} is not an environment name"))
-                    .fact(format!("expected {}", e.0))
-                    .action("env", "skiff cost explain --env staging", false, Safety::ReadOnly, 0.5),
-            )
-        })?;
-        spec.environment = Some(label);
+    let Some(env) = env else { return Ok(spec) };
+    let label = env.parse::<skiff_spec::values::DnsLabel>().map_err(|e| {
+        Error::from(
+            Envelope::failure(Code::Usage, format!("{env:?} is not an environment name"))
+                .fact(format!("expected {}", e.0))
+                .action("help", "skiff --help", false, Safety::ReadOnly, 0.5),
+        )
+    })?;
+    let known: Vec<&str> = spec.environments.keys().map(|k| k.as_str()).collect();
+    if !known.is_empty() && !known.contains(&env) && spec.environment.as_ref().is_none_or(|own| own.as_str() != env) {
+        return Err(Envelope::failure(Code::Usage, format!("the spec has no environment {env:?}"))
+            .fact(format!("its `environments:` name {}", known.join(", ")))
+            .fact(format!("add `environments: {{{env}: {{}}}}` to run it there with the spec's own values"))
+            .action("help", "skiff --help", false, Safety::ReadOnly, 0.5)
+            .into());
     }
+    spec.environment = Some(label);
     Ok(spec)
 }

@@ -19,7 +19,7 @@ use skiff_sdk::Code;
 use skiff_state::{Ledger, StateError, codec, keys as layout};
 
 pub use keys::{GeneratedKeys, Signer, Verifier, generate};
-pub use manifest::{ArtifactRef, ReleaseManifest, hex_of};
+pub use manifest::{ArtifactRef, Promotion, ReleaseManifest, hex_of};
 pub use provenance::BuildFacts;
 
 /// Why a release could not be made or trusted.
@@ -226,6 +226,7 @@ pub async fn create(ledger: &Ledger, signer: &Signer, input: &ReleaseInput<'_>) 
             created_at: finished.clone(),
             created_by: input.actor.to_owned(),
             builder: format!("skiff {tool}"),
+            promoted_from: None,
         };
         let bytes = codec::encode(&manifest);
         match ledger.store().put_create(&layout::release(&ir.service, &manifest.release), bytes.clone()).await {
@@ -245,6 +246,100 @@ pub async fn create(ledger: &Ledger, signer: &Signer, input: &ReleaseInput<'_>) 
             Err(e) => return Err(StateError::from(e).into()),
         }
     }
+}
+
+/// What a promotion copies and re-signs.
+#[derive(Debug, Clone)]
+pub struct PromoteInput<'a> {
+    /// The service.
+    pub service: &'a str,
+    /// The release id (kept in the target environment).
+    pub release: &'a str,
+    /// The spec compiled for the target environment.
+    pub ir: &'a ServiceIr,
+    /// The source environment's name.
+    pub from_environment: &'a str,
+    /// The source environment's bucket.
+    pub from_bucket: &'a str,
+    /// Who promotes.
+    pub actor: &'a str,
+}
+
+/// Promotes a release from `source` into `target`: verifies it there (signature, then
+/// every digest), copies the artifact, SBOM and provenance blobs byte for byte (same
+/// digests), records the target environment's IR, and writes a manifest under the same
+/// release id naming the same blobs, the target's spec and secrets, and where it came
+/// from — signed. Nothing is rebuilt. Promoting again returns the manifest already
+/// there when it names the same artifact; one naming another artifact is refused.
+///
+/// # Errors
+/// The source release missing, unsigned or tampered with; a different release under
+/// the same id in the target; a bucket failing.
+pub async fn promote(
+    source: &Ledger,
+    target: &Ledger,
+    verifier: &Verifier,
+    signer: &Signer,
+    input: &PromoteInput<'_>,
+) -> Result<Created, ReleaseError> {
+    let verified = verify(source, verifier, input.service, input.release).await?;
+    let from = verified.manifest;
+    let key = layout::release(input.service, input.release);
+    if let Some(there) = target.read::<ReleaseManifest>(&key).await? {
+        if there.artifact.digest != from.artifact.digest {
+            return Err(ReleaseError::DigestMismatch {
+                what: format!("release {}/{} already in the target environment", input.service, input.release),
+                expected: from.artifact.digest,
+                actual: there.artifact.digest,
+            });
+        }
+        let signature = target.store().get(&layout::release_signature(input.service, input.release)).await;
+        if let Ok(Some(sig)) = signature {
+            let signature = String::from_utf8_lossy(&sig.bytes).into_owned();
+            return Ok(Created { manifest: there, signature, built: false });
+        }
+    }
+    let source_bytes = source.store().get(&key).await.map_err(StateError::from)?.map(|o| o.bytes).unwrap_or_default();
+    for (what, reference) in [("SBOM", &from.sbom), ("provenance", &from.provenance)] {
+        let bytes = blob(source, what, reference).await?;
+        target.put_blob(bytes).await?;
+    }
+    target.put_blob(verified.artifact).await?;
+    let spec_digest = target.put_spec(input.ir).await?;
+    let now = Utc::from_ms(target.clock().now_ms()).rfc3339();
+    let manifest = ReleaseManifest {
+        spec_digest,
+        config: input.ir.run.env.clone(),
+        secrets: input.ir.secrets.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+        promoted_from: Some(Promotion {
+            environment: input.from_environment.to_owned(),
+            bucket: input.from_bucket.to_owned(),
+            manifest: format!("sha256:{}", skiff_ir::canonical::sha256_hex(&source_bytes)),
+            spec_digest: from.spec_digest.clone(),
+            promoted_at: now,
+            promoted_by: input.actor.to_owned(),
+        }),
+        ..from
+    };
+    let bytes = codec::encode(&manifest);
+    match target.store().put_create(&key, bytes.clone()).await {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(StateError::from(e).into()),
+    }
+    // A crash between the two writes leaves a manifest without a signature: the
+    // manifest there is the one to sign (its bytes are what runners verify).
+    let stored = target.store().get(&key).await.map_err(StateError::from)?.map(|o| o.bytes).unwrap_or(bytes);
+    let manifest: ReleaseManifest = codec::decode(&key, &stored)?;
+    let signature = signer.sign(&stored)?;
+    match target
+        .store()
+        .put_create(&layout::release_signature(input.service, input.release), signature.clone().into_bytes())
+        .await
+    {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(StateError::from(e).into()),
+    }
+    Ok(Created { manifest, signature, built: false })
 }
 
 /// A release whose signature and digests check out.

@@ -44,6 +44,28 @@ pub struct ReleaseManifest {
     pub created_by: String,
     /// What made it, e.g. `skiff 0.1.0`.
     pub builder: String,
+    /// Where this release was promoted from; `None` for a release built here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<Promotion>,
+}
+
+/// A release's origin in another environment: the same artifact, SBOM and provenance
+/// (by digest), verified there before it was promoted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Promotion {
+    /// The environment it ran in.
+    pub environment: String,
+    /// That environment's state bucket.
+    pub bucket: String,
+    /// `sha256:<hex>` of the source manifest's bytes, whose signature verified.
+    pub manifest: String,
+    /// The source manifest's spec digest (its IR there).
+    pub spec_digest: String,
+    /// When it was promoted (RFC 3339).
+    pub promoted_at: String,
+    /// Who promoted it.
+    pub promoted_by: String,
 }
 
 impl Document for ReleaseManifest {

@@ -618,6 +618,40 @@ impl OwnershipDoc {
     }
 }
 
+/// `services/<svc>/promotions.json` in the source environment's bucket: where its
+/// releases were promoted to (`skiff release promote`), so `skiff release list` shows
+/// it on both sides.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionsDoc {
+    /// CAS metadata.
+    pub cas: Cas,
+    /// The service.
+    pub service: String,
+    /// Every promotion out of this environment, oldest first.
+    pub promotions: Vec<PromotionRecord>,
+}
+document!(PromotionsDoc, "skiff.promotions", 1, cas);
+
+/// One release promoted to another environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionRecord {
+    /// The release.
+    pub release: String,
+    /// The environment it went to.
+    pub environment: String,
+    /// That environment's bucket.
+    pub bucket: String,
+    /// The deploy operation there (unknown when the promotion was recorded after a
+    /// resumed rollout had finished).
+    pub operation: Option<String>,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// Who promoted it.
+    pub by: String,
+}
+
 /// The evidence on which a traffic cutover retired the old backend
 /// (`cutovers/<svc>/<op>.json`). Immutable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

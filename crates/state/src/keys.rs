@@ -28,6 +28,11 @@ pub fn service_ownership(service: &str) -> String {
     format!("{ROOT}services/{service}/ownership.json")
 }
 
+/// Where a service's releases were promoted to (`skiff release promote`).
+pub fn service_promotions(service: &str) -> String {
+    format!("{ROOT}services/{service}/promotions.json")
+}
+
 /// Prefix of every service's documents.
 pub fn services() -> String {
     format!("{ROOT}services/")
@@ -218,6 +223,11 @@ pub enum KeyKind {
         /// Service.
         service: String,
     },
+    /// `services/<svc>/promotions.json`.
+    ServicePromotions {
+        /// Service.
+        service: String,
+    },
     /// `specs/<digest>.json`.
     Spec {
         /// Digest.
@@ -359,6 +369,7 @@ impl KeyKind {
             KeyKind::ServiceState { .. } => ServiceState::KIND,
             KeyKind::ServiceReconcile { .. } => "skiff.reconcile",
             KeyKind::ServiceOwnership { .. } => OwnershipDoc::KIND,
+            KeyKind::ServicePromotions { .. } => PromotionsDoc::KIND,
             KeyKind::Spec { .. } => skiff_ir::KIND,
             KeyKind::Release { .. } => "skiff.release",
             KeyKind::OpIntent { .. } => OperationIntent::KIND,
@@ -393,6 +404,7 @@ pub fn classify(key: &str) -> KeyKind {
         ["services", svc, "state.json"] => KeyKind::ServiceState { service: (*svc).to_owned() },
         ["services", svc, "reconcile.json"] => KeyKind::ServiceReconcile { service: (*svc).to_owned() },
         ["services", svc, "ownership.json"] => KeyKind::ServiceOwnership { service: (*svc).to_owned() },
+        ["services", svc, "promotions.json"] => KeyKind::ServicePromotions { service: (*svc).to_owned() },
         ["specs", file] => json(file).map_or(KeyKind::Unknown, |digest| KeyKind::Spec { digest }),
         ["releases", svc, file] => match file.strip_suffix(".json.sig") {
             Some(r) => KeyKind::ReleaseSignature { service: (*svc).to_owned(), release: r.to_owned() },

@@ -146,6 +146,7 @@ impl Ledger {
                 KeyKind::ServiceState { .. } => typed::<ServiceState>(&l.key, &bytes),
                 KeyKind::ServiceReconcile { .. } => typed::<crate::docs::ReconcileDoc>(&l.key, &bytes),
                 KeyKind::ServiceOwnership { .. } => typed::<crate::docs::OwnershipDoc>(&l.key, &bytes),
+                KeyKind::ServicePromotions { .. } => typed::<crate::docs::PromotionsDoc>(&l.key, &bytes),
                 KeyKind::OpIntent { .. } => typed::<OperationIntent>(&l.key, &bytes),
                 KeyKind::OpState { op } => {
                     ops_needing_intent.insert(op.clone());

@@ -60,6 +60,66 @@ pub struct Spec {
     /// Log retention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<Logs>,
+    /// Values for one environment, laid over the rest when the spec is compiled for it
+    /// (`skiff release promote --to ENV`, `--env ENV`): port, instances, intent, resources
+    /// and secrets differ between environments; the program and how it runs do not.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<DnsLabel, Overlay>,
+}
+
+/// What one environment changes. Each field given replaces the spec's (instances and
+/// intent field by field; secrets variable by variable).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Overlay {
+    /// The port in this environment (two environments sharing one machine on the local
+    /// provider need two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Instance counts in this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Instances>,
+    /// Intent in this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Intent>,
+    /// Machine resources in this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Secret references in this environment (added to, or replacing, the spec's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<EnvName, SecretRef>,
+}
+
+impl Spec {
+    /// The spec as it runs in environment `env`: `environment` set to it, its overlay
+    /// (if any) laid over the rest, and no overlays left (so compiling the result twice
+    /// gives the same IR).
+    #[must_use]
+    pub fn for_environment(&self, env: &DnsLabel) -> Spec {
+        let mut out = self.clone();
+        out.environment = Some(env.clone());
+        out.environments = BTreeMap::new();
+        let Some(o) = self.environments.get(env) else { return out };
+        out.port = o.port.or(out.port);
+        if let Some(i) = &o.instances {
+            let base = out.instances.take().unwrap_or(Instances { min: None, max: None, desired: None });
+            out.instances = Some(Instances {
+                min: i.min.or(base.min),
+                max: i.max.or(base.max),
+                desired: i.desired.or(base.desired),
+            });
+        }
+        if let Some(i) = &o.intent {
+            let base = out.intent.take().unwrap_or(Intent { availability: None, cost: None });
+            out.intent =
+                Some(Intent { availability: i.availability.or(base.availability), cost: i.cost.or(base.cost) });
+        }
+        if let Some(r) = &o.resources {
+            out.resources = Some(r.clone());
+        }
+        out.secrets.extend(o.secrets.clone());
+        out
+    }
 }
 
 /// What kind of workload a spec describes.

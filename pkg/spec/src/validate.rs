@@ -1,7 +1,7 @@
 //! Semantic rules a well-typed spec must also meet: ranges, orderings, and fields
 //! that only make sense together.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::FieldPath;
 use crate::types::{Availability, Spec, Strategy, WorkloadKind};
@@ -99,6 +99,7 @@ pub(crate) fn validate(spec: &Spec) -> Vec<Issue> {
     check_database(spec, &mut out);
     check_regions(spec, &mut out);
     check_iam(spec, &mut out);
+    check_environments(spec, &mut out);
     if let Some(r) = spec.logs.as_ref().and_then(|l| l.retention) {
         range(
             &mut out,
@@ -567,6 +568,34 @@ fn check_iam(spec: &Spec, out: &mut Vec<Issue>) {
                 "each statement once",
                 "remove the repeated statement",
             ));
+        }
+    }
+}
+
+/// Each environment's overlay, judged by what the spec becomes with it: a problem the
+/// spec alone does not have is the overlay's, reported under `environments.<env>`.
+fn check_environments(spec: &Spec, out: &mut Vec<Issue>) {
+    if spec.environments.is_empty() {
+        return;
+    }
+    let own: Vec<String> = validate(&Spec { environments: BTreeMap::new(), ..spec.clone() })
+        .iter()
+        .map(|i| format!("{}: {}", i.path, i.message))
+        .collect();
+    for env in spec.environments.keys() {
+        let under = FieldPath::root().key("environments").key(env.as_str());
+        for issue in validate(&spec.for_environment(env)) {
+            if own.contains(&format!("{}: {}", issue.path, issue.message)) {
+                continue;
+            }
+            let mut path = under.clone();
+            for seg in issue.path.segments() {
+                path = match seg {
+                    crate::error::Segment::Key(k) => path.key(k.clone()),
+                    crate::error::Segment::Index(i) => path.index(*i),
+                };
+            }
+            out.push(Issue { path, message: format!("in environment {env}: {}", issue.message), ..issue });
         }
     }
 }

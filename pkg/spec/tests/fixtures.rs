@@ -66,3 +66,30 @@ fn every_bad_fixture_fails_with_its_recorded_error() {
     }
     assert!(failures.is_empty(), "{}\n(run with SKIFF_BLESS=1 to accept)", failures.join("\n"));
 }
+
+#[test]
+fn an_environment_overlay_replaces_only_what_it_names() {
+    let text = "service: web\nartifact: {path: web}\nrun: {command: [web]}\nport: 8080\n\
+        instances: {min: 2, desired: 3, max: 6}\nintent: {availability: standard, cost: balanced}\n\
+        secrets: {DATABASE_URL: secret://web-db/url, API_KEY: secret://web/api-key}\n\
+        environments:\n  staging:\n    instances: {desired: 2}\n    intent: {cost: low}\n    \
+        secrets: {DATABASE_URL: secret://web-db-staging/url}\n  production: {}\n";
+    let spec = skiff_spec::parse("skiff.yaml", text.as_bytes()).unwrap();
+    let staging = spec.for_environment(&"staging".parse().unwrap());
+    assert_eq!(staging.environment.as_ref().map(|e| e.as_str()), Some("staging"));
+    assert!(staging.environments.is_empty(), "no overlay is left to apply twice");
+    let i = staging.instances.as_ref().unwrap();
+    assert_eq!((i.min, i.desired, i.max), (Some(2), Some(2), Some(6)));
+    let intent = staging.intent.as_ref().unwrap();
+    assert_eq!(
+        (intent.availability, intent.cost),
+        (Some(skiff_spec::Availability::Standard), Some(skiff_spec::Cost::Low))
+    );
+    let url =
+        |s: &skiff_spec::Spec, k: &str| s.secrets.iter().find(|(n, _)| n.as_str() == k).map(|(_, v)| v.to_string());
+    assert_eq!(url(&staging, "DATABASE_URL").as_deref(), Some("secret://web-db-staging/url"));
+    assert_eq!(url(&staging, "API_KEY").as_deref(), Some("secret://web/api-key"));
+    let production = spec.for_environment(&"production".parse().unwrap());
+    assert_eq!(production.instances, spec.instances);
+    assert_eq!(url(&production, "DATABASE_URL").as_deref(), Some("secret://web-db/url"));
+}
