@@ -682,6 +682,41 @@ fn a_two_region_service_fails_over_with_a_cross_region_replica_and_route53_weigh
     };
     // The replica lives in us-west-2 (its own regional client) and follows the primary.
     assert!(replica().read_replica_source_db_instance_identifier().is_some_and(|s| s.contains("orders-db")));
+    // us-west-2 runs its own group and load balancer, made by that region's clients in
+    // its own VPC; the home region has neither.
+    let groups = |region: &str| {
+        let c = aws_sdk_autoscaling::Client::new(&conf(region));
+        let out = block(async { c.describe_auto_scaling_groups().send().await.unwrap() });
+        out.auto_scaling_groups()
+            .iter()
+            .filter_map(|g| g.auto_scaling_group_name().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let (east_groups, west_groups) = (groups("us-east-1"), groups("us-west-2"));
+    assert!(west_groups.iter().all(|g| g.ends_with("-us-west-2")) && west_groups.len() == 1, "{west_groups:?}");
+    assert!(east_groups.iter().all(|g| !g.ends_with("-us-west-2")) && east_groups.len() == 1, "{east_groups:?}");
+    let west_elb = aws_sdk_elasticloadbalancingv2::Client::new(&conf("us-west-2"));
+    let lbs = block(async { west_elb.describe_load_balancers().send().await.unwrap() });
+    let west_lb = lbs.load_balancers().first().expect("a load balancer in us-west-2").clone();
+    let east_elb = aws_sdk_elasticloadbalancingv2::Client::new(&conf("us-east-1"));
+    let east_lbs = block(async { east_elb.describe_load_balancers().send().await.unwrap() });
+    assert_eq!(east_lbs.load_balancers().len(), 1, "only the home region's own load balancer there");
+    let west_vpc = west_lb.vpc_id().unwrap().to_owned();
+    assert_ne!(Some(west_vpc.as_str()), east_lbs.load_balancers()[0].vpc_id(), "each region's own VPC");
+    // The consumers' secret is replicated to us-west-2, where its instances read it.
+    let sm_west = aws_sdk_secretsmanager::Client::new(&conf("us-west-2"));
+    let replica_secret = block(async { sm_west.describe_secret().secret_id("skiff/orders-db").send().await });
+    assert!(replica_secret.is_ok(), "a replica of the secret in us-west-2: {replica_secret:?}");
+    // The private zone resolves in both regions' VPCs, and the west record points at the west ALB.
+    let r53 = aws_sdk_route53::Client::new(&conf("us-east-1"));
+    let zones = block(async { r53.list_hosted_zones().send().await.unwrap() });
+    let zone = zones.hosted_zones().iter().find(|z| z.name() == "skiff.internal.").unwrap().id().to_owned();
+    let attached = block(async { r53.get_hosted_zone().id(&zone).send().await.unwrap() });
+    assert!(attached.vpcs().iter().any(|v| v.vpc_id() == Some(west_vpc.as_str())), "{attached:?}");
+    let sets = block(async { r53.list_resource_record_sets().hosted_zone_id(&zone).send().await.unwrap() });
+    let west_record = sets.resource_record_sets().iter().find(|r| r.set_identifier() == Some("us-west-2")).unwrap();
+    assert_eq!(west_record.resource_records()[0].value(), west_lb.dns_name().unwrap());
+
     let front = || block(p.traffic().describe_front("orders")).unwrap().expect("a Route 53 front");
     let weight = |region: &str| front().weights.iter().find(|w| w.region == region).map(|w| w.weight);
     assert_eq!((weight("us-east-1"), weight("us-west-2")), (Some(100), Some(0)));
@@ -717,6 +752,10 @@ fn a_two_region_service_fails_over_with_a_cross_region_replica_and_route53_weigh
     let url = map["url"].clone();
     let endpoint = replica().endpoint().and_then(|e| e.address()).unwrap().to_owned();
     assert!(url.contains(&endpoint), "the consumers' secret points at the promoted replica: {url}");
+    let west_value = block(async { sm_west.get_secret_value().secret_id("skiff/orders-db").send().await.unwrap() });
+    let west_map: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(west_value.secret_string().unwrap()).unwrap();
+    assert_eq!(west_map["url"], url, "us-west-2's replica of the secret follows the repoint");
     let status = json(&aws.run(&["status", "orders", "--format", "json"]));
     assert_eq!(status["data"]["front"]["regions"][1]["weight"], 100, "{status}");
 }

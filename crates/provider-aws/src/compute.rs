@@ -9,6 +9,7 @@ use base64::Engine as _;
 use skiff_pluginapi::{Compute, GroupInfo, GroupSpec, InstanceInfo, InstanceState, ProviderError, Result};
 
 use crate::names::{self, TAG_NAME, TAG_OPERATION, TAG_PORT, TAG_RELEASE, TAG_SERVICE};
+use crate::regional::Regional;
 use crate::{AwsProvider, Network, code, fail};
 
 /// The default VPC and its subnets, or the configured subnets and their VPC.
@@ -75,12 +76,13 @@ impl AwsProvider {
     /// with `ingress` when it does not exist yet.
     pub(crate) async fn ensure_security_group(
         &self,
+        r: &Regional,
         name: &str,
         service: &str,
         ingress: ec2::IpPermission,
     ) -> Result<String> {
-        let net = self.network().await?;
-        let c = &self.c.ec2;
+        let net = r.network().await?;
+        let c = &r.ec2;
         let found = c
             .describe_security_groups()
             .filters(ec2::Filter::builder().name("group-name").values(name).build())
@@ -126,39 +128,41 @@ impl AwsProvider {
         }
     }
 
-    /// The load balancer's security group: the listener port, from anywhere.
-    pub(crate) async fn lb_security_group(&self, service: &str, port: u16) -> Result<String> {
+    /// The load balancer's security group in region `r`: the listener port, from
+    /// anywhere. `service` is the load balancer's name (`<service>-<region>` elsewhere).
+    pub(crate) async fn lb_security_group(&self, r: &Regional, service: &str, port: u16) -> Result<String> {
         let ingress = ec2::IpPermission::builder()
             .ip_protocol("tcp")
             .from_port(i32::from(port))
             .to_port(i32::from(port))
             .ip_ranges(ec2::IpRange::builder().cidr_ip("0.0.0.0/0").description("clients").build())
             .build();
-        self.ensure_security_group(&names::lb_security_group(service), service, ingress).await
+        self.ensure_security_group(r, &names::lb_security_group(service), service, ingress).await
     }
 
-    /// The instances' security group: the service port, from the load balancer only.
-    async fn instance_security_group(&self, service: &str, port: Option<u16>) -> Result<String> {
+    /// The instances' security group in region `r`: the service port, from that
+    /// region's load balancer only.
+    async fn instance_security_group(&self, r: &Regional, service: &str, port: Option<u16>) -> Result<String> {
         let port = port.unwrap_or(80);
-        let lb = self.lb_security_group(service, port).await?;
+        let lb = self.lb_security_group(r, &r.named(service), port).await?;
         let ingress = ec2::IpPermission::builder()
             .ip_protocol("tcp")
             .from_port(i32::from(port))
             .to_port(i32::from(port))
             .user_id_group_pairs(ec2::UserIdGroupPair::builder().group_id(lb).description("load balancer").build())
             .build();
-        self.ensure_security_group(&names::instance_security_group(service), service, ingress).await
+        self.ensure_security_group(r, &names::instance_security_group(&r.named(service)), service, ingress).await
     }
 
     /// The launch template of a group: created once per release, never edited.
-    async fn ensure_launch_template(&self, spec: &GroupSpec, security_group: &str) -> Result<()> {
+    async fn ensure_launch_template(&self, r: &Regional, spec: &GroupSpec, security_group: &str) -> Result<()> {
         let name = names::launch_template(&spec.name);
-        let c = &self.c.ec2;
-        if self.launch_template_exists(&name).await? {
+        let c = &r.ec2;
+        if self.launch_template_exists(r, &name).await? {
             return Ok(());
         }
         let l = &spec.launch;
-        let user_data = crate::userdata::script(spec, &self.region, &self.settings.runner);
+        let user_data = crate::userdata::script(spec, &self.region, &r.name, &self.settings.runner);
         let tags: Vec<ec2::Tag> =
             group_tags(spec).iter().map(|(k, v)| ec2::Tag::builder().key(*k).value(v).build()).collect();
         let mut data = ec2::RequestLaunchTemplateData::builder()
@@ -209,8 +213,8 @@ impl AwsProvider {
         }
     }
 
-    async fn launch_template_exists(&self, name: &str) -> Result<bool> {
-        match self.c.ec2.describe_launch_templates().launch_template_names(name).send().await {
+    async fn launch_template_exists(&self, r: &Regional, name: &str) -> Result<bool> {
+        match r.ec2.describe_launch_templates().launch_template_names(name).send().await {
             Ok(out) => Ok(!out.launch_templates().is_empty()),
             Err(e) if code(&e).is_some_and(|c| c.contains("NotFound")) => Ok(false),
             Err(e) => Err(fail(&format!("describe launch template {name}"), e)),
@@ -220,7 +224,7 @@ impl AwsProvider {
     /// The raw auto scaling group by name.
     pub(crate) async fn asg(&self, name: &str) -> Result<Option<asg::AutoScalingGroup>> {
         let out = self
-            .c
+            .at(name)
             .asg
             .describe_auto_scaling_groups()
             .auto_scaling_group_names(name)
@@ -231,11 +235,11 @@ impl AwsProvider {
         Ok(out.auto_scaling_groups().iter().find(|g| g.status().is_none_or(|s| !s.starts_with("Delete"))).cloned())
     }
 
-    async fn group_info(&self, g: &asg::AutoScalingGroup) -> Result<GroupInfo> {
+    async fn group_info(&self, r: &Regional, g: &asg::AutoScalingGroup) -> Result<GroupInfo> {
         let tag = |k: &str| g.tags().iter().find(|t| t.key() == Some(k)).and_then(|t| t.value()).map(str::to_owned);
         let port = tag(TAG_PORT).and_then(|p| p.parse::<u16>().ok());
         let ids: Vec<String> = g.instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect();
-        let addresses = self.private_addresses(&ids).await?;
+        let addresses = Self::private_addresses(r, &ids).await?;
         let instances = g
             .instances()
             .iter()
@@ -262,12 +266,11 @@ impl AwsProvider {
         })
     }
 
-    async fn private_addresses(&self, ids: &[String]) -> Result<Vec<(String, String)>> {
+    async fn private_addresses(r: &Regional, ids: &[String]) -> Result<Vec<(String, String)>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self
-            .c
+        let out = r
             .ec2
             .describe_instances()
             .set_instance_ids(Some(ids.to_vec()))
@@ -295,12 +298,20 @@ fn lifecycle(state: &str) -> InstanceState {
 #[async_trait]
 impl Compute for AwsProvider {
     async fn create_group(&self, spec: &GroupSpec) -> Result<GroupInfo> {
+        let r = self.at(&spec.name);
         if let Some(g) = self.asg(&spec.name).await? {
-            return self.group_info(&g).await;
+            return self.group_info(&r, &g).await;
         }
-        let sg = self.instance_security_group(&spec.service, spec.launch.port).await?;
-        self.ensure_launch_template(spec, &sg).await?;
-        let net = self.network().await?;
+        if !r.home {
+            let mut secrets: Vec<&str> =
+                spec.launch.secrets.values().filter_map(|s| names::parse_secret_ref(s)).map(|(n, _)| n).collect();
+            secrets.sort_unstable();
+            secrets.dedup();
+            self.replicate_secrets(&secrets, &r.name).await?;
+        }
+        let sg = self.instance_security_group(&r, &spec.service, spec.launch.port).await?;
+        self.ensure_launch_template(&r, spec, &sg).await?;
+        let net = r.network().await?;
         let zones = spec.zones.len().clamp(1, net.subnets.len().max(1));
         let desired = i32::try_from(spec.desired).unwrap_or(i32::MAX);
         let tags: Vec<asg::Tag> = group_tags(spec)
@@ -315,8 +326,7 @@ impl Compute for AwsProvider {
                     .build()
             })
             .collect();
-        let made = self
-            .c
+        let made = r
             .asg
             .create_auto_scaling_group()
             .auto_scaling_group_name(&spec.name)
@@ -343,12 +353,12 @@ impl Compute for AwsProvider {
         let g = self.asg(&spec.name).await?.ok_or_else(|| {
             ProviderError::new(format!("auto scaling group {} was created but cannot be described", spec.name), true)
         })?;
-        self.group_info(&g).await
+        self.group_info(&r, &g).await
     }
 
     async fn set_desired(&self, group: &str, desired: u32) -> Result<()> {
         let n = i32::try_from(desired).unwrap_or(i32::MAX);
-        self.c
+        self.at(group)
             .asg
             .update_auto_scaling_group()
             .auto_scaling_group_name(group)
@@ -363,20 +373,24 @@ impl Compute for AwsProvider {
 
     async fn describe_group(&self, group: &str) -> Result<Option<GroupInfo>> {
         match self.asg(group).await? {
-            Some(g) => Ok(Some(self.group_info(&g).await?)),
+            Some(g) => Ok(Some(self.group_info(&self.at(group), &g).await?)),
             None => Ok(None),
         }
     }
 
+    /// The service's groups in every region this provider has used so far (its own,
+    /// and those other regions' groups were named in).
     async fn list_groups(&self, service: &str) -> Result<Vec<GroupInfo>> {
-        let mut pages = self.c.asg.describe_auto_scaling_groups().into_paginator().send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| fail("list auto scaling groups", e))?;
-            for g in page.auto_scaling_groups() {
-                let mine = g.tags().iter().any(|t| t.key() == Some(TAG_SERVICE) && t.value() == Some(service));
-                if mine && g.status().is_none_or(|s| !s.starts_with("Delete")) {
-                    out.push(self.group_info(g).await?);
+        for r in self.regions.known() {
+            let mut pages = r.asg.describe_auto_scaling_groups().into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| fail(&format!("list auto scaling groups in {}", r.name), e))?;
+                for g in page.auto_scaling_groups() {
+                    let mine = g.tags().iter().any(|t| t.key() == Some(TAG_SERVICE) && t.value() == Some(service));
+                    if mine && g.status().is_none_or(|s| !s.starts_with("Delete")) {
+                        out.push(self.group_info(&r, g).await?);
+                    }
                 }
             }
         }
@@ -385,7 +399,7 @@ impl Compute for AwsProvider {
     }
 
     async fn terminate_instance(&self, group: &str, instance: &str) -> Result<()> {
-        self.c
+        self.at(group)
             .asg
             .terminate_instance_in_auto_scaling_group()
             .instance_id(instance)
@@ -397,9 +411,9 @@ impl Compute for AwsProvider {
     }
 
     async fn delete_group(&self, group: &str) -> Result<()> {
+        let at = self.at(group);
         if self.asg(group).await?.is_some() {
-            let r =
-                self.c.asg.delete_auto_scaling_group().auto_scaling_group_name(group).force_delete(true).send().await;
+            let r = at.asg.delete_auto_scaling_group().auto_scaling_group_name(group).force_delete(true).send().await;
             match r {
                 Ok(_) => {}
                 Err(e) if code(&e) == Some("ValidationError") => {}
@@ -407,8 +421,8 @@ impl Compute for AwsProvider {
             }
         }
         let lt = names::launch_template(group);
-        if self.launch_template_exists(&lt).await? {
-            match self.c.ec2.delete_launch_template().launch_template_name(&lt).send().await {
+        if self.launch_template_exists(&at, &lt).await? {
+            match at.ec2.delete_launch_template().launch_template_name(&lt).send().await {
                 Ok(_) => {}
                 Err(e) if code(&e).is_some_and(|c| c.contains("NotFound")) => {}
                 Err(e) => return Err(fail(&format!("delete launch template {lt}"), e)),

@@ -1,10 +1,10 @@
 //! The global traffic front across regions: weighted Route 53 records. A service's
-//! name in the private zone `skiff.internal` (attached to Skiff's VPC) has one CNAME
-//! record per region (its set identifier), pointing at that region's ALB, with the
-//! region's weight. Route 53 answers a share of lookups with each record; changes take
-//! the records' TTL (60 s) to reach every resolver. Health: no Route 53 health checks
-//! are made, so every region with a record counts as healthy (the regional ALB's own
-//! target health is what the failover saga verifies).
+//! name in the private zone `skiff.internal` (attached to Skiff's VPC in every region the
+//! service runs in) has one CNAME record per region (its set identifier), pointing at that
+//! region's ALB, with the region's weight. Route 53 answers a share of lookups with each
+//! record; changes take the records' TTL (60 s) to reach every resolver. Health: no
+//! Route 53 health checks are made, so every region with a record counts as healthy (the
+//! regional ALB's own target health is what the failover saga verifies).
 
 use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, HostedZoneConfig, ResourceRecord, ResourceRecordSet, RrType, Vpc, VpcRegion,
@@ -59,6 +59,33 @@ impl AwsProvider {
             .await
             .map_err(|e| fail(&format!("create hosted zone {ZONE}"), e))?;
         Ok(made.hosted_zone().map(|z| z.id().trim_start_matches("/hostedzone/").to_owned()))
+    }
+
+    /// Attaches the zone to the VPC Skiff uses in `region`, so the service's name resolves
+    /// there too (a VPC already attached is left as it is).
+    async fn attach_region(&self, zone: &str, region: &str) -> Result<()> {
+        let r = self.in_region(region);
+        let net = r.network().await?;
+        let out = self
+            .c
+            .route53
+            .get_hosted_zone()
+            .id(zone)
+            .send()
+            .await
+            .map_err(|e| fail(&format!("describe hosted zone {ZONE}"), e))?;
+        if out.vpcs().iter().any(|v| v.vpc_id() == Some(net.vpc.as_str())) {
+            return Ok(());
+        }
+        self.c
+            .route53
+            .associate_vpc_with_hosted_zone()
+            .hosted_zone_id(zone)
+            .vpc(Vpc::builder().vpc_id(&net.vpc).vpc_region(VpcRegion::from(region)).build())
+            .send()
+            .await
+            .map_err(|e| fail(&format!("attach hosted zone {ZONE} to {} in {region}", net.vpc), e))?;
+        Ok(())
     }
 
     async fn records(&self, zone: &str, service: &str) -> Result<Vec<Record>> {
@@ -133,6 +160,9 @@ fn host(address: &str) -> &str {
 pub(crate) async fn ensure(p: &AwsProvider, spec: &FrontSpec) -> Result<FrontInfo> {
     let zone =
         p.zone(true).await?.ok_or_else(|| ProviderError::new(format!("no zone {ZONE} after creating it"), true))?;
+    for r in spec.regions.iter().filter(|r| r.region != p.region) {
+        p.attach_region(&zone, &r.region).await?;
+    }
     let existing = p.records(&zone, &spec.service).await?;
     let fresh = existing.is_empty();
     let records: Vec<Record> = spec

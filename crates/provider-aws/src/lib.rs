@@ -19,6 +19,7 @@ pub mod names;
 mod pg;
 pub mod policy;
 mod posture;
+mod regional;
 mod replicas;
 mod secrets;
 mod traffic;
@@ -131,7 +132,6 @@ struct Clients {
     iam: aws_sdk_iam::Client,
     secrets: aws_sdk_secretsmanager::Client,
     logs: aws_sdk_cloudwatchlogs::Client,
-    metrics: aws_sdk_cloudwatch::Client,
     kms: aws_sdk_kms::Client,
     rds: aws_sdk_rds::Client,
     route53: aws_sdk_route53::Client,
@@ -157,7 +157,8 @@ pub struct AwsProvider {
     bucket: String,
     prefix: String,
     scope: OnceCell<Scope>,
-    network: OnceCell<Network>,
+    /// Clients and networks per region, the provider's own first.
+    regions: regional::Regions,
     /// The endpoint is plain http (an emulator such as moto on loopback).
     plain_http: bool,
 }
@@ -181,6 +182,7 @@ impl AwsProvider {
         // A custom endpoint (moto, MinIO) serves buckets by path, not by host name.
         let s3_conf = aws_sdk_s3::config::Builder::from(&conf).force_path_style(conf.endpoint_url().is_some()).build();
         let (bucket, prefix) = split_bucket(&settings.state)?;
+        let regions = regional::Regions::new(regional::Regional::new(&conf, &region, true, settings.subnets.clone()));
         Ok(AwsProvider {
             c: Clients {
                 ec2: aws_sdk_ec2::Client::new(&conf),
@@ -189,7 +191,6 @@ impl AwsProvider {
                 iam: aws_sdk_iam::Client::new(&conf),
                 secrets: aws_sdk_secretsmanager::Client::new(&conf),
                 logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
-                metrics: aws_sdk_cloudwatch::Client::new(&conf),
                 kms: aws_sdk_kms::Client::new(&conf),
                 rds: aws_sdk_rds::Client::new(&conf),
                 route53: aws_sdk_route53::Client::new(&conf),
@@ -202,7 +203,7 @@ impl AwsProvider {
             bucket,
             prefix,
             scope: OnceCell::new(),
-            network: OnceCell::new(),
+            regions,
             plain_http: conf.endpoint_url().is_some_and(|u| u.starts_with("http://")),
         })
     }
@@ -230,7 +231,7 @@ impl AwsProvider {
     }
 
     async fn network(&self) -> Result<&Network, ProviderError> {
-        self.network.get_or_try_init(|| compute::discover_network(&self.c.ec2, &self.settings.subnets)).await
+        self.regions.home().network().await
     }
 }
 

@@ -335,7 +335,7 @@ impl AwsProvider {
             Err(e) => return Err(fail(&format!("describe the versions of launch template {name}"), e)),
         };
         let sg = self.security_group(&names::instance_security_group(&group.service)).await?;
-        let user_data = crate::userdata::script(group, &self.region, &self.settings.runner);
+        let user_data = crate::userdata::script(group, &self.region, &self.at(&group.name).name, &self.settings.runner);
         let mut sgs: Vec<String> = sg.and_then(|g| g.group_id().map(str::to_owned)).into_iter().collect();
         sgs.sort_unstable();
         let desired = json!({

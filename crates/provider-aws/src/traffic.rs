@@ -14,6 +14,7 @@ use skiff_pluginapi::{
 };
 
 use crate::names::{self, TAG_CREATED, TAG_NAME, TAG_SERVICE};
+use crate::regional::Regional;
 use crate::{AwsProvider, code, fail, now_ms};
 
 fn tag(k: &str, v: &str) -> elb::Tag {
@@ -28,7 +29,7 @@ fn dimension_of(arn: &str, after: &str) -> Option<String> {
 impl AwsProvider {
     async fn load_balancer(&self, service: &str) -> Result<Option<elb::LoadBalancer>> {
         let name = names::load_balancer(service);
-        match self.c.elb.describe_load_balancers().names(&name).send().await {
+        match self.at(service).elb.describe_load_balancers().names(&name).send().await {
             Ok(out) => Ok(out.load_balancers().first().cloned()),
             Err(e) if code(&e) == Some("LoadBalancerNotFound") => Ok(None),
             Err(e) => Err(fail(&format!("describe load balancer {name}"), e)),
@@ -38,7 +39,7 @@ impl AwsProvider {
     pub(crate) async fn listener(&self, service: &str) -> Result<Option<elb::Listener>> {
         let Some(lb) = self.load_balancer(service).await? else { return Ok(None) };
         let out = self
-            .c
+            .at(service)
             .elb
             .describe_listeners()
             .load_balancer_arn(lb.load_balancer_arn().unwrap_or_default())
@@ -50,7 +51,7 @@ impl AwsProvider {
 
     async fn target_group_raw(&self, name: &str) -> Result<Option<elb::TargetGroup>> {
         let aws = names::target_group(name);
-        match self.c.elb.describe_target_groups().names(&aws).send().await {
+        match self.at(name).elb.describe_target_groups().names(&aws).send().await {
             Ok(out) => Ok(out.target_groups().first().cloned()),
             Err(e) if code(&e) == Some("TargetGroupNotFound") => Ok(None),
             Err(e) => Err(fail(&format!("describe target group {name}"), e)),
@@ -64,12 +65,11 @@ impl AwsProvider {
             .ok_or_else(|| ProviderError::not_found(format!("target group {name}")))
     }
 
-    /// Tags of ELB resources by ARN.
-    async fn elb_tags(&self, arns: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    /// Tags of ELB resources by ARN, all in region `r`.
+    async fn elb_tags(r: &Regional, arns: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
         let mut out = BTreeMap::new();
         for chunk in arns.chunks(20) {
-            let tags = self
-                .c
+            let tags = r
                 .elb
                 .describe_tags()
                 .set_resource_arns(Some(chunk.to_vec()))
@@ -104,7 +104,7 @@ impl AwsProvider {
 
     async fn serve_nothing(&self, service: &str) -> Result<()> {
         let Some(listener) = self.listener(service).await? else { return Ok(()) };
-        self.c
+        self.at(service)
             .elb
             .modify_listener()
             .listener_arn(listener.listener_arn().unwrap_or_default())
@@ -133,7 +133,7 @@ impl AwsProvider {
 
     /// One CloudWatch metric of a target group, per minute since `start_ms`.
     async fn metric(
-        &self,
+        r: &Regional,
         name: &str,
         dims: &[Dimension],
         start_ms: u64,
@@ -143,8 +143,7 @@ impl AwsProvider {
         let now = now_ms();
         // CloudWatch keeps minute data points for 15 days and answers 1,440 per call.
         let start = start_ms.max(now.saturating_sub(24 * 3_600_000)) / 60_000 * 60_000;
-        let mut req = self
-            .c
+        let mut req = r
             .metrics
             .get_metric_statistics()
             .namespace("AWS/ApplicationELB")
@@ -212,10 +211,10 @@ impl Traffic for AwsProvider {
         let lb = match self.load_balancer(&spec.service).await? {
             Some(lb) => lb,
             None => {
-                let sg = self.lb_security_group(&spec.service, spec.listener_port).await?;
-                let net = self.network().await?;
-                let made = self
-                    .c
+                let r = self.at(&spec.service);
+                let sg = self.lb_security_group(&r, &spec.service, spec.listener_port).await?;
+                let net = r.network().await?;
+                let made = r
                     .elb
                     .create_load_balancer()
                     .name(names::load_balancer(&spec.service))
@@ -236,7 +235,7 @@ impl Traffic for AwsProvider {
         if self.listener(&spec.service).await?.is_none() {
             // Until a release is ready the listener answers 503 itself.
             let not_yet = Self::not_yet();
-            self.c
+            self.at(&spec.service)
                 .elb
                 .create_listener()
                 .load_balancer_arn(&arn)
@@ -255,12 +254,12 @@ impl Traffic for AwsProvider {
         if self.target_group_raw(&spec.name).await?.is_some() {
             return Ok(());
         }
-        let net = self.network().await?;
+        let r = self.at(&spec.name);
+        let net = r.network().await?;
         let h = &spec.health;
         let secs = |ms: u64, lo: u64, hi: u64| i32::try_from(ms.div_ceil(1000).clamp(lo, hi)).unwrap_or(5);
         let interval = secs(h.interval_ms, 5, 300);
-        let made = self
-            .c
+        let made = r
             .elb
             .create_target_group()
             .name(names::target_group(&spec.name))
@@ -284,8 +283,7 @@ impl Traffic for AwsProvider {
             .map_err(|e| fail(&format!("create target group {}", spec.name), e))?;
         let arn = made.target_groups().first().and_then(|t| t.target_group_arn()).unwrap_or_default().to_owned();
         let delay = (spec.deregistration_delay_ms / 1000).min(3600).to_string();
-        self.c
-            .elb
+        r.elb
             .modify_target_group_attributes()
             .target_group_arn(&arn)
             .attributes(
@@ -306,7 +304,7 @@ impl Traffic for AwsProvider {
             .iter()
             .map(|t| elb::TargetDescription::builder().id(&t.id).port(i32::from(t.port)).build())
             .collect();
-        self.c
+        self.at(target_group)
             .elb
             .register_targets()
             .target_group_arn(arn)
@@ -324,7 +322,7 @@ impl Traffic for AwsProvider {
         let arn = self.target_group_arn(target_group).await?;
         let descs: Vec<elb::TargetDescription> =
             target_ids.iter().map(|id| elb::TargetDescription::builder().id(id).build()).collect();
-        self.c
+        self.at(target_group)
             .elb
             .deregister_targets()
             .target_group_arn(arn)
@@ -353,7 +351,7 @@ impl Traffic for AwsProvider {
             .r#type(elb::ActionTypeEnum::Forward)
             .forward_config(elb::ForwardActionConfig::builder().set_target_groups(Some(tuples)).build())
             .build();
-        self.c
+        self.at(service)
             .elb
             .modify_listener()
             .listener_arn(listener.listener_arn().unwrap_or_default())
@@ -387,7 +385,7 @@ impl Traffic for AwsProvider {
             })
             .collect();
         let arns: Vec<String> = tuples.iter().map(|(a, _)| a.clone()).collect();
-        let tags = self.elb_tags(&arns).await?;
+        let tags = Self::elb_tags(&self.at(service), &arns).await?;
         let mut out: Vec<Weight> = tuples
             .into_iter()
             .map(|(arn, weight)| Weight {
@@ -402,7 +400,7 @@ impl Traffic for AwsProvider {
     async fn target_health(&self, target_group: &str) -> Result<Vec<TargetHealth>> {
         let arn = self.target_group_arn(target_group).await?;
         let out = self
-            .c
+            .at(target_group)
             .elb
             .describe_target_health()
             .target_group_arn(arn)
@@ -437,16 +435,19 @@ impl Traffic for AwsProvider {
             .await?
             .ok_or_else(|| ProviderError::not_found(format!("target group {target_group}")))?;
         let arn = tg.target_group_arn().unwrap_or_default().to_owned();
-        let tags = self.elb_tags(std::slice::from_ref(&arn)).await?.remove(&arn).unwrap_or_default();
+        let r = self.at(target_group);
+        let tags = Self::elb_tags(&r, std::slice::from_ref(&arn)).await?.remove(&arn).unwrap_or_default();
         let created = tags
             .get(TAG_CREATED)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or_else(|| now_ms().saturating_sub(3_600_000));
         // The ALB publishes per-target-group metrics with both dimensions; CloudWatch
         // matches the exact set, so the service's load balancer is named too.
+        // A target group in another region is tagged with the service; its load
+        // balancer there is `<service>-<region>`.
         let lb_arn = match tags.get(TAG_SERVICE) {
             Some(service) => {
-                self.load_balancer(service).await?.and_then(|lb| lb.load_balancer_arn().map(str::to_owned))
+                self.load_balancer(&r.named(service)).await?.and_then(|lb| lb.load_balancer_arn().map(str::to_owned))
             }
             None => tg.load_balancer_arns().first().cloned(),
         };
@@ -459,19 +460,21 @@ impl Traffic for AwsProvider {
         if let Some(lb) = lb_arn.as_deref().and_then(|a| dimension_of(a, ":loadbalancer/")) {
             dims.push(Dimension::builder().name("LoadBalancer").value(lb).build());
         }
-        let requests = self.metric("RequestCount", &dims, created, Some(Statistic::Sum), None).await?;
-        let errors = self.metric("HTTPCode_Target_5XX_Count", &dims, created, Some(Statistic::Sum), None).await?;
-        let p95 = self.metric("TargetResponseTime", &dims, created, Some(Statistic::Average), Some("p95")).await?;
+        let requests = Self::metric(&r, "RequestCount", &dims, created, Some(Statistic::Sum), None).await?;
+        let errors = Self::metric(&r, "HTTPCode_Target_5XX_Count", &dims, created, Some(Statistic::Sum), None).await?;
+        let p95 = Self::metric(&r, "TargetResponseTime", &dims, created, Some(Statistic::Average), Some("p95")).await?;
         Ok(stats_from(&requests, &errors, &p95))
     }
 
     async fn delete_target_group(&self, target_group: &str) -> Result<()> {
         let Some(tg) = self.target_group_raw(target_group).await? else { return Ok(()) };
         let arn = tg.target_group_arn().unwrap_or_default().to_owned();
+        let r = self.at(target_group);
         // A target group still named by the listener cannot be deleted: drop it there first.
         if let Some(service) =
-            self.elb_tags(std::slice::from_ref(&arn)).await?.get(&arn).and_then(|t| t.get(TAG_SERVICE)).cloned()
+            Self::elb_tags(&r, std::slice::from_ref(&arn)).await?.get(&arn).and_then(|t| t.get(TAG_SERVICE)).cloned()
         {
+            let service = r.named(&service);
             let weights = self.weights(&service).await?;
             if weights.iter().any(|w| w.target_group == target_group) {
                 let rest: Vec<Weight> = weights.into_iter().filter(|w| w.target_group != target_group).collect();
@@ -482,7 +485,7 @@ impl Traffic for AwsProvider {
                 }
             }
         }
-        match self.c.elb.delete_target_group().target_group_arn(&arn).send().await {
+        match r.elb.delete_target_group().target_group_arn(&arn).send().await {
             Ok(_) => Ok(()),
             Err(e) if code(&e) == Some("TargetGroupNotFound") => Ok(()),
             Err(e) => Err(fail(&format!("delete target group {target_group}"), e)),

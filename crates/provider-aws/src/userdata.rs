@@ -22,8 +22,10 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The user data script of a group's launch template.
-pub fn script(group: &GroupSpec, region: &str, runner: &RunnerArtifact) -> String {
+/// The user data script of a group's launch template: the runner, its logs and the
+/// state bucket in the provider's `region`; secrets fetched from `secrets_region`, the
+/// group's own (their replicas there).
+pub fn script(group: &GroupSpec, region: &str, secrets_region: &str, runner: &RunnerArtifact) -> String {
     let l = &group.launch;
     let q = shell_quote;
     let mut env = vec![
@@ -109,7 +111,8 @@ pub fn script(group: &GroupSpec, region: &str, runner: &RunnerArtifact) -> Strin
             // start the program and records SECRET_MISSING where `skiff doctor` sees it.
             let _ = writeln!(
                 s,
-                "if aws secretsmanager get-secret-value --secret-id {} --query SecretString --output text > {}; then",
+                "if aws secretsmanager get-secret-value --region {} --secret-id {} --query SecretString --output text > {}; then",
+                q(secrets_region),
                 q(&crate::names::secret(name)),
                 q(&file)
             );
@@ -221,7 +224,7 @@ mod tests {
     #[test]
     fn user_data_starts_the_runner_with_bucket_service_release_and_instance() {
         let runner = RunnerArtifact { url: "s3://acme-skiff/tools/skiff-runner".into(), sha256: Some("ab".repeat(32)) };
-        let s = script(&group(), "us-east-1", &runner);
+        let s = script(&group(), "us-east-1", "us-east-1", &runner);
         for want in [
             "'SKIFF_STATE=s3://acme-skiff/prod'",
             "'SKIFF_SERVICE=web'",
@@ -250,7 +253,9 @@ mod tests {
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
         let mut g = group();
         g.launch.env.insert("X".into(), "$(reboot)'; rm -rf /".into());
-        let s = script(&g, "us-east-1", &RunnerArtifact { url: "https://example.com/r".into(), sha256: None });
+        let s =
+            script(&g, "us-east-1", "us-west-2", &RunnerArtifact { url: "https://example.com/r".into(), sha256: None });
         assert!(s.contains(r"'X=$(reboot)'\''; rm -rf /'"), "{s}");
+        assert!(s.contains("--region 'us-west-2' --secret-id 'skiff/db'"), "a regional group reads its replica: {s}");
     }
 }
