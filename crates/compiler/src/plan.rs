@@ -142,6 +142,10 @@ pub enum ResourceSpec {
         env: String,
         /// The reference.
         reference: SecretRef,
+        /// Other regions the service runs in: the secret is replicated to each, where
+        /// that region's instances read it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replica_regions: Vec<String>,
     },
     /// A managed database.
     Database {
@@ -266,7 +270,12 @@ pub fn plan(ir: &ServiceIr) -> ResourcePlan {
     for (env, reference) in &ir.secrets {
         let sid = id("secret-ref", &format!("{svc}/{env}"));
         secret_ids.push(sid.clone());
-        push(sid, vec![], ResourceSpec::SecretReference { env: env.clone(), reference: reference.clone() });
+        let spec = ResourceSpec::SecretReference {
+            env: env.clone(),
+            reference: reference.clone(),
+            replica_regions: secondary_regions(ir).to_vec(),
+        };
+        push(sid, vec![], spec);
     }
     let mut db_ids = Vec::new();
     if let Some(db) = &ir.database {
@@ -477,6 +486,20 @@ pub fn secondary_regions(ir: &ServiceIr) -> &[String] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_in_two_regions_reads_its_secrets_from_a_replica_in_the_other() {
+        let spec = skiff_spec::parse(
+            "skiff.yaml",
+            b"service: web\nartifact: {path: web}\nrun: {command: [web]}\nport: 8080\nregions: [us-east-1, us-west-2]\nsecrets: {API_KEY: secret://web/key}\n",
+        )
+        .unwrap();
+        let p = plan(&skiff_ir::compile(&spec));
+        match &p.get("secret-ref/web/API_KEY").unwrap().spec {
+            ResourceSpec::SecretReference { replica_regions, .. } => assert_eq!(replica_regions, &["us-west-2"]),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn zones_follow_the_region_when_they_are_named_after_it() {
