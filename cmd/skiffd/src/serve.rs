@@ -1,10 +1,12 @@
 //! Serving, plain or over TLS, through one hyper connection builder that bounds what a
 //! client can hold: request headers must arrive within [`Limits::header_read_timeout`]
 //! (slow-header clients are dropped) and fit in [`MAX_HEADER_BYTES`]; and a graceful
-//! shutdown: when `shutdown` resolves, no connection is accepted any more and the ones
-//! in flight get [`Limits::drain`] to finish their requests.
+//! shutdown: when `shutdown` resolves, no new connection is accepted (those already in
+//! the kernel's backlog are served), and the ones in flight get [`Limits::drain`] to
+//! finish their requests.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -31,7 +33,14 @@ fn builder(limits: Limits) -> Builder<TokioExecutor> {
     b
 }
 
-/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown`, then drains.
+/// The longest a connection accepted just before the shutdown signal gets to start its
+/// request before it is asked to close (a connection still reading its first bytes
+/// would otherwise be closed with its request unread).
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown`, then drains:
+/// connections the kernel had already accepted are served too, every connection gets
+/// a moment to start its request, and in-flight requests get [`Limits::drain`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
@@ -42,6 +51,7 @@ pub async fn serve(
     let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
     let builder = Arc::new(builder(limits));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let start = |tcp| spawn_connection(tcp, &app, acceptor.as_ref(), &builder, &graceful, limits);
     tokio::pin!(shutdown);
     loop {
         let (tcp, _) = tokio::select! {
@@ -55,37 +65,18 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        match &acceptor {
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    // A client that fails the handshake (no certificate, or one the CA
-                    // did not sign) is dropped before any request.
-                    let handshake = skiff_clock::timeout(
-                        &skiff_clock::SystemClock,
-                        limits.header_read_timeout,
-                        acceptor.accept(tcp),
-                    )
-                    .await;
-                    let Ok(Ok(tls)) = handshake else { return };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned();
-                    let _ = watcher.watch(conn).await;
-                });
-            }
-            None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-        }
+        start(tcp);
+    }
+    // Clients whose connections wait in the backlog sent their requests before the
+    // signal: they are answered, not reset.
+    while let Poll::Ready(Ok((tcp, _))) = std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await {
+        start(tcp);
     }
     drop(listener);
-    let drained = skiff_clock::timeout(&skiff_clock::SystemClock, limits.drain, graceful.shutdown()).await;
+    let clock = skiff_clock::SystemClock;
+    let settle = SETTLE.min(limits.drain / 4);
+    clock.sleep(settle).await;
+    let drained = skiff_clock::timeout(&clock, limits.drain.saturating_sub(settle), graceful.shutdown()).await;
     if drained.is_err() {
         tracing::warn!(
             drain_ms = limits.drain.as_millis() as u64,
@@ -93,4 +84,40 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Serves one accepted connection on its own task, watched by `graceful`.
+fn spawn_connection(
+    tcp: tokio::net::TcpStream,
+    app: &axum::Router,
+    acceptor: Option<&tokio_rustls::TlsAcceptor>,
+    builder: &Arc<Builder<TokioExecutor>>,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    limits: Limits,
+) {
+    let service = hyper_util::service::TowerToHyperService::new(app.clone());
+    match acceptor {
+        Some(acceptor) => {
+            let acceptor = acceptor.clone();
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                // A client that fails the handshake (no certificate, or one the CA did
+                // not sign) is dropped before any request.
+                let handshake =
+                    skiff_clock::timeout(&skiff_clock::SystemClock, limits.header_read_timeout, acceptor.accept(tcp))
+                        .await;
+                let Ok(Ok(tls)) = handshake else { return };
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned();
+                let _ = watcher.watch(conn).await;
+            });
+        }
+        None => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    }
 }

@@ -286,7 +286,9 @@ fn describe(r: &Resource) -> String {
         ResourceSpec::SecretReference { env, reference, replica_regions } if !replica_regions.is_empty() => {
             format!("{env} ← {reference} (resolved on the instance; replicated to {})", replica_regions.join(", "))
         }
-        ResourceSpec::SecretReference { env, reference, .. } => format!("{env} ← {reference} (resolved on the instance)"),
+        ResourceSpec::SecretReference { env, reference, .. } => {
+            format!("{env} ← {reference} (resolved on the instance)")
+        }
         ResourceSpec::Database { engine, version, instance_class, storage_gib, multi_az, backup_retention, .. } => {
             format!(
                 "{engine} {version} on {instance_class}, {storage_gib} GiB, {}, backups kept {backup_retention}",
