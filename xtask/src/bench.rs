@@ -15,6 +15,7 @@ const SUITES: &[(&str, &str, &str)] = &[
     ("deploy", "skiff-cli", "deploy"),
     ("failover", "skiff-cli", "failover"),
     ("telemetry", "skiff-cli", "telemetry"),
+    ("cli", "skiff-cli", "cold"),
     ("control", "skiffd", "status"),
     ("tui", "skiff-tui", "cockpit"),
     ("import", "skiff-kube", "import"),
@@ -35,6 +36,9 @@ pub(crate) fn run(only: &[String]) -> Result<()> {
         bail!("no suite matches {only:?}; suites: {}", SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", "));
     }
     for (suite, package, target) in selected {
+        if *suite == "local" {
+            ensure_nginx();
+        }
         let out = out_dir.join(format!("{suite}.json"));
         cargo_with(&["bench", "--locked", "-p", package, "--bench", target], &[("SKIFF_BENCH_OUT", out.as_os_str())])?;
         let text =
@@ -48,4 +52,22 @@ pub(crate) fn run(only: &[String]) -> Result<()> {
     std::fs::write(&results_path, serde_json::to_string_pretty(&serde_json::Value::Object(results))? + "\n")?;
     eprintln!("results: {}", results_path.display());
     Ok(())
+}
+
+/// The `local` suite compares Skiff's load balancer with nginx: install the
+/// distribution's package when it is missing (the suite skips nginx, and says so, when
+/// it cannot be had).
+fn ensure_nginx() {
+    let present = |p: &str| std::path::Path::new(p).exists();
+    if ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].into_iter().any(present) {
+        return;
+    }
+    eprintln!("nginx is not installed: trying `apt-get install -y nginx-light` for the local suite's comparison");
+    let installed = std::process::Command::new("apt-get")
+        .args(["install", "-y", "-qq", "nginx-light"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        eprintln!("nginx could not be installed: the local suite measures direct and Skiff only");
+    }
 }

@@ -294,21 +294,31 @@ async fn open(ctx: &Context, only: Option<&str>) -> Result<(Ledger, Vec<ServiceS
     Ok((ledger, states, provider))
 }
 
+/// Services whose documents are read at once by `status` (in order).
+const CONCURRENT_READS: usize = 16;
+
 async fn service_states(ledger: &Ledger, only: Option<&str>) -> Result<Vec<ServiceState>> {
-    let names: Vec<String> = match only {
-        Some(s) => return Ok(vec![crate::lookup::service(ledger, s).await?]),
-        None => ledger.rebuild_index().await.map_err(|e| crate::error::state(&e))?.services.keys().cloned().collect(),
-    };
+    if let Some(s) = only {
+        return Ok(vec![crate::lookup::service(ledger, s).await?]);
+    }
+    // The services' own documents only (not the whole bucket), read a few at a time.
+    let listed =
+        ledger.store().list(&skiff_state::keys::services()).await.map_err(|e| crate::error::state(&e.into()))?;
+    let keys: Vec<String> = listed
+        .into_iter()
+        .filter(|l| matches!(skiff_state::keys::classify(&l.key), skiff_state::keys::KeyKind::ServiceState { .. }))
+        .map(|l| l.key)
+        .collect();
     let mut out = Vec::new();
-    for n in names {
-        if let Some(s) = ledger
-            .read::<ServiceState>(&skiff_state::keys::service_state(&n))
-            .await
-            .map_err(|e| crate::error::state(&e))?
-        {
-            out.push(s);
+    for chunk in keys.chunks(CONCURRENT_READS) {
+        let read = futures::future::join_all(chunk.iter().map(|k| ledger.read::<ServiceState>(k))).await;
+        for r in read {
+            if let Some(s) = r.map_err(|e| crate::error::state(&e))? {
+                out.push(s);
+            }
         }
     }
+    out.sort_by(|a, b| a.service.cmp(&b.service));
     Ok(out)
 }
 
@@ -324,8 +334,8 @@ pub(crate) async fn status(ctx: &Context, service: Option<String>) -> Result<Ans
     {
         let (ledger, states, provider) = open(ctx, service.as_deref()).await?;
         let mut views = Vec::new();
-        for s in &states {
-            views.push(view(&ledger, provider.as_ref(), s).await);
+        for chunk in states.chunks(CONCURRENT_READS) {
+            views.extend(futures::future::join_all(chunk.iter().map(|s| view(&ledger, provider.as_ref(), s))).await);
         }
         let mut body = String::new();
         for v in &views {

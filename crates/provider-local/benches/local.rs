@@ -1,8 +1,10 @@
-//! The local provider's footprint and overhead: requests through the load balancer
-//! against the same requests sent straight to the instance (p50/p99 latency and
-//! requests/s, as ratios measured in one run), and a runner's idle RSS (target < 15 MB).
-//! Writes JSON to `$SKIFF_BENCH_OUT` (or stdout); run through `cargo xtask bench`.
-#![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+//! The local provider's footprint and overhead: the same requests sent straight to the
+//! instance, through nginx (a reverse proxy with keep-alive upstreams, what a user would
+//! put there instead; skipped when `nginx` is not installed) and through Skiff's load
+//! balancer, from one client in alternating rounds (p50/p99 latency and requests/s, and
+//! their ratios), and a runner's idle RSS (target < 15 MB). Writes JSON to
+//! `$SKIFF_BENCH_OUT` (or stdout); run through `cargo xtask bench`.
+#![expect(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark reports on stdout and its rows on stderr")]
 #![allow(dead_code, reason = "the shared test environment has more than the benchmark uses")]
 
 #[path = "../tests/common/mod.rs"]
@@ -24,11 +26,40 @@ const ROUNDS: usize = 3;
 /// How long an instance sits idle before its runner's RSS is read.
 const IDLE: Duration = Duration::from_secs(5);
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let env = Env::start_with(
+/// Set in the supervisor process this benchmark starts (its local directory).
+const SUPERVISOR: &str = "SKIFF_BENCH_SUPERVISOR_DIR";
+
+fn main() {
+    // The balancer runs as `skiff local up` runs it: a process of its own with two
+    // worker threads, not sharing the load generator's.
+    if let Some(dir) = std::env::var_os(SUPERVISOR) {
+        let config = skiff_provider_local::SupervisorConfig {
+            dir: skiff_provider_local::LocalDir::new(dir),
+            runner: skiff_testkit::workspace_release_bin("skiff-runner"),
+            runner_args: Vec::new(),
+            port: 0,
+            instances_exit_with: std::env::var("SKIFF_BENCH_PARENT").ok().and_then(|p| p.parse().ok()),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let _ = rt.block_on(skiff_provider_local::serve(config));
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let env = Env::start_apart(
         skiff_testkit::workspace_release_bin("skiff-runner"),
         skiff_testkit::workspace_release_bin("hello"),
+        |config| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .env(SUPERVISOR, config.dir.root())
+                .env("SKIFF_BENCH_PARENT", std::process::id().to_string())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        },
     )
     .await;
     let release = env.release("bench", &[]).await;
@@ -72,24 +103,56 @@ async fn main() {
 
     let direct_url = format!("http://127.0.0.1:{port}/");
     let lb_url = format!("http://127.0.0.1:{lb_port}/");
+    let nginx = Nginx::start(port);
+    let nginx_url = nginx.as_ref().map(|n| format!("http://127.0.0.1:{}/", n.port));
     load(&direct_url, 500).await;
     load(&lb_url, 500).await;
-    let (mut direct, mut via_lb) = (Measured::default(), Measured::default());
+    if let Some(u) = &nginx_url {
+        load(u, 500).await;
+    }
+    let (mut direct, mut via_lb, mut via_nginx) = (Measured::default(), Measured::default(), Measured::default());
     for _ in 0..ROUNDS {
         direct.add(load(&direct_url, REQUESTS).await);
+        if let Some(u) = &nginx_url {
+            via_nginx.add(load(u, REQUESTS).await);
+        }
         via_lb.add(load(&lb_url, REQUESTS).await);
     }
+    drop(nginx);
     let (d, l) = (direct.summary(), via_lb.summary());
+    let n = nginx_url.is_some().then(|| via_nginx.summary());
+    let ratio = |a: &serde_json::Value, b: &serde_json::Value, k: &str| a[k].as_f64().unwrap() / b[k].as_f64().unwrap();
+    let vs_nginx = n.as_ref().map(|n| {
+        json!({
+            "requests_per_s": ratio(&l, n, "requests_per_s"),
+            "p50": ratio(&l, n, "p50_us"),
+            "p99": ratio(&l, n, "p99_us"),
+        })
+    });
+    for (name, row) in [("direct", Some(&d)), ("nginx", n.as_ref()), ("skiff", Some(&l))] {
+        match row {
+            Some(r) => eprintln!(
+                "{name:<7} {:>9.0} req/s  p50 {:>6} us  p99 {:>6} us",
+                r["requests_per_s"].as_f64().unwrap(),
+                r["p50_us"],
+                r["p99_us"]
+            ),
+            None => eprintln!("{name:<7} skipped: nginx is not installed (apt-get install nginx-light)"),
+        }
+    }
     let rss_mb = runner_kb as f64 / 1024.0;
     let rps_ratio = l["requests_per_s"].as_f64().unwrap() / d["requests_per_s"].as_f64().unwrap();
     let result = json!({
         "suite": "local",
         "description": format!(
-            "{ROUNDS} alternating rounds of {REQUESTS} GET / from {CLIENTS} keep-alive clients, straight to a hello instance and through the local load balancer; runner RSS after {}s idle",
+            "{ROUNDS} alternating rounds of {REQUESTS} GET / from {CLIENTS} keep-alive clients (one reqwest client in this process), straight to a hello instance, through nginx (keep-alive upstream, worker_processes auto) and through the local load balancer (the supervisor in its own process, two worker threads, as `skiff local up` runs it); runner RSS after {}s idle",
             IDLE.as_secs()
         ),
         "direct": d,
+        "via_nginx": n,
         "via_load_balancer": l,
+        "skiff_vs_nginx": vs_nginx,
+        "nginx_version": nginx_version(),
         "ratios": {
             "p50": l["p50_us"].as_f64().unwrap() / d["p50_us"].as_f64().unwrap(),
             "p99": l["p99_us"].as_f64().unwrap() / d["p99_us"].as_f64().unwrap(),
@@ -104,6 +167,14 @@ async fn main() {
         "target": [
             {"metric": "runner_idle_rss_mb", "below": 15.0, "met": rss_mb < 15.0},
             {"metric": "ratios.requests_per_s", "at_least": 0.5, "met": rps_ratio >= 0.5},
+            {
+                "metric": "skiff_vs_nginx.requests_per_s", "at_least": 1.0,
+                "met": vs_nginx.as_ref().map(|v| v["requests_per_s"].as_f64().unwrap() >= 1.0),
+            },
+            {
+                "metric": "skiff_vs_nginx.p99", "at_most": 1.0,
+                "met": vs_nginx.as_ref().map(|v| v["p99"].as_f64().unwrap() <= 1.0),
+            },
         ],
     });
     env.stop().await;
@@ -181,6 +252,59 @@ async fn load(url: &str, n: usize) -> Measured {
     }
     all.secs = start.elapsed().as_secs_f64();
     all
+}
+
+/// nginx as a reverse proxy in front of the instance, the way its documentation sets
+/// one up for keep-alive upstreams; stopped on drop.
+struct Nginx {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(upstream: u16) -> Option<Nginx> {
+        let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let dir = tempfile::tempdir().ok()?;
+        let port = skiff_testkit::free_port();
+        let conf = format!(
+            "daemon off;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
+               upstream app {{ server 127.0.0.1:{upstream}; keepalive 32; }}\n\
+               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://app;\n\
+                 proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+            d = dir.path().display()
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).ok()?;
+        let child = std::process::Command::new(bin)
+            .args(["-p", &dir.path().display().to_string(), "-c", &path.display().to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let n = Nginx { port, child, _dir: dir };
+        let up = skiff_testkit::wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        up.then_some(n)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, so the master stops its workers too (SIGKILL would orphan them).
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_version() -> Option<String> {
+    let out = std::process::Command::new("nginx").arg("-v").output().ok()?;
+    String::from_utf8_lossy(&out.stderr).trim().strip_prefix("nginx version: ").map(str::to_owned)
 }
 
 fn rss_kb(pid: u32) -> u64 {

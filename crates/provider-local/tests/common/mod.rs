@@ -36,6 +36,8 @@ pub struct Env {
     /// The service program releases carry.
     pub hello: PathBuf,
     supervisor: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// A supervisor in a process of its own ([`Env::start_apart`]).
+    apart: Option<std::process::Child>,
 }
 
 impl Drop for Env {
@@ -63,6 +65,26 @@ impl Env {
 
     /// With given runner and service binaries (benchmarks use release builds).
     pub async fn start_with(runner: PathBuf, hello: PathBuf) -> Env {
+        Env::start_inner(runner, hello, None).await
+    }
+
+    /// With the supervisor in a process of its own, as `skiff local up` runs it:
+    /// `spawn` starts it from its configuration (a benchmark's load generator must not
+    /// share the balancer's threads). Stopped by [`Env::stop`].
+    pub async fn start_apart(
+        runner: PathBuf,
+        hello: PathBuf,
+        spawn: impl FnOnce(&SupervisorConfig) -> std::process::Child,
+    ) -> Env {
+        Env::start_inner(runner, hello, Some(Box::new(spawn))).await
+    }
+
+    #[expect(clippy::type_complexity, reason = "one private call site each")]
+    async fn start_inner(
+        runner: PathBuf,
+        hello: PathBuf,
+        spawn: Option<Box<dyn FnOnce(&SupervisorConfig) -> std::process::Child + '_>>,
+    ) -> Env {
         let dir = tempfile::tempdir().unwrap();
         // PostgreSQL (run as the postgres user when root) must traverse these.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -78,7 +100,10 @@ impl Env {
             port: 0,
             instances_exit_with: Some(std::process::id()),
         };
-        let supervisor = tokio::spawn(skiff_provider_local::serve(config));
+        let (supervisor, apart) = match spawn {
+            None => (Some(tokio::spawn(skiff_provider_local::serve(config))), None),
+            Some(spawn) => (None, Some(spawn(&config))),
+        };
         let provider = LocalProvider::new(local, ledger.clone());
         for _ in 0..200 {
             if provider.status().await.is_some() {
@@ -87,7 +112,7 @@ impl Env {
             skiff_clock::Clock::sleep(&skiff_clock::SystemClock, Duration::from_millis(25)).await;
         }
         assert!(provider.status().await.is_some(), "the supervisor answers");
-        Env { dir, ledger, signer, public_pem: keys.public_pem, provider, bucket, hello, supervisor: Some(supervisor) }
+        Env { dir, ledger, signer, public_pem: keys.public_pem, provider, bucket, hello, supervisor, apart }
     }
 
     pub fn path(&self) -> &Path {
@@ -153,6 +178,10 @@ impl Env {
         let _ = self.provider.shutdown(true).await;
         if let Some(s) = self.supervisor.take() {
             let _ = skiff_clock::timeout(&skiff_clock::SystemClock, Duration::from_secs(10), s).await;
+        }
+        if let Some(mut child) = self.apart.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
         self.provider.stop_databases().await;
     }
