@@ -272,6 +272,12 @@ settings! {
     /// Restore bench size.
     BENCH_RESTORE_MB = "SKIFF_BENCH_RESTORE_MB", Development, [Dev], Some("`1024`"), false,
         "Size of the database `cargo xtask bench restore` restores, MiB.";
+    /// Bench supervisor.
+    BENCH_SUPERVISOR_DIR = "SKIFF_BENCH_SUPERVISOR_DIR", Development, [Dev], None, false,
+        "Set by `cargo xtask bench local` in the supervisor process it starts: that process serves this local directory.";
+    /// Bench parent.
+    BENCH_PARENT = "SKIFF_BENCH_PARENT", Development, [Dev], None, false,
+        "The pid of the local benchmark whose supervisor's instances exit with it.";
     /// Bless fixtures.
     BLESS = "SKIFF_BLESS", Development, [Dev], None, false,
         "`1` rewrites the spec crate's bad-fixture expectations.";
