@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,8 @@ pub(crate) fn full(bytes: Bytes) -> Body {
 
 struct TargetState {
     target: Target,
+    /// The target's address, parsed once when it is registered.
+    addr: Option<SocketAddr>,
     health: HealthState,
     ok: u32,
     bad: u32,
@@ -51,7 +54,7 @@ struct TargetState {
 struct Tg {
     spec: TargetGroupSpec,
     targets: BTreeMap<String, TargetState>,
-    stats: TrafficStats,
+    stats: Arc<Counters>,
     next: usize,
     checker: Option<JoinHandle<()>>,
     /// Every target ever registered: a drained one is not attached again.
@@ -64,6 +67,15 @@ struct Lb {
     current: BTreeMap<String, i64>,
     listener: Option<JoinHandle<()>>,
     mirror: Option<MirrorState>,
+}
+
+/// Where one request goes.
+struct Picked {
+    target_group: String,
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    /// The service mirrors a share of its requests (checked per request only then).
+    mirrored: bool,
 }
 
 #[derive(Default)]
@@ -208,7 +220,7 @@ impl Balancers {
             return;
         }
         let name = spec.name.clone();
-        let stats = TrafficStats { requests: 0, errors: 0, latency_buckets: vec![0; LATENCY_BUCKETS_MS.len()] };
+        let stats = Arc::new(Counters::default());
         inner.tgs.insert(
             name.clone(),
             Tg { spec, targets: BTreeMap::new(), stats, next: 0, checker: None, seen: Default::default() },
@@ -225,8 +237,10 @@ impl Balancers {
         let Some(tg) = inner.tgs.get_mut(tg) else { return false };
         for t in targets {
             tg.seen.insert(t.id.clone());
+            let addr = format!("{}:{}", t.address, t.port).parse().ok();
             let entry = tg.targets.entry(t.id.clone()).or_insert_with(|| TargetState {
                 target: t.clone(),
+                addr,
                 health: HealthState::Initial,
                 ok: 0,
                 bad: 0,
@@ -238,6 +252,7 @@ impl Balancers {
                 entry.draining_until_ms = None;
             }
             entry.target = t.clone();
+            entry.addr = addr;
         }
         true
     }
@@ -288,7 +303,7 @@ impl Balancers {
     }
 
     pub(crate) fn stats(&self, tg: &str) -> Option<TrafficStats> {
-        self.lock().tgs.get(tg).map(|tg| tg.stats.clone())
+        self.lock().tgs.get(tg).map(|tg| tg.stats.snapshot())
     }
 
     pub(crate) fn target_groups(&self) -> Vec<(String, String, Vec<TargetHealth>)> {
@@ -354,57 +369,80 @@ impl Balancers {
     }
 
     /// Chooses the target group (smooth weighted round-robin among groups with a
-    /// healthy target) and the target (round-robin) for one request.
-    fn pick(&self, service: &str) -> Option<(String, SocketAddr)> {
+    /// healthy target) and the target (round-robin) for one request, under one lock and
+    /// without allocating beyond the chosen group's name.
+    fn pick(&self, service: &str) -> Option<Picked> {
         let mut guard = self.lock();
         let Inner { lbs, tgs } = &mut *guard;
         let lb = lbs.get_mut(service)?;
-        let eligible: Vec<(String, i64)> = lb
-            .weights
-            .iter()
-            .filter(|w| w.weight > 0)
-            .filter(|w| {
-                tgs.get(&w.target_group).is_some_and(|tg| tg.targets.values().any(|t| t.health == HealthState::Healthy))
-            })
-            .map(|w| (w.target_group.clone(), i64::from(w.weight)))
-            .collect();
-        let total: i64 = eligible.iter().map(|(_, w)| w).sum();
-        if total == 0 {
-            return None;
-        }
-        let mut best: Option<(String, i64)> = None;
-        for (name, w) in &eligible {
-            let c = lb.current.entry(name.clone()).or_insert(0);
-            *c += w;
-            if best.as_ref().is_none_or(|(_, bc)| *c > *bc) {
-                best = Some((name.clone(), *c));
+        let serving =
+            |name: &str| tgs.get(name).is_some_and(|tg| tg.targets.values().any(|t| t.health == HealthState::Healthy));
+        let (mut total, mut best) = (0i64, None::<(usize, i64)>);
+        for (i, w) in lb.weights.iter().enumerate() {
+            if w.weight == 0 || !serving(&w.target_group) {
+                continue;
+            }
+            let weight = i64::from(w.weight);
+            total += weight;
+            let c = match lb.current.get_mut(w.target_group.as_str()) {
+                Some(c) => c,
+                None => lb.current.entry(w.target_group.clone()).or_insert(0),
+            };
+            *c += weight;
+            if best.is_none_or(|(_, bc)| *c > bc) {
+                best = Some((i, *c));
             }
         }
-        let chosen = best?.0;
-        *lb.current.get_mut(&chosen)? -= total;
-        let tg = tgs.get_mut(&chosen)?;
-        let healthy: Vec<&TargetState> = tg.targets.values().filter(|t| t.health == HealthState::Healthy).collect();
-        let t = healthy[tg.next % healthy.len()];
+        let chosen = &lb.weights[best?.0].target_group;
+        *lb.current.get_mut(chosen.as_str())? -= total;
+        let tg = tgs.get_mut(chosen.as_str())?;
+        let healthy = tg.targets.values().filter(|t| t.health == HealthState::Healthy).count();
+        let t = tg.targets.values().filter(|t| t.health == HealthState::Healthy).nth(tg.next % healthy)?;
         tg.next = tg.next.wrapping_add(1);
-        let addr: SocketAddr = format!("{}:{}", t.target.address, t.target.port).parse().ok()?;
-        Some((chosen, addr))
+        let addr = t.addr?;
+        Some(Picked { target_group: chosen.clone(), addr, counters: tg.stats.clone(), mirrored: lb.mirror.is_some() })
+    }
+}
+
+/// A target group's request counters, updated without the balancers' lock.
+struct Counters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Counters {
+    fn record(&self, elapsed: Duration, error: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BUCKETS_MS.len() - 1);
+        self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn record(&self, tg: &str, elapsed: Duration, error: bool) {
-        let mut inner = self.lock();
-        if let Some(tg) = inner.tgs.get_mut(tg) {
-            tg.stats.requests += 1;
-            if error {
-                tg.stats.errors += 1;
-            }
-            let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-            let i = LATENCY_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BUCKETS_MS.len() - 1);
-            tg.stats.latency_buckets[i] += 1;
+    fn snapshot(&self) -> TrafficStats {
+        TrafficStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            latency_buckets: self.latency_buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
         }
     }
 }
 
 async fn accept(bal: Balancers, service: String, listener: tokio::net::TcpListener) {
+    let service: Arc<str> = service.into();
     // No Nagle on either side: small proxied writes otherwise wait ~40 ms for delayed ACKs.
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -432,11 +470,11 @@ async fn accept(bal: Balancers, service: String, listener: tokio::net::TcpListen
 
 async fn proxy(
     bal: Balancers,
-    service: String,
+    service: Arc<str>,
     client: Upstream,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let Some((tg, addr)) = bal.pick(&service) else {
+    let Some(Picked { target_group: tg, addr, counters, mirrored }) = bal.pick(&service) else {
         return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "no healthy targets"));
     };
     let start = Instant::now();
@@ -447,7 +485,7 @@ async fn proxy(
     let mut compare = None;
     // Only requests safe to repeat are copied: a copied write would happen twice.
     let safe = parts.method == hyper::Method::GET || parts.method == hyper::Method::HEAD;
-    let pick = if safe { bal.mirror_pick(&service, mirror::bufferable(&parts)) } else { None };
+    let pick = if safe && mirrored { bal.mirror_pick(&service, mirror::bufferable(&parts)) } else { None };
     let body = match pick {
         Some(to) => {
             let Ok(bytes) = http_body_util::Limited::new(body, mirror::MAX_BODY as usize).collect().await else {
@@ -458,7 +496,7 @@ async fn proxy(
             if let Some(copy) = mirror::copy(&parts, to, bytes.clone()) {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let what = format!("{} {path}", parts.method);
-                mirror::send(bal.clone(), service.clone(), client.clone(), what, copy, rx);
+                mirror::send(bal.clone(), service.to_string(), client.clone(), what, copy, rx);
                 compare = Some(tx);
             }
             full(bytes)
@@ -472,7 +510,7 @@ async fn proxy(
     parts.headers.remove(hyper::header::CONNECTION);
     match client.request(Request::from_parts(parts, body)).await {
         Ok(resp) => {
-            bal.record(&tg, start.elapsed(), resp.status().is_server_error());
+            counters.record(start.elapsed(), resp.status().is_server_error());
             if let Some(tx) = compare {
                 let _ = tx.send((resp.status().as_u16(), start.elapsed()));
             }
@@ -483,7 +521,7 @@ async fn proxy(
             Ok(Response::from_parts(parts, body.boxed()))
         }
         Err(e) => {
-            bal.record(&tg, start.elapsed(), true);
+            counters.record(start.elapsed(), true);
             if let Some(tx) = compare {
                 let _ = tx.send((502, start.elapsed()));
             }
