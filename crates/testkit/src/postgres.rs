@@ -127,17 +127,10 @@ impl Postgres {
     /// # Errors
     /// psql's error output when the statement or the login fails.
     pub fn psql(&self, user: &str, password: &str, database: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new(bin_dir().join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user, "-d", database, "-XAt", "-c", sql])
-            .env("PGPASSWORD", password)
-            .env("PGCONNECT_TIMEOUT", "5")
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-        }
+        let mut cmd = Command::new(bin_dir().join("psql"));
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user, "-d", database, "-XAt", "-c", sql])
+            .env("PGPASSWORD", password);
+        run_psql(&mut cmd)
     }
 }
 
@@ -146,11 +139,12 @@ impl Postgres {
 /// # Errors
 /// psql's error output when the statement or the login fails.
 pub fn psql_url(url: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new(bin_dir().join("psql"))
-        .args([url, "-XAt", "-c", sql])
-        .env("PGCONNECT_TIMEOUT", "5")
-        .output()
-        .map_err(|e| e.to_string())?;
+    run_psql(Command::new(bin_dir().join("psql")).args([url, "-XAt", "-c", sql]))
+}
+
+/// Runs a `psql` command (5 s to connect): its trimmed output, or its error output.
+fn run_psql(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.env("PGCONNECT_TIMEOUT", "5").output().map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
