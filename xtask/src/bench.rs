@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: run each benchmark in release mode and gather its JSON into
-//! `bench/results.json`, one entry per suite.
+//! `bench/results.json`, one entry per suite, dated and with the machine it ran on;
+//! `--plot` draws the recorded results as SVG charts in `bench/` ([`crate::plot`]).
 
 use anyhow::{Context, Result, bail};
 
@@ -21,12 +22,40 @@ const SUITES: &[(&str, &str, &str)] = &[
     ("import", "skiff-kube", "import"),
 ];
 
-pub(crate) fn run(only: &[String]) -> Result<()> {
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let plot = args.iter().any(|a| a == "--plot");
+    let only: Vec<String> = args.iter().filter(|a| *a != "--plot").cloned().collect();
+    let results_path = root().join("bench").join("results.json");
+    if !(plot && only.is_empty()) {
+        measure(&only, &results_path)?;
+    }
+    if plot {
+        let text = std::fs::read_to_string(&results_path).with_context(|| {
+            format!("no results to plot at {}: run `cargo xtask bench` first", results_path.display())
+        })?;
+        let serde_json::Value::Object(results) = serde_json::from_str(&text)? else {
+            bail!("{} is not a JSON object of suites", results_path.display());
+        };
+        for file in crate::plot::run(&results, results_path.parent().expect("has a parent"))? {
+            eprintln!("chart: {file}");
+        }
+        let readme_path = root().join("README.md");
+        let readme = std::fs::read_to_string(&readme_path)?;
+        let with_table = crate::plot::readme_with_table(&readme, &serde_json::Value::Object(results));
+        if with_table != readme {
+            std::fs::write(&readme_path, with_table)?;
+            eprintln!("README.md: the load balancer table is now the recorded run's");
+        }
+    }
+    Ok(())
+}
+
+/// Runs the `only` suites (every suite when empty) and records them in `results_path`.
+fn measure(only: &[String], results_path: &std::path::Path) -> Result<()> {
     let out_dir = root().join("target").join("bench");
     std::fs::create_dir_all(&out_dir)?;
     let mut results = serde_json::Map::new();
-    let results_path = root().join("bench").join("results.json");
-    if let Ok(old) = std::fs::read_to_string(&results_path)
+    if let Ok(old) = std::fs::read_to_string(results_path)
         && let Ok(serde_json::Value::Object(m)) = serde_json::from_str(&old)
     {
         results = m;
@@ -36,38 +65,77 @@ pub(crate) fn run(only: &[String]) -> Result<()> {
         bail!("no suite matches {only:?}; suites: {}", SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", "));
     }
     for (suite, package, target) in selected {
-        if *suite == "local" {
-            ensure_nginx();
+        if matches!(*suite, "local" | "control") {
+            ensure_packages();
         }
         let out = out_dir.join(format!("{suite}.json"));
         cargo_with(&["bench", "--locked", "-p", package, "--bench", target], &[("SKIFF_BENCH_OUT", out.as_os_str())])?;
         let text =
             std::fs::read_to_string(&out).with_context(|| format!("{suite} wrote no results to {}", out.display()))?;
-        let value: serde_json::Value =
+        let mut value: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{suite} results are not JSON"))?;
+        value["measured"] = serde_json::json!({"date": today(), "machine": machine()});
         eprintln!("{suite}: {}", serde_json::to_string(&value["target"]).unwrap_or_default());
         results.insert((*suite).to_owned(), value);
     }
     std::fs::create_dir_all(results_path.parent().expect("has a parent"))?;
-    std::fs::write(&results_path, serde_json::to_string_pretty(&serde_json::Value::Object(results))? + "\n")?;
+    std::fs::write(results_path, serde_json::to_string_pretty(&serde_json::Value::Object(results))? + "\n")?;
     eprintln!("results: {}", results_path.display());
     Ok(())
 }
 
-/// The `local` suite compares Skiff's load balancer with nginx: install the
-/// distribution's package when it is missing (the suite skips nginx, and says so, when
-/// it cannot be had).
-fn ensure_nginx() {
+/// The `local` and `control` suites compare Skiff with nginx, driven by wrk: install the
+/// distribution's packages when missing (the suites skip nginx, or fall back to their
+/// own client instead of wrk, and say so, when they cannot be had).
+fn ensure_packages() {
     let present = |p: &str| std::path::Path::new(p).exists();
-    if ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].into_iter().any(present) {
+    let mut missing = Vec::new();
+    if !["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].into_iter().any(present) {
+        missing.push("nginx-light");
+    }
+    if !["/usr/bin/wrk", "/usr/local/bin/wrk"].into_iter().any(present) {
+        missing.push("wrk");
+    }
+    if missing.is_empty() {
         return;
     }
-    eprintln!("nginx is not installed: trying `apt-get install -y nginx-light` for the local suite's comparison");
+    eprintln!("trying `apt-get install -y {}` for the comparison", missing.join(" "));
     let installed = std::process::Command::new("apt-get")
-        .args(["install", "-y", "-qq", "nginx-light"])
+        .args(["install", "-y", "-qq"])
+        .args(&missing)
         .status()
         .is_ok_and(|s| s.success());
     if !installed {
-        eprintln!("nginx could not be installed: the local suite measures direct and Skiff only");
+        eprintln!("{} could not be installed: the suites say which rows they skipped", missing.join(" and "));
     }
+}
+
+/// Today's date (UTC), as `date` prints it.
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "unknown date".to_owned())
+}
+
+/// "2 cores (AMD EPYC), 24 GiB, Linux 6.18" — from /proc, so a chart says where it ran.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let kernel: String = kernel.trim().split('.').take(2).collect::<Vec<_>>().join(".");
+    format!("{cores} cores ({model}), {mem_gib:.0} GiB, Linux {kernel}")
 }

@@ -1,5 +1,6 @@
 //! Files generated from code and committed: the spec's JSON Schema, the failure code
-//! reference, the configuration reference and the man pages (`docs/man`). `--check` fails when a committed file
+//! reference, the configuration reference, the man pages (`docs/man`) and the README's
+//! tables (failure codes; the load balancer benchmark, from `bench/results.json`). `--check` fails when a committed file
 //! is stale.
 
 use std::path::Path;
@@ -18,8 +19,14 @@ pub(crate) fn generated(readme: &str) -> Vec<(&'static str, String)> {
         ("skiff.schema.json", schema()),
         ("docs/failure-codes.md", failure_codes_doc()),
         ("docs/configuration.md", configuration_doc()),
-        ("README.md", readme_with_codes(readme)),
+        ("README.md", crate::plot::readme_with_table(&readme_with_codes(readme), &bench_results())),
     ]
+}
+
+/// `bench/results.json` (what the README's benchmark table is made from).
+fn bench_results() -> serde_json::Value {
+    let text = std::fs::read_to_string(root().join("bench/results.json")).unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or_default()
 }
 
 pub(crate) fn schema() -> String {

@@ -1,10 +1,11 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //! `ci` runs what CI runs; `codegen` regenerates committed files; `bench` runs the
-//! benchmarks and writes their JSON results.
+//! benchmarks and writes their JSON results (and draws them, `bench --plot`).
 #![expect(clippy::print_stdout, clippy::print_stderr, reason = "a developer tool reports on the terminal")]
 
 mod bench;
 mod codegen;
+mod plot;
 #[cfg(test)]
 mod tidy;
 
@@ -22,7 +23,8 @@ usage: cargo xtask <task>
 tasks:
   ci                 fmt --check, clippy -D warnings, codegen --check, the test command, cargo deny (if installed)
   codegen [--check]  regenerate skiff.schema.json, docs/failure-codes.md, docs/man and the README's code table
-  bench [SUITE..]    run benchmarks (release build); results in bench/results.json";
+  bench [SUITE..]    run benchmarks (release build); results in bench/results.json
+  bench --plot       draw bench/results.json as SVG charts in bench/ (with SUITEs: run them first)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,8 +1,8 @@
 //! The local provider's footprint and overhead: the same requests sent straight to the
 //! instance, through nginx (a reverse proxy with keep-alive upstreams, what a user would
 //! put there instead; skipped when `nginx` is not installed) and through Skiff's load
-//! balancer, from one client in alternating rounds (p50/p99 latency and requests/s, and
-//! their ratios), and a runner's idle RSS (target < 15 MB). Writes JSON to
+//! balancer, from one load generator (wrk when installed, else a reqwest client) in
+//! alternating rounds (p50/p99 latency and requests/s, and their ratios), and a runner's idle RSS (target < 15 MB). Writes JSON to
 //! `$SKIFF_BENCH_OUT` (or stdout); run through `cargo xtask bench`.
 #![expect(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark reports on stdout and its rows on stderr")]
 #![allow(dead_code, reason = "the shared test environment has more than the benchmark uses")]
@@ -18,9 +18,12 @@ use serde_json::json;
 use skiff_pluginapi::{Compute, HealthState, LoadBalancerSpec, Target, TargetGroupSpec, Traffic, Weight};
 
 use common::{Env, eventually, health};
+use skiff_testkit::bench::{Nginx, Wrk, WrkRun};
 
-/// Requests per measured round, concurrent clients, and rounds per path (alternated).
+/// Requests per measured round (without wrk), seconds per round (with wrk), concurrent
+/// connections, and rounds per path (alternated).
 const REQUESTS: usize = 5_000;
+const WRK_SECONDS: u32 = 3;
 const CLIENTS: usize = 8;
 const ROUNDS: usize = 3;
 /// How long an instance sits idle before its runner's RSS is read.
@@ -103,8 +106,31 @@ async fn bench() {
 
     let direct_url = format!("http://127.0.0.1:{port}/");
     let lb_url = format!("http://127.0.0.1:{lb_port}/");
-    let nginx = Nginx::start(port);
+    let nginx = Nginx::proxy(port);
     let nginx_url = nginx.as_ref().map(|n| format!("http://127.0.0.1:{}/", n.port));
+    let wrk = Wrk::find();
+    let generator = match &wrk {
+        Some(w) => format!(
+            "{} (-t2 -c{CLIENTS}, {WRK_SECONDS} s per round, a process of its own)",
+            w.version().unwrap_or_else(|| "wrk".into())
+        ),
+        None => format!(
+            "one reqwest client in this process ({CLIENTS} keep-alive connections, {REQUESTS} requests per round; wrk is not installed)"
+        ),
+    };
+    let round = |url: String| {
+        let wrk = wrk.clone();
+        async move {
+            match wrk {
+                Some(w) => Measured::from_wrk(
+                    &tokio::task::spawn_blocking(move || w.run(&url, 2, CLIENTS as u32, WRK_SECONDS, &[]))
+                        .await
+                        .unwrap(),
+                ),
+                None => load(&url, REQUESTS).await,
+            }
+        }
+    };
     load(&direct_url, 500).await;
     load(&lb_url, 500).await;
     if let Some(u) = &nginx_url {
@@ -112,11 +138,11 @@ async fn bench() {
     }
     let (mut direct, mut via_lb, mut via_nginx) = (Measured::default(), Measured::default(), Measured::default());
     for _ in 0..ROUNDS {
-        direct.add(load(&direct_url, REQUESTS).await);
+        direct.add(round(direct_url.clone()).await);
         if let Some(u) = &nginx_url {
-            via_nginx.add(load(u, REQUESTS).await);
+            via_nginx.add(round(u.clone()).await);
         }
-        via_lb.add(load(&lb_url, REQUESTS).await);
+        via_lb.add(round(lb_url.clone()).await);
     }
     drop(nginx);
     let (d, l) = (direct.summary(), via_lb.summary());
@@ -145,14 +171,15 @@ async fn bench() {
     let result = json!({
         "suite": "local",
         "description": format!(
-            "{ROUNDS} alternating rounds of {REQUESTS} GET / from {CLIENTS} keep-alive clients (one reqwest client in this process), straight to a hello instance, through nginx (keep-alive upstream, worker_processes auto) and through the local load balancer (the supervisor in its own process, two worker threads, as `skiff local up` runs it); runner RSS after {}s idle",
+            "{ROUNDS} alternating rounds of GET / with {CLIENTS} keep-alive connections from {generator}, straight to a hello instance, through nginx (keep-alive upstream, worker_processes auto) and through the local load balancer (the supervisor in its own process, two worker threads, as `skiff local up` runs it); per path: requests/s over all rounds, p50/p99 the median of the rounds'; runner RSS after {}s idle",
             IDLE.as_secs()
         ),
         "direct": d,
         "via_nginx": n,
         "via_load_balancer": l,
         "skiff_vs_nginx": vs_nginx,
-        "nginx_version": nginx_version(),
+        "nginx_version": Nginx::version(),
+        "load_generator": generator,
         "ratios": {
             "p50": l["p50_us"].as_f64().unwrap() / d["p50_us"].as_f64().unwrap(),
             "p99": l["p99_us"].as_f64().unwrap() / d["p99_us"].as_f64().unwrap(),
@@ -188,6 +215,8 @@ async fn bench() {
 #[derive(Default)]
 struct Measured {
     latencies_us: Vec<u64>,
+    /// wrk's per-round figures (it reports percentiles, not samples).
+    rounds: Vec<WrkRun>,
     secs: f64,
     errors: usize,
     /// The first few errors, to say what failed.
@@ -195,8 +224,15 @@ struct Measured {
 }
 
 impl Measured {
+    fn from_wrk(run: &WrkRun) -> Measured {
+        let errors = usize::try_from(run.errors).unwrap_or(usize::MAX);
+        let samples = if errors > 0 { vec![format!("wrk counted {errors} errors")] } else { Vec::new() };
+        Measured { rounds: vec![run.clone()], errors, samples, ..Measured::default() }
+    }
+
     fn add(&mut self, other: Measured) {
         self.latencies_us.extend(other.latencies_us);
+        self.rounds.extend(other.rounds);
         self.secs += other.secs;
         self.errors += other.errors;
         let room = 5usize.saturating_sub(self.samples.len());
@@ -204,6 +240,23 @@ impl Measured {
     }
 
     fn summary(&mut self) -> serde_json::Value {
+        if !self.rounds.is_empty() {
+            let median = |f: fn(&WrkRun) -> f64| {
+                let mut v: Vec<f64> = self.rounds.iter().map(f).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let requests: u64 = self.rounds.iter().map(|r| r.requests).sum();
+            let secs = self.rounds.len() as f64 * f64::from(WRK_SECONDS);
+            return json!({
+                "requests": requests,
+                "errors": self.errors,
+                "error_samples": self.samples,
+                "p50_us": median(|r| r.p50_us),
+                "p99_us": median(|r| r.p99_us),
+                "requests_per_s": requests as f64 / secs,
+            });
+        }
         self.latencies_us.sort_unstable();
         let at = |q: f64| self.latencies_us[((self.latencies_us.len() - 1) as f64 * q) as usize];
         json!({
@@ -252,59 +305,6 @@ async fn load(url: &str, n: usize) -> Measured {
     }
     all.secs = start.elapsed().as_secs_f64();
     all
-}
-
-/// nginx as a reverse proxy in front of the instance, the way its documentation sets
-/// one up for keep-alive upstreams; stopped on drop.
-struct Nginx {
-    port: u16,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn start(upstream: u16) -> Option<Nginx> {
-        let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())?;
-        let dir = tempfile::tempdir().ok()?;
-        let port = skiff_testkit::free_port();
-        let conf = format!(
-            "daemon off;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
-               upstream app {{ server 127.0.0.1:{upstream}; keepalive 32; }}\n\
-               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://app;\n\
-                 proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
-            d = dir.path().display()
-        );
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, conf).ok()?;
-        let child = std::process::Command::new(bin)
-            .args(["-p", &dir.path().display().to_string(), "-c", &path.display().to_string()])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let n = Nginx { port, child, _dir: dir };
-        let up = skiff_testkit::wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        up.then_some(n)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM, so the master stops its workers too (SIGKILL would orphan them).
-        let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
-        let _ = self.child.wait();
-    }
-}
-
-fn nginx_version() -> Option<String> {
-    let out = std::process::Command::new("nginx").arg("-v").output().ok()?;
-    String::from_utf8_lossy(&out.stderr).trim().strip_prefix("nginx version: ").map(str::to_owned)
 }
 
 fn rss_kb(pid: u32) -> u64 {

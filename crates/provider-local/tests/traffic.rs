@@ -1,5 +1,6 @@
-//! The load balancer with real runner processes and real HTTP: weight splits hold, and
-//! unhealthy targets get no traffic.
+//! The load balancer with real runner processes and real HTTP: weight splits hold,
+//! unhealthy targets get no traffic, and a target closing its connections loses no
+//! request.
 
 mod common;
 
@@ -124,5 +125,57 @@ async fn an_unhealthy_target_gets_no_traffic() {
     env.provider.deregister("tg-mixed", &[targets[0].id.clone()]).await.unwrap();
     let r = client.get(format!("http://127.0.0.1:{port}/")).send().await.unwrap();
     assert_eq!(r.status(), 503);
+    env.stop().await;
+}
+
+/// A backend that answers every request and then closes the connection without saying
+/// so (as a server whose idle timeout has passed does); counts connections.
+fn closing_backend() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let _ = (&stream).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    (port, connections)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_target_that_closes_its_connections_still_answers_every_request() {
+    use skiff_pluginapi::Traffic;
+    let env = Env::start().await;
+    let (backend, connections) = closing_backend();
+    target_group(&env, "tg-closing", &[Target { id: "closing".into(), address: "127.0.0.1".into(), port: backend }])
+        .await;
+    let port = skiff_testkit::free_port();
+    env.provider.ensure_load_balancer(&LoadBalancerSpec { service: "web".into(), listener_port: port }).await.unwrap();
+    env.provider.set_weights("web", &[Weight { target_group: "tg-closing".into(), weight: 100 }]).await.unwrap();
+    eventually("a healthy target", 30, || async {
+        let h = env.provider.target_health("tg-closing").await.ok()?;
+        h.iter().all(|t| t.state == HealthState::Healthy).then_some(())
+    })
+    .await;
+    // One keep-alive client connection; the balancer's connection to the backend is
+    // closed after every answer, so each request needs a new one.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    let before = connections.load(std::sync::atomic::Ordering::Relaxed);
+    for i in 0..100 {
+        let r = client.get(format!("http://127.0.0.1:{port}/")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}: {:?}", r.text().await);
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    let used = connections.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(used >= 100, "every request went on a new backend connection ({used})");
+    assert_eq!(env.provider.stats("tg-closing").await.unwrap().errors, 0);
     env.stop().await;
 }

@@ -2,8 +2,9 @@
 //! 127.0.0.1, waiting on a condition with a deadline (never a bare sleep), and real
 //! servers — moto's AWS server, a PostgreSQL ([`postgres`]) — started on loopback and
 //! stopped with their guard, even if the test process is killed — and an in-memory provider ([`memory`]) for logic
-//! tests and the deterministic simulation.
+//! tests and the deterministic simulation; for the benchmarks, nginx and wrk ([`bench`]).
 
+pub mod bench;
 pub mod memory;
 pub mod otlp;
 pub mod postgres;

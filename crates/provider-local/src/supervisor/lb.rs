@@ -459,12 +459,113 @@ async fn accept(bal: Balancers, service: String, listener: tokio::net::TcpListen
         let _ = stream.set_nodelay(true);
         let (bal, service, client) = (bal.clone(), service.clone(), client.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| proxy(bal.clone(), service.clone(), client.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let (affine, mut drivers) = Affine::new();
+            let affine = Arc::new(affine);
+            let svc = hyper::service::service_fn(move |req| {
+                proxy(bal.clone(), service.clone(), client.clone(), affine.clone(), req)
+            });
+            let serve =
+                hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
+            let _ = drivers.drive_until(serve).await;
         });
+    }
+}
+
+type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The upstream HTTP/1.1 connections of one downstream connection, driven by the
+/// downstream connection's own task ([`Drivers::drive_until`]): a proxied request
+/// and its answer never cross to another task or take a shared pool's lock.
+struct Affine {
+    idle: Mutex<Vec<(SocketAddr, hyper::client::conn::http1::SendRequest<Body>)>>,
+    drive: tokio::sync::mpsc::UnboundedSender<Driver>,
+}
+
+/// The connection futures [`Affine`] opened, polled beside the downstream connection.
+struct Drivers {
+    new: tokio::sync::mpsc::UnboundedReceiver<Driver>,
+    running: futures::stream::FuturesUnordered<Driver>,
+}
+
+impl Drivers {
+    /// Polls `serve` and every upstream connection until `serve` ends (which drops,
+    /// and so closes, the upstream connections).
+    async fn drive_until<F: std::future::Future>(&mut self, serve: F) -> F::Output {
+        use futures::StreamExt as _;
+        use std::task::Poll;
+        let mut serve = std::pin::pin!(serve);
+        std::future::poll_fn(|cx| {
+            while let Poll::Ready(Some(d)) = self.new.poll_recv(cx) {
+                self.running.push(d);
+            }
+            while let Poll::Ready(Some(())) = self.running.poll_next_unpin(cx) {}
+            serve.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+impl Affine {
+    fn new() -> (Affine, Drivers) {
+        let (drive, new) = tokio::sync::mpsc::unbounded_channel();
+        let drivers = Drivers { new, running: futures::stream::FuturesUnordered::new() };
+        (Affine { idle: Mutex::new(Vec::new()), drive }, drivers)
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(SocketAddr, hyper::client::conn::http1::SendRequest<Body>)>> {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An open connection to `addr`: an idle one (`true`), or a new one.
+    async fn connection(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<(hyper::client::conn::http1::SendRequest<Body>, bool), String> {
+        let reused = {
+            let mut idle = self.idle();
+            idle.retain(|(_, s)| !s.is_closed());
+            idle.iter().position(|(a, _)| *a == addr).map(|i| idle.swap_remove(i).1)
+        };
+        if let Some(s) = reused {
+            return Ok((s, true));
+        }
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        self.drive.send(Box::pin(async move { drop(conn.await) })).map_err(|_| "connection closing".to_owned())?;
+        Ok((sender, false))
+    }
+
+    /// Sends `req` to `addr` on this connection's own upstream connection. A request the
+    /// connection refused before writing it goes once more on a new one; so does a
+    /// request `replay` can make again (a GET or HEAD without a body) when a reused
+    /// connection failed under it — it was closed by the target while idle, as nginx
+    /// retries an idempotent request on a kept-alive upstream.
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<Body>,
+        replay: Option<&(dyn Fn() -> Request<Body> + Send + Sync)>,
+    ) -> Result<Response<Incoming>, String> {
+        for attempt in 0..2 {
+            let (mut sender, reused) = self.connection(addr).await?;
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.idle().push((addr, sender));
+                    return Ok(resp);
+                }
+                Err(mut e) => match (e.take_message(), replay) {
+                    (Some(unsent), _) if attempt == 0 => req = unsent,
+                    (None, Some(make)) if attempt == 0 && reused => req = make(),
+                    _ => return Err(e.into_error().to_string()),
+                },
+            }
+        }
+        Err("the upstream connection closed twice".to_owned())
     }
 }
 
@@ -472,6 +573,7 @@ async fn proxy(
     bal: Balancers,
     service: Arc<str>,
     client: Upstream,
+    affine: Arc<Affine>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let Some(Picked { target_group: tg, addr, counters, mirrored }) = bal.pick(&service) else {
@@ -486,6 +588,7 @@ async fn proxy(
     // Only requests safe to repeat are copied: a copied write would happen twice.
     let safe = parts.method == hyper::Method::GET || parts.method == hyper::Method::HEAD;
     let pick = if safe && mirrored { bal.mirror_pick(&service, mirror::bufferable(&parts)) } else { None };
+    let bodyless = hyper::body::Body::is_end_stream(&body);
     let body = match pick {
         Some(to) => {
             let Ok(bytes) = http_body_util::Limited::new(body, mirror::MAX_BODY as usize).collect().await else {
@@ -503,12 +606,31 @@ async fn proxy(
         }
         None => body.boxed(),
     };
-    let Ok(uri) = format!("http://{addr}{path}").parse() else {
+    // An HTTP/1.1 connection of our own: the request line carries the path only.
+    let Ok(uri) = path.parse() else {
         return Ok(text(StatusCode::BAD_REQUEST, "bad request path"));
     };
     parts.uri = uri;
     parts.headers.remove(hyper::header::CONNECTION);
-    match client.request(Request::from_parts(parts, body)).await {
+    if !parts.headers.contains_key(hyper::header::HOST)
+        && let Ok(host) = hyper::header::HeaderValue::from_str(&addr.to_string())
+    {
+        parts.headers.insert(hyper::header::HOST, host);
+    }
+    let replay = (safe && bodyless).then(|| {
+        let (method, uri, version, headers) =
+            (parts.method.clone(), parts.uri.clone(), parts.version, parts.headers.clone());
+        move || {
+            let mut again = Request::new(full(Bytes::new()));
+            *again.method_mut() = method.clone();
+            *again.uri_mut() = uri.clone();
+            *again.version_mut() = version;
+            *again.headers_mut() = headers.clone();
+            again
+        }
+    });
+    let replay = replay.as_ref().map(|r| r as &(dyn Fn() -> Request<Body> + Send + Sync));
+    match affine.send(addr, Request::from_parts(parts, body), replay).await {
         Ok(resp) => {
             counters.record(start.elapsed(), resp.status().is_server_error());
             if let Some(tx) = compare {
