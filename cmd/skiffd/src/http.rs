@@ -39,13 +39,23 @@ pub fn status_for(code: Code) -> StatusCode {
 
 /// The envelope as an HTTP answer.
 pub fn answer(env: &Envelope) -> Response {
+    (status_for(env.code), axum::Json(body(env))).into_response()
+}
+
+/// The JSON of an answer: the envelope, with `data`'s fields also at the top level.
+fn body(env: &Envelope) -> serde_json::Value {
     let mut body = serde_json::to_value(env).unwrap_or_default();
     if let (Some(obj), serde_json::Value::Object(data)) = (body.as_object_mut(), &env.data) {
         for (k, v) in data {
             obj.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-    (status_for(env.code), axum::Json(body)).into_response()
+    body
+}
+
+/// A 200 answer already rendered (the same bytes [`answer`] would write).
+fn rendered(bytes: bytes::Bytes) -> Response {
+    ([(http::header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
 /// The envelope for a refused request.
@@ -221,16 +231,22 @@ async fn status(State(server): State<Arc<Server>>, headers: HeaderMap, Path(svc)
     if let Err(r) = caught_up(&server, &headers).await {
         return *r;
     }
-    match server.index.service(&svc).await {
-        Ok(Some(view)) => {
-            let summary = format!(
-                "{} {}: release {}, {}",
-                view.service_name,
-                view.reconciliation_status,
-                view.release.current.as_deref().unwrap_or("none"),
-                view.health.state
-            );
-            answer(&Envelope::ok(summary).data(&*view))
+    match server.index.service_and_answer(&svc).await {
+        Ok(Some((view, kept))) => {
+            let render = || {
+                let summary = format!(
+                    "{} {}: release {}, {}",
+                    view.service_name,
+                    view.reconciliation_status,
+                    view.release.current.as_deref().unwrap_or("none"),
+                    view.health.state
+                );
+                bytes::Bytes::from(serde_json::to_vec(&body(&Envelope::ok(summary).data(&*view))).unwrap_or_default())
+            };
+            rendered(match kept {
+                Some(kept) => kept.get_or_init(render).clone(),
+                None => render(),
+            })
         }
         Ok(None) => answer(&Envelope::failure(Code::NotFound, format!("no service `{svc}` is recorded")).action(
             "list",

@@ -72,11 +72,17 @@ pub struct Health {
     pub healthy: u32,
 }
 
+/// Where a snapshot keeps one service's rendered status answer.
+pub type Answer = Arc<std::sync::OnceLock<bytes::Bytes>>;
+
 /// A built index.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Views by service.
     pub services: BTreeMap<String, Arc<ServiceView>>,
+    /// Each service's status answer, rendered by the first request that asks for it
+    /// and kept with the snapshot (a view never changes within one).
+    pub answers: BTreeMap<String, Answer>,
     /// Operations by id: saga, service, status.
     pub operations: BTreeMap<String, skiff_state::OperationEntry>,
     /// Events counted.
@@ -115,8 +121,10 @@ pub async fn build(ledger: &Ledger) -> Result<Snapshot, skiff_state::StateError>
         let view = view(ledger, &index, &name, intents.get(&name).map(|(_, op)| op.as_str())).await?;
         services.insert(name, Arc::new(view));
     }
+    let answers = services.keys().map(|name| (name.clone(), Arc::default())).collect();
     Ok(Snapshot {
         services,
+        answers,
         operations: index.operations,
         events: index.events,
         build_ms: started.elapsed().as_millis() as u64,
@@ -309,12 +317,22 @@ impl Index {
 
     /// One service's view.
     pub async fn service(&self, name: &str) -> anyhow::Result<Option<Arc<ServiceView>>> {
+        Ok(self.service_and_answer(name).await?.map(|(view, _)| view))
+    }
+
+    /// One service's view and, when it comes from this replica's snapshot, where the
+    /// snapshot keeps its rendered answer (the same snapshot's: never a newer view's
+    /// answer for an older view, or the reverse).
+    pub async fn service_and_answer(&self, name: &str) -> anyhow::Result<Option<(Arc<ServiceView>, Option<Answer>)>> {
         if let Some(ledger) = &self.direct {
-            return Ok(view_from_bucket(ledger, name).await?.map(Arc::new));
+            return Ok(view_from_bucket(ledger, name).await?.map(|v| (Arc::new(v), None)));
         }
         match &self.postgres {
-            Some(pg) => Ok(pg.service(name).await?.map(Arc::new)),
-            None => Ok(self.snapshot.read().await.services.get(name).cloned()),
+            Some(pg) => Ok(pg.service(name).await?.map(|v| (Arc::new(v), None))),
+            None => {
+                let snapshot = self.snapshot.read().await;
+                Ok(snapshot.services.get(name).map(|v| (v.clone(), snapshot.answers.get(name).cloned())))
+            }
         }
     }
 }

@@ -25,7 +25,7 @@ use skiff_testkit::bench::{Nginx, Wrk, WrkRun};
 const REQUESTS: usize = 5_000;
 const WRK_SECONDS: u32 = 3;
 const CLIENTS: usize = 8;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// How long an instance sits idle before its runner's RSS is read.
 const IDLE: Duration = Duration::from_secs(5);
 

@@ -40,7 +40,9 @@ impl LocalProvider {
     pub fn new(dir: LocalDir, ledger: Ledger) -> Self {
         let secrets = LocalSecrets::new(dir.secrets());
         let postgres = Postgres::new(dir.databases(), secrets.clone(), ledger);
-        let http = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
+        // Plain HTTP to 127.0.0.1 only: no TLS roots to load (reading the system's
+        // certificates costs a short command like `skiff status` a few milliseconds).
+        let http = reqwest::Client::builder().no_proxy().tls_certs_only(Vec::new()).build().unwrap_or_default();
         LocalProvider { dir, http, secrets, postgres }
     }
 
