@@ -338,10 +338,26 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     })
 }
 
+/// Objects up to this size are read in place on a single-threaded runtime.
+const IN_PLACE_MAX: u64 = 1 << 20;
+
+/// Whether this task runs on a single-threaded runtime (the CLI's). There a small read
+/// (a document, a directory listing) is done in place: handing it to the blocking pool
+/// — a thread to wake, often one to start — costs more than the read, and `skiff
+/// status` makes hundreds. Writes still go to the pool: an fsync may take
+/// milliseconds the runtime's other tasks (a lease's renewal) must not wait for.
+fn single_threaded() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
 #[async_trait]
 impl Store for FileStore {
     async fn get(&self, key: &str) -> Result<Option<Object>> {
         validate_key(key)?;
+        if single_threaded() && !fs::metadata(self.root.join(key)).is_ok_and(|m| m.len() > IN_PLACE_MAX) {
+            return self.read(key);
+        }
         let (this, key) = (self.clone(), key.to_owned());
         blocking(move || this.read(&key)).await
     }
@@ -366,6 +382,9 @@ impl Store for FileStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         validate_prefix(prefix)?;
+        if single_threaded() {
+            return self.walk(prefix);
+        }
         let (this, prefix) = (self.clone(), prefix.to_owned());
         blocking(move || this.walk(&prefix)).await
     }
