@@ -88,12 +88,11 @@ fn measure(only: &[String], results_path: &std::path::Path) -> Result<()> {
 /// distribution's packages when missing (the suites skip nginx, or fall back to their
 /// own client instead of wrk, and say so, when they cannot be had).
 fn ensure_packages() {
-    let present = |p: &str| std::path::Path::new(p).exists();
     let mut missing = Vec::new();
-    if !["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].into_iter().any(present) {
+    if !skiff_testkit::bench::Nginx::installed() {
         missing.push("nginx-light");
     }
-    if !["/usr/bin/wrk", "/usr/local/bin/wrk"].into_iter().any(present) {
+    if skiff_testkit::bench::Wrk::find().is_none() {
         missing.push("wrk");
     }
     if missing.is_empty() {
@@ -110,15 +109,10 @@ fn ensure_packages() {
     }
 }
 
-/// Today's date (UTC), as `date` prints it.
+/// Today's date (UTC), from the project's clock.
 fn today() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| "unknown date".to_owned())
+    use skiff_clock::Clock as _;
+    skiff_clock::Utc::from_ms(skiff_clock::SystemClock.now_ms()).date()
 }
 
 /// "2 cores (AMD EPYC), 24 GiB, Linux 6.18" — from /proc, so a chart says where it ran.

@@ -162,7 +162,7 @@ fn floor(url: &str, dir: &Path, token: &str) -> Option<serde_json::Value> {
     let _ = child.kill();
     let _ = child.wait();
     let Some(nginx) = Nginx::static_files(&root) else {
-        eprintln!("nginx is not installed: no static-file floor (apt-get install nginx-light)");
+        eprintln!("nginx is not installed or did not start: no static-file floor (apt-get install nginx-light)");
         return None;
     };
     Some(drive(&[nginx.port], token))

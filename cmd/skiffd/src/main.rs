@@ -363,7 +363,8 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         header_read_timeout: Duration::from_millis(args.header_timeout_ms.max(100)),
         drain: Duration::from_millis(args.drain_ms),
     };
-    skiffd::serve::serve(listener, skiffd::app(server), tls, shutdown(), limits).await?;
+    let clock = server.ledger.clock().clone();
+    skiffd::serve::serve(listener, skiffd::app(server), tls, shutdown(), limits, clock).await?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use skiff_clock::Clock as _;
+use skiff_clock::Clock;
 
 /// The most header bytes hyper buffers for one request (HTTP/1) or accepts (HTTP/2);
 /// the app answers requests over [`crate::http::HEADER_BYTES`] with an envelope.
@@ -40,18 +40,21 @@ const SETTLE: Duration = Duration::from_secs(1);
 
 /// Serves `app` on `listener` (over TLS with `tls`) until `shutdown`, then drains:
 /// connections the kernel had already accepted are served too, every connection gets
-/// a moment to start its request, and in-flight requests get [`Limits::drain`].
+/// a moment to start its request, and in-flight requests get [`Limits::drain`]. Every
+/// wait (the accept back-off, the TLS handshake's deadline, the settle and the drain)
+/// is on `clock`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     tls: Option<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()>,
     limits: Limits,
+    clock: Arc<dyn Clock>,
 ) -> anyhow::Result<()> {
     let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
     let builder = Arc::new(builder(limits));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let start = |tcp| spawn_connection(tcp, &app, acceptor.as_ref(), &builder, &graceful, limits);
+    let start = |tcp| spawn_connection(tcp, &app, acceptor.as_ref(), &builder, &graceful, limits, &clock);
     tokio::pin!(shutdown);
     loop {
         let (tcp, _) = tokio::select! {
@@ -59,7 +62,7 @@ pub async fn serve(
                 Ok(a) => a,
                 // Out of file descriptors and the like: keep serving the others.
                 Err(_) => {
-                    skiff_clock::SystemClock.sleep(Duration::from_millis(50)).await;
+                    clock.sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
@@ -73,10 +76,9 @@ pub async fn serve(
         start(tcp);
     }
     drop(listener);
-    let clock = skiff_clock::SystemClock;
     let settle = SETTLE.min(limits.drain / 4);
     clock.sleep(settle).await;
-    let drained = skiff_clock::timeout(&clock, limits.drain.saturating_sub(settle), graceful.shutdown()).await;
+    let drained = skiff_clock::timeout(clock.as_ref(), limits.drain.saturating_sub(settle), graceful.shutdown()).await;
     if drained.is_err() {
         tracing::warn!(
             drain_ms = limits.drain.as_millis() as u64,
@@ -94,6 +96,7 @@ fn spawn_connection(
     builder: &Arc<Builder<TokioExecutor>>,
     graceful: &hyper_util::server::graceful::GracefulShutdown,
     limits: Limits,
+    clock: &Arc<dyn Clock>,
 ) {
     let service = hyper_util::service::TowerToHyperService::new(app.clone());
     match acceptor {
@@ -101,12 +104,12 @@ fn spawn_connection(
             let acceptor = acceptor.clone();
             let builder = builder.clone();
             let watcher = graceful.watcher();
+            let clock = clock.clone();
             tokio::spawn(async move {
                 // A client that fails the handshake (no certificate, or one the CA did
                 // not sign) is dropped before any request.
                 let handshake =
-                    skiff_clock::timeout(&skiff_clock::SystemClock, limits.header_read_timeout, acceptor.accept(tcp))
-                        .await;
+                    skiff_clock::timeout(clock.as_ref(), limits.header_read_timeout, acceptor.accept(tcp)).await;
                 let Ok(Ok(tls)) = handshake else { return };
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned();
                 let _ = watcher.watch(conn).await;

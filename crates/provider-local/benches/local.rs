@@ -163,7 +163,9 @@ async fn bench() {
                 r["p50_us"],
                 r["p99_us"]
             ),
-            None => eprintln!("{name:<7} skipped: nginx is not installed (apt-get install nginx-light)"),
+            None => {
+                eprintln!("{name:<7} skipped: nginx is not installed or did not start (apt-get install nginx-light)")
+            }
         }
     }
     let rss_mb = runner_kb as f64 / 1024.0;

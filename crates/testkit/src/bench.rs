@@ -41,6 +41,11 @@ impl Nginx {
         ))
     }
 
+    /// Whether nginx is installed.
+    pub fn installed() -> bool {
+        Self::binary().is_some()
+    }
+
     /// The installed nginx's version (`nginx/1.22.1`).
     pub fn version() -> Option<String> {
         let bin = Self::binary()?;
