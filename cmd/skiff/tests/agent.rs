@@ -90,6 +90,25 @@ fn incident_repairs(s: &Sandbox, env: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
+/// The last lines each instance of `web` and the supervisor logged, for a failure's message.
+fn log_tails(s: &Sandbox) -> String {
+    let local = s.path().join(".skiff/local");
+    let mut files = vec![skiff_provider_local::LocalDir::new(&local).supervisor_log()];
+    let instances = skiff_provider_local::LocalDir::new(&local).instances_of("web");
+    for group in std::fs::read_dir(instances).into_iter().flatten().flatten() {
+        for i in std::fs::read_dir(group.path()).into_iter().flatten().flatten() {
+            files.push(i.path().join("runner.out"));
+        }
+    }
+    let mut out = String::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("\n--- {}\n{}", f.display(), lines[lines.len().saturating_sub(8)..].join("\n")));
+    }
+    out
+}
+
 fn serves(port: u16, message: &str) -> bool {
     skiff_testkit::wait_until(Duration::from_secs(20), || {
         http_get(port, "/").is_some_and(|(code, body)| code == 200 && body.starts_with(message))
@@ -250,7 +269,7 @@ fn the_incident_saga_killed_at_its_step_boundaries_resumes_to_one_repair() {
             .map(str::to_owned);
         if let Some(op) = op {
             let resumed = json(&s.run_env(&["saga", "resume", &op, "--yes", "--format", "json"], &env));
-            assert_eq!(resumed["code"], "OK", "round {n} at {point}: {resumed}");
+            assert_eq!(resumed["code"], "OK", "round {n} at {point}: {resumed}{}", log_tails(&s));
         }
         assert!(serves(port, "one"), "round {n} at {point}: web serves");
         let secrets = skiff_secrets::LocalSecrets::new(

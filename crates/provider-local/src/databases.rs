@@ -103,11 +103,20 @@ fn random_hex(bytes: usize) -> Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn free_port() -> Result<u16> {
-    crate::supervisor::free_port().map_err(|e| err(e.to_string()))
-}
-
 impl Postgres {
+    /// A port for a new cluster: free now, and none a kept cluster (running or not)
+    /// was given.
+    fn free_port(&self) -> Result<u16> {
+        let taken = std::fs::read_dir(&self.records)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.path().file_stem().and_then(|s| self.read_record(&s.to_string_lossy())))
+            .map(|r| r.port)
+            .collect();
+        crate::ports::free_port(&taken).map_err(|e| err(e.to_string()))
+    }
+
     pub(crate) fn new(records: PathBuf, secrets: LocalSecrets, ledger: Ledger) -> Self {
         Postgres { records, secrets, ledger }
     }
@@ -310,7 +319,7 @@ impl Postgres {
         let record = Record {
             id: spec.id.clone(),
             name: spec.name.clone(),
-            port: free_port()?,
+            port: self.free_port()?,
             base,
             user: "skiff".to_owned(),
             version,

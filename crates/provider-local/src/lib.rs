@@ -11,6 +11,7 @@ pub mod api;
 mod client;
 mod databases;
 pub mod front;
+mod ports;
 mod posture;
 pub mod supervisor;
 

@@ -33,7 +33,7 @@ impl Postgres {
         let record = Record {
             id: spec.id.clone(),
             name: src.name.clone(),
-            port: super::free_port()?,
+            port: self.free_port()?,
             base,
             user: src.user.clone(),
             version: src.version.clone(),

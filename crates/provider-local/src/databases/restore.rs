@@ -53,7 +53,7 @@ impl Postgres {
         let record = Record {
             id: spec.id.clone(),
             name: source.name.clone(),
-            port: super::free_port()?,
+            port: self.free_port()?,
             base,
             user: source.user.clone(),
             version: source.version.clone(),

@@ -384,10 +384,25 @@ impl Shared {
         cmd
     }
 
+    /// The ports of every instance not yet terminated (one in back-off does not
+    /// listen, yet its port is still its own).
+    fn ports_in_use(&self) -> std::collections::BTreeSet<u16> {
+        let groups = self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        groups
+            .values()
+            .flat_map(|g| g.instances.iter())
+            .filter(|i| i.state != InstanceState::Terminated && i.port != 0)
+            .map(|i| i.port)
+            .collect()
+    }
+
     /// Starts one `skiff-runner` for a group.
     fn launch(&self, spec: &GroupSpec, zone: &str) -> std::io::Result<Instance> {
         let id = self.ids.id("i");
-        let port = spec.launch.port.map_or(Ok(0), |_| free_port())?;
+        let port = match spec.launch.port {
+            None => 0,
+            Some(_) => crate::ports::free_port(&self.ports_in_use())?,
+        };
         let dir = self.config.dir.instance(&spec.service, &spec.name, &id);
         std::fs::create_dir_all(&dir)?;
         let out = std::fs::File::create(dir.join("runner.out"))?;
@@ -436,11 +451,6 @@ fn info(g: &Group) -> GroupInfo {
             .collect(),
         provider_id: format!("local-group:{}", g.spec.name),
     }
-}
-
-/// A free TCP port on 127.0.0.1.
-pub(crate) fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// SIGTERM to a runner (it drains its program), then SIGKILL to its whole process
