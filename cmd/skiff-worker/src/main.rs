@@ -51,6 +51,10 @@ struct Args {
     /// How often to reconcile every service, in milliseconds (0: never).
     #[arg(long, default_value_t = 10_000)]
     reconcile_ms: u64,
+    /// How often to read the backlog of every `scale.queue` service and resize its
+    /// group, in milliseconds (0: never).
+    #[arg(long, env = "SKIFF_AUTOSCALE_POLL_MS", default_value_t = 5_000)]
+    autoscale_ms: u64,
     /// One pass (operations, then a reconcile), then exit.
     #[arg(long)]
     once: bool,
@@ -109,6 +113,21 @@ async fn run_operations(ctx: &Context) {
     for op in ops {
         let Some(out) = skiff_ops::worker::run_operation(ctx, &op).await.map(|a| a.envelope) else { continue };
         record(serde_json::json!({"event": "ran", "op": op, "code": out.code, "summary": out.summary}));
+    }
+}
+
+/// Resizes each queue-scaled service's group from its backlog.
+async fn autoscale(ctx: &Context) {
+    for (service, outcome) in skiff_ops::autoscale::tick_all(ctx).await {
+        match outcome {
+            Ok(doc) => record(serde_json::json!({
+                "event": "autoscale", "service": service, "group": doc.group, "desired": doc.desired,
+                "backlog": doc.backlog, "reason": doc.reason,
+            })),
+            Err(e) => record(serde_json::json!({
+                "event": "error", "service": service, "code": e.code(), "summary": e.envelope().summary,
+            })),
+        }
     }
 }
 
@@ -191,8 +210,15 @@ fn work(args: &Args) -> std::process::ExitCode {
         }
         let clock = SystemClock;
         let mut last_reconcile: Option<u64> = None;
+        let mut last_autoscale: Option<u64> = None;
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
             run_operations(&ctx).await;
+            let due = args.autoscale_ms > 0
+                && last_autoscale.is_none_or(|t| clock.now_ms().saturating_sub(t) >= args.autoscale_ms);
+            if due || args.once {
+                autoscale(&ctx).await;
+                last_autoscale = Some(clock.now_ms());
+            }
             let due = args.reconcile_ms > 0
                 && last_reconcile.is_none_or(|t| clock.now_ms().saturating_sub(t) >= args.reconcile_ms);
             if due || args.once {

@@ -357,14 +357,19 @@ tokens, AWS keys and private keys are redacted.")]
         #[command(subcommand)]
         action: DebugAction,
     },
-    /// Requests, errors and latency per target group; CPU, memory and restarts per instance.
+    /// Requests, errors and latency per target group; CPU, memory and restarts per
+    /// instance; or a queue-scaled worker's backlog.
     #[command(after_help = "\
 Examples:
   skiff metrics hello
-  skiff metrics hello --format json")]
+  skiff metrics hello --format json
+  skiff metrics thumbnailer queue-lag          jobs waiting, the oldest's age, instances")]
     Metrics {
         /// The service.
         service: String,
+        /// `queue-lag`: the backlog and age of the queue `scale.queue` reads, the
+        /// instance count and the autoscaler's last decision.
+        view: Option<MetricsView>,
     },
     /// Find problems: bucket, keys, stuck operations, unhealthy or refusing instances, drift, failed canaries.
     #[command(after_help = "\
@@ -772,6 +777,13 @@ pub enum FailoverWhat {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// What `skiff metrics SERVICE VIEW` shows.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum MetricsView {
+    /// Jobs waiting in the service's queue and the oldest one's age.
+    QueueLag,
 }
 
 /// `--mode` of `skiff failover stack`.
@@ -1213,7 +1225,9 @@ impl Command {
             Command::Logs { service, instance, follow, since, grep, trace, json } => {
                 Request::Logs(LogsRequest { service, instance, follow, since, grep, trace, json })
             }
-            Command::Metrics { service } => Request::Metrics { service },
+            Command::Metrics { service, view } => {
+                Request::Metrics { service, queue_lag: matches!(view, Some(MetricsView::QueueLag)) }
+            }
             Command::Debug { action: DebugAction::Collect { service, out } } => Request::DebugCollect { service, out },
             Command::Adopt { action: AdoptAction::Terraform { state, show_json, specs } } => {
                 Request::AdoptTerraform { file: state.or(show_json).unwrap_or_default(), specs }

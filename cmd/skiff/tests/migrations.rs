@@ -31,12 +31,7 @@ fn spec(s: &Sandbox, port: u16, note: &str, health: &str, extra: &str) -> String
 
 /// `psql` on the consumers' database, one value.
 fn psql(s: &Sandbox, sql: &str) -> String {
-    let state = format!("file://{}", s.path().join(".skiff/state").display());
-    let secrets =
-        skiff_secrets::LocalSecrets::new(skiff_provider_local::LocalDir::for_state(&state, s.path()).secrets());
-    let url = secrets.get("secret://orders-db/url").unwrap().expect("the database URL");
-    let out = std::process::Command::new("psql").args([url.as_str(), "-XAt", "-c", sql]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    psql_on(s, "orders-db", sql)
 }
 
 fn has_note_column(s: &Sandbox) -> bool {

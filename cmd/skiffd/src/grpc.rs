@@ -337,7 +337,7 @@ impl Skiff for Service {
         let Some(service) = req.into_inner().service else {
             return Err(Status::invalid_argument("metrics name a service"));
         };
-        self.read(&caller, Op::Metrics { service }, Vec::new()).await
+        self.read(&caller, Op::Metrics { service, queue_lag: false }, Vec::new()).await
     }
 
     async fn list_releases(&self, req: Request<proto::ReleaseListRequest>) -> Reply {

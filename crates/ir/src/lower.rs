@@ -223,7 +223,14 @@ fn capacity(
     primary_region: &str,
     c: &mut Choices,
 ) -> (CapacityIr, Vec<String>) {
-    let given = spec.instances.clone().unwrap_or(skiff_spec::Instances { min: None, max: None, desired: None });
+    let given = match &spec.scale {
+        // A queue-scaled group starts at its floor; the backlog moves it from there.
+        Some(sc) => {
+            let min = sc.min.unwrap_or(u32::from(workload == WorkloadKind::Service));
+            skiff_spec::Instances { min: Some(min), max: Some(sc.max), desired: Some(min) }
+        }
+        None => spec.instances.clone().unwrap_or(skiff_spec::Instances { min: None, max: None, desired: None }),
+    };
     let need = availability.min_instances();
 
     let mut reasons = Vec::new();
@@ -286,7 +293,41 @@ fn capacity(
             (WorkloadKind::Worker, _) => "cost above low: on-demand capacity",
         },
     );
-    (CapacityIr { min, max, desired, zones, instance_type, spot }, reasons)
+    let queue = spec.scale.as_ref().map(|sc| queue(spec, &sc.queue));
+    if let Some(q) = &queue {
+        reasons.push(format!(
+            "scale: ⌈backlog ÷ {}⌉ instances within {min}..={max}, {}s between changes of direction",
+            q.target_per_instance,
+            q.cooldown_ms / 1000
+        ));
+    }
+    (CapacityIr { min, max, desired, zones, instance_type, spot, queue }, reasons)
+}
+
+/// The backlog query and bounds of a queue-scaled spec.
+fn queue(spec: &Spec, q: &skiff_spec::QueueScale) -> QueueIr {
+    let query = match (&q.table, &q.query) {
+        (_, Some(sql)) => sql.trim().trim_end_matches(';').trim().to_owned(),
+        (Some(t), None) => {
+            let age = q
+                .age_column
+                .as_ref()
+                .map_or_else(|| "NULL::float8".to_owned(), |c| format!("EXTRACT(EPOCH FROM now() - min({c}))::float8"));
+            format!("SELECT count(*)::int8, {age} FROM {t}")
+        }
+        (None, None) => String::new(),
+    };
+    QueueIr {
+        database: q
+            .database
+            .as_ref()
+            .or(spec.database.as_ref().map(|d| &d.name))
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        query,
+        target_per_instance: q.target_per_instance,
+        cooldown_ms: q.cooldown.map_or(60_000, Duration::as_millis),
+    }
 }
 
 fn cost_plan(

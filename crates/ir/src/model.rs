@@ -119,6 +119,25 @@ pub struct CapacityIr {
     pub instance_type: String,
     /// Whether to use spot (interruptible) capacity.
     pub spot: bool,
+    /// The queue whose backlog moves the count between `min` and `max` (`desired` is
+    /// then where a deploy starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueIr>,
+}
+
+/// Queue-driven autoscaling, concrete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueIr {
+    /// The PostgreSQL database the queue lives in (its URL is `secret://DATABASE/url`).
+    pub database: String,
+    /// The read-only SQL returning one row: backlog, then the oldest job's age in
+    /// seconds (or NULL).
+    pub query: String,
+    /// Waiting jobs one instance takes.
+    pub target_per_instance: u32,
+    /// The least time between a change of direction, in milliseconds.
+    pub cooldown_ms: u64,
 }
 
 /// A managed database with concrete sizing.

@@ -9,6 +9,7 @@
 
 mod adopt;
 mod audit;
+pub mod autoscale;
 mod config;
 mod context;
 mod cost;
@@ -143,7 +144,8 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
             };
             terraform::apply(ctx, &args).await
         }
-        Request::Metrics { service } => observe::metrics(ctx, &service).await,
+        Request::Metrics { service, queue_lag: false } => observe::metrics(ctx, &service).await,
+        Request::Metrics { service, queue_lag: true } => autoscale::queue_lag(ctx, &service).await,
         Request::Doctor { service } => doctor::run(ctx, service).await,
         Request::Schema => Ok(meta::schema()),
         Request::Version => Ok(meta::version()),

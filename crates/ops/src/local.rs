@@ -260,8 +260,42 @@ fn status_body(s: &Status) -> String {
 async fn serve(ctx: &Context, dir: LocalDir, port: u16) -> Result<Answer> {
     let (runner, runner_args) = runner_command(ctx)?;
     let config = SupervisorConfig { dir, runner, runner_args, port, instances_exit_with: None };
-    match skiff_provider_local::serve(config).await {
+    // Beside the instances: the queue autoscaler of every `scale.queue` service.
+    let autoscaler = crate::autoscale::run(ctx, autoscale_log());
+    let served = tokio::select! {
+        served = skiff_provider_local::serve(config) => served,
+        () = autoscaler => Ok(()),
+    };
+    match served {
         Ok(()) => Ok(Envelope::ok("the local supervisor stopped").into()),
         Err(e) => Err(Envelope::failure(Code::IoError, "the local supervisor failed").fact(e.to_string()).into()),
+    }
+}
+
+/// Writes the autoscaler's changes and new errors to the supervisor's log (stderr); a
+/// steady reading or an error repeated pass after pass is not written again.
+fn autoscale_log() -> impl FnMut(&str, &Result<skiff_state::docs::AutoscaleDoc>) {
+    use std::io::Write as _;
+    let mut last_error: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    move |service, outcome| match outcome {
+        Ok(doc) => {
+            last_error.remove(service);
+            if doc.last_change.as_ref().is_some_and(|(at, _)| *at == doc.observed_ms) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "autoscale {service}: group {} set to {} ({})",
+                    doc.group,
+                    doc.desired,
+                    doc.reason
+                );
+            }
+        }
+        Err(e) => {
+            let text = format!("{}: {}", e.code(), e.envelope().summary);
+            if last_error.get(service) != Some(&text) {
+                let _ = writeln!(std::io::stderr(), "autoscale {service}: {text}");
+                last_error.insert(service.to_owned(), text);
+            }
+        }
     }
 }

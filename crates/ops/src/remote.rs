@@ -131,7 +131,8 @@ async fn dispatch(ctx: &Context, c: &Client, request: Request) -> Result<Answer>
             }
             answer
         }
-        Request::Metrics { service } => c.metrics(proto::ServiceRequest { service: Some(service) }).await,
+        Request::Metrics { queue_lag: true, .. } => return Err(not_served("metrics SERVICE queue-lag")),
+        Request::Metrics { service, .. } => c.metrics(proto::ServiceRequest { service: Some(service) }).await,
         Request::DebugCollect { service, out } => return debug_collect(ctx, c, service, out).await,
         Request::Incident { service, dry_run } => {
             return start_saga(ctx, c, "incident-repair", &service, &[("service", service.clone())], dry_run).await;

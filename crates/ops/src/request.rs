@@ -110,6 +110,8 @@ pub enum Request {
     Metrics {
         /// The service.
         service: String,
+        /// The queue's backlog and age instead (`scale.queue`).
+        queue_lag: bool,
     },
     /// Find problems.
     Doctor {

@@ -183,6 +183,9 @@ settings! {
     /// Lease TTL.
     LEASE_TTL_MS = "SKIFF_LEASE_TTL_MS", Engine, [Skiff, Skiffd, Worker], Some("`30000`"), false,
         "Operation lease time to live in ms: a dead engine's operation can be resumed once it lapses.";
+    /// Queue autoscaling's poll.
+    AUTOSCALE_POLL_MS = "SKIFF_AUTOSCALE_POLL_MS", Engine, [Skiff, Worker], Some("`5000`"), false,
+        "How often the queue autoscaler (in `skiff local serve` and skiff-worker) reads each `scale.queue` backlog, in ms.";
     /// Rotation's wait for stale consumers.
     ROTATION_STALE_WAIT_MS = "SKIFF_ROTATION_STALE_WAIT_MS", Engine, [Skiff, Skiffd, Worker], Some("`60000`"), false,
         "How long a secret rotation's disable step waits for consumers still on the old version before it pauses.";

@@ -633,6 +633,35 @@ pub struct PromotionsDoc {
 }
 document!(PromotionsDoc, "skiff.promotions", 1, cas);
 
+/// `services/<svc>/autoscale.json`: the queue autoscaler's last reading and the last
+/// change it made, so every autoscaler (skiff-worker, the local supervisor) keeps one
+/// cooldown between them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscaleDoc {
+    /// CAS metadata.
+    pub cas: Cas,
+    /// The service.
+    pub service: String,
+    /// The group scaled (the current release's).
+    pub group: String,
+    /// The count last set.
+    pub desired: u32,
+    /// Jobs waiting at the last reading.
+    pub backlog: u64,
+    /// The oldest waiting job's age in seconds at the last reading, when the queue says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_age_s: Option<f64>,
+    /// When the queue was last read (ms since the epoch).
+    pub observed_ms: u64,
+    /// When the count last changed, and which way (`out` or `in`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<(u64, String)>,
+    /// Why the count is what it is, in words.
+    pub reason: String,
+}
+document!(AutoscaleDoc, "skiff.autoscale", 1, cas);
+
 /// One release promoted to another environment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -28,6 +28,11 @@ pub fn service_ownership(service: &str) -> String {
     format!("{ROOT}services/{service}/ownership.json")
 }
 
+/// A service's queue autoscaler: last reading and last change.
+pub fn service_autoscale(service: &str) -> String {
+    format!("{ROOT}services/{service}/autoscale.json")
+}
+
 /// Where a service's releases were promoted to (`skiff release promote`).
 pub fn service_promotions(service: &str) -> String {
     format!("{ROOT}services/{service}/promotions.json")
@@ -223,6 +228,11 @@ pub enum KeyKind {
         /// Service.
         service: String,
     },
+    /// `services/<svc>/autoscale.json`.
+    ServiceAutoscale {
+        /// Service.
+        service: String,
+    },
     /// `services/<svc>/promotions.json`.
     ServicePromotions {
         /// Service.
@@ -370,6 +380,7 @@ impl KeyKind {
             KeyKind::ServiceReconcile { .. } => "skiff.reconcile",
             KeyKind::ServiceOwnership { .. } => OwnershipDoc::KIND,
             KeyKind::ServicePromotions { .. } => PromotionsDoc::KIND,
+            KeyKind::ServiceAutoscale { .. } => AutoscaleDoc::KIND,
             KeyKind::Spec { .. } => skiff_ir::KIND,
             KeyKind::Release { .. } => "skiff.release",
             KeyKind::OpIntent { .. } => OperationIntent::KIND,
@@ -405,6 +416,7 @@ pub fn classify(key: &str) -> KeyKind {
         ["services", svc, "reconcile.json"] => KeyKind::ServiceReconcile { service: (*svc).to_owned() },
         ["services", svc, "ownership.json"] => KeyKind::ServiceOwnership { service: (*svc).to_owned() },
         ["services", svc, "promotions.json"] => KeyKind::ServicePromotions { service: (*svc).to_owned() },
+        ["services", svc, "autoscale.json"] => KeyKind::ServiceAutoscale { service: (*svc).to_owned() },
         ["specs", file] => json(file).map_or(KeyKind::Unknown, |digest| KeyKind::Spec { digest }),
         ["releases", svc, file] => match file.strip_suffix(".json.sig") {
             Some(r) => KeyKind::ReleaseSignature { service: (*svc).to_owned(), release: r.to_owned() },

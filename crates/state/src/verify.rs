@@ -147,6 +147,7 @@ impl Ledger {
                 KeyKind::ServiceReconcile { .. } => typed::<crate::docs::ReconcileDoc>(&l.key, &bytes),
                 KeyKind::ServiceOwnership { .. } => typed::<crate::docs::OwnershipDoc>(&l.key, &bytes),
                 KeyKind::ServicePromotions { .. } => typed::<crate::docs::PromotionsDoc>(&l.key, &bytes),
+                KeyKind::ServiceAutoscale { .. } => typed::<crate::docs::AutoscaleDoc>(&l.key, &bytes),
                 KeyKind::OpIntent { .. } => typed::<OperationIntent>(&l.key, &bytes),
                 KeyKind::OpState { op } => {
                     ops_needing_intent.insert(op.clone());

@@ -134,7 +134,11 @@ async fn compare(
         None => out.push(diff("instances.group", json!(group), json!(null), &reapply)),
         Some(g) => {
             let running = g.running().len();
-            let desired = ir.capacity.desired as usize;
+            // A queue-scaled group's size is the autoscaler's to set, within the bounds.
+            let desired = match &ir.capacity.queue {
+                Some(_) => g.desired.clamp(ir.capacity.min, ir.capacity.max) as usize,
+                None => ir.capacity.desired as usize,
+            };
             if g.desired as usize != desired {
                 out.push(diff("instances.desired", json!(desired), json!(g.desired), &redeploy));
             }

@@ -136,7 +136,8 @@ async fn fetch_loop(api: Arc<dyn Api>, asks: Receiver<Ask>, tx: Sender<Update>) 
                 trace: None,
                 json: false,
             });
-            let (lines, metrics) = tokio::join!(api.ask(logs), api.ask(Request::Metrics { service: svc.clone() }));
+            let (lines, metrics) =
+                tokio::join!(api.ask(logs), api.ask(Request::Metrics { service: svc.clone(), queue_lag: false }));
             let _ = tx.send(Update::Logs(svc.clone(), result(&lines, api::logs)));
             let _ = tx.send(Update::Metrics(svc, result(&metrics, api::sample)));
         }

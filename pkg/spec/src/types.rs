@@ -36,6 +36,10 @@ pub struct Spec {
     /// How many instances to run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<Instances>,
+    /// Instance bounds and the queue whose backlog moves the count between them (instead
+    /// of `instances`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<Scale>,
     /// High-level knobs the compiler turns into concrete choices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<Intent>,
@@ -195,6 +199,55 @@ pub struct Instances {
     /// Instances to run normally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<u32>,
+}
+
+/// Autoscaling from a queue: desired = ⌈backlog ÷ `queue.target_per_instance`⌉, kept
+/// within `min..=max`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    /// Fewest instances, when the queue is empty. Default 0 for a worker, 1 for a service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u32>,
+    /// Most instances, however long the queue.
+    pub max: u32,
+    /// The queue whose backlog sets the count.
+    pub queue: QueueScale,
+}
+
+/// Where the backlog is read and how much of it one instance takes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueScale {
+    /// The queue's kind; only `postgres` (a table, or a query, in a PostgreSQL database).
+    pub kind: QueueKind,
+    /// The database the queue lives in (its URL is `secret://DATABASE/url`). Default: the
+    /// spec's `database`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DnsLabel>,
+    /// A table holding one row per waiting job: the backlog is its row count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Instead of `table`: a read-only query returning one row — the backlog, then
+    /// (optionally) the oldest waiting job's age in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// A timestamp column of `table` the oldest job's age is read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_column: Option<String>,
+    /// Waiting jobs one instance is meant to take.
+    pub target_per_instance: u32,
+    /// The least time between a scale-out and a scale-in (either order). Default `60s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Duration>,
+}
+
+/// Queue kinds autoscaling reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueKind {
+    /// A PostgreSQL table or query.
+    Postgres,
 }
 
 /// High-level knobs.

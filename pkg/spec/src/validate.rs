@@ -94,6 +94,7 @@ pub(crate) fn validate(spec: &Spec) -> Vec<Issue> {
     }
     check_health(spec, kind, &mut out);
     check_instances(spec, kind, &mut out);
+    check_scale(spec, kind, &mut out);
     check_rollout(spec, kind, &mut out);
     check_secrets(spec, &mut out);
     check_database(spec, &mut out);
@@ -342,6 +343,132 @@ fn check_instances(spec: &Spec, kind: WorkloadKind, out: &mut Vec<Issue>) {
                 ));
             }
         }
+    }
+}
+
+/// `schema.table` or `table`: lower-case letters, digits and `_`, not starting with a digit.
+fn sql_identifier(text: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && !p.starts_with(|c: char| c.is_ascii_digit())
+            && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let parts: Vec<&str> = text.split('.').collect();
+    parts.len() <= 2 && parts.iter().all(|p| part(p))
+}
+
+fn check_scale(spec: &Spec, kind: WorkloadKind, out: &mut Vec<Issue>) {
+    let Some(sc) = &spec.scale else { return };
+    let path = FieldPath::root().key("scale");
+    if spec.instances.is_some() {
+        out.push(
+            Issue::new(
+                path.clone(),
+                "`scale` and `instances` both set the instance count",
+                "one of `scale` (queue-driven) or `instances` (fixed)",
+                "remove `instances`: `scale.min` and `scale.max` bound the count",
+            )
+            .at_key(),
+        );
+    }
+    let floor = if kind == WorkloadKind::Service { 1 } else { 0 };
+    let min = sc.min.unwrap_or(floor);
+    if min < floor {
+        out.push(Issue::new(
+            path.key("min"),
+            "a service needs at least one instance",
+            "at least 1",
+            "use `min: 1` or more, or set `kind: worker`",
+        ));
+    }
+    if sc.max == 0 || sc.max > MAX_INSTANCES {
+        out.push(Issue::new(
+            path.key("max"),
+            format!("max {} is out of range", sc.max),
+            format!("1 to {MAX_INSTANCES}"),
+            "set the most instances the queue may need",
+        ));
+    } else if min > sc.max {
+        out.push(Issue::new(path.key("min"), "min is larger than max", "min <= max", "lower `min` or raise `max`"));
+    }
+    let q = &sc.queue;
+    let qp = path.key("queue");
+    match (&q.table, &q.query) {
+        (Some(_), Some(_)) => out.push(
+            Issue::new(
+                qp.key("query"),
+                "`table` and `query` both say where the backlog is",
+                "one of `table` or `query`",
+                "keep `table` (rows waiting) or `query` (one row: backlog, age in seconds)",
+            )
+            .at_key(),
+        ),
+        (None, None) => out.push(Issue::new(
+            qp.clone(),
+            "the queue needs a `table` or a `query`",
+            "`table: jobs` or `query: SELECT count(*) FROM jobs`",
+            "add `table:` with the queue's table",
+        )),
+        (Some(t), None) if !sql_identifier(t) => out.push(Issue::new(
+            qp.key("table"),
+            format!("`{t}` is not a table name"),
+            "a lower-case SQL name such as `jobs` or `queue.jobs`",
+            "use the table's name as PostgreSQL stores it",
+        )),
+        (None, Some(sql)) if sql.trim().trim_end_matches(';').contains(';') || sql.trim().is_empty() => {
+            out.push(Issue::new(
+                qp.key("query"),
+                "the query must be one statement",
+                "one SELECT returning backlog[, age in seconds]",
+                "remove the other statements",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(c) = &q.age_column {
+        if q.table.is_none() {
+            out.push(
+                Issue::new(
+                    qp.key("age_column"),
+                    "`age_column` needs `table`",
+                    "`age_column` beside `table`",
+                    "return the age as the query's second column instead",
+                )
+                .at_key(),
+            );
+        } else if !sql_identifier(c) || c.contains('.') {
+            out.push(Issue::new(
+                qp.key("age_column"),
+                format!("`{c}` is not a column name"),
+                "a lower-case SQL name such as `enqueued_at`",
+                "use the column's name as PostgreSQL stores it",
+            ));
+        }
+    }
+    if q.target_per_instance == 0 {
+        out.push(Issue::new(
+            qp.key("target_per_instance"),
+            "0 jobs per instance would ask for endless instances",
+            "at least 1",
+            "set how many waiting jobs one instance takes, e.g. `target_per_instance: 100`",
+        ));
+    }
+    if q.cooldown.is_some_and(|c| c.as_millis() < 1_000) {
+        out.push(Issue::new(
+            qp.key("cooldown"),
+            "a cooldown under a second lets the count flap",
+            "at least `1s`",
+            "use `cooldown: 60s` or so",
+        ));
+    }
+    if q.database.is_none() && spec.database.is_none() {
+        out.push(Issue::new(
+            qp.clone(),
+            "no database to read the queue from",
+            "`database:` in the spec, or `scale.queue.database`",
+            "name the queue's database: `database: jobs-db`",
+        ));
     }
 }
 

@@ -136,6 +136,17 @@ pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 /// Stops the sandbox's supervisor and everything it runs, even when the test fails.
+/// `psql` on database `db` of the sandbox's local provider (its URL from the local
+/// secret store), one statement; its trimmed output (empty when it fails).
+pub fn psql_on(s: &Sandbox, db: &str, sql: &str) -> String {
+    let state = format!("file://{}", s.path().join(".skiff/state").display());
+    let secrets =
+        skiff_secrets::LocalSecrets::new(skiff_provider_local::LocalDir::for_state(&state, s.path()).secrets());
+    let url = secrets.get(&format!("secret://{db}/url")).unwrap().expect("the database URL");
+    let out = std::process::Command::new("psql").args([url.as_str(), "-XAt", "-c", sql]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 pub struct StopAll<'a>(pub &'a Sandbox, pub Vec<(&'static str, String)>);
 
 impl Drop for StopAll<'_> {

@@ -1,0 +1,111 @@
+//! Queue-driven autoscaling on the local provider, end to end: the example worker
+//! (`thumbnailer`, real processes) takes jobs from a real PostgreSQL table with
+//! `FOR UPDATE SKIP LOCKED`; the autoscaler in the local supervisor's process reads
+//! the backlog and resizes the group. A burst of 2,000 jobs scales it out to at most
+//! `max`, the drained queue brings it back to `min` after the cooldown, and every job
+//! ran exactly once (each execution is a row; a job leaves the queue in the same
+//! transaction).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const MAX: u64 = 4;
+const COOLDOWN_S: u64 = 4;
+const POLL_MS: u64 = 500;
+
+/// Writes `worker.yaml`: the example worker with its queue database.
+fn spec(s: &Sandbox) -> String {
+    let bin = skiff_testkit::workspace_bin("thumbnailer");
+    let yaml = format!(
+        "service: thumbnailer\nkind: worker\nartifact: {{path: {}}}\n\
+         run: {{command: [thumbnailer], env: {{CONCURRENCY: \"2\", WORK_MS: \"15\"}}}}\n\
+         scale:\n  min: 1\n  max: {MAX}\n  queue: {{kind: postgres, table: jobs, age_column: enqueued_at, \
+         target_per_instance: 250, cooldown: {COOLDOWN_S}s}}\n\
+         secrets: {{DATABASE_URL: secret://jobs-db/url}}\n\
+         database: {{name: jobs-db, engine: postgres, version: \"16\"}}\n\
+         rollout: {{strategy: all_at_once, drain_timeout: 10s, step_timeout: 60s}}\n",
+        bin.display()
+    );
+    let path = s.path().join("worker.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+/// `psql` on the queue's database, one value.
+fn psql(s: &Sandbox, sql: &str) -> String {
+    psql_on(s, "jobs-db", sql)
+}
+
+fn lag(s: &Sandbox, env: &[(&str, &str)]) -> serde_json::Value {
+    json(&s.run_env(&["metrics", "thumbnailer", "queue-lag", "--format", "json"], env))
+}
+
+#[test]
+fn a_burst_of_jobs_scales_out_within_max_and_back_to_min_losing_and_repeating_none() {
+    let s = Sandbox::new();
+    let owned = vec![
+        ("SKIFF_RUNNER_BIN", skiff_testkit::workspace_bin("skiff-runner").display().to_string()),
+        ("SKIFF_AUTOSCALE_POLL_MS", POLL_MS.to_string()),
+    ];
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _stop = StopAll(&s, owned.clone());
+    let file = spec(&s);
+    let deployed = s.run_env(&["deploy", "-f", &file, "--yes", "--format", "json"], &env);
+    assert_eq!(deployed.code, 0, "{}", deployed.stdout);
+
+    // The worker made its tables; the queue is empty and one instance runs.
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(60), || lag(&s, &env)["code"] == "OK"),
+        "queue-lag answers once the worker made its tables: {}",
+        lag(&s, &env)
+    );
+    let idle = lag(&s, &env);
+    assert_eq!(idle["data"]["backlog"], 0, "{idle}");
+    assert_eq!(idle["data"]["desired"], 1, "{idle}");
+
+    psql(&s, "INSERT INTO jobs (payload) SELECT 'job-' || g FROM generate_series(1, 2000) g");
+    let mut peak = 0;
+    let scaled_out = skiff_testkit::wait_until(Duration::from_secs(60), || {
+        let d = lag(&s, &env)["data"]["desired"].as_u64().unwrap_or(0);
+        peak = peak.max(d);
+        d > 1
+    });
+    assert!(scaled_out, "the burst scales the worker out: {}", lag(&s, &env));
+
+    // Drained: every job ran once, none is left.
+    let drained = skiff_testkit::wait_until(Duration::from_secs(180), || {
+        let v = lag(&s, &env);
+        peak = peak.max(v["data"]["desired"].as_u64().unwrap_or(0));
+        v["data"]["backlog"] == 0 && psql(&s, "SELECT count(*) FROM executions") == "2000"
+    });
+    assert!(drained, "the queue drains: {}", lag(&s, &env));
+    assert!((2..=MAX).contains(&peak), "scaled out to at most max {MAX}: peak {peak}");
+    assert_eq!(psql(&s, "SELECT count(*) FROM jobs"), "0", "no job left behind");
+    assert_eq!(psql(&s, "SELECT count(DISTINCT job_id) FROM executions"), "2000", "every job ran");
+    assert_eq!(
+        psql(&s, "SELECT count(*) FROM (SELECT job_id FROM executions GROUP BY job_id HAVING count(*) > 1) t"),
+        "0",
+        "no job ran twice"
+    );
+    let instances: u64 =
+        psql(&s, "SELECT count(DISTINCT instance) FROM executions").parse().expect("a count of instances");
+    assert!(instances >= 2, "more than one instance took jobs: {instances}");
+
+    // Back to min: the cooldown after the last scale-out, then one poll (plus the
+    // instances' drain), read from the autoscaler's own record.
+    let back = skiff_testkit::wait_until(Duration::from_secs(COOLDOWN_S + 60), || {
+        let v = lag(&s, &env);
+        v["data"]["desired"] == 1 && v["data"]["running"] == 1
+    });
+    assert!(back, "back to min after the queue drained: {}", lag(&s, &env));
+    let last = lag(&s, &env)["data"]["last_decision"].clone();
+    assert_eq!(last["last_change"][1], "in", "{last}");
+
+    // The record verifies and reconcile sees an autoscaled group as in sync.
+    assert_eq!(s.run(&["state", "verify"]).code, 0);
+    let reconciled = json(&s.run_env(&["reconcile", "thumbnailer", "--format", "json"], &env));
+    assert_eq!(reconciled["code"], "OK", "{reconciled}");
+}
