@@ -62,9 +62,15 @@ fn a_burst_of_jobs_scales_out_within_max_and_back_to_min_losing_and_repeating_no
         "queue-lag answers once the worker made its tables: {}",
         lag(&s, &env)
     );
+    // Read until the autoscaler has made its first pass over the empty queue.
+    assert!(skiff_testkit::wait_until(Duration::from_secs(30), || !lag(&s, &env)["data"]["last_decision"].is_null()));
     let idle = lag(&s, &env);
     assert_eq!(idle["data"]["backlog"], 0, "{idle}");
     assert_eq!(idle["data"]["desired"], 1, "{idle}");
+    insta::assert_snapshot!(
+        "queue-lag-idle-human",
+        s.redact(&human(&s.run_env(&["metrics", "thumbnailer", "queue-lag"], &env)))
+    );
 
     psql(&s, "INSERT INTO jobs (payload) SELECT 'job-' || g FROM generate_series(1, 2000) g");
     let mut peak = 0;
@@ -103,6 +109,10 @@ fn a_burst_of_jobs_scales_out_within_max_and_back_to_min_losing_and_repeating_no
     assert!(back, "back to min after the queue drained: {}", lag(&s, &env));
     let last = lag(&s, &env)["data"]["last_decision"].clone();
     assert_eq!(last["last_change"][1], "in", "{last}");
+    // Scaled in with SIGTERM: each stopped worker finished the jobs in hand and exited.
+    let logs = s.run_env(&["logs", "thumbnailer", "--grep", "SIGTERM|stopped after"], &env).stdout;
+    assert!(logs.contains("SIGTERM, finishing the jobs in hand"), "{logs}");
+    assert!(logs.contains("stopped after"), "{logs}");
 
     // The record verifies and reconcile sees an autoscaled group as in sync.
     assert_eq!(s.run(&["state", "verify"]).code, 0);
