@@ -23,7 +23,8 @@ Examples:
   skiff-worker --bucket s3://acme-skiff/prod --provider aws --reconcile-ms 60000
   skiff-worker --bucket file://.skiff/state --once          one pass, then exit
 
-Each line on stdout is one JSON record: an operation run, a reconcile verdict, a repair."
+Each line on stdout is one JSON record: an operation run, a reconcile verdict, a repair,
+a queue-scaled group resized (`autoscaled`)."
 )]
 struct Args {
     /// State bucket URL (the same as skiffd's).
@@ -116,17 +117,31 @@ async fn run_operations(ctx: &Context) {
     }
 }
 
-/// Resizes each queue-scaled service's group from its backlog.
-async fn autoscale(ctx: &Context) {
+/// Resizes each queue-scaled service's group from its backlog. Records every change
+/// of size, and an error only when it differs from the service's last one (a queue
+/// that cannot be read is said once, not every pass).
+async fn autoscale(ctx: &Context, errors: &mut std::collections::BTreeMap<String, String>) {
     for (service, outcome) in skiff_ops::autoscale::tick_all(ctx).await {
         match outcome {
-            Ok(doc) => record(serde_json::json!({
-                "event": "autoscale", "service": service, "group": doc.group, "desired": doc.desired,
-                "backlog": doc.backlog, "reason": doc.reason,
-            })),
-            Err(e) => record(serde_json::json!({
-                "event": "error", "service": service, "code": e.code(), "summary": e.envelope().summary,
-            })),
+            Ok(doc) => {
+                errors.remove(&service);
+                if doc.last_change.as_ref().is_some_and(|(at, _)| *at == doc.observed_ms) {
+                    record(serde_json::json!({
+                        "event": "autoscaled", "service": service, "group": doc.group, "desired": doc.desired,
+                        "backlog": doc.backlog, "reason": doc.reason,
+                    }));
+                }
+            }
+            Err(e) => {
+                let summary = e.envelope().summary.clone();
+                if errors.get(&service) != Some(&summary) {
+                    record(serde_json::json!({
+                        "event": "error", "service": service, "code": e.code(), "summary": summary,
+                        "facts": e.envelope().facts,
+                    }));
+                    errors.insert(service, summary);
+                }
+            }
         }
     }
 }
@@ -211,12 +226,13 @@ fn work(args: &Args) -> std::process::ExitCode {
         let clock = SystemClock;
         let mut last_reconcile: Option<u64> = None;
         let mut last_autoscale: Option<u64> = None;
+        let mut autoscale_errors = std::collections::BTreeMap::new();
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
             run_operations(&ctx).await;
             let due = args.autoscale_ms > 0
                 && last_autoscale.is_none_or(|t| clock.now_ms().saturating_sub(t) >= args.autoscale_ms);
             if due || args.once {
-                autoscale(&ctx).await;
+                autoscale(&ctx, &mut autoscale_errors).await;
                 last_autoscale = Some(clock.now_ms());
             }
             let due = args.reconcile_ms > 0

@@ -16,12 +16,13 @@ const MAX: u64 = 4;
 const COOLDOWN_S: u64 = 4;
 const POLL_MS: u64 = 500;
 
-/// Writes `worker.yaml`: the example worker with its queue database.
-fn spec(s: &Sandbox) -> String {
+/// Writes `worker.yaml`: the example worker with its queue database, each job taking
+/// `work_ms`.
+fn spec(s: &Sandbox, work_ms: u64) -> String {
     let bin = skiff_testkit::workspace_bin("thumbnailer");
     let yaml = format!(
         "service: thumbnailer\nkind: worker\nartifact: {{path: {}}}\n\
-         run: {{command: [thumbnailer], env: {{CONCURRENCY: \"2\", WORK_MS: \"15\"}}}}\n\
+         run: {{command: [thumbnailer], env: {{CONCURRENCY: \"2\", WORK_MS: \"{work_ms}\"}}}}\n\
          scale:\n  min: 1\n  max: {MAX}\n  queue: {{kind: postgres, table: jobs, age_column: enqueued_at, \
          target_per_instance: 250, cooldown: {COOLDOWN_S}s}}\n\
          secrets: {{DATABASE_URL: secret://jobs-db/url}}\n\
@@ -43,25 +44,34 @@ fn lag(s: &Sandbox, env: &[(&str, &str)]) -> serde_json::Value {
     json(&s.run_env(&["metrics", "thumbnailer", "queue-lag", "--format", "json"], env))
 }
 
+/// The environment of the sandbox's commands (the supervisor they start inherits it).
+fn env_with(poll_ms: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("SKIFF_RUNNER_BIN", skiff_testkit::workspace_bin("skiff-runner").display().to_string()),
+        ("SKIFF_AUTOSCALE_POLL_MS", poll_ms.to_string()),
+    ]
+}
+
+/// Deploys the worker and waits until it made its tables (queue-lag answers).
+fn deploy(s: &Sandbox, env: &[(&str, &str)], work_ms: u64) {
+    let file = spec(s, work_ms);
+    let deployed = s.run_env(&["deploy", "-f", &file, "--yes", "--format", "json"], env);
+    assert_eq!(deployed.code, 0, "{}", deployed.stdout);
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(60), || lag(s, env)["code"] == "OK"),
+        "queue-lag answers once the worker made its tables: {}",
+        lag(s, env)
+    );
+}
+
 #[test]
 fn a_burst_of_jobs_scales_out_within_max_and_back_to_min_losing_and_repeating_none() {
     let s = Sandbox::new();
-    let owned = vec![
-        ("SKIFF_RUNNER_BIN", skiff_testkit::workspace_bin("skiff-runner").display().to_string()),
-        ("SKIFF_AUTOSCALE_POLL_MS", POLL_MS.to_string()),
-    ];
+    let owned = env_with(POLL_MS);
     let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let _stop = StopAll(&s, owned.clone());
-    let file = spec(&s);
-    let deployed = s.run_env(&["deploy", "-f", &file, "--yes", "--format", "json"], &env);
-    assert_eq!(deployed.code, 0, "{}", deployed.stdout);
-
     // The worker made its tables; the queue is empty and one instance runs.
-    assert!(
-        skiff_testkit::wait_until(Duration::from_secs(60), || lag(&s, &env)["code"] == "OK"),
-        "queue-lag answers once the worker made its tables: {}",
-        lag(&s, &env)
-    );
+    deploy(&s, &env, 15);
     // Read until the autoscaler has made its first pass over the empty queue.
     assert!(skiff_testkit::wait_until(Duration::from_secs(30), || !lag(&s, &env)["data"]["last_decision"].is_null()));
     let idle = lag(&s, &env);
@@ -118,4 +128,38 @@ fn a_burst_of_jobs_scales_out_within_max_and_back_to_min_losing_and_repeating_no
     assert_eq!(s.run(&["state", "verify"]).code, 0);
     let reconciled = json(&s.run_env(&["reconcile", "thumbnailer", "--format", "json"], &env));
     assert_eq!(reconciled["code"], "OK", "{reconciled}");
+}
+
+/// skiff-worker runs the same passes beside skiffd: with the supervisor's own autoscaler
+/// idle (a pass an hour), one `skiff-worker --once` resizes the group from the backlog.
+#[test]
+fn skiff_worker_resizes_a_queue_scaled_group_from_its_backlog() {
+    let s = Sandbox::new();
+    let owned = env_with(3_600_000);
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _stop = StopAll(&s, owned.clone());
+    // Slow jobs: the backlog stays long while skiff-worker reads it.
+    deploy(&s, &env, 500);
+    psql(&s, "INSERT INTO jobs (payload) SELECT 'job-' || g FROM generate_series(1, 2000) g");
+    let out = std::process::Command::new(skiff_testkit::workspace_bin("skiff-worker"))
+        .current_dir(s.path())
+        .envs(env.iter().copied())
+        .args(["--bucket", &format!("file://{}", s.path().join(".skiff/state").display()), "--once"])
+        .args(["--reconcile-ms", "0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let resized: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "autoscaled")
+        .collect();
+    assert_eq!(resized.len(), 1, "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(resized[0]["service"], "thumbnailer", "{stdout}");
+    assert!(resized[0]["desired"].as_u64().is_some_and(|d| (2..=MAX).contains(&d)), "{stdout}");
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(30), || lag(&s, &env)["data"]["desired"].as_u64() > Some(1)),
+        "the group was resized: {}",
+        lag(&s, &env)
+    );
 }

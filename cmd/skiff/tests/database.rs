@@ -609,7 +609,8 @@ fn a_rotation_under_load_refuses_no_connection_and_disables_the_old_login_last()
     let v = json(&r);
     assert_eq!(r.code, 0, "{}", r.stdout);
     assert!(failures.is_empty(), "{} of {attempts} fresh connections were refused: {failures:?}", failures.len());
-    assert!(attempts >= 40, "the load ran through the saga: {attempts} connections");
+    // 20 a second through a saga that waits 2 s before it disables the old login.
+    assert!(attempts >= 30, "the load ran through the saga: {attempts} connections");
     assert!(step(&v, "restart")["summary"].as_str().unwrap().contains("restarted 2 instances"), "{v}");
 
     let now = current_url(&s, reference).unwrap();

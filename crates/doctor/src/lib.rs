@@ -68,6 +68,8 @@ pub struct Inputs<'a> {
     pub stuck_after_ms: u64,
     /// A heartbeat older than this is stale.
     pub heartbeat_stale_ms: u64,
+    /// A queue autoscaler's reading older than this is stale.
+    pub autoscale_stale_ms: u64,
 }
 
 impl std::fmt::Debug for Inputs<'_> {
@@ -113,8 +115,50 @@ pub async fn diagnose(i: &Inputs<'_>) -> Vec<Finding> {
         out.extend(database(i, s).await);
         out.extend(secret_versions(i, s).await);
         out.extend(migrations(i, s).await);
+        out.extend(autoscale(i, s).await);
     }
     out
+}
+
+/// A queue-scaled service whose autoscaler has not read its queue lately: its size no
+/// longer follows the backlog.
+async fn autoscale(i: &Inputs<'_>, s: &ServiceState) -> Vec<Finding> {
+    use skiff_state::docs::AutoscaleDoc;
+    let Some(digest) = &s.spec_digest else { return Vec::new() };
+    let Ok(ir) = i.ledger.get_spec(digest).await else { return Vec::new() };
+    let Some(q) = &ir.capacity.queue else { return Vec::new() };
+    let doc: Option<AutoscaleDoc> = i.ledger.read(&keys::service_autoscale(&s.service)).await.ok().flatten();
+    let age_ms = doc.as_ref().map(|d| i.now_ms.saturating_sub(d.observed_ms));
+    if age_ms.is_some_and(|a| a <= i.autoscale_stale_ms) {
+        return Vec::new();
+    }
+    let summary = match age_ms {
+        Some(a) => format!(
+            "the autoscaler of {} has not read its queue for {}s: the instance count no longer follows the backlog",
+            s.service,
+            a / 1000
+        ),
+        None => format!(
+            "the autoscaler of {} has never read its queue: the instance count stays where a deploy put it",
+            s.service
+        ),
+    };
+    let mut f = Finding::new(Code::Unhealthy, format!("autoscaler of {}", s.service), summary)
+        .fact(format!("queue: database {}, {}", q.database, q.query));
+    if let Some(d) = &doc {
+        f = f.fact(format!(
+            "last reading at {}: {} waiting, {} instances ({})",
+            skiff_clock::Utc::from_ms(d.observed_ms).rfc3339(),
+            d.backlog,
+            d.desired,
+            d.reason
+        ));
+    }
+    vec![
+        f.fact("the autoscaler runs in the local supervisor (`skiff local up`) and in every skiff-worker")
+            .action("lag", format!("skiff metrics {} queue-lag", s.service), false, Safety::ReadOnly, 0.8)
+            .action("up", "skiff local up", true, Safety::Reversible, 0.5),
+    ]
 }
 
 /// Migrations of the service that failed, or were interrupted with no operation left

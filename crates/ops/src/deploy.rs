@@ -500,7 +500,19 @@ pub(crate) async fn repair(ctx: &Context, service: &str) -> Result<Answer> {
     };
     let ir: ServiceIr = ledger.get_spec(&digest).await.map_err(|e| crate::error::state(&e))?;
     let group = group_name(service, &release);
-    let (graph, rest) = skiff_steps::repair::repair_graph(service, &group, ir.capacity.desired, &before.differences);
+    // A queue-scaled group is repaired to the size its autoscaler set (what reconcile
+    // compared against), not to where a deploy starts it.
+    let size = match &ir.capacity.queue {
+        Some(_) => before
+            .differences
+            .iter()
+            .find(|d| matches!(d.path.as_str(), "instances.desired" | "instances.running"))
+            .and_then(|d| d.desired.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(ir.capacity.desired),
+        None => ir.capacity.desired,
+    };
+    let (graph, rest) = skiff_steps::repair::repair_graph(service, &group, size, &before.differences);
     let Some(graph) = graph else {
         let mut env = Envelope::failure(Code::Drifted, format!("{service} DRIFTED; no repair step applies"));
         for d in &rest {

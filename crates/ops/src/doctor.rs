@@ -52,6 +52,8 @@ pub(crate) async fn findings(ctx: &Context, ledger: &skiff_state::Ledger, servic
         now_ms: skiff_clock::SystemClock.now_ms(),
         stuck_after_ms: skiff_settings::DOCTOR_STUCK_AFTER_MS.parse(|k| ctx.env.get(k)).unwrap_or(STUCK_AFTER_MS),
         heartbeat_stale_ms: HEARTBEAT_STALE_MS,
+        // Three passes missed, and never less than a minute.
+        autoscale_stale_ms: (3 * crate::autoscale::poll(ctx).as_millis()).try_into().unwrap_or(u64::MAX).max(60_000),
     };
     skiff_doctor::diagnose(&inputs).await
 }
