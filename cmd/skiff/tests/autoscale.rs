@@ -163,3 +163,31 @@ fn skiff_worker_resizes_a_queue_scaled_group_from_its_backlog() {
         lag(&s, &env)
     );
 }
+
+/// A worker has no port and no target group: a journey that restarts the consumers of
+/// a secret (here a rotation of the queue database's login) waits on the runners'
+/// heartbeats instead, and the worker takes jobs with the new login afterwards.
+#[test]
+fn rotating_the_queue_database_login_restarts_the_worker_and_it_keeps_working() {
+    let s = Sandbox::new();
+    let owned = env_with(POLL_MS);
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _stop = StopAll(&s, owned.clone());
+    deploy(&s, &env, 15);
+    let rotated =
+        json(&s.run_env(&["rotate", "secret", "jobs-db", "--disable-after", "1s", "--yes", "--format", "json"], &env));
+    assert_eq!(rotated["code"], "OK", "{rotated}");
+    let restart = rotated["data"]["steps"].as_array().unwrap().iter().find(|s| s["id"] == "restart").cloned();
+    assert!(
+        restart.as_ref().is_some_and(|r| r["summary"].as_str().unwrap_or("").contains("restarted 1 instance")),
+        "{rotated}"
+    );
+    psql(&s, "INSERT INTO jobs (payload) SELECT 'after-' || g FROM generate_series(1, 50) g");
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(60), || {
+            psql(&s, "SELECT count(*) FROM executions WHERE payload LIKE 'after-%'") == "50"
+        }),
+        "the restarted worker takes jobs with the new login: {}",
+        lag(&s, &env)
+    );
+}

@@ -89,6 +89,23 @@ pub(crate) async fn wait_replaced(req: &StepRequest, group: &str, size: u32, gon
     let mut cancel = req.cancel.clone();
     loop {
         let g = prov.compute().describe_group(group).await.map_err(provider_error)?;
+        // A worker's instances have no port and no target group: their runners'
+        // heartbeats say which are healthy.
+        if let Some(g) = g.as_ref().filter(|g| g.running().iter().all(|i| i.port.is_none())) {
+            let running: Vec<String> =
+                g.running().iter().map(|i| i.id.clone()).filter(|id| !gone.contains(id)).collect();
+            let mut healthy = 0;
+            for id in &running {
+                if member_health(req, &g.service, id).await? == Some(MemberHealth::Healthy) {
+                    healthy += 1;
+                }
+            }
+            if !g.running().iter().any(|i| gone.contains(&i.id)) && healthy >= size as usize {
+                return Ok(());
+            }
+            cancel.sleep(POLL).await?;
+            continue;
+        }
         let running: Vec<Target> = g
             .map(|g| {
                 g.running()
@@ -123,6 +140,14 @@ pub(crate) async fn wait_replaced(req: &StepRequest, group: &str, size: u32, gon
         }
         cancel.sleep(POLL).await?;
     }
+}
+
+/// What instance `id`'s runner last reported of its health, if it reported.
+async fn member_health(req: &StepRequest, service: &str, id: &str) -> Result<Option<MemberHealth>, StepError> {
+    let ledger = req.extensions.require::<Ledger>()?;
+    let member =
+        ledger.read::<Member<RunnerDetail>>(&skiff_state::keys::member(service, id)).await.map_err(ledger_error)?;
+    Ok(member.map(|m| m.health))
 }
 
 /// The running instances of `group` whose runner does not report `version` of
