@@ -124,6 +124,10 @@ fn a_burst_of_jobs_scales_out_within_max_and_back_to_min_losing_and_repeating_no
     assert!(logs.contains("SIGTERM, finishing the jobs in hand"), "{logs}");
     assert!(logs.contains("stopped after"), "{logs}");
 
+    // Status shows the autoscaler's last decision.
+    let status = s.run_env(&["status", "thumbnailer"], &env);
+    assert!(status.stdout.contains("autoscaled to 1 for 0 jobs waiting"), "{}", status.stdout);
+
     // The record verifies and reconcile sees an autoscaled group as in sync.
     assert_eq!(s.run(&["state", "verify"]).code, 0);
     let reconciled = json(&s.run_env(&["reconcile", "thumbnailer", "--format", "json"], &env));
@@ -179,7 +183,7 @@ fn rotating_the_queue_database_login_restarts_the_worker_and_it_keeps_working() 
     assert_eq!(rotated["code"], "OK", "{rotated}");
     let restart = rotated["data"]["steps"].as_array().unwrap().iter().find(|s| s["id"] == "restart").cloned();
     assert!(
-        restart.as_ref().is_some_and(|r| r["summary"].as_str().unwrap_or("").contains("restarted 1 instance")),
+        restart.as_ref().is_some_and(|r| r["summary"].as_str().unwrap_or("").contains("restarted 1 instance;")),
         "{rotated}"
     );
     psql(&s, "INSERT INTO jobs (payload) SELECT 'after-' || g FROM generate_series(1, 50) g");

@@ -40,6 +40,11 @@ run:
   command: [{{NAME}}]
   env: {RUST_LOG: info}
 instances: {min: 1, max: 10, desired: 2}
+# Or follow a PostgreSQL queue instead of `instances` (⌈jobs waiting ÷ 100⌉ instances):
+# scale:
+#   min: 1
+#   max: 10
+#   queue: {kind: postgres, table: jobs, age_column: enqueued_at, target_per_instance: 100, cooldown: 60s}
 intent:
   availability: low           # workers retry; one instance at a time may be replaced
   cost: low                   # low cost runs workers on spot capacity

@@ -44,6 +44,9 @@ pub(crate) struct ServiceView {
     /// Multi-region: the global front and each region's share, group and health.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) front: Option<FrontView>,
+    /// A queue-scaled service: the autoscaler's last reading and decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) autoscale: Option<serde_json::Value>,
 }
 
 /// A multi-region service's global traffic front, read back from the provider.
@@ -256,6 +259,15 @@ pub(crate) async fn view(ledger: &Ledger, provider: &dyn Provider, s: &ServiceSt
         weights,
         database: database_view(ledger, provider, s).await,
         front: front_view(ledger, provider, s).await,
+        autoscale: ledger
+            .read::<skiff_state::docs::AutoscaleDoc>(&skiff_state::keys::service_autoscale(&s.service))
+            .await
+            .ok()
+            .flatten()
+            .map(|d| {
+                serde_json::json!({"desired": d.desired, "backlog": d.backlog, "oldest_age_s": d.oldest_age_s,
+                    "observed_ms": d.observed_ms, "last_change": d.last_change, "reason": d.reason})
+            }),
     }
 }
 
@@ -378,6 +390,15 @@ pub(crate) async fn status(ctx: &Context, service: Option<String>) -> Result<Ans
                 }
                 if let Some(d) = &v.database {
                     env = env.fact(database_fact(d));
+                }
+                if let Some(a) = &v.autoscale {
+                    env = env.fact(format!(
+                        "autoscaled to {} for {} jobs waiting at {}: {}",
+                        a["desired"],
+                        a["backlog"],
+                        skiff_clock::Utc::from_ms(a["observed_ms"].as_u64().unwrap_or(0)).rfc3339(),
+                        a["reason"].as_str().unwrap_or("")
+                    ));
                 }
                 if let Some(f) = &v.front {
                     let shares: Vec<String> = f

@@ -25,6 +25,11 @@ pub struct Consumer {
     pub references: Vec<String>,
 }
 
+/// `1 instance`, `2 instances`.
+pub(crate) fn instances(n: usize) -> String {
+    if n == 1 { "1 instance".to_owned() } else { format!("{n} instances") }
+}
+
 /// Restarts every instance of each `(group, size)` in turn ([`rolling_restart`]); the
 /// number restarted.
 pub(crate) async fn restart_groups(

@@ -476,7 +476,11 @@ impl Step for Restart {
         };
         let restarted = crate::consumers::restart_groups(ctx, req, &[(group.clone(), *size)]).await?;
         Ok(StepResult::new(
-            format!("restarted {restarted} instances of {group}; each read {} anew", p.consumer_ref),
+            format!(
+                "restarted {} of {group}; each read {} anew",
+                crate::consumers::instances(restarted),
+                p.consumer_ref
+            ),
             json!({"restarted": restarted}),
         ))
     }

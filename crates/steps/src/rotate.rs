@@ -288,7 +288,7 @@ impl Step for Restart {
             }
         }
         Ok(StepResult::new(
-            format!("restarted {restarted} instances; each read {} anew", p.reference),
+            format!("restarted {}; each read {} anew", crate::consumers::instances(restarted), p.reference),
             json!({"restarted": restarted}),
         ))
     }

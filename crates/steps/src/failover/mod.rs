@@ -623,7 +623,12 @@ impl Step for Restart {
         let p = plan_of(req)?;
         let restarted = crate::consumers::restart_groups(ctx, req, &p.groups()).await?;
         Ok(StepResult::new(
-            format!("restarted {restarted} instances of {}; each writes to {}", p.service, p.replica),
+            format!(
+                "restarted {} of {}; each writes to {}",
+                crate::consumers::instances(restarted),
+                p.service,
+                p.replica
+            ),
             json!({"restarted": restarted}),
         ))
     }
