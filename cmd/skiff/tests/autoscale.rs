@@ -195,3 +195,66 @@ fn rotating_the_queue_database_login_restarts_the_worker_and_it_keeps_working() 
         lag(&s, &env)
     );
 }
+
+/// The pids of the running thumbnailer programs, from their runners' heartbeats.
+fn worker_pids(s: &Sandbox) -> Vec<i32> {
+    let dir = s.path().join(".skiff/state/v1/members/thumbnailer");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter_map(|m| m["detail"]["pid"].as_i64().and_then(|p| i32::try_from(p).ok()))
+        .filter(|p| alive(u32::try_from(*p).unwrap_or(0)))
+        .collect()
+}
+
+/// Crashes in the middle of a burst lose nothing: a worker program killed with
+/// SIGKILL mid-job (its transaction rolls back, the job is taken again) and the
+/// supervisor — autoscaler included — killed with SIGKILL and started again.
+#[test]
+fn killed_workers_and_a_killed_supervisor_lose_no_job_and_run_none_twice() {
+    let s = Sandbox::new();
+    let owned = env_with(POLL_MS);
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _stop = StopAll(&s, owned.clone());
+    deploy(&s, &env, 40);
+    psql(&s, "INSERT INTO jobs (payload) SELECT 'job-' || g FROM generate_series(1, 2000) g");
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(60), || worker_pids(&s).len() >= 2),
+        "scaled out: {}",
+        lag(&s, &env)
+    );
+    for pid in worker_pids(&s) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    let endpoint: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(skiff_provider_local::LocalDir::new(s.path().join(".skiff/local")).endpoint()).unwrap(),
+    )
+    .unwrap();
+    let supervisor = i32::try_from(endpoint["pid"].as_i64().unwrap()).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert_eq!(s.run_env(&["local", "up"], &env).code, 0);
+
+    let drained =
+        skiff_testkit::wait_until(Duration::from_secs(180), || psql(&s, "SELECT count(*) FROM executions") == "2000");
+    assert!(drained, "the queue drains after the crashes: {}", lag(&s, &env));
+    assert_eq!(psql(&s, "SELECT count(*) FROM jobs"), "0", "no job left behind");
+    assert_eq!(psql(&s, "SELECT count(DISTINCT job_id) FROM executions"), "2000", "every job ran");
+    let restarts: u64 = std::fs::read_dir(s.path().join(".skiff/state/v1/members/thumbnailer"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).ok()?).ok())
+        .filter_map(|m| m["detail"]["restarts"].as_u64())
+        .sum();
+    assert!(restarts >= 2, "the killed programs were restarted by their runners: {restarts}");
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(COOLDOWN_S + 60), || {
+            let v = lag(&s, &env);
+            v["data"]["desired"] == 1 && v["data"]["running"] == 1
+        }),
+        "the restarted autoscaler brings it back to min: {}",
+        lag(&s, &env)
+    );
+}
