@@ -377,8 +377,18 @@ fn two_replicas_and_two_workers_behind_a_round_robin_agree() {
     assert!(done.is_some(), "every intent ran");
     for i in 0..10 {
         let path = format!("/v1/services/svc-{i}/status");
-        let (ca, sa) = http(a.port, "GET", &path, &[("authorization", &auth)], None);
-        let (cb, sb) = http(b.port, "GET", &path, &[("authorization", &auth)], None);
+        let read = || {
+            let (ca, sa) = http(a.port, "GET", &path, &[("authorization", &auth)], None);
+            let (cb, sb) = http(b.port, "GET", &path, &[("authorization", &auth)], None);
+            (ca, sa, cb, sb)
+        };
+        // A replica that did not take the intent learns of it at its next refresh
+        // (every 2 s, and soon after a write it makes itself).
+        let _ = until(Duration::from_secs(10), || {
+            let (ca, sa, cb, sb) = read();
+            (ca, cb) == (200, 200) && sa["latest_intent"] == sb["latest_intent"]
+        });
+        let (ca, sa, cb, sb) = read();
         assert_eq!((ca, cb), (200, 200), "{sa} {sb}");
         assert_eq!(sa["latest_intent"], sb["latest_intent"], "svc-{i}");
         assert_eq!(sa["decision"], sb["decision"], "svc-{i}");
