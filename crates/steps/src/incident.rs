@@ -133,6 +133,20 @@ impl Step for Evidence {
     }
 }
 
+/// Whether instance `id`'s runner reports it failing: unhealthy, or not healthy after
+/// its program exited at least once (a crash loop in the making).
+async fn reports_failing(req: &StepRequest, service: &str, id: &str) -> Result<bool, StepError> {
+    let ledger = req.extensions.require::<skiff_state::Ledger>()?;
+    let member = ledger
+        .read::<skiff_state::docs::Member<RunnerDetail>>(&skiff_state::keys::member(service, id))
+        .await
+        .map_err(ledger_error)?;
+    Ok(member.is_some_and(|m| {
+        matches!(m.health, MemberHealth::Unhealthy | MemberHealth::Starting)
+            && (m.detail.crash_loop || m.detail.restarts > 0 || m.health == MemberHealth::Unhealthy)
+    }))
+}
+
 /// `incident.restart`: the failing instances replaced at once (they serve nothing), then
 /// the group waited for until it is healthy at its size.
 struct Restart;
@@ -169,12 +183,21 @@ impl Step for Restart {
             .map_err(provider_error)?
             .map(|g| g.running().iter().map(|i| i.id.clone()).collect())
             .unwrap_or_default();
-        let gone: Vec<String> = p.instances.iter().filter(|i| running.contains(i)).cloned().collect();
+        // The instances found failing when the repair was planned, and any that fail
+        // now: one the supervisor launched since (after a crash of the planning process,
+        // say) started with what was wrong then and would never become healthy.
+        let mut failing = p.instances.clone();
+        for id in &running {
+            if !failing.contains(id) && reports_failing(req, &p.service, id).await? {
+                failing.push(id.clone());
+            }
+        }
+        let gone: Vec<String> = failing.iter().filter(|i| running.contains(i)).cloned().collect();
         for id in &gone {
             ctx.progress(&format!("replacing {id} of {}", p.service), json!({"instance": id})).await;
             compute.terminate_instance(&p.group, id).await.map_err(provider_error)?;
         }
-        crate::consumers::wait_replaced(req, &p.group, p.size, &p.instances).await?;
+        crate::consumers::wait_replaced(req, &p.group, p.size, &failing).await?;
         Ok(StepResult::new(
             format!("replaced {} instance(s) of {}; {} healthy", gone.len(), p.group, p.size),
             json!({"replaced": gone}),
