@@ -39,6 +39,18 @@ struct Target {
     group: String,
 }
 
+impl Target {
+    /// The bounds and pace the spec gives.
+    fn policy(&self) -> Policy {
+        Policy {
+            min: self.ir.capacity.min,
+            max: self.ir.capacity.max,
+            target_per_instance: self.queue.target_per_instance,
+            cooldown_ms: self.queue.cooldown_ms,
+        }
+    }
+}
+
 async fn target(ledger: &Ledger, service: &str) -> Result<Option<Target>> {
     let state = crate::lookup::service(ledger, service).await?;
     let (Some(release), Some(digest)) = (&state.current_release, &state.spec_digest) else { return Ok(None) };
@@ -98,12 +110,7 @@ pub async fn tick(ctx: &Context, service: &str) -> Result<Option<AutoscaleDoc>> 
         return Ok(None);
     };
     let backlog = read(ctx, &ledger, provider.as_ref(), &t.queue).await?;
-    let policy = Policy {
-        min: t.ir.capacity.min,
-        max: t.ir.capacity.max,
-        target_per_instance: t.queue.target_per_instance,
-        cooldown_ms: t.queue.cooldown_ms,
-    };
+    let policy = t.policy();
     let now = ledger.clock().now_ms();
     let key = skiff_state::keys::service_autoscale(service);
     let doc = ledger
@@ -192,12 +199,7 @@ pub(crate) async fn queue_lag(ctx: &Context, service: &str) -> Result<Answer> {
     let (desired, running) = group.as_ref().map_or((0, 0), |g| (g.desired, g.running().len()));
     let last: Option<AutoscaleDoc> =
         ledger.read(&skiff_state::keys::service_autoscale(service)).await.map_err(|e| crate::error::state(&e))?;
-    let policy = Policy {
-        min: t.ir.capacity.min,
-        max: t.ir.capacity.max,
-        target_per_instance: t.queue.target_per_instance,
-        cooldown_ms: t.queue.cooldown_ms,
-    };
+    let policy = t.policy();
     let wanted = skiff_autoscale::wanted(&policy, backlog.jobs);
     let mut body = String::new();
     let _ = writeln!(body, "backlog       {} jobs waiting, oldest {}", backlog.jobs, age(backlog.oldest_age_s));
