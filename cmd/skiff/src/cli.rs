@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::engine::ArgValueCandidates;
 use skiff_ops::{
-    ConfigRequest, DatabaseRequest, DeployRequest, InitRequest, LocalRequest, LogsRequest, Recipe, ReleaseRequest,
-    Request, RollbackRequest, SagaRequest, SagaStart, SecretsRequest, ShadowRequest,
+    ConfigRequest, DatabaseRequest, DeployRequest, InitRequest, LocalRequest, LogsRequest, PluginRequest, Recipe,
+    ReleaseRequest, Request, RollbackRequest, SagaRequest, SagaStart, SecretsRequest, ShadowRequest,
 };
 use skiff_sdk::config::ProviderKind;
 
@@ -457,6 +457,24 @@ the public key; keep the private key out of the repository.")]
     Keys {
         #[command(subcommand)]
         action: KeysAction,
+    },
+    /// Plugins: executables Skiff starts over gRPC that add saga step kinds and doctor checks.
+    #[command(after_help = "\
+Examples:
+  skiff plugin list                            installed plugins and their digest checks
+  skiff plugin validate changelog              start it once: digest, handshake, description
+  skiff plugin validate ./plugin.yaml          a manifest before installing it
+  skiff plugin explain changelog.append        what a kind does and how a spec uses it
+
+A plugin is a directory under $SKIFF_PLUGINS (default .skiff/plugins) holding its
+plugin.yaml: name, version, protocol, executable, sha256, steps, checks, deadline.
+Skiff refuses an executable whose sha256 differs, and fails the step (never the
+engine) when a plugin crashes, hangs past its deadline or answers garbage.
+A spec runs a plugin's step in every deploy with
+  rollout: {hooks: [{step: changelog.append, at: after_promote}]}")]
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
     },
     /// Guardrails: check a spec's plan against the built-in rules and policies/*.rego.
     #[command(after_help = "\
@@ -963,6 +981,22 @@ pub enum KeysAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PluginAction {
+    /// Every installed plugin, its version, kinds and whether its executable matches its digest.
+    List,
+    /// Start a plugin once: manifest, digest, handshake and its own description must agree.
+    Validate {
+        /// A plugin's name, one of its step kinds or checks, or a plugin.yaml path.
+        plugin: String,
+    },
+    /// What a plugin offers and how a spec uses its step kinds.
+    Explain {
+        /// A plugin's name, one of its step kinds or checks, or a plugin.yaml path.
+        plugin: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ReleaseAction {
     /// Build (unless --no-build), upload the artifact, SBOM and provenance, and sign.
     Create {
@@ -1266,6 +1300,11 @@ impl Command {
             Command::Audit { since } => Request::Audit { since },
             Command::Saga { action } => action.into_request(),
             Command::Keys { action: KeysAction::Generate { force } } => Request::KeysGenerate { force },
+            Command::Plugin { action } => Request::Plugin(match action {
+                PluginAction::List => PluginRequest::List,
+                PluginAction::Validate { plugin } => PluginRequest::Validate { what: plugin },
+                PluginAction::Explain { plugin } => PluginRequest::Explain { what: plugin },
+            }),
             Command::Iam { action: IamAction::Policy { account } } => Request::IamPolicy { account },
             Command::Policy { action: PolicyAction::Check { file } } => Request::PolicyCheck { file },
             Command::Cost { action: CostAction::Explain { file, env } } => Request::CostExplain { file, env },

@@ -110,6 +110,9 @@ const MATRIX: &[Cell] = &[
         "--steps 5,50",
     ),
     cell(UnknownService, "database retire nosuch --instance old --dry-run", Code::NotFound, "nosuch"),
+    cell(UnknownService, "plugin validate nosuch", Code::NotFound, "nosuch"),
+    cell(UnknownService, "plugin explain nosuch", Code::NotFound, "nosuch"),
+    cell(UnknownService, "plugin list", Code::Ok, "0 plugins"),
     cell(UnknownService, "saga start database-retire --param database=nosuch --yes", Code::NotFound, "nosuch"),
     // An operation that does not exist.
     cell(UnknownOperation, "saga show op-nosuch", Code::NotFound, "op-nosuch"),
@@ -461,8 +464,19 @@ fn run_situation(situation: Situation) -> Vec<String> {
 }
 
 /// Commands that read this machine's files or terminal, so never go to skiffd.
-const LOCAL_ONLY: &[&str] =
-    &["release create", "state init", "local", "secrets", "keys", "init", "validate", "schema", "version", "config"];
+const LOCAL_ONLY: &[&str] = &[
+    "release create",
+    "state init",
+    "local",
+    "secrets",
+    "keys",
+    "init",
+    "validate",
+    "schema",
+    "version",
+    "config",
+    "plugin",
+];
 
 fn run_served(situation: Situation) -> Vec<String> {
     let mut w = World::new(situation);

@@ -367,6 +367,7 @@ fn rollout(spec: &Spec, workload: WorkloadKind, c: &mut Choices) -> RolloutIr {
         step_timeout: None,
         drain_timeout: None,
         retention: None,
+        hooks: Vec::new(),
     });
     let default_strategy = if workload == WorkloadKind::Service { Strategy::Canary } else { Strategy::AllAtOnce };
     let strategy = c.pick(
@@ -446,6 +447,11 @@ fn rollout(spec: &Spec, workload: WorkloadKind, c: &mut Choices) -> RolloutIr {
             Source::Default,
             "the previous release stops once the new one takes all traffic; rollback re-creates it",
         ),
+        hooks: r
+            .hooks
+            .iter()
+            .map(|h| HookIr { step: h.step.as_str().to_owned(), at: h.at, with: h.with.clone() })
+            .collect(),
     }
 }
 

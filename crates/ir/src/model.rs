@@ -201,6 +201,23 @@ pub struct RolloutIr {
     pub drain_timeout: Duration,
     /// How long the previous release keeps running after success.
     pub retention: Duration,
+    /// Plugin steps every deploy runs (absent when there are none, so earlier IR
+    /// digests stay the same).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookIr>,
+}
+
+/// A plugin's step in every deploy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookIr {
+    /// The step kind, `PLUGIN.NAME`.
+    pub step: String,
+    /// Where it runs.
+    pub at: skiff_spec::HookPoint,
+    /// Its parameters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub with: BTreeMap<String, String>,
 }
 
 /// Canary analysis thresholds.

@@ -175,6 +175,7 @@ pub(crate) async fn roll_out(
     shadow: Option<ShadowRequest>,
 ) -> Result<Answer> {
     let (_, resolved) = ctx.resolve()?;
+    crate::plugin::check_hooks(ctx, ir, shown)?;
     let embedded = resolved.state.origin == Origin::Default && matches!(from, ReleaseFrom::Build(_));
     // Invalid policy files, and rules the plan breaks whatever the release, stop the
     // deploy before anything is built, signed or started.
@@ -289,6 +290,7 @@ pub(crate) async fn dry_run(ctx: &Context, file: &Path, bucket: bool, shadow: Op
     let ir = skiff_ir::compile(&spec);
     let (_, resolved) = ctx.resolve()?;
     check_shadow(&ir, resolved.provider.value.as_str(), shadow)?;
+    crate::plugin::check_hooks(ctx, &ir, &shown)?;
     let mut before = None;
     let rules = crate::policy::load(&ctx.cwd.join(file))?;
     let mut facts = Vec::new();

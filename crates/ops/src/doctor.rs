@@ -55,7 +55,13 @@ pub(crate) async fn findings(ctx: &Context, ledger: &skiff_state::Ledger, servic
         // Three passes missed, and never less than a minute.
         autoscale_stale_ms: (3 * crate::autoscale::poll(ctx).as_millis()).try_into().unwrap_or(u64::MAX).max(60_000),
     };
-    skiff_doctor::diagnose(&inputs).await
+    let mut found = skiff_doctor::diagnose(&inputs).await;
+    let services = match &inputs.service {
+        Some(s) => vec![s.clone()],
+        None => crate::worker::services(ctx).await.unwrap_or_default(),
+    };
+    found.extend(crate::plugin::findings(ctx, ledger.clock().clone(), &services, &ledger.url()).await);
+    found
 }
 
 /// The services whose findings an incident repair addresses: unhealthy or crash-looping

@@ -121,7 +121,11 @@ fn freeze_at(point: String, marker: Option<String>) -> skiff_saga::Hook {
 /// [`engine`] with the extensions given (the simulation passes its own provider).
 pub fn engine_with(ctx: &Context, ledger: &Ledger, ext: Extensions) -> Engine {
     let ttl = lease_ttl_ms(ctx);
-    let engine = Engine::new(ledger.clone(), skiff_steps::registry())
+    let mut registry = skiff_steps::registry();
+    for step in crate::plugin::steps(ctx, ledger.clock()) {
+        registry.insert(step);
+    }
+    let engine = Engine::new(ledger.clone(), registry)
         .with_extensions(ext)
         .with_policy(Arc::new(skiff_steps::deploy::RoutinePolicy))
         .with_lease_ttl_ms(ttl)

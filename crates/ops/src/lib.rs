@@ -35,6 +35,7 @@ mod meta;
 mod observe;
 mod pipeline;
 mod plan;
+mod plugin;
 mod policy;
 mod release;
 pub mod remote;
@@ -53,8 +54,8 @@ pub use context::{Context, Env, Quiet, Ui};
 pub use error::{Error, Result, answer};
 pub use local::RUNNER_ARG;
 pub use request::{
-    ConfigRequest, DatabaseRequest, DeployRequest, InitRequest, LocalRequest, LogsRequest, Recipe, ReleaseRequest,
-    Request, RollbackRequest, SagaRequest, SagaStart, SecretsRequest, ShadowRequest,
+    ConfigRequest, DatabaseRequest, DeployRequest, InitRequest, LocalRequest, LogsRequest, PluginRequest, Recipe,
+    ReleaseRequest, Request, RollbackRequest, SagaRequest, SagaStart, SecretsRequest, ShadowRequest,
 };
 use skiff_sdk::Answer;
 
@@ -164,5 +165,10 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
         Request::Database(r) => database::run(ctx, r).await,
         Request::Failover(r) => failover::stack(ctx, &r).await,
         Request::Release(r) => release::run(ctx, r).await,
+        Request::Plugin(PluginRequest::List) => plugin::list(ctx),
+        Request::Plugin(PluginRequest::Validate { what }) => {
+            plugin::validate(ctx, &what, std::sync::Arc::new(skiff_clock::SystemClock)).await
+        }
+        Request::Plugin(PluginRequest::Explain { what }) => plugin::explain(ctx, &what),
     }
 }

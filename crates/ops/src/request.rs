@@ -176,6 +176,26 @@ pub enum Request {
     Failover(crate::failover::FailoverRequest),
     /// Releases.
     Release(ReleaseRequest),
+    /// Installed plugins.
+    Plugin(PluginRequest),
+}
+
+/// `skiff plugin`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PluginRequest {
+    /// Every installed plugin and its digest check.
+    List,
+    /// Start a plugin once and check it against its manifest.
+    Validate {
+        /// A plugin's name, one of its kinds, or a manifest path.
+        what: String,
+    },
+    /// What a plugin offers and how a spec uses it.
+    Explain {
+        /// A plugin's name, one of its kinds, or a manifest path.
+        what: String,
+    },
 }
 
 /// `skiff init`.
@@ -537,6 +557,7 @@ impl Request {
             Request::Database { .. } => "database",
             Request::Failover { .. } => "failover",
             Request::Release { .. } => "release",
+            Request::Plugin(_) => "plugin",
         }
     }
 
@@ -574,6 +595,7 @@ impl Request {
                 | Request::Config(_)
                 | Request::KeysGenerate { .. }
                 | Request::Local(_)
+                | Request::Plugin(_)
         )
     }
 

@@ -91,6 +91,7 @@ pub fn inherited_env() -> BTreeMap<String, String> {
     use skiff_settings as s;
     let passed = [
         s::LEASE_TTL_MS,
+        s::PLUGINS,
         s::KEY_PASSWORD,
         s::REGION,
         s::BIN,

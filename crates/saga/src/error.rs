@@ -116,6 +116,7 @@ pub fn taxonomy(code: skiff_sagaapi::StepCode) -> Code {
         S::SpecInvalid => Code::SpecInvalid,
         S::Internal => Code::Internal,
         S::PolicyDenied => Code::PolicyDenied,
+        S::PluginFailed => Code::PluginFailed,
         _ => Code::OperationFailed,
     }
 }
@@ -140,6 +141,7 @@ pub fn step_code(code: Code) -> skiff_sagaapi::StepCode {
         Code::LeaseHeld => S::LeaseHeld,
         Code::SpecInvalid => S::SpecInvalid,
         Code::Internal => S::Internal,
+        Code::PluginFailed => S::PluginFailed,
         _ => S::OperationFailed,
     }
 }

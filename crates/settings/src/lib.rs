@@ -32,6 +32,8 @@ pub enum Program {
     Worker,
     /// The instance agent.
     Runner,
+    /// A plugin Skiff starts.
+    Plugin,
     /// Tests, benchmarks and `cargo xtask`.
     Development,
 }
@@ -44,6 +46,7 @@ impl Program {
             Program::Skiffd => "skiffd",
             Program::Worker => "skiff-worker",
             Program::Runner => "skiff-runner",
+            Program::Plugin => "plugins",
             Program::Development => "tests and xtask",
         }
     }
@@ -68,6 +71,8 @@ pub enum Group {
     Runner,
     /// skiffd and skiff-worker flags' environment forms.
     ControlPlane,
+    /// What Skiff sets when it starts a plugin.
+    Plugins,
     /// Tests and benchmarks.
     Development,
 }
@@ -84,6 +89,7 @@ impl Group {
             Group::Aws => "AWS provider",
             Group::Runner => "Runner",
             Group::ControlPlane => "skiffd and skiff-worker",
+            Group::Plugins => "Plugins",
             Group::Development => "Development",
         }
     }
@@ -111,7 +117,7 @@ impl Setting {
     }
 }
 
-use Program::{Development as Dev, Runner as Run, Skiff, Skiffd, Worker};
+use Program::{Development as Dev, Plugin, Runner as Run, Skiff, Skiffd, Worker};
 
 macro_rules! settings {
     ($( $(#[$doc:meta])* $id:ident = $name:literal, $group:ident, [$($p:ident),*], $default:expr, $secret:literal, $meaning:literal; )+) => {
@@ -186,6 +192,9 @@ settings! {
     /// Queue autoscaling's poll.
     AUTOSCALE_POLL_MS = "SKIFF_AUTOSCALE_POLL_MS", Engine, [Skiff, Worker], Some("`5000`"), false,
         "How often the queue autoscaler (in `skiff local serve` and skiff-worker) reads each `scale.queue` backlog, in ms.";
+    /// Installed plugins.
+    PLUGINS = "SKIFF_PLUGINS", Engine, [Skiff, Skiffd, Worker], Some("`.skiff/plugins`"), false,
+        "Directory of installed plugins, one directory each holding its `plugin.yaml` manifest (`skiff plugin list`).";
     /// Rotation's wait for stale consumers.
     ROTATION_STALE_WAIT_MS = "SKIFF_ROTATION_STALE_WAIT_MS", Engine, [Skiff, Skiffd, Worker], Some("`60000`"), false,
         "How long a secret rotation's disable step waits for consumers still on the old version before it pauses.";
@@ -260,6 +269,12 @@ settings! {
     /// Crash loop threshold.
     CRASH_LOOP_RESTARTS = "SKIFF_CRASH_LOOP_RESTARTS", Runner, [Run], Some("`5`"), false,
         "Restarts within a minute that make a crash loop.";
+    /// Plugin cookie.
+    PLUGIN_COOKIE = "SKIFF_PLUGIN_COOKIE", Plugins, [Plugin], None, false,
+        "Set by Skiff when it starts a plugin; a plugin started without it explains itself and exits.";
+    /// Plugin socket.
+    PLUGIN_SOCKET = "SKIFF_PLUGIN_SOCKET", Plugins, [Plugin], None, false,
+        "The Unix socket a plugin serves its gRPC service on, in a private directory Skiff creates.";
     /// Tokens file.
     SKIFFD_TOKENS = "SKIFFD_TOKENS", ControlPlane, [Skiffd], None, true,
         "skiffd's tokens file (`--tokens`): SHA-256 digests of issued tokens with names and roles.";

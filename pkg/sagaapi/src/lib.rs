@@ -59,6 +59,8 @@ pub enum StepCode {
     Internal,
     /// A guardrail denied what the step would do (a Terraform plan, say).
     PolicyDenied,
+    /// A plugin serving the step crashed, answered garbage or failed its handshake.
+    PluginFailed,
     /// A code this build does not know (read from an older or newer ledger).
     #[serde(other)]
     Unknown,
@@ -85,6 +87,7 @@ impl StepCode {
             StepCode::SpecInvalid => "SPEC_INVALID",
             StepCode::Internal => "INTERNAL",
             StepCode::PolicyDenied => "POLICY_DENIED",
+            StepCode::PluginFailed => "PLUGIN_FAILED",
             StepCode::Unknown => "UNKNOWN",
         }
     }

@@ -228,6 +228,10 @@ pub(crate) fn hint_for(path: &FieldPath) -> String {
             "list ascending percentages from 1 to 100 ending at 100, e.g. `steps: [5, 25, 50, 100]`"
         }
         "rollout.canary.analysis.min_requests" => "use a whole number of requests, e.g. `min_requests: 20`",
+        "rollout.hooks[].step" => {
+            "name a step kind an installed plugin serves, e.g. `step: changelog.append` (`skiff plugin list`)"
+        }
+        "rollout.hooks[].with" => "write text parameters as `NAME: value` (quote numbers and booleans)",
         "regions" | "regions[]" => "list region names, e.g. `regions: [us-east-1]`",
         "resources.instance_type" => "name a machine class, e.g. `instance_type: t4g.small`",
         "iam" | "iam.allow" => "e.g. `iam: {allow: [{action: \"s3:GetObject\", resource: \"arn:aws:s3:::bucket/*\"}]}`",

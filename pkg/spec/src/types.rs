@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    DnsLabel, Duration, EnvName, HttpPath, IamAction, InstanceType, Percentage, Region, SecretRef, Sha256Hex,
+    DnsLabel, Duration, EnvName, HttpPath, IamAction, InstanceType, Percentage, Region, SecretRef, Sha256Hex, StepKind,
 };
 
 /// A service spec: one `skiff.yaml`.
@@ -386,6 +386,33 @@ pub struct Rollout {
     /// How long the previous release keeps running after a successful rollout. Default `0s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Duration>,
+    /// Steps installed plugins serve, run inside every deploy (`skiff plugin list`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<Hook>,
+}
+
+/// A plugin's step run inside every deploy of the service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// The step kind, served by an installed plugin, e.g. `changelog.append`.
+    pub step: StepKind,
+    /// When it runs: `before_traffic` (the release is up, before any traffic moves) or
+    /// `after_promote` (the release took all traffic and is recorded).
+    pub at: HookPoint,
+    /// Parameters the plugin's step reads (text values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub with: BTreeMap<String, String>,
+}
+
+/// Where in a deploy a hook runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HookPoint {
+    /// After the release's instances are up (and registered), before traffic moves.
+    BeforeTraffic,
+    /// After the release is promoted.
+    AfterPromote,
 }
 
 /// Rollout strategies.

@@ -176,6 +176,22 @@ string_value!(
 );
 
 string_value!(
+    /// A plugin's step kind, `PLUGIN.NAME` such as `changelog.append`.
+    StepKind,
+    "a plugin's step kind `PLUGIN.NAME` such as `changelog.append`",
+    "^[a-z][a-z0-9-]*\\.[a-z][a-z0-9-]*$",
+    |s| {
+        let name = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 40
+                && p.starts_with(|c: char| c.is_ascii_lowercase())
+                && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        s.split_once('.').is_some_and(|(plugin, step)| name(plugin) && name(step))
+    }
+);
+
+string_value!(
     /// A lowercase hexadecimal SHA-256 digest (64 characters).
     Sha256Hex,
     "a SHA-256 digest: 64 lowercase hexadecimal characters",

@@ -3,6 +3,8 @@
 use serde_json::json;
 use skiff_saga::{SagaBuilder, SagaError, SagaGraph};
 
+use skiff_spec::HookPoint;
+
 use super::Rollout;
 
 /// The deploy graph: provision, register, then shift/analyse per canary step,
@@ -139,6 +141,11 @@ fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> 
                 json!({"service": r.service, "target_group": tp.target_group, "listener_port": tp.listener_port, "owned": r.terraform_owned}),
             )
             .timeout_ms(t);
+    }
+    if saga == "deploy" {
+        b = hooks(b, r, HookPoint::BeforeTraffic);
+    }
+    if r.traffic.is_some() {
         let weights: Vec<u32> = if canary { r.steps.clone() } else { vec![100] };
         for w in weights {
             let shift = json!({"service": r.service, "canary": canary_tg, "stable": stable_tg, "weight": w});
@@ -168,6 +175,9 @@ fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> 
     if let Some(m) = migration.filter(|m| m.phase == skiff_spec::MigrationPhase::AfterPromote) {
         b = migrate(b, m);
     }
+    if saga == "deploy" {
+        b = hooks(b, r, HookPoint::AfterPromote);
+    }
     b = regions(b, r);
     if let Some(s) = &r.stable
         && s.group != r.group.name
@@ -191,6 +201,22 @@ fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> 
         }
     }
     b.build()
+}
+
+/// The plugin steps of `rollout.hooks` that run at `at`, each `hook-PLUGIN-NAME` (`-2`,
+/// `-3` for the same kind again), with the service, the release and the spec's `with`.
+fn hooks(mut b: SagaBuilder, r: &Rollout, at: HookPoint) -> SagaBuilder {
+    for (i, h) in r.hooks.iter().enumerate() {
+        if h.at != at {
+            continue;
+        }
+        let n = r.hooks[..i].iter().filter(|o| o.step == h.step).count();
+        let name = h.step.replace('.', "-");
+        let id = if n == 0 { format!("hook-{name}") } else { format!("hook-{name}-{}", n + 1) };
+        let params = json!({"service": r.service, "release": r.release, "with": h.with});
+        b = b.step(&id, &h.step, params).timeout_ms(r.step_timeout_ms);
+    }
+    b
 }
 
 /// After the primary region promoted the release: in every other region its own group
@@ -296,6 +322,7 @@ mod tests {
             terraform_owned: Vec::new(),
             regions: Vec::new(),
             front: None,
+            hooks: Vec::new(),
         };
         let ids = |g: SagaGraph| {
             serde_json::to_value(&g).unwrap()["steps"]
@@ -326,6 +353,24 @@ mod tests {
         });
         assert_eq!(ids(deploy_graph(&r).unwrap())[..2], ["database", "provision"]);
         assert_eq!(ids(rollback_graph(&r).unwrap()), ["provision", "register", "shift-100", "promote"]);
+        // Plugin hooks run in a deploy where the spec puts them (the same kind twice
+        // gets a second id), never in a rollback.
+        let hook = |at| skiff_ir::HookIr { step: "changelog.append".into(), at, with: Default::default() };
+        r.hooks = vec![hook(HookPoint::BeforeTraffic), hook(HookPoint::AfterPromote)];
+        assert_eq!(
+            ids(deploy_graph(&r).unwrap()),
+            [
+                "database",
+                "provision",
+                "register",
+                "hook-changelog-append",
+                "shift-100",
+                "promote",
+                "hook-changelog-append-2"
+            ]
+        );
+        assert_eq!(ids(rollback_graph(&r).unwrap()), ["provision", "register", "shift-100", "promote"]);
+        r.hooks.clear();
         // A second region gets the promoted release in its own group, then the front
         // points at both; the previous release is retired in both.
         r.database = None;

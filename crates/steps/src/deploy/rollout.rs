@@ -89,6 +89,9 @@ pub struct Rollout {
     /// The global traffic front across every region, for a service in several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub front: Option<FrontPlan>,
+    /// Plugin steps the deploy runs (`rollout.hooks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<skiff_ir::HookIr>,
 }
 
 /// A service's global traffic front, as a deploy ensures it.
@@ -311,6 +314,7 @@ pub fn rollout_for(
         bake_ms: ir.rollout.bake.as_millis(),
         thresholds: thresholds(ir),
         step_timeout_ms: ir.rollout.step_timeout.as_millis(),
+        hooks: ir.rollout.hooks.clone(),
         drain_ms: ir.rollout.drain_timeout.as_millis(),
         retention_ms: ir.rollout.retention.as_millis(),
         role: Some(RoleSpec {

@@ -1,0 +1,316 @@
+//! `skiff plugin list|validate|explain`, and what the rest of ops asks of plugins: the
+//! installed catalog (`$SKIFF_PLUGINS`, else `.skiff/plugins`), their step kinds for
+//! the engine, the check that a spec's hooks are served, and their doctor checks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use skiff_clock::Clock;
+use skiff_plugins::{Catalog, Host, Installed, PluginError};
+use skiff_sagaapi::Step;
+use skiff_sdk::{Action, Answer, Code, Envelope, Safety};
+
+use crate::context::Context;
+use crate::error::{Result, plural};
+
+/// The plugins directory.
+pub(crate) fn dir(ctx: &Context) -> PathBuf {
+    ctx.setting(&skiff_settings::PLUGINS).map_or_else(|| ctx.cwd.join(".skiff/plugins"), |p| ctx.cwd.join(p))
+}
+
+/// The installed plugins.
+pub(crate) fn catalog(ctx: &Context) -> Catalog {
+    Catalog::discover(&dir(ctx))
+}
+
+/// Every installed plugin's step kinds, for an engine's registry.
+pub(crate) fn steps(ctx: &Context, clock: &Arc<dyn Clock>) -> Vec<Arc<dyn Step>> {
+    catalog(ctx).steps(clock)
+}
+
+/// The taxonomy code of a plugin failure.
+fn code(e: &PluginError) -> Code {
+    skiff_saga::taxonomy(e.code)
+}
+
+fn failure(e: PluginError, name: &str) -> crate::error::Error {
+    let mut env = Envelope::failure(code(&e), e.message);
+    for f in e.facts {
+        env = env.fact(f);
+    }
+    env.action("explain", format!("skiff plugin explain {name}"), false, Safety::ReadOnly, 0.5).into()
+}
+
+/// Refuses a spec whose `rollout.hooks` name a step kind no installed plugin serves.
+pub(crate) fn check_hooks(ctx: &Context, ir: &skiff_ir::ServiceIr, shown: &str) -> Result<()> {
+    if ir.rollout.hooks.is_empty() {
+        return Ok(());
+    }
+    let catalog = catalog(ctx);
+    for (i, h) in ir.rollout.hooks.iter().enumerate() {
+        if catalog.step_owner(&h.step).is_some() {
+            continue;
+        }
+        let served: Vec<&str> =
+            catalog.plugins.iter().flat_map(|p| p.manifest.steps.iter().map(String::as_str)).collect();
+        let mut env = Envelope::failure(
+            Code::SpecInvalid,
+            format!("{shown}: rollout.hooks[{i}].step: no installed plugin serves step kind `{}`", h.step),
+        )
+        .fact(format!("plugins directory: {}", catalog.dir.display()))
+        .fact(if served.is_empty() {
+            "no plugin serves any step kind here".to_owned()
+        } else {
+            format!("step kinds served: {}", served.join(", "))
+        });
+        for b in &catalog.broken {
+            env = env.fact(format!("{} is set aside: {}", b.dir.display(), b.error.message));
+        }
+        return Err(env
+            .fact("nothing was built, started or recorded")
+            .action("list", "skiff plugin list", false, Safety::ReadOnly, 0.8)
+            .into());
+    }
+    Ok(())
+}
+
+/// `skiff plugin list`: every installed plugin, whether its executable matches its
+/// digest, and the directories set aside.
+pub(crate) fn list(ctx: &Context) -> Result<Answer> {
+    let catalog = catalog(ctx);
+    let mut body = String::new();
+    let mut rows = Vec::new();
+    for p in &catalog.plugins {
+        let m = &p.manifest;
+        let digest = match p.verify() {
+            Ok(()) => "digest ok".to_owned(),
+            Err(e) => format!("{}", e.code),
+        };
+        body.push_str(&format!("{:<16} {:<10} {:<16} {}\n", m.plugin, m.version, digest, kinds(&m.steps, &m.checks)));
+        rows.push(serde_json::json!({
+            "plugin": m.plugin, "version": m.version, "description": m.description,
+            "manifest": p.manifest_path.display().to_string(), "executable": p.executable.display().to_string(),
+            "digest": if digest == "digest ok" { "ok" } else { digest.as_str() },
+            "steps": m.steps, "checks": m.checks, "deadline_ms": m.deadline_ms(),
+        }));
+    }
+    let broken: Vec<_> = catalog
+        .broken
+        .iter()
+        .map(|b| {
+            body.push_str(&format!("✗ {} — {}\n", b.dir.display(), b.error.message));
+            serde_json::json!({"dir": b.dir.display().to_string(), "code": b.error.code.as_str(), "message": b.error.message})
+        })
+        .collect();
+    let mut env = Envelope::ok(format!(
+        "{} installed in {}{}",
+        plural(catalog.plugins.len(), "plugin"),
+        catalog.dir.display(),
+        if broken.is_empty() { String::new() } else { format!(", {} set aside", broken.len()) }
+    ))
+    .data(serde_json::json!({"dir": catalog.dir.display().to_string(), "plugins": rows, "broken": broken}));
+    if catalog.plugins.is_empty() && broken.is_empty() {
+        body.push_str(&format!(
+            "No plugins. A plugin is a directory under {} holding its plugin.yaml manifest;\n\
+             examples/plugin shows one (`skiff plugin explain` describes the format).\n",
+            catalog.dir.display()
+        ));
+    }
+    for p in &catalog.plugins {
+        env = env.action(
+            &format!("validate-{}", p.manifest.plugin),
+            format!("skiff plugin validate {}", p.manifest.plugin),
+            false,
+            Safety::ReadOnly,
+            0.4,
+        );
+    }
+    Ok(Answer::from(env).body(body).body_replaces_facts())
+}
+
+fn kinds(steps: &[String], checks: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !steps.is_empty() {
+        parts.push(format!("steps: {}", steps.join(", ")));
+    }
+    if !checks.is_empty() {
+        parts.push(format!("checks: {}", checks.join(", ")));
+    }
+    parts.join("; ")
+}
+
+/// A plugin by name, or by the path of its manifest (to validate before installing).
+fn find(ctx: &Context, what: &str) -> Result<Installed> {
+    let path = ctx.cwd.join(what);
+    if what.ends_with(".yaml") || path.is_file() {
+        return Installed::load(&path).map_err(|e| failure(e, what));
+    }
+    let catalog = catalog(ctx);
+    if let Some(p) = catalog.get(what) {
+        return Ok(p.clone());
+    }
+    if let Some(p) = catalog
+        .step_owner(what)
+        .or_else(|| catalog.plugins.iter().find(|p| p.manifest.checks.iter().any(|c| c == what)))
+    {
+        return Ok(p.clone());
+    }
+    if let Some(b) = catalog.broken.iter().find(|b| b.dir.file_name().is_some_and(|n| n == what)) {
+        return Err(failure(b.error.clone(), what));
+    }
+    let names: Vec<&str> = catalog.plugins.iter().map(|p| p.manifest.plugin.as_str()).collect();
+    Err(Envelope::failure(Code::NotFound, format!("no plugin, step kind or check called {what} is installed"))
+        .fact(format!("plugins directory: {}", catalog.dir.display()))
+        .fact(if names.is_empty() {
+            "no plugins are installed".to_owned()
+        } else {
+            format!("installed: {}", names.join(", "))
+        })
+        .action("list", "skiff plugin list", false, Safety::ReadOnly, 0.8)
+        .into())
+}
+
+/// `skiff plugin validate NAME|MANIFEST`: the manifest, the executable's digest, the
+/// handshake and the plugin's own description, checked by starting it once.
+pub(crate) async fn validate(ctx: &Context, what: &str, clock: Arc<dyn Clock>) -> Result<Answer> {
+    let p = find(ctx, what)?;
+    let host = Host::new(p.clone(), clock);
+    let described = host.describe().await;
+    host.stop().await;
+    let d = described.map_err(|e| failure(e, what))?;
+    let m = &p.manifest;
+    Ok(Envelope::ok(format!("plugin {} {} is valid", d.name, d.version))
+        .fact(format!(
+            "manifest {}: protocol {}, deadline {}ms",
+            p.manifest_path.display(),
+            m.protocol,
+            m.deadline_ms()
+        ))
+        .fact(format!("executable {} matches sha256 {}", p.executable.display(), m.sha256))
+        .fact(format!("it started, completed its handshake and serves {}", kinds(&d.steps, &d.checks)))
+        .data(serde_json::json!({
+            "plugin": d.name, "version": d.version, "protocol": d.protocol, "steps": d.steps, "checks": d.checks,
+            "manifest": p.manifest_path.display().to_string(), "sha256": m.sha256.as_str(),
+        }))
+        .action("explain", format!("skiff plugin explain {}", m.plugin), false, Safety::ReadOnly, 0.4)
+        .into())
+}
+
+/// `skiff plugin explain NAME|KIND`: what a plugin offers and how a spec uses it.
+pub(crate) fn explain(ctx: &Context, what: &str) -> Result<Answer> {
+    let p = find(ctx, what)?;
+    let m = &p.manifest;
+    let mut body = format!(
+        "plugin {} {}{}\n  manifest    {}\n  executable  {} {}\n  sha256      {}\n  deadline    {}ms per call\n",
+        m.plugin,
+        m.version,
+        m.description.as_deref().map(|d| format!(" — {d}")).unwrap_or_default(),
+        p.manifest_path.display(),
+        p.executable.display(),
+        m.args.join(" "),
+        m.sha256,
+        m.deadline_ms(),
+    );
+    for s in &m.steps {
+        body.push_str(&format!(
+            "\nstep kind {s}\n  runs in every deploy of a spec that names it:\n    rollout:\n      hooks:\n        \
+             - {{step: {s}, at: after_promote}}   # or before_traffic; `with:` passes text parameters\n"
+        ));
+    }
+    for c in &m.checks {
+        body.push_str(&format!("\ncheck {c}\n  runs in `skiff doctor`; its findings appear beside Skiff's own\n"));
+    }
+    body.push_str(
+        "\nSkiff starts the executable only if its sha256 matches, talks to it over a private Unix\n\
+         socket, stops it when it does not answer within the deadline, and fails the step\n\
+         (PLUGIN_FAILED) if it crashes or answers garbage; the engine is never affected.\n",
+    );
+    Ok(Answer::from(
+        Envelope::ok(format!("plugin {}: {}", m.plugin, kinds(&m.steps, &m.checks)))
+            .data(serde_json::json!({
+                "plugin": m.plugin, "version": m.version, "description": m.description,
+                "manifest": p.manifest_path.display().to_string(), "executable": p.executable.display().to_string(),
+                "args": m.args, "sha256": m.sha256.as_str(), "deadline_ms": m.deadline_ms(),
+                "steps": m.steps, "checks": m.checks,
+            }))
+            .action("validate", format!("skiff plugin validate {}", m.plugin), false, Safety::ReadOnly, 0.5),
+    )
+    .body(body)
+    .body_replaces_facts())
+}
+
+/// Every installed plugin's doctor checks as findings; a plugin that cannot run its
+/// check is a finding itself.
+pub(crate) async fn findings(
+    ctx: &Context,
+    clock: Arc<dyn Clock>,
+    services: &[String],
+    state: &str,
+) -> Vec<skiff_doctor::Finding> {
+    let catalog = catalog(ctx);
+    let mut out = Vec::new();
+    for b in &catalog.broken {
+        out.push(finding(
+            Code::SpecInvalid,
+            format!("plugin {}", b.dir.display()),
+            b.error.message.clone(),
+            Vec::new(),
+            "skiff plugin list",
+        ));
+    }
+    let context = serde_json::json!({"services": services, "state": state});
+    for p in catalog.plugins.iter().filter(|p| !p.manifest.checks.is_empty()) {
+        let host = Host::new(p.clone(), clock.clone());
+        for check in &p.manifest.checks {
+            let validate = format!("skiff plugin validate {}", p.manifest.plugin);
+            match host
+                .check(check, context.clone())
+                .await
+                .map(skiff_plugin::wire::decode::<Vec<skiff_sagaapi::Finding>>)
+            {
+                Ok(Ok(Ok(found))) => out.extend(found.into_iter().map(|f| {
+                    let code = f.code.parse().unwrap_or(Code::Unhealthy);
+                    let fix = f.fix.unwrap_or_else(|| validate.clone());
+                    finding(code, format!("plugin check {check}"), f.message, f.facts, &fix)
+                })),
+                Ok(Ok(Err(e))) => out.push(finding(
+                    skiff_saga::taxonomy(e.code),
+                    format!("plugin check {check}"),
+                    e.message,
+                    e.facts,
+                    &validate,
+                )),
+                Ok(Err(why)) => out.push(finding(
+                    Code::PluginFailed,
+                    format!("plugin check {check}"),
+                    format!("plugin {} answered garbage: {why}", p.manifest.plugin),
+                    Vec::new(),
+                    &validate,
+                )),
+                Err(e) => out.push(finding(code(&e), format!("plugin check {check}"), e.message, e.facts, &validate)),
+            }
+        }
+        host.stop().await;
+    }
+    out
+}
+
+fn finding(code: Code, subject: String, summary: String, facts: Vec<String>, fix: &str) -> skiff_doctor::Finding {
+    let mutating = !fix.starts_with("skiff plugin") && fix.starts_with("skiff ");
+    let actions = if fix.starts_with("skiff ") {
+        vec![Action {
+            id: "plugin".to_owned(),
+            command: fix.to_owned(),
+            mutating,
+            safety: Safety::ReadOnly,
+            confidence: 0.5,
+        }]
+    } else {
+        Vec::new()
+    };
+    let mut facts = facts;
+    if !fix.starts_with("skiff ") {
+        facts.push(format!("fix: {fix}"));
+    }
+    skiff_doctor::Finding { code, subject, summary, facts, actions }
+}
