@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use skiff_plugin::proto::Reply;
-use skiff_plugin::wire;
+use skiff_plugin::wire::{self, Method};
 use skiff_sagaapi::{Finding, Step, StepContext, StepError, StepPlan, StepRequest, StepResult};
 
 use crate::Host;
@@ -16,27 +16,6 @@ use crate::Host;
 pub struct PluginStep {
     kind: String,
     host: Arc<Host>,
-}
-
-#[derive(Clone, Copy)]
-enum Method {
-    Plan,
-    Run,
-    Resume,
-    Compensate,
-    Doctor,
-}
-
-impl Method {
-    fn name(self) -> &'static str {
-        match self {
-            Method::Plan => "plan",
-            Method::Run => "run",
-            Method::Resume => "resume",
-            Method::Compensate => "compensate",
-            Method::Doctor => "doctor",
-        }
-    }
 }
 
 impl PluginStep {

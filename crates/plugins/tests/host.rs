@@ -93,6 +93,10 @@ async fn the_changelog_plugin_runs_its_step_exactly_once_and_its_check() {
     let e = append.run(&ctx(), &request("k2", json!({"nope": 1}))).await.unwrap_err();
     assert_eq!(e.code, StepCode::SpecInvalid, "{e}");
 
+    // The step conformance suite, through the host, as the engine would call it.
+    let problems = skiff_plugin::conformance::step(append.as_ref(), params.clone()).await;
+    assert!(problems.is_empty(), "{problems:#?}");
+
     // The doctor check: nothing wrong, then a changelog that cannot be written.
     let host = skiff_plugins::Host::new(catalog.get("changelog").unwrap().clone(), clock());
     let ok = host.check("changelog.writable", json!({})).await.unwrap();

@@ -20,6 +20,7 @@
 //! Skiff's `skiff-plugins` crate; this one is all a plugin builds against.
 #![warn(missing_docs)]
 
+pub mod conformance;
 mod manifest;
 mod serve;
 pub mod wire;

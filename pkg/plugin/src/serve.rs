@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::proto::plugin_server::{Plugin as Service, PluginServer};
 use crate::proto::{CheckCall, DescribeRequest, Description, Reply, StepCall};
-use crate::wire;
+use crate::wire::{self, Method};
 
 /// A doctor check a plugin offers: `skiff doctor` shows its findings beside Skiff's own.
 #[async_trait]
@@ -220,20 +220,20 @@ impl Service for Plugin {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Method {
-    Plan,
-    Run,
-    Resume,
-    Compensate,
-    Doctor,
-}
-
 /// The host's time at the call, advanced by this process's monotonic clock.
 #[derive(Debug)]
-struct HostTime {
+pub(crate) struct HostTime {
     host_ms: u64,
     since: Instant,
+}
+
+impl HostTime {
+    /// The wall clock now (for the conformance suite, which runs without a host).
+    #[expect(clippy::disallowed_methods, reason = "the suite runs in a plugin author's test, without a host's clock")]
+    pub(crate) fn now() -> Self {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        HostTime { host_ms: u64::try_from(ms).unwrap_or(u64::MAX), since: Instant::now() }
+    }
 }
 
 impl Timer for HostTime {
@@ -248,7 +248,7 @@ impl Timer for HostTime {
 }
 
 /// Progress reports stay in the plugin (the protocol's calls are unary).
-struct Quiet;
+pub(crate) struct Quiet;
 
 #[async_trait]
 impl Progress for Quiet {

@@ -10,6 +10,34 @@ use skiff_sagaapi::{ErrorClass, StepCode, StepError, StepRequest, StepResult};
 
 use crate::proto::{Failure, Reply, StepCall, reply::Answer};
 
+/// The step calls of the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// `Step::plan`.
+    Plan,
+    /// `Step::run`.
+    Run,
+    /// `Step::resume`.
+    Resume,
+    /// `Step::compensate`.
+    Compensate,
+    /// `Step::doctor`.
+    Doctor,
+}
+
+impl Method {
+    /// Its name, as failures say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Plan => "plan",
+            Method::Run => "run",
+            Method::Resume => "resume",
+            Method::Compensate => "compensate",
+            Method::Doctor => "doctor",
+        }
+    }
+}
+
 /// The call for `req`, with the engine's time and (for compensate) the result undone.
 pub fn step_call(kind: &str, req: &StepRequest, now_ms: u64, result: Option<&StepResult>) -> StepCall {
     StepCall {
