@@ -15,10 +15,11 @@ fn install(s: &Sandbox, name: &str, bin: &Path, args: &[&str], steps: &str, chec
     std::fs::create_dir_all(&dir).unwrap();
     let manifest = format!(
         "plugin: {name}\nversion: 0.1.0\nprotocol: 1\ndescription: test install\nexecutable: {}\nargs: {}\nsha256: {}\n\
-         steps: {steps}\nchecks: {checks}\ndeadline: {deadline}\n",
+         steps: {steps}\nchecks: {checks}\naddons: {}\ndeadline: {deadline}\n",
         bin.display(),
         serde_json::to_string(args).unwrap(),
-        skiff_plugins::sha256_file(bin).unwrap()
+        skiff_plugins::sha256_file(bin).unwrap(),
+        if name == "changelog" { "[changelog.env]" } else { "[]" }
     );
     std::fs::write(dir.join("plugin.yaml"), manifest).unwrap();
     dir
@@ -138,6 +139,20 @@ fn a_plugin_step_runs_in_deploys_survives_sigkill_and_its_check_is_in_doctor() {
     }
     assert_eq!(lines().len(), 4, "{:?}", lines());
     assert_eq!(web.run(&["state", "verify"]).code, 0);
+
+    // The runtime addon: it tells hello where the changelog is, as its message.
+    let spec = web.spec("unused", "[]");
+    let text = std::fs::read_to_string(&spec).unwrap().replace(", env: {HELLO_MESSAGE: unused}", "");
+    let with_addon = |with: &str| format!("{text}addons: [{{addon: changelog.env, with: {with}}}]\n");
+    std::fs::write(&spec, with_addon("{colour: red}")).unwrap();
+    let refused = web.run(&["deploy", "-f", &spec, "--yes", "--format", "json"]);
+    assert_eq!(refused.code, 3, "SPEC_INVALID: {}", refused.stdout);
+    assert!(refused.stdout.contains("addons[0].addon: changelog.env refuses the spec"), "{}", refused.stdout);
+    std::fs::write(&spec, with_addon("{variable: HELLO_MESSAGE}")).unwrap();
+    assert_eq!(web.run(&["validate", "-f", &spec]).code, 0);
+    let added = web.run(&["deploy", "-f", &spec, "--yes", "--format", "json"]);
+    assert_eq!(added.code, 0, "{}", added.stdout);
+    assert!(web.serving().is_some_and(|b| b.contains("CHANGELOG.md")), "{:?}", web.serving());
 
     // The plugin's doctor check: silent while the changelog can be written, a finding
     // with the plugin's code and fix once it cannot.

@@ -52,7 +52,7 @@ async fn known(
         }
     }
     for file in specs {
-        let (_, spec) = crate::spec::load(ctx, file)?;
+        let (_, spec) = crate::spec::load(ctx, file).await?;
         let ir = skiff_ir::compile(&spec);
         by_service.insert(ir.service.clone(), skiff_terraform::generate(&ir));
     }

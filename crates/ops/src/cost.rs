@@ -13,8 +13,8 @@ use crate::context::Context;
 use crate::error::Result;
 
 /// `skiff cost explain [-f FILE] [--env ENV]`.
-pub(crate) fn explain(ctx: &Context, file: &Path, env: Option<&str>) -> Result<Answer> {
-    let (shown, spec) = crate::spec::load(ctx, file)?;
+pub(crate) async fn explain(ctx: &Context, file: &Path, env: Option<&str>) -> Result<Answer> {
+    let (shown, spec) = crate::spec::load(ctx, file).await?;
     let spec = crate::spec::for_environment(spec, env)?;
     let ir = skiff_ir::compile(&spec);
     let spec_path = ctx.cwd.join(file);

@@ -158,7 +158,7 @@ pub(crate) struct Promoting<'a> {
 /// `skiff deploy`: build, sign and verify a release, check every policy, and roll it
 /// out (or, with `--shadow`, run it beside the stable release without user traffic).
 pub(crate) async fn deploy(ctx: &Context, file: &Path, build: bool, shadow: Option<ShadowRequest>) -> Result<Answer> {
-    let (shown, spec) = crate::spec::load(ctx, file)?;
+    let (shown, spec) = crate::spec::load(ctx, file).await?;
     let ir = skiff_ir::compile(&spec);
     ctx.confirm(&format!("deploy {}", ir.service), &format!("skiff deploy -f {shown}"))?;
     roll_out(ctx, file, &shown, &ir, ReleaseFrom::Build(build), shadow).await
@@ -286,7 +286,7 @@ fn refuse_migrations_on(ir: &skiff_ir::ServiceIr, provider: &str) -> Result<()> 
 /// service's recorded stable release decides canary or first rollout; without (through
 /// skiffd) the plan is the spec's own, and says so.
 pub(crate) async fn dry_run(ctx: &Context, file: &Path, bucket: bool, shadow: Option<ShadowRequest>) -> Result<Answer> {
-    let (shown, spec) = crate::spec::load(ctx, file)?;
+    let (shown, spec) = crate::spec::load(ctx, file).await?;
     let ir = skiff_ir::compile(&spec);
     let (_, resolved) = ctx.resolve()?;
     check_shadow(&ir, resolved.provider.value.as_str(), shadow)?;
@@ -373,7 +373,7 @@ fn rollout_launch(saga: &str, graph: skiff_saga::SagaGraph, r: &Rollout, key: St
 
 /// `skiff deploy --watch`: follows the service's running operation to its end.
 pub(crate) async fn watch(ctx: &Context, file: &Path) -> Result<Answer> {
-    let (_, spec) = crate::spec::load(ctx, file)?;
+    let (_, spec) = crate::spec::load(ctx, file).await?;
     let service = spec.service.to_string();
     let (_, ledger) = ctx.ledger()?;
     let state = ledger

@@ -122,6 +122,7 @@ pub async fn submit(ctx: &Context, intent: &Intent, key: &str) -> Result<Answer>
     // JSON is YAML: the spec goes through the same parser and validation as a file.
     let spec =
         skiff_spec::parse("intent", json.to_string().as_bytes()).map_err(|e| crate::error::spec("intent", &e))?;
+    let spec = crate::plugin::apply_addons(ctx, "intent", spec).await?;
     let compiled = skiff_compiler::compile(&spec);
     let ir = compiled.ir;
     let before = match ledger.recorded(&ir.service).await.map_err(|e| crate::error::state(&e))? {

@@ -118,7 +118,7 @@ fn name_the_bucket(ctx: &Context, a: &mut Answer) {
 async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
     match request {
         Request::Init(r) => init::run(ctx, &r),
-        Request::Validate { file } => meta::validate(ctx, &file),
+        Request::Validate { file } => meta::validate(ctx, &file).await,
         Request::Plan { file } => plan::run(ctx, &file).await,
         Request::Deploy(r) if r.dry_run => deploy::dry_run(ctx, &r.file, true, r.shadow).await,
         Request::Deploy(r) => deploy::deploy(ctx, &r.file, r.build, r.shadow).await,
@@ -131,7 +131,7 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
         Request::Logs(r) => observe::logs(ctx, r).await,
         Request::DebugCollect { service, out } => evidence::collect(ctx, &service, out).await,
         Request::ImportKube { paths, out, force } => import::kube(ctx, &paths, &out, force),
-        Request::TerraformGenerate { file, out, force } => terraform::generate(ctx, &file, &out, force),
+        Request::TerraformGenerate { file, out, force } => terraform::generate(ctx, &file, &out, force).await,
         Request::AdoptTerraform { file, specs } => adopt::terraform(ctx, &file, &specs).await,
         Request::TerraformDrift { workspace } => terraform::drift_answer(ctx, &workspace).await,
         Request::TerraformApply { module, var_files, vars, workspace, environment, dry_run } => {
@@ -158,8 +158,8 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
         Request::Saga(r) => saga::run(ctx, r).await,
         Request::KeysGenerate { force } => keys::generate(ctx, force),
         Request::IamPolicy { account } => iam::policy(ctx, account).await,
-        Request::PolicyCheck { file } => policy::check(ctx, &file),
-        Request::CostExplain { file, env } => cost::explain(ctx, &file, env.as_deref()),
+        Request::PolicyCheck { file } => policy::check(ctx, &file).await,
+        Request::CostExplain { file, env } => cost::explain(ctx, &file, env.as_deref()).await,
         Request::Local(r) => local::run(ctx, r).await,
         Request::Secrets(r) => secrets::run(ctx, r).await,
         Request::Database(r) => database::run(ctx, r).await,

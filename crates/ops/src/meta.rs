@@ -8,8 +8,8 @@ use crate::context::Context;
 use crate::error::{Result, plural};
 
 /// `skiff validate -f FILE`: parse and check a spec, report every problem.
-pub(crate) fn validate(ctx: &Context, file: &Path) -> Result<Answer> {
-    let (shown, spec) = crate::spec::load(ctx, file)?;
+pub(crate) async fn validate(ctx: &Context, file: &Path) -> Result<Answer> {
+    let (shown, spec) = crate::spec::load(ctx, file).await?;
     let ir = skiff_ir::compile(&spec);
     let mut facts = vec![format!(
         "{} `{}` in {}: {} over {}, {}",

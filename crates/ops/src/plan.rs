@@ -13,7 +13,7 @@ use crate::error::{Result, plural};
 
 /// `skiff plan -f FILE`.
 pub(crate) async fn run(ctx: &Context, file: &Path) -> Result<Answer> {
-    let (shown, spec) = crate::spec::load(ctx, file)?;
+    let (shown, spec) = crate::spec::load(ctx, file).await?;
     let Compiled { ir, plan } = skiff_compiler::compile(&spec);
     let (_, ledger) = ctx.ledger()?;
     let recorded = ledger.recorded(&ir.service).await.map_err(|e| crate::error::state(&e))?;

@@ -86,12 +86,18 @@ pub(crate) fn list(ctx: &Context) -> Result<Answer> {
             Ok(()) => "digest ok".to_owned(),
             Err(e) => format!("{}", e.code),
         };
-        body.push_str(&format!("{:<16} {:<10} {:<16} {}\n", m.plugin, m.version, digest, kinds(&m.steps, &m.checks)));
+        body.push_str(&format!(
+            "{:<16} {:<10} {:<16} {}\n",
+            m.plugin,
+            m.version,
+            digest,
+            kinds(&m.steps, &m.checks, &m.addons)
+        ));
         rows.push(serde_json::json!({
             "plugin": m.plugin, "version": m.version, "description": m.description,
             "manifest": p.manifest_path.display().to_string(), "executable": p.executable.display().to_string(),
             "digest": if digest == "digest ok" { "ok" } else { digest.as_str() },
-            "steps": m.steps, "checks": m.checks, "deadline_ms": m.deadline_ms(),
+            "steps": m.steps, "checks": m.checks, "addons": m.addons, "deadline_ms": m.deadline_ms(),
         }));
     }
     let broken: Vec<_> = catalog
@@ -128,13 +134,12 @@ pub(crate) fn list(ctx: &Context) -> Result<Answer> {
     Ok(Answer::from(env).body(body).body_replaces_facts())
 }
 
-fn kinds(steps: &[String], checks: &[String]) -> String {
+fn kinds(steps: &[String], checks: &[String], addons: &[String]) -> String {
     let mut parts = Vec::new();
-    if !steps.is_empty() {
-        parts.push(format!("steps: {}", steps.join(", ")));
-    }
-    if !checks.is_empty() {
-        parts.push(format!("checks: {}", checks.join(", ")));
+    for (what, names) in [("steps", steps), ("checks", checks), ("addons", addons)] {
+        if !names.is_empty() {
+            parts.push(format!("{what}: {}", names.join(", ")));
+        }
     }
     parts.join("; ")
 }
@@ -187,9 +192,10 @@ pub(crate) async fn validate(ctx: &Context, what: &str, clock: Arc<dyn Clock>) -
             m.deadline_ms()
         ))
         .fact(format!("executable {} matches sha256 {}", p.executable.display(), m.sha256))
-        .fact(format!("it started, completed its handshake and serves {}", kinds(&d.steps, &d.checks)))
+        .fact(format!("it started, completed its handshake and serves {}", kinds(&d.steps, &d.checks, &d.addons)))
         .data(serde_json::json!({
             "plugin": d.name, "version": d.version, "protocol": d.protocol, "steps": d.steps, "checks": d.checks,
+            "addons": d.addons,
             "manifest": p.manifest_path.display().to_string(), "sha256": m.sha256.as_str(),
         }))
         .action("explain", format!("skiff plugin explain {}", m.plugin), false, Safety::ReadOnly, 0.4)
@@ -220,18 +226,24 @@ pub(crate) fn explain(ctx: &Context, what: &str) -> Result<Answer> {
     for c in &m.checks {
         body.push_str(&format!("\ncheck {c}\n  runs in `skiff doctor`; its findings appear beside Skiff's own\n"));
     }
+    for a in &m.addons {
+        body.push_str(&format!(
+            "\naddon {a}\n  reads a spec that names it and refuses it or adds variables before it is compiled:\n    \
+             addons: [{{addon: {a}}}]   # `with:` passes text parameters\n"
+        ));
+    }
     body.push_str(
         "\nSkiff starts the executable only if its sha256 matches, talks to it over a private Unix\n\
          socket, stops it when it does not answer within the deadline, and fails the step\n\
          (PLUGIN_FAILED) if it crashes or answers garbage; the engine is never affected.\n",
     );
     Ok(Answer::from(
-        Envelope::ok(format!("plugin {}: {}", m.plugin, kinds(&m.steps, &m.checks)))
+        Envelope::ok(format!("plugin {}: {}", m.plugin, kinds(&m.steps, &m.checks, &m.addons)))
             .data(serde_json::json!({
                 "plugin": m.plugin, "version": m.version, "description": m.description,
                 "manifest": p.manifest_path.display().to_string(), "executable": p.executable.display().to_string(),
                 "args": m.args, "sha256": m.sha256.as_str(), "deadline_ms": m.deadline_ms(),
-                "steps": m.steps, "checks": m.checks,
+                "steps": m.steps, "checks": m.checks, "addons": m.addons,
             }))
             .action("validate", format!("skiff plugin validate {}", m.plugin), false, Safety::ReadOnly, 0.5),
     )
@@ -313,4 +325,81 @@ fn finding(code: Code, subject: String, summary: String, facts: Vec<String>, fix
         facts.push(format!("fix: {fix}"));
     }
     skiff_doctor::Finding { code, subject, summary, facts, actions }
+}
+
+/// The spec with its `addons:` applied: each addon's plugin reads the spec and either
+/// refuses it (SPEC_INVALID naming the addon and its problems) or adds environment
+/// variables and secret references, which may not replace the spec's own.
+pub(crate) async fn apply_addons(ctx: &Context, shown: &str, mut spec: skiff_spec::Spec) -> Result<skiff_spec::Spec> {
+    use skiff_spec::values::{EnvName, SecretRef};
+    if spec.addons.is_empty() {
+        return Ok(spec);
+    }
+    let catalog = catalog(ctx);
+    let written = serde_json::to_value(&spec).unwrap_or_default();
+    for (i, used) in spec.addons.clone().iter().enumerate() {
+        let name = used.addon.as_str();
+        let at = format!("{shown}: addons[{i}].addon");
+        let Some(p) = catalog.addon_owner(name) else {
+            return Err(Envelope::failure(
+                Code::SpecInvalid,
+                format!("{at}: no installed plugin serves addon `{name}`"),
+            )
+            .fact(format!("plugins directory: {}", catalog.dir.display()))
+            .fact("nothing was built, started or recorded")
+            .action("list", "skiff plugin list", false, Safety::ReadOnly, 0.8)
+            .into());
+        };
+        let host = Host::new(p.clone(), Arc::new(skiff_clock::SystemClock));
+        let answer = host.addon(name, &written, &used.with).await;
+        host.stop().await;
+        let answer = answer.map_err(|e| failure(e, &p.manifest.plugin))?;
+        if let Some(first) = answer.problems.first() {
+            let mut env = Envelope::failure(Code::SpecInvalid, format!("{at}: {name} refuses the spec: {first}"));
+            for more in &answer.problems[1..] {
+                env = env.fact(more.clone());
+            }
+            return Err(env.fact("nothing was built, started or recorded").into());
+        }
+        let garbage = |what: String| -> crate::error::Error {
+            Envelope::failure(
+                Code::PluginFailed,
+                format!("addon {name} of plugin {} answered {what}", p.manifest.plugin),
+            )
+            .into()
+        };
+        for (k, v) in answer.env {
+            let var: EnvName = k.parse().map_err(|_| garbage(format!("an invalid variable name `{k}`")))?;
+            // Applying again (a recorded spec the addon ran on already) changes nothing.
+            if spec.run.env.get(&var) == Some(&v) {
+                continue;
+            }
+            if spec.run.env.contains_key(&var) || spec.secrets.contains_key(&var) {
+                return Err(Envelope::failure(
+                    Code::SpecInvalid,
+                    format!("{at}: {name} sets {k}, which the spec sets already"),
+                )
+                .fact("an addon adds variables; it never replaces the spec's own")
+                .into());
+            }
+            spec.run.env.insert(var, v);
+        }
+        for (k, v) in answer.secrets {
+            let var: EnvName = k.parse().map_err(|_| garbage(format!("an invalid variable name `{k}`")))?;
+            let reference: SecretRef = v.parse().map_err(|_| garbage(format!("`{v}`, not a secret reference")))?;
+            if spec.secrets.get(&var) == Some(&reference) {
+                continue;
+            }
+            if spec.run.env.contains_key(&var) || spec.secrets.contains_key(&var) {
+                return Err(Envelope::failure(
+                    Code::SpecInvalid,
+                    format!("{at}: {name} sets {k}, which the spec sets already"),
+                )
+                .fact("an addon adds variables; it never replaces the spec's own")
+                .into());
+            }
+            spec.secrets.insert(var, reference);
+        }
+    }
+    Ok(spec)
 }

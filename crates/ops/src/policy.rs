@@ -138,8 +138,8 @@ pub(crate) fn prospective_graph(ir: &ServiceIr) -> Result<SagaGraph> {
 }
 
 /// `skiff policy check [-f FILE]`: every rule against the plan a deploy would run.
-pub(crate) fn check(ctx: &Context, file: &Path) -> Result<Answer> {
-    let (shown, spec) = crate::spec::load(ctx, file)?;
+pub(crate) async fn check(ctx: &Context, file: &Path) -> Result<Answer> {
+    let (shown, spec) = crate::spec::load(ctx, file).await?;
     let ir = skiff_ir::compile(&spec);
     let (_, resolved) = ctx.resolve()?;
     let policy = load(&ctx.cwd.join(file))?;

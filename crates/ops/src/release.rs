@@ -37,7 +37,7 @@ async fn promote(ctx: &Context, service: &str, release: &str, to: &str, file: &P
     skiff_release::verify(&source, &verifier, service, release).await.map_err(|e| crate::error::release(&e))?;
     let from_ir = source.get_spec(&manifest.spec_digest).await.map_err(|e| crate::error::state(&e))?;
     let from_env = from_ir.environment.clone();
-    let (shown, spec) = crate::spec::load(ctx, file)?;
+    let (shown, spec) = crate::spec::load(ctx, file).await?;
     if spec.service.as_str() != service {
         return Err(Envelope::failure(Code::Usage, format!("{shown} describes {}, not {service}", spec.service))
             .fact("promotion compiles the service's spec for the target environment")
@@ -168,7 +168,7 @@ async fn promote(ctx: &Context, service: &str, release: &str, to: &str, file: &P
 }
 
 async fn create(ctx: &Context, file: &Path, build: bool) -> Result<Answer> {
-    let (shown, spec) = crate::spec::load(ctx, file)?;
+    let (shown, spec) = crate::spec::load(ctx, file).await?;
     let signer = crate::keys::signer(ctx)?;
     ctx.confirm(&format!("release `{}`", spec.service), &format!("skiff release create -f {shown}"))?;
     let ir = skiff_ir::compile(&spec);

@@ -298,7 +298,7 @@ async fn saga(ctx: &Context, c: &Client, r: SagaRequest) -> Result<Answer> {
 
 /// `deploy --watch`: the service's running operation, followed to its end.
 async fn watch(ctx: &Context, c: &Client, file: &Path) -> Result<Answer> {
-    let (_, spec) = crate::spec::load(ctx, file)?;
+    let (_, spec) = crate::spec::load(ctx, file).await?;
     let service = spec.service.to_string();
     let status = c.status(proto::ServiceRequest { service: Some(service.clone()) }).await;
     if !status.envelope.ok {

@@ -10,9 +10,10 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 
 /// Reads and parses a spec file: the name it is shown by, and the spec.
-pub fn load(ctx: &Context, file: &Path) -> Result<(String, Spec)> {
+pub async fn load(ctx: &Context, file: &Path) -> Result<(String, Spec)> {
     let (shown, bytes) = read(ctx, file)?;
     let spec = skiff_spec::parse(&shown, &bytes).map_err(|e| crate::error::spec(&shown, &e))?;
+    let spec = crate::plugin::apply_addons(ctx, &shown, spec).await?;
     Ok((shown, spec))
 }
 

@@ -19,8 +19,8 @@ fn io(path: &Path, e: &std::io::Error) -> Error {
 }
 
 /// `skiff terraform generate`.
-pub(crate) fn generate(ctx: &Context, file: &Path, out: &Path, force: bool) -> Result<Answer> {
-    let (shown, spec) = crate::spec::load(ctx, file)?;
+pub(crate) async fn generate(ctx: &Context, file: &Path, out: &Path, force: bool) -> Result<Answer> {
+    let (shown, spec) = crate::spec::load(ctx, file).await?;
     let ir = skiff_ir::compile(&spec);
     let generated = skiff_terraform::generate(&ir);
     let dir = ctx.cwd.join(out);

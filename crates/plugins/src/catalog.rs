@@ -135,6 +135,11 @@ impl Catalog {
         self.plugins.iter().find(|p| p.manifest.steps.iter().any(|k| k == kind))
     }
 
+    /// The plugin whose manifest declares runtime addon `addon`.
+    pub fn addon_owner(&self, addon: &str) -> Option<&Installed> {
+        self.plugins.iter().find(|p| p.manifest.addons.iter().any(|a| a == addon))
+    }
+
     /// Every declared step kind as an engine step, one host (one process, started on
     /// first use) per plugin.
     pub fn steps(&self, clock: &Arc<dyn Clock>) -> Vec<Arc<dyn Step>> {

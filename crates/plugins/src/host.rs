@@ -11,7 +11,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use skiff_clock::Clock;
 use skiff_plugin::proto::plugin_client::PluginClient;
-use skiff_plugin::proto::{CheckCall, DescribeRequest, Description, Reply};
+use skiff_plugin::proto::{AddonCall, CheckCall, DescribeRequest, Description, Reply};
 use skiff_sagaapi::StepCode;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
@@ -87,6 +87,27 @@ impl Host {
         if let Some(mut r) = self.running.lock().await.take() {
             let _ = r.child.start_kill();
             let _ = skiff_clock::timeout(self.clock.as_ref(), EXIT_GRACE, r.child.wait()).await;
+        }
+    }
+
+    /// Runs runtime addon `addon` on a spec (JSON) with its `with`.
+    pub async fn addon(
+        &self,
+        addon: &str,
+        spec: &serde_json::Value,
+        with: &std::collections::BTreeMap<String, String>,
+    ) -> Result<skiff_plugin::AddonAnswer, PluginError> {
+        let call = AddonCall {
+            addon: addon.to_owned(),
+            spec_json: spec.to_string(),
+            with_json: serde_json::to_string(with).unwrap_or_else(|_| "{}".to_owned()),
+        };
+        let what = format!("addon {addon}");
+        let reply = self.call(&what, move |mut c| async move { c.addon(call).await }).await?;
+        match skiff_plugin::wire::decode::<skiff_plugin::AddonAnswer>(reply) {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(PluginError { code: e.code, message: e.message, facts: e.facts }),
+            Err(why) => Err(self.garbage(&what, why).await),
         }
     }
 
@@ -276,18 +297,16 @@ impl Host {
         if d.name != m.plugin || d.protocol != skiff_plugin::PROTOCOL || !missing.is_empty() {
             return Err(self.failed(
                 &format!(
-                    "is not what its manifest says: it calls itself {} {} (protocol {}) and serves {:?} and {:?}; \
-                     the manifest {} expects {} (protocol {}) serving {:?} and {:?}",
+                    "is not what its manifest says: it calls itself {} {} (protocol {}) and serves {:?}; \
+                     the manifest {} expects {} (protocol {}) serving {:?}",
                     d.name,
                     d.version,
                     d.protocol,
-                    d.steps,
-                    d.checks,
+                    [&d.steps, &d.checks, &d.addons],
                     self.plugin.manifest_path.display(),
                     m.plugin,
                     m.protocol,
-                    m.steps,
-                    m.checks
+                    [&m.steps, &m.checks, &m.addons],
                 ),
                 Vec::new(),
             ));

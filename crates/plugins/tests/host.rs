@@ -11,10 +11,11 @@ use skiff_plugins::{Catalog, Installed, PluginStep, sha256_file};
 use skiff_sagaapi::{Cancellation, Extensions, Progress, Step, StepCode, StepContext, StepRequest, Timer};
 
 fn install(root: &Path, name: &str, bin: &Path, args: &[&str], steps: &str, checks: &str, deadline: &str) -> PathBuf {
+    let addons = if name == "changelog" { "[changelog.env]" } else { "[]" };
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let manifest = format!(
-        "plugin: {name}\nversion: 0.1.0\nprotocol: 1\nexecutable: {}\nargs: {}\nsha256: {}\nsteps: {steps}\nchecks: {checks}\ndeadline: {deadline}\n",
+        "plugin: {name}\nversion: 0.1.0\nprotocol: 1\nexecutable: {}\nargs: {}\nsha256: {}\nsteps: {steps}\nchecks: {checks}\naddons: {addons}\ndeadline: {deadline}\n",
         bin.display(),
         serde_json::to_string(args).unwrap(),
         sha256_file(bin).unwrap()
@@ -96,6 +97,17 @@ async fn the_changelog_plugin_runs_its_step_exactly_once_and_its_check() {
     // The step conformance suite, through the host, as the engine would call it.
     let problems = skiff_plugin::conformance::step(append.as_ref(), params.clone()).await;
     assert!(problems.is_empty(), "{problems:#?}");
+
+    // The runtime addon: what it adds, and its problems with a spec.
+    let host = skiff_plugins::Host::new(catalog.get("changelog").unwrap().clone(), clock());
+    let with = [("variable".to_owned(), "CHANGES".to_owned())].into_iter().collect();
+    let added = host.addon("changelog.env", &json!({"service": "hello"}), &with).await.unwrap();
+    assert_eq!(added.env.get("CHANGES").map(String::as_str), log.to_str());
+    assert!(added.problems.is_empty());
+    let with = [("colour".to_owned(), "red".to_owned())].into_iter().collect();
+    let refused = host.addon("changelog.env", &json!({}), &with).await.unwrap();
+    assert_eq!(refused.problems, ["changelog.env takes `variable` only, not `colour`"]);
+    host.stop().await;
 
     // The doctor check: nothing wrong, then a changelog that cannot be written.
     let host = skiff_plugins::Host::new(catalog.get("changelog").unwrap().clone(), clock());

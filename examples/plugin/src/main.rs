@@ -9,6 +9,9 @@
 //!   resume after a crash never writes the line twice. `compensate` appends a
 //!   "reverted" line (a changelog is append-only; the undo of a notice is a notice).
 //! - **`changelog.writable`** (doctor check): the file can be written.
+//! - **`changelog.env`** (runtime addon): tells the program where the changelog is,
+//!   in `DEPLOY_CHANGELOG` (or the variable `with: {variable: NAME}` names), so it can
+//!   show its own history.
 //!
 //! Its manifest (`plugin.yaml` in this directory) passes `--file PATH`. Install it by
 //! copying the manifest to `.skiff/plugins/changelog/plugin.yaml` with `executable`
@@ -20,7 +23,7 @@ use std::process::ExitCode;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use skiff_plugin::{Check, CheckContext, Plugin};
+use skiff_plugin::{Addon, AddonAnswer, Check, CheckContext, Plugin};
 use skiff_sagaapi::{Finding, Risk, Safety, Step, StepCode, StepContext, StepError, StepPlan, StepRequest, StepResult};
 
 #[tokio::main]
@@ -32,7 +35,8 @@ async fn main() -> ExitCode {
     };
     Plugin::new("changelog", env!("CARGO_PKG_VERSION"))
         .step(Append { file: file.clone() })
-        .check("changelog.writable", Writable { file })
+        .check("changelog.writable", Writable { file: file.clone() })
+        .addon("changelog.env", Env { file })
         .serve()
         .await
 }
@@ -142,6 +146,23 @@ impl Check for Writable {
                 fix: Some(format!("create {} and let Skiff's user write it", self.file.display())),
             }],
         }
+    }
+}
+
+struct Env {
+    file: PathBuf,
+}
+
+#[async_trait]
+impl Addon for Env {
+    async fn apply(&self, _: &serde_json::Value, with: &std::collections::BTreeMap<String, String>) -> AddonAnswer {
+        let mut answer = AddonAnswer::default();
+        for key in with.keys().filter(|k| k.as_str() != "variable") {
+            answer.problems.push(format!("changelog.env takes `variable` only, not `{key}`"));
+        }
+        let variable = with.get("variable").map_or("DEPLOY_CHANGELOG", String::as_str);
+        answer.env.insert(variable.to_owned(), self.file.display().to_string());
+        answer
     }
 }
 

@@ -19,6 +19,7 @@ pub const MANIFEST_FILE: &str = "plugin.yaml";
 /// sha256: 5f1c…                             # of the executable
 /// steps: [changelog.append]
 /// checks: [changelog.writable]
+/// addons: [changelog.env]
 /// deadline: 30s
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +47,9 @@ pub struct Manifest {
     /// Doctor checks it serves, each `PLUGIN.NAME`.
     #[serde(default)]
     pub checks: Vec<String>,
+    /// Runtime addons it serves, each `PLUGIN.NAME` (a spec's `addons:`).
+    #[serde(default)]
+    pub addons: Vec<String>,
     /// How long one call may take before the plugin is stopped (default 30s; a run
     /// step also ends at its own step timeout).
     #[serde(default)]
@@ -112,14 +116,14 @@ impl Manifest {
         if self.executable.trim().is_empty() {
             return Err(field("executable", "is empty".to_owned(), "name the plugin's executable file"));
         }
-        if self.steps.is_empty() && self.checks.is_empty() {
+        if self.steps.is_empty() && self.checks.is_empty() && self.addons.is_empty() {
             return Err(field(
                 "steps",
-                "and `checks` are both empty: the plugin offers nothing".to_owned(),
-                "list the step kinds and doctor checks it serves",
+                "`checks` and `addons` are all empty: the plugin offers nothing".to_owned(),
+                "list the step kinds, doctor checks and addons it serves",
             ));
         }
-        for (name, kinds) in [("steps", &self.steps), ("checks", &self.checks)] {
+        for (name, kinds) in [("steps", &self.steps), ("checks", &self.checks), ("addons", &self.addons)] {
             for (i, kind) in kinds.iter().enumerate() {
                 let ok = kind.strip_prefix(&self.plugin).and_then(|rest| rest.strip_prefix('.')).is_some_and(is_name);
                 if !ok {

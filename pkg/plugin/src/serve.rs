@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use tonic::{Request, Response, Status};
 
 use crate::proto::plugin_server::{Plugin as Service, PluginServer};
-use crate::proto::{CheckCall, DescribeRequest, Description, Reply, StepCall};
+use crate::proto::{AddonCall, CheckCall, DescribeRequest, Description, Reply, StepCall};
 use crate::wire::{self, Method};
 
 /// A doctor check a plugin offers: `skiff doctor` shows its findings beside Skiff's own.
@@ -24,6 +24,29 @@ use crate::wire::{self, Method};
 pub trait Check: Send + Sync {
     /// What is wrong now (nothing: an empty list).
     async fn check(&self, ctx: &CheckContext) -> Vec<Finding>;
+}
+
+/// A runtime addon: it reads the spec a service is deployed from and either names
+/// its problems with it or says what it adds — environment variables and secret
+/// references, merged into the spec before it is compiled (so the compiled service,
+/// its digest and its releases carry them).
+#[async_trait]
+pub trait Addon: Send + Sync {
+    /// The spec as written (JSON) and the spec's `with` for this addon.
+    async fn apply(&self, spec: &serde_json::Value, with: &BTreeMap<String, String>) -> AddonAnswer;
+}
+
+/// What an addon answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AddonAnswer {
+    /// What is wrong with the spec for this addon (refuses it when not empty).
+    pub problems: Vec<String>,
+    /// Environment variables to add (`NAME: value`); the spec's own win nothing: a
+    /// variable the spec sets already is a problem.
+    pub env: BTreeMap<String, String>,
+    /// Secret references to add (`NAME: secret://name/key`).
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// What the host tells a check.
@@ -46,6 +69,7 @@ pub struct Plugin {
     version: String,
     steps: BTreeMap<String, Arc<dyn Step>>,
     checks: BTreeMap<String, Arc<dyn Check>>,
+    addons: BTreeMap<String, Arc<dyn Addon>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -54,6 +78,7 @@ impl std::fmt::Debug for Plugin {
             .field("name", &self.name)
             .field("steps", &self.steps.keys().collect::<Vec<_>>())
             .field("checks", &self.checks.keys().collect::<Vec<_>>())
+            .field("addons", &self.addons.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -61,7 +86,13 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     /// A plugin called `name` (the prefix of its kinds) at `version`.
     pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
-        Plugin { name: name.into(), version: version.into(), steps: BTreeMap::new(), checks: BTreeMap::new() }
+        Plugin {
+            name: name.into(),
+            version: version.into(),
+            steps: BTreeMap::new(),
+            checks: BTreeMap::new(),
+            addons: BTreeMap::new(),
+        }
     }
 
     /// Serves a step kind (its `kind()` must be `NAME.something`).
@@ -75,6 +106,13 @@ impl Plugin {
     #[must_use]
     pub fn check(mut self, name: impl Into<String>, check: impl Check + 'static) -> Self {
         self.checks.insert(name.into(), Arc::new(check));
+        self
+    }
+
+    /// Serves a runtime addon under `name` (`NAME.something`).
+    #[must_use]
+    pub fn addon(mut self, name: impl Into<String>, addon: impl Addon + 'static) -> Self {
+        self.addons.insert(name.into(), Arc::new(addon));
         self
     }
 
@@ -182,6 +220,7 @@ impl Service for Plugin {
             protocol: crate::PROTOCOL,
             steps: self.steps.keys().cloned().collect(),
             checks: self.checks.keys().cloned().collect(),
+            addons: self.addons.keys().cloned().collect(),
         }))
     }
 
@@ -217,6 +256,30 @@ impl Service for Plugin {
         let mut ctx: CheckContext = serde_json::from_str(&call.context_json).unwrap_or_default();
         ctx.now_ms = call.now_ms;
         Ok(Response::new(wire::ok(&check.check(&ctx).await)))
+    }
+
+    async fn addon(&self, r: Request<AddonCall>) -> Result<Response<Reply>, Status> {
+        Ok(Response::new(self.addon_call(r.into_inner()).await))
+    }
+}
+
+impl Plugin {
+    async fn addon_call(&self, call: AddonCall) -> Reply {
+        let Some(addon) = self.addons.get(&call.addon) else {
+            let e = StepError::terminal(
+                StepCode::NotFound,
+                format!("plugin {} serves no addon `{}`", self.name, call.addon),
+            );
+            return wire::failed(&e);
+        };
+        let parsed = serde_json::from_str::<serde_json::Value>(&call.spec_json)
+            .and_then(|spec| Ok((spec, serde_json::from_str::<BTreeMap<String, String>>(&call.with_json)?)));
+        match parsed {
+            Ok((spec, with)) => wire::ok(&addon.apply(&spec, &with).await),
+            Err(e) => {
+                wire::failed(&StepError::terminal(StepCode::Internal, format!("the addon call is not JSON: {e}")))
+            }
+        }
     }
 }
 

@@ -231,7 +231,12 @@ pub(crate) fn hint_for(path: &FieldPath) -> String {
         "rollout.hooks[].step" => {
             "name a step kind an installed plugin serves, e.g. `step: changelog.append` (`skiff plugin list`)"
         }
-        "rollout.hooks[].with" => "write text parameters as `NAME: value` (quote numbers and booleans)",
+        "addons[].addon" => {
+            "name an addon an installed plugin serves, e.g. `addon: changelog.env` (`skiff plugin list`)"
+        }
+        "addons[].with" | "rollout.hooks[].with" => {
+            "write text parameters as `NAME: value` (quote numbers and booleans)"
+        }
         "regions" | "regions[]" => "list region names, e.g. `regions: [us-east-1]`",
         "resources.instance_type" => "name a machine class, e.g. `instance_type: t4g.small`",
         "iam" | "iam.allow" => "e.g. `iam: {allow: [{action: \"s3:GetObject\", resource: \"arn:aws:s3:::bucket/*\"}]}`",

@@ -69,6 +69,21 @@ pub struct Spec {
     /// and secrets differ between environments; the program and how it runs do not.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environments: BTreeMap<DnsLabel, Overlay>,
+    /// Runtime addons installed plugins serve: each checks the spec and may add
+    /// environment variables and secret references before it is compiled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addons: Vec<AddonUse>,
+}
+
+/// One runtime addon a spec uses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddonUse {
+    /// The addon, `PLUGIN.NAME`, served by an installed plugin.
+    pub addon: StepKind,
+    /// Parameters the addon reads (text values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub with: BTreeMap<String, String>,
 }
 
 /// What one environment changes. Each field given replaces the spec's (instances and

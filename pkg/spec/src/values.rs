@@ -176,9 +176,9 @@ string_value!(
 );
 
 string_value!(
-    /// A plugin's step kind, `PLUGIN.NAME` such as `changelog.append`.
+    /// A kind a plugin serves (a step kind or an addon), `PLUGIN.NAME` such as `changelog.append`.
     StepKind,
-    "a plugin's step kind `PLUGIN.NAME` such as `changelog.append`",
+    "a plugin's kind `PLUGIN.NAME`, such as `changelog.append`",
     "^[a-z][a-z0-9-]*\\.[a-z][a-z0-9-]*$",
     |s| {
         let name = |p: &str| {

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use skiff_plugin::proto::plugin_server::{Plugin, PluginServer};
-use skiff_plugin::proto::{CheckCall, DescribeRequest, Description, Reply, StepCall, reply::Answer};
+use skiff_plugin::proto::{AddonCall, CheckCall, DescribeRequest, Description, Reply, StepCall, reply::Answer};
 use skiff_sagaapi::{Risk, Safety, StepPlan};
 use tonic::{Request, Response, Status};
 
@@ -34,6 +34,7 @@ impl Plugin for Faulty {
             protocol: skiff_plugin::PROTOCOL,
             steps: vec!["faulty.step".to_owned()],
             checks: Vec::new(),
+            addons: Vec::new(),
         }))
     }
 
@@ -72,6 +73,10 @@ impl Plugin for Faulty {
 
     async fn check(&self, _: Request<CheckCall>) -> Result<Response<Reply>, Status> {
         Err(Status::unimplemented("faulty has no checks"))
+    }
+
+    async fn addon(&self, _: Request<AddonCall>) -> Result<Response<Reply>, Status> {
+        Err(Status::unimplemented("faulty has no addons"))
     }
 }
 
