@@ -84,7 +84,8 @@ Examples:
   skiff init service payments-api              ./skiff.yaml for an HTTP service
   skiff init service payments-api --port 9000 --dir services/payments
   skiff init worker thumbnailer                a queue consumer, no port
-  skiff init stack api-db orders-api           an API with its own PostgreSQL database")]
+  skiff init stack api-db orders-api           an API with its own PostgreSQL database
+  skiff init plugin changelog.service shop     a recipe an installed plugin serves")]
     Init {
         #[command(subcommand)]
         recipe: InitRecipe,
@@ -1188,6 +1189,13 @@ pub enum InitRecipe {
         #[command(flatten)]
         args: InitArgs,
     },
+    /// A recipe an installed plugin serves (`skiff plugin list` names them).
+    Plugin {
+        /// The recipe, `PLUGIN.NAME`.
+        recipe: String,
+        #[command(flatten)]
+        args: InitArgs,
+    },
 }
 
 /// Stack recipes.
@@ -1373,6 +1381,7 @@ impl InitRecipe {
             InitRecipe::Service(a) => (Recipe::Service, a),
             InitRecipe::Worker(a) => (Recipe::Worker, a),
             InitRecipe::Stack { stack: StackKind::ApiDb, args } => (Recipe::ApiDb, args),
+            InitRecipe::Plugin { recipe, args } => (Recipe::Plugin(recipe), args),
         };
         InitRequest { recipe, name: a.name, dir: a.dir, port: a.port, force: a.force }
     }

@@ -15,11 +15,12 @@ fn install(s: &Sandbox, name: &str, bin: &Path, args: &[&str], steps: &str, chec
     std::fs::create_dir_all(&dir).unwrap();
     let manifest = format!(
         "plugin: {name}\nversion: 0.1.0\nprotocol: 1\ndescription: test install\nexecutable: {}\nargs: {}\nsha256: {}\n\
-         steps: {steps}\nchecks: {checks}\naddons: {}\ndeadline: {deadline}\n",
+         steps: {steps}\nchecks: {checks}\naddons: {}\nrecipes: {}\ndeadline: {deadline}\n",
         bin.display(),
         serde_json::to_string(args).unwrap(),
         skiff_plugins::sha256_file(bin).unwrap(),
-        if name == "changelog" { "[changelog.env]" } else { "[]" }
+        if name == "changelog" { "[changelog.env]" } else { "[]" },
+        if name == "changelog" { "[changelog.service]" } else { "[]" }
     );
     std::fs::write(dir.join("plugin.yaml"), manifest).unwrap();
     dir
@@ -108,6 +109,16 @@ fn a_plugin_step_runs_in_deploys_survives_sigkill_and_its_check_is_in_doctor() {
     insta::assert_snapshot!("plugin_list", redact(&web.run(&["plugin", "list"]).stdout));
     insta::assert_snapshot!("plugin_explain", redact(&explain.stdout));
     insta::assert_snapshot!("plugin_validate", redact(&web.run(&["plugin", "validate", "changelog"]).stdout));
+
+    // The plugin's recipe writes a spec with its hook and addon in place.
+    let init = web.run(&["init", "plugin", "changelog.service", "shop", "--dir", "shop", "--format", "json"]);
+    assert_eq!(init.code, 0, "{}", init.stdout);
+    let written = std::fs::read_to_string(s.path().join("shop/skiff.yaml")).unwrap();
+    assert!(written.contains("step: changelog.append") && written.contains("addon: changelog.env"), "{written}");
+    let validated = web.run(&["validate", "-f", "shop/skiff.yaml"]);
+    assert_eq!(validated.code, 0, "{}{}", validated.stdout, validated.stderr);
+    let unknown = web.run(&["init", "plugin", "changelog.nosuch", "x", "--format", "json"]);
+    assert_eq!(unknown.code, 4, "NOT_FOUND: {}", unknown.stdout);
 
     // The dry run shows the plugin's own plan for its step.
     let spec = web.spec("v1", CHANGELOG);

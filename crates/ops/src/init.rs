@@ -83,11 +83,15 @@ rollout:
 "#;
 
 /// `skiff init service|worker|stack api-db NAME`.
-pub(crate) fn run(ctx: &Context, args: &InitRequest) -> Result<Answer> {
-    let (template, kind) = match args.recipe {
+pub(crate) async fn run(ctx: &Context, args: &InitRequest) -> Result<Answer> {
+    let (template, kind) = match &args.recipe {
         Recipe::Service => (SERVICE, "service"),
         Recipe::Worker => (WORKER, "worker"),
         Recipe::ApiDb => (API_DB, "api-db stack"),
+        Recipe::Plugin(recipe) => {
+            let text = crate::plugin::recipe(ctx, recipe, &args.name, args.port).await?;
+            return write(ctx, &text, &format!("plugin {recipe}"), args);
+        }
     };
     write(ctx, template, kind, args)
 }

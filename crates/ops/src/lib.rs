@@ -117,7 +117,7 @@ fn name_the_bucket(ctx: &Context, a: &mut Answer) {
 
 async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
     match request {
-        Request::Init(r) => init::run(ctx, &r),
+        Request::Init(r) => init::run(ctx, &r).await,
         Request::Validate { file } => meta::validate(ctx, &file).await,
         Request::Plan { file } => plan::run(ctx, &file).await,
         Request::Deploy(r) if r.dry_run => deploy::dry_run(ctx, &r.file, true, r.shadow).await,

@@ -91,13 +91,13 @@ pub(crate) fn list(ctx: &Context) -> Result<Answer> {
             m.plugin,
             m.version,
             digest,
-            kinds(&m.steps, &m.checks, &m.addons)
+            kinds(&m.steps, &m.checks, &m.addons, &m.recipes)
         ));
         rows.push(serde_json::json!({
             "plugin": m.plugin, "version": m.version, "description": m.description,
             "manifest": p.manifest_path.display().to_string(), "executable": p.executable.display().to_string(),
             "digest": if digest == "digest ok" { "ok" } else { digest.as_str() },
-            "steps": m.steps, "checks": m.checks, "addons": m.addons, "deadline_ms": m.deadline_ms(),
+            "steps": m.steps, "checks": m.checks, "addons": m.addons, "recipes": m.recipes, "deadline_ms": m.deadline_ms(),
         }));
     }
     let broken: Vec<_> = catalog
@@ -134,9 +134,9 @@ pub(crate) fn list(ctx: &Context) -> Result<Answer> {
     Ok(Answer::from(env).body(body).body_replaces_facts())
 }
 
-fn kinds(steps: &[String], checks: &[String], addons: &[String]) -> String {
+fn kinds(steps: &[String], checks: &[String], addons: &[String], recipes: &[String]) -> String {
     let mut parts = Vec::new();
-    for (what, names) in [("steps", steps), ("checks", checks), ("addons", addons)] {
+    for (what, names) in [("steps", steps), ("checks", checks), ("addons", addons), ("recipes", recipes)] {
         if !names.is_empty() {
             parts.push(format!("{what}: {}", names.join(", ")));
         }
@@ -154,10 +154,10 @@ fn find(ctx: &Context, what: &str) -> Result<Installed> {
     if let Some(p) = catalog.get(what) {
         return Ok(p.clone());
     }
-    if let Some(p) = catalog
-        .step_owner(what)
-        .or_else(|| catalog.plugins.iter().find(|p| p.manifest.checks.iter().any(|c| c == what)))
-    {
+    let serves = |p: &&Installed| {
+        p.manifest.checks.iter().chain(&p.manifest.addons).chain(&p.manifest.recipes).any(|c| c == what)
+    };
+    if let Some(p) = catalog.step_owner(what).or_else(|| catalog.plugins.iter().find(serves)) {
         return Ok(p.clone());
     }
     if let Some(b) = catalog.broken.iter().find(|b| b.dir.file_name().is_some_and(|n| n == what)) {
@@ -192,10 +192,13 @@ pub(crate) async fn validate(ctx: &Context, what: &str, clock: Arc<dyn Clock>) -
             m.deadline_ms()
         ))
         .fact(format!("executable {} matches sha256 {}", p.executable.display(), m.sha256))
-        .fact(format!("it started, completed its handshake and serves {}", kinds(&d.steps, &d.checks, &d.addons)))
+        .fact(format!(
+            "it started, completed its handshake and serves {}",
+            kinds(&d.steps, &d.checks, &d.addons, &d.recipes)
+        ))
         .data(serde_json::json!({
             "plugin": d.name, "version": d.version, "protocol": d.protocol, "steps": d.steps, "checks": d.checks,
-            "addons": d.addons,
+            "addons": d.addons, "recipes": d.recipes,
             "manifest": p.manifest_path.display().to_string(), "sha256": m.sha256.as_str(),
         }))
         .action("explain", format!("skiff plugin explain {}", m.plugin), false, Safety::ReadOnly, 0.4)
@@ -226,6 +229,11 @@ pub(crate) fn explain(ctx: &Context, what: &str) -> Result<Answer> {
     for c in &m.checks {
         body.push_str(&format!("\ncheck {c}\n  runs in `skiff doctor`; its findings appear beside Skiff's own\n"));
     }
+    for r in &m.recipes {
+        body.push_str(&format!(
+            "\nrecipe {r}\n  writes a skiff.yaml: skiff init plugin {r} NAME [--port PORT] [--dir DIR]\n"
+        ));
+    }
     for a in &m.addons {
         body.push_str(&format!(
             "\naddon {a}\n  reads a spec that names it and refuses it or adds variables before it is compiled:\n    \
@@ -238,12 +246,12 @@ pub(crate) fn explain(ctx: &Context, what: &str) -> Result<Answer> {
          (PLUGIN_FAILED) if it crashes or answers garbage; the engine is never affected.\n",
     );
     Ok(Answer::from(
-        Envelope::ok(format!("plugin {}: {}", m.plugin, kinds(&m.steps, &m.checks, &m.addons)))
+        Envelope::ok(format!("plugin {}: {}", m.plugin, kinds(&m.steps, &m.checks, &m.addons, &m.recipes)))
             .data(serde_json::json!({
                 "plugin": m.plugin, "version": m.version, "description": m.description,
                 "manifest": p.manifest_path.display().to_string(), "executable": p.executable.display().to_string(),
                 "args": m.args, "sha256": m.sha256.as_str(), "deadline_ms": m.deadline_ms(),
-                "steps": m.steps, "checks": m.checks, "addons": m.addons,
+                "steps": m.steps, "checks": m.checks, "addons": m.addons, "recipes": m.recipes,
             }))
             .action("validate", format!("skiff plugin validate {}", m.plugin), false, Safety::ReadOnly, 0.5),
     )
@@ -402,4 +410,37 @@ pub(crate) async fn apply_addons(ctx: &Context, shown: &str, mut spec: skiff_spe
         }
     }
     Ok(spec)
+}
+
+/// The skiff.yaml text of recipe `recipe` (`skiff init plugin RECIPE NAME`), from the
+/// plugin that serves it.
+pub(crate) async fn recipe(ctx: &Context, recipe: &str, name: &str, port: u16) -> Result<String> {
+    let catalog = catalog(ctx);
+    let Some(p) = catalog.recipe_owner(recipe) else {
+        let served: Vec<&str> =
+            catalog.plugins.iter().flat_map(|p| p.manifest.recipes.iter().map(String::as_str)).collect();
+        let known = if served.is_empty() {
+            "no plugin serves a recipe here".to_owned()
+        } else {
+            format!("recipes: {}", served.join(", "))
+        };
+        return Err(Envelope::failure(Code::NotFound, format!("no installed plugin serves recipe {recipe}"))
+            .fact(format!("plugins directory: {}", catalog.dir.display()))
+            .fact(known)
+            .fact("nothing was written")
+            .action("list", "skiff plugin list", false, Safety::ReadOnly, 0.8)
+            .into());
+    };
+    let host = Host::new(p.clone(), Arc::new(skiff_clock::SystemClock));
+    let answer = host.recipe(recipe, name, port).await;
+    host.stop().await;
+    let answer = answer.map_err(|e| failure(e, &p.manifest.plugin))?;
+    if let Some(first) = answer.problems.first() {
+        let mut env = Envelope::failure(Code::Usage, format!("recipe {recipe} refuses: {first}"));
+        for more in &answer.problems[1..] {
+            env = env.fact(more.clone());
+        }
+        return Err(env.fact("nothing was written").into());
+    }
+    Ok(answer.spec)
 }

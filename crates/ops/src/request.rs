@@ -214,7 +214,7 @@ pub struct InitRequest {
 }
 
 /// Recipes `skiff init` writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Recipe {
     /// An HTTP service.
@@ -223,6 +223,8 @@ pub enum Recipe {
     Worker,
     /// An HTTP API with its own PostgreSQL database.
     ApiDb,
+    /// A recipe an installed plugin serves (`PLUGIN.NAME`).
+    Plugin(String),
 }
 
 /// `skiff deploy`.

@@ -140,6 +140,11 @@ impl Catalog {
         self.plugins.iter().find(|p| p.manifest.addons.iter().any(|a| a == addon))
     }
 
+    /// The plugin whose manifest declares recipe `recipe`.
+    pub fn recipe_owner(&self, recipe: &str) -> Option<&Installed> {
+        self.plugins.iter().find(|p| p.manifest.recipes.iter().any(|r| r == recipe))
+    }
+
     /// Every declared step kind as an engine step, one host (one process, started on
     /// first use) per plugin.
     pub fn steps(&self, clock: &Arc<dyn Clock>) -> Vec<Arc<dyn Step>> {

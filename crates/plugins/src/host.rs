@@ -11,7 +11,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use skiff_clock::Clock;
 use skiff_plugin::proto::plugin_client::PluginClient;
-use skiff_plugin::proto::{AddonCall, CheckCall, DescribeRequest, Description, Reply};
+use skiff_plugin::proto::{AddonCall, CheckCall, DescribeRequest, Description, RecipeCall, Reply};
 use skiff_sagaapi::StepCode;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
@@ -105,6 +105,18 @@ impl Host {
         let what = format!("addon {addon}");
         let reply = self.call(&what, move |mut c| async move { c.addon(call).await }).await?;
         match skiff_plugin::wire::decode::<skiff_plugin::AddonAnswer>(reply) {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(PluginError { code: e.code, message: e.message, facts: e.facts }),
+            Err(why) => Err(self.garbage(&what, why).await),
+        }
+    }
+
+    /// Runs recipe `recipe` for service `name` on `port`.
+    pub async fn recipe(&self, recipe: &str, name: &str, port: u16) -> Result<skiff_plugin::RecipeAnswer, PluginError> {
+        let call = RecipeCall { recipe: recipe.to_owned(), name: name.to_owned(), port: u32::from(port) };
+        let what = format!("recipe {recipe}");
+        let reply = self.call(&what, move |mut c| async move { c.recipe(call).await }).await?;
+        match skiff_plugin::wire::decode::<skiff_plugin::RecipeAnswer>(reply) {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => Err(PluginError { code: e.code, message: e.message, facts: e.facts }),
             Err(why) => Err(self.garbage(&what, why).await),
@@ -292,8 +304,10 @@ impl Host {
 
     fn matches_manifest(&self, d: &Description) -> Result<(), PluginError> {
         let m = &self.plugin.manifest;
-        let missing: Vec<&String> =
-            m.steps.iter().chain(&m.checks).filter(|k| !d.steps.contains(k) && !d.checks.contains(k)).collect();
+        let offered =
+            |k: &String| d.steps.contains(k) || d.checks.contains(k) || d.addons.contains(k) || d.recipes.contains(k);
+        let declared = m.steps.iter().chain(&m.checks).chain(&m.addons).chain(&m.recipes);
+        let missing: Vec<&String> = declared.filter(|k| !offered(k)).collect();
         if d.name != m.plugin || d.protocol != skiff_plugin::PROTOCOL || !missing.is_empty() {
             return Err(self.failed(
                 &format!(
@@ -302,11 +316,11 @@ impl Host {
                     d.name,
                     d.version,
                     d.protocol,
-                    [&d.steps, &d.checks, &d.addons],
+                    [&d.steps, &d.checks, &d.addons, &d.recipes],
                     self.plugin.manifest_path.display(),
                     m.plugin,
                     m.protocol,
-                    [&m.steps, &m.checks, &m.addons],
+                    [&m.steps, &m.checks, &m.addons, &m.recipes],
                 ),
                 Vec::new(),
             ));

@@ -12,6 +12,8 @@
 //! - **`changelog.env`** (runtime addon): tells the program where the changelog is,
 //!   in `DEPLOY_CHANGELOG` (or the variable `with: {variable: NAME}` names), so it can
 //!   show its own history.
+//! - **`changelog.service`** (recipe): `skiff init plugin changelog.service NAME`
+//!   writes an HTTP service's skiff.yaml with the hook and the addon in place.
 //!
 //! Its manifest (`plugin.yaml` in this directory) passes `--file PATH`. Install it by
 //! copying the manifest to `.skiff/plugins/changelog/plugin.yaml` with `executable`
@@ -23,7 +25,7 @@ use std::process::ExitCode;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use skiff_plugin::{Addon, AddonAnswer, Check, CheckContext, Plugin};
+use skiff_plugin::{Addon, AddonAnswer, Check, CheckContext, Plugin, Recipe, RecipeAnswer};
 use skiff_sagaapi::{Finding, Risk, Safety, Step, StepCode, StepContext, StepError, StepPlan, StepRequest, StepResult};
 
 #[tokio::main]
@@ -37,6 +39,7 @@ async fn main() -> ExitCode {
         .step(Append { file: file.clone() })
         .check("changelog.writable", Writable { file: file.clone() })
         .addon("changelog.env", Env { file })
+        .recipe("changelog.service", ServiceRecipe)
         .serve()
         .await
 }
@@ -163,6 +166,26 @@ impl Addon for Env {
         let variable = with.get("variable").map_or("DEPLOY_CHANGELOG", String::as_str);
         answer.env.insert(variable.to_owned(), self.file.display().to_string());
         answer
+    }
+}
+
+struct ServiceRecipe;
+
+#[async_trait]
+impl Recipe for ServiceRecipe {
+    async fn write(&self, name: &str, port: u16) -> RecipeAnswer {
+        let spec = format!(
+            "# skiff.yaml for {name}, an HTTP service whose deploys are kept in the deploy changelog\n\
+             # (the changelog plugin: `skiff plugin explain changelog`).\n\
+             service: {name}\n\
+             artifact:\n  build: cargo build --release -p {name}\n  path: target/release/{name}\n\
+             run:\n  command: [{name}, --port, \"${{PORT}}\"]\n\
+             port: {port}\n\
+             health: {{path: /healthz, interval: 5s}}\n\
+             addons:\n  - {{addon: changelog.env}}        # DEPLOY_CHANGELOG: where the changelog is\n\
+             rollout:\n  hooks:\n    - {{step: changelog.append, at: after_promote}}   # one line per deploy\n"
+        );
+        RecipeAnswer { spec, problems: Vec::new() }
     }
 }
 

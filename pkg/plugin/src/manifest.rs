@@ -20,6 +20,7 @@ pub const MANIFEST_FILE: &str = "plugin.yaml";
 /// steps: [changelog.append]
 /// checks: [changelog.writable]
 /// addons: [changelog.env]
+/// recipes: [changelog.service]
 /// deadline: 30s
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +51,9 @@ pub struct Manifest {
     /// Runtime addons it serves, each `PLUGIN.NAME` (a spec's `addons:`).
     #[serde(default)]
     pub addons: Vec<String>,
+    /// Recipes it serves, each `PLUGIN.NAME` (`skiff init plugin RECIPE NAME`).
+    #[serde(default)]
+    pub recipes: Vec<String>,
     /// How long one call may take before the plugin is stopped (default 30s; a run
     /// step also ends at its own step timeout).
     #[serde(default)]
@@ -116,14 +120,16 @@ impl Manifest {
         if self.executable.trim().is_empty() {
             return Err(field("executable", "is empty".to_owned(), "name the plugin's executable file"));
         }
-        if self.steps.is_empty() && self.checks.is_empty() && self.addons.is_empty() {
+        let all =
+            [("steps", &self.steps), ("checks", &self.checks), ("addons", &self.addons), ("recipes", &self.recipes)];
+        if all.iter().all(|(_, k)| k.is_empty()) {
             return Err(field(
                 "steps",
-                "`checks` and `addons` are all empty: the plugin offers nothing".to_owned(),
-                "list the step kinds, doctor checks and addons it serves",
+                "`checks`, `addons` and `recipes` are all empty: the plugin offers nothing".to_owned(),
+                "list the step kinds, doctor checks, addons and recipes it serves",
             ));
         }
-        for (name, kinds) in [("steps", &self.steps), ("checks", &self.checks), ("addons", &self.addons)] {
+        for (name, kinds) in all {
             for (i, kind) in kinds.iter().enumerate() {
                 let ok = kind.strip_prefix(&self.plugin).and_then(|rest| rest.strip_prefix('.')).is_some_and(is_name);
                 if !ok {

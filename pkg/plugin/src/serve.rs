@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use tonic::{Request, Response, Status};
 
 use crate::proto::plugin_server::{Plugin as Service, PluginServer};
-use crate::proto::{AddonCall, CheckCall, DescribeRequest, Description, Reply, StepCall};
+use crate::proto::{AddonCall, CheckCall, DescribeRequest, Description, RecipeCall, Reply, StepCall};
 use crate::wire::{self, Method};
 
 /// A doctor check a plugin offers: `skiff doctor` shows its findings beside Skiff's own.
@@ -49,6 +49,24 @@ pub struct AddonAnswer {
     pub secrets: BTreeMap<String, String>,
 }
 
+/// A recipe: the commented skiff.yaml `skiff init plugin RECIPE NAME` writes (Skiff
+/// checks it parses before writing it).
+#[async_trait]
+pub trait Recipe: Send + Sync {
+    /// The spec text for service `name` on `port`.
+    async fn write(&self, name: &str, port: u16) -> RecipeAnswer;
+}
+
+/// What a recipe answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecipeAnswer {
+    /// The skiff.yaml text.
+    pub spec: String,
+    /// What is wrong with the arguments (nothing is written when not empty).
+    pub problems: Vec<String>,
+}
+
 /// What the host tells a check.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(default)]
@@ -70,6 +88,7 @@ pub struct Plugin {
     steps: BTreeMap<String, Arc<dyn Step>>,
     checks: BTreeMap<String, Arc<dyn Check>>,
     addons: BTreeMap<String, Arc<dyn Addon>>,
+    recipes: BTreeMap<String, Arc<dyn Recipe>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -79,6 +98,7 @@ impl std::fmt::Debug for Plugin {
             .field("steps", &self.steps.keys().collect::<Vec<_>>())
             .field("checks", &self.checks.keys().collect::<Vec<_>>())
             .field("addons", &self.addons.keys().collect::<Vec<_>>())
+            .field("recipes", &self.recipes.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -92,6 +112,7 @@ impl Plugin {
             steps: BTreeMap::new(),
             checks: BTreeMap::new(),
             addons: BTreeMap::new(),
+            recipes: BTreeMap::new(),
         }
     }
 
@@ -113,6 +134,13 @@ impl Plugin {
     #[must_use]
     pub fn addon(mut self, name: impl Into<String>, addon: impl Addon + 'static) -> Self {
         self.addons.insert(name.into(), Arc::new(addon));
+        self
+    }
+
+    /// Serves a recipe under `name` (`NAME.something`).
+    #[must_use]
+    pub fn recipe(mut self, name: impl Into<String>, recipe: impl Recipe + 'static) -> Self {
+        self.recipes.insert(name.into(), Arc::new(recipe));
         self
     }
 
@@ -221,6 +249,7 @@ impl Service for Plugin {
             steps: self.steps.keys().cloned().collect(),
             checks: self.checks.keys().cloned().collect(),
             addons: self.addons.keys().cloned().collect(),
+            recipes: self.recipes.keys().cloned().collect(),
         }))
     }
 
@@ -260,6 +289,19 @@ impl Service for Plugin {
 
     async fn addon(&self, r: Request<AddonCall>) -> Result<Response<Reply>, Status> {
         Ok(Response::new(self.addon_call(r.into_inner()).await))
+    }
+
+    async fn recipe(&self, r: Request<RecipeCall>) -> Result<Response<Reply>, Status> {
+        let call = r.into_inner();
+        let Some(recipe) = self.recipes.get(&call.recipe) else {
+            let e = StepError::terminal(
+                StepCode::NotFound,
+                format!("plugin {} serves no recipe `{}`", self.name, call.recipe),
+            );
+            return Ok(Response::new(wire::failed(&e)));
+        };
+        let port = u16::try_from(call.port).unwrap_or(8080);
+        Ok(Response::new(wire::ok(&recipe.write(&call.name, port).await)))
     }
 }
 

@@ -11,7 +11,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use skiff_plugin::proto::plugin_server::{Plugin, PluginServer};
-use skiff_plugin::proto::{AddonCall, CheckCall, DescribeRequest, Description, Reply, StepCall, reply::Answer};
+use skiff_plugin::proto::{
+    AddonCall, CheckCall, DescribeRequest, Description, RecipeCall, Reply, StepCall, reply::Answer,
+};
 use skiff_sagaapi::{Risk, Safety, StepPlan};
 use tonic::{Request, Response, Status};
 
@@ -35,6 +37,7 @@ impl Plugin for Faulty {
             steps: vec!["faulty.step".to_owned()],
             checks: Vec::new(),
             addons: Vec::new(),
+            recipes: Vec::new(),
         }))
     }
 
@@ -77,6 +80,10 @@ impl Plugin for Faulty {
 
     async fn addon(&self, _: Request<AddonCall>) -> Result<Response<Reply>, Status> {
         Err(Status::unimplemented("faulty has no addons"))
+    }
+
+    async fn recipe(&self, _: Request<RecipeCall>) -> Result<Response<Reply>, Status> {
+        Err(Status::unimplemented("faulty has no recipes"))
     }
 }
 
