@@ -70,12 +70,19 @@ impl<'a> Web<'a> {
     }
 
     fn serving(&self) -> Option<String> {
-        let out = std::process::Command::new("curl")
-            .args(["-sf", "--max-time", "2", &format!("http://127.0.0.1:{}/", self.port)])
-            .output()
-            .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        http_get(self.port, "/").and_then(|(status, body)| (status == 200).then_some(body))
     }
+}
+
+/// How many processes run with `marker` among their arguments (the plugins of one sandbox).
+fn plugins_running(marker: &Path) -> usize {
+    let marker = marker.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains(&marker))
+        .count()
 }
 
 const CHANGELOG: &str = "[{step: changelog.append, at: after_promote, with: {message: shipped}}]";
@@ -142,6 +149,9 @@ fn a_plugin_step_runs_in_deploys_survives_sigkill_and_its_check_is_in_doctor() {
         s.kill_at(&web.env(), &["deploy", "-f", &spec, "--yes"], &format!("{point}:hook-changelog-append"));
         let status = json(&web.run(&["status", "web", "--format", "json"]));
         let op = status["data"]["active_operation"]["op_id"].as_str().expect("the killed deploy is active").to_owned();
+        // The killed CLI's plugin process went with it (its stdin closed).
+        let gone = skiff_testkit::wait_until(std::time::Duration::from_secs(10), || plugins_running(&log) == 0);
+        assert!(gone, "a plugin process outlived the CLI killed at {point}");
         let resumed = web.run(&["saga", "resume", &op, "--yes", "--format", "json"]);
         assert_eq!(json(&resumed)["data"]["status"], "succeeded", "after a kill at {point}: {}", resumed.stdout);
         let mine: Vec<String> = lines().into_iter().filter(|l| l.contains(&format!("({op})"))).collect();

@@ -36,19 +36,44 @@ impl Installed {
         Ok(Installed { manifest, manifest_path: path.to_owned(), executable })
     }
 
-    /// Checks the executable against the manifest's sha256: the only check standing
-    /// between a tampered file and a process Skiff starts.
+    /// Checks the executable against the manifest's sha256.
     pub fn verify(&self) -> Result<(), PluginError> {
-        let actual = sha256_file(&self.executable).map_err(|e| {
-            PluginError::new(
-                StepCode::NotFound,
-                format!(
-                    "plugin {}'s executable {} cannot be read: {e}; build or reinstall it",
-                    self.manifest.plugin,
-                    self.executable.display()
-                ),
-            )
+        let actual = sha256_file(&self.executable).map_err(|e| self.unreadable(&e))?;
+        self.matches(&actual)
+    }
+
+    /// Reads the executable once, checks those bytes against the manifest's sha256 and
+    /// writes them into `dir` (mode 0700): the path returned is what is started, so a
+    /// file swapped after the check is never run.
+    pub fn verified_copy(&self, dir: &Path) -> Result<PathBuf, PluginError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let bytes = std::fs::read(&self.executable).map_err(|e| self.unreadable(&e))?;
+        self.matches(&hex::encode(Sha256::digest(&bytes)))?;
+        let copy = dir.join(&self.manifest.plugin);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o700)
+            .open(&copy)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes).and_then(|()| f.sync_all()));
+        written.map_err(|e| {
+            PluginError::new(StepCode::PluginFailed, format!("plugin {} cannot be staged: {e}", self.manifest.plugin))
         })?;
+        Ok(copy)
+    }
+
+    fn unreadable(&self, e: &std::io::Error) -> PluginError {
+        PluginError::new(
+            StepCode::NotFound,
+            format!(
+                "plugin {}'s executable {} cannot be read: {e}; build or reinstall it",
+                self.manifest.plugin,
+                self.executable.display()
+            ),
+        )
+    }
+
+    fn matches(&self, actual: &str) -> Result<(), PluginError> {
         if actual != self.manifest.sha256.as_str() {
             return Err(PluginError::new(
                 StepCode::DigestMismatch,

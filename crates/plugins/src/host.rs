@@ -19,6 +19,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::{Installed, PluginError};
 
+/// "Text file busy": an executable still open for writing somewhere.
+const ETXTBSY: i32 = 26;
+
 /// How many of a plugin's last stderr lines a failure quotes.
 const STDERR_LINES: usize = 20;
 
@@ -229,24 +232,13 @@ impl Host {
     }
 
     async fn start(&self) -> Result<Running, PluginError> {
-        self.plugin.verify()?;
         let dir = tempfile::Builder::new()
             .prefix("skiff-plugin-")
             .tempdir()
-            .map_err(|e| self.failed(&format!("cannot have a socket directory: {e}"), Vec::new()))?;
+            .map_err(|e| self.failed(&format!("cannot have a private directory: {e}"), Vec::new()))?;
+        let executable = self.plugin.verified_copy(dir.path())?;
         let socket = dir.path().join("plugin.sock");
-        let mut child = Command::new(&self.plugin.executable)
-            .args(&self.plugin.manifest.args)
-            .env(skiff_plugin::COOKIE_VAR, skiff_plugin::COOKIE)
-            .env(skiff_plugin::SOCKET_VAR, &socket)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                self.failed(&format!("could not be started ({}): {e}", self.plugin.executable.display()), Vec::new())
-            })?;
+        let mut child = self.spawn(&executable, &socket).await?;
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(err) = child.stderr.take() {
             let lines = stderr.clone();
@@ -300,6 +292,43 @@ impl Host {
             .into_inner();
         self.matches_manifest(&description)?;
         Ok(Running { child, _stdin: stdin, client, stderr, description, _dir: dir })
+    }
+
+    /// Starts the verified copy. A copy that cannot run — `noexec` temporary
+    /// directories — falls back to the installed file, checked again just before; a
+    /// copy still held open by a concurrent fork (`ETXTBSY`) is tried again.
+    async fn spawn(&self, copy: &std::path::Path, socket: &std::path::Path) -> Result<Child, PluginError> {
+        let command = |exe: &std::path::Path| {
+            let mut c = Command::new(exe);
+            c.args(&self.plugin.manifest.args)
+                .env(skiff_plugin::COOKIE_VAR, skiff_plugin::COOKIE)
+                .env(skiff_plugin::SOCKET_VAR, socket)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            c
+        };
+        let mut tries = 0;
+        let err = loop {
+            match command(copy).spawn() {
+                Ok(child) => return Ok(child),
+                Err(e) if e.raw_os_error() == Some(ETXTBSY) && tries < 5 => {
+                    tries += 1;
+                    self.clock.sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => break e,
+            }
+        };
+        let started = if err.kind() == std::io::ErrorKind::PermissionDenied {
+            self.plugin.verify()?;
+            command(&self.plugin.executable).spawn()
+        } else {
+            Err(err)
+        };
+        started.map_err(|e| {
+            self.failed(&format!("could not be started ({}): {e}", self.plugin.executable.display()), Vec::new())
+        })
     }
 
     fn matches_manifest(&self, d: &Description) -> Result<(), PluginError> {
