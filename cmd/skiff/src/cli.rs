@@ -466,6 +466,8 @@ Examples:
   skiff plugin validate changelog              start it once: digest, handshake, description
   skiff plugin validate ./plugin.yaml          a manifest before installing it
   skiff plugin explain changelog.append        what a kind does and how a spec uses it
+  skiff plugin install examples/plugin/plugin.yaml --executable target/debug/skiff-plugin-changelog --pin
+                                               install one you built yourself (its digest recorded now)
 
 A plugin is a directory under $SKIFF_PLUGINS (default .skiff/plugins) holding its
 plugin.yaml: name, version, protocol, executable, sha256, steps, checks, deadline.
@@ -990,6 +992,21 @@ pub enum PluginAction {
         /// A plugin's name, one of its step kinds or checks, or a plugin.yaml path.
         plugin: String,
     },
+    /// Install a plugin from its plugin.yaml into the plugins directory, then start it once to check it.
+    Install {
+        /// The manifest (plugin.yaml) to install.
+        manifest: PathBuf,
+        /// The executable to install instead of the one the manifest names.
+        #[arg(long, value_name = "PATH")]
+        executable: Option<PathBuf>,
+        /// Record the executable's sha256 as it is now, for a plugin you built yourself
+        /// (otherwise it must match the manifest's `sha256`).
+        #[arg(long)]
+        pin: bool,
+        /// Replace an installed plugin of the same name.
+        #[arg(long)]
+        force: bool,
+    },
     /// What a plugin offers and how a spec uses its step kinds.
     Explain {
         /// A plugin's name, one of its step kinds or checks, or a plugin.yaml path.
@@ -1312,6 +1329,9 @@ impl Command {
                 PluginAction::List => PluginRequest::List,
                 PluginAction::Validate { plugin } => PluginRequest::Validate { what: plugin },
                 PluginAction::Explain { plugin } => PluginRequest::Explain { what: plugin },
+                PluginAction::Install { manifest, executable, pin, force } => {
+                    PluginRequest::Install { manifest, executable, pin, force }
+                }
             }),
             Command::Iam { action: IamAction::Policy { account } } => Request::IamPolicy { account },
             Command::Policy { action: PolicyAction::Check { file } } => Request::PolicyCheck { file },

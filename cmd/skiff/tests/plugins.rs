@@ -109,8 +109,9 @@ fn a_plugin_step_runs_in_deploys_survives_sigkill_and_its_check_is_in_doctor() {
     assert_eq!(explain.code, 0, "{}", explain.stderr);
     assert!(explain.stdout.contains("hooks:"), "{}", explain.stdout);
     let built = bin.parent().unwrap().display().to_string();
+    let canonical = std::fs::canonicalize(bin.parent().unwrap()).unwrap().display().to_string();
     let redact = |t: &str| {
-        let t = t.replace(&built, "[BIN]");
+        let t = t.replace(&canonical, "[BIN]").replace(&built, "[BIN]");
         regex::Regex::new("[0-9a-f]{64}").unwrap().replace_all(&t, "[SHA256]").into_owned()
     };
     insta::assert_snapshot!("plugin_list", redact(&web.run(&["plugin", "list"]).stdout));
@@ -186,6 +187,24 @@ fn a_plugin_step_runs_in_deploys_survives_sigkill_and_its_check_is_in_doctor() {
     assert_eq!(v["code"], "IO_ERROR", "{}", doctor.stdout);
     assert_eq!(v["data"]["findings"][0]["subject"], "plugin check changelog.writable");
     assert!(doctor.stdout.contains("cannot be written"), "{}", doctor.stdout);
+
+    // Installing the example's own manifest: its placeholders need --pin (a build of
+    // your own), an installed name needs --force, and the result is started once.
+    let example = repo().join("examples/plugin/plugin.yaml").display().to_string();
+    let exe = bin.display().to_string();
+    let unpinned = web.run(&["plugin", "install", &example, "--executable", &exe, "--format", "json"]);
+    assert_eq!(unpinned.code, 3, "SPEC_INVALID: {}", unpinned.stdout);
+    let taken = web.run(&["plugin", "install", &example, "--executable", &exe, "--pin", "--format", "json"]);
+    assert_eq!(taken.code, 5, "ALREADY_EXISTS: {}", taken.stdout);
+    let installed =
+        web.run(&["plugin", "install", &example, "--executable", &exe, "--pin", "--force", "--format", "json"]);
+    assert_eq!(installed.code, 0, "{}", installed.stdout);
+    assert_eq!(json(&installed)["data"]["pinned"], true);
+    let human = web.run(&["plugin", "install", &example, "--executable", &exe, "--pin", "--force"]);
+    insta::assert_snapshot!("plugin_install", redact(&human.stdout));
+    let valid = web.run(&["plugin", "validate", "changelog", "--format", "json"]);
+    assert_eq!(valid.code, 0, "{}", valid.stdout);
+    assert_eq!(web.run(&["doctor", "--format", "json"]).code, 0, "the example's own changelog file can be written");
 }
 
 #[test]

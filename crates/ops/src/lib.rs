@@ -170,5 +170,8 @@ async fn execute(ctx: &Context, request: Request) -> Result<Answer> {
             plugin::validate(ctx, &what, std::sync::Arc::new(skiff_clock::SystemClock)).await
         }
         Request::Plugin(PluginRequest::Explain { what }) => plugin::explain(ctx, &what),
+        Request::Plugin(PluginRequest::Install { manifest, executable, pin, force }) => {
+            plugin::install(ctx, &manifest, executable.as_deref(), pin, force).await
+        }
     }
 }

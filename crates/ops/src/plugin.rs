@@ -1,4 +1,4 @@
-//! `skiff plugin list|validate|explain`, and what the rest of ops asks of plugins: the
+//! `skiff plugin list|validate|explain|install`, and what the rest of ops asks of plugins: the
 //! installed catalog (`$SKIFF_PLUGINS`, else `.skiff/plugins`), their step kinds for
 //! the engine, the check that a spec's hooks are served, and their doctor checks.
 
@@ -443,4 +443,77 @@ pub(crate) async fn recipe(ctx: &Context, recipe: &str, name: &str, port: u16) -
         return Err(env.fact("nothing was written").into());
     }
     Ok(answer.spec)
+}
+
+/// `skiff plugin install MANIFEST [--executable PATH] [--pin] [--force]`: the manifest
+/// written into `PLUGINS/NAME/plugin.yaml` with the executable's absolute path, then
+/// the plugin started once; a plugin that fails that check is not left installed.
+pub(crate) async fn install(
+    ctx: &Context,
+    manifest: &std::path::Path,
+    executable: Option<&std::path::Path>,
+    pin: bool,
+    force: bool,
+) -> Result<Answer> {
+    use skiff_plugin::Manifest;
+    let shown = manifest.display().to_string();
+    let path = ctx.cwd.join(manifest);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::NotFound { Code::NotFound } else { Code::IoError };
+        crate::error::Error::from(Envelope::failure(code, format!("cannot read {shown}: {e}")))
+    })?;
+    let invalid = |e: skiff_plugin::ManifestError| -> crate::error::Error {
+        Envelope::failure(Code::SpecInvalid, e.to_string()).fact("nothing was installed").into()
+    };
+    let dir_of = path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let mut m = if pin {
+        let exe = match executable {
+            Some(e) => ctx.cwd.join(e),
+            None => {
+                let named: serde_json::Value =
+                    skiff_spec::from_yaml(&shown, &bytes).map_err(|e| invalid(skiff_plugin::ManifestError::from(e)))?;
+                dir_of.join(named["executable"].as_str().unwrap_or_default())
+            }
+        };
+        let sha = skiff_plugins::sha256_file(&exe).map_err(|e| {
+            crate::error::Error::from(
+                Envelope::failure(Code::NotFound, format!("cannot read the executable {}: {e}", exe.display()))
+                    .fact("build the plugin first, or name it with --executable PATH"),
+            )
+        })?;
+        Manifest::parse_pinned(&shown, &bytes, &exe.display().to_string(), &sha).map_err(invalid)?
+    } else {
+        let mut m = Manifest::parse(&shown, &bytes).map_err(invalid)?;
+        let exe = executable.map_or_else(|| dir_of.join(&m.executable), |e| ctx.cwd.join(e));
+        m.executable = exe.display().to_string();
+        m
+    };
+    m.executable = std::fs::canonicalize(&m.executable).map_or(m.executable.clone(), |p| p.display().to_string());
+    let target = dir(ctx).join(&m.plugin);
+    if target.exists() && !force {
+        return Err(Envelope::failure(Code::AlreadyExists, format!("plugin {} is installed already", m.plugin))
+            .fact(format!("{} exists; nothing was changed", target.display()))
+            .action("replace", format!("skiff plugin install {shown} --force"), true, Safety::Reversible, 0.4)
+            .into());
+    }
+    let file = target.join(skiff_plugin::MANIFEST_FILE);
+    let installed =
+        Installed { manifest: m.clone(), manifest_path: file.clone(), executable: m.executable.clone().into() };
+    let host = Host::new(installed, Arc::new(skiff_clock::SystemClock));
+    let described = host.describe().await;
+    host.stop().await;
+    described.map_err(|e| failure(e, &m.plugin))?;
+    std::fs::create_dir_all(&target).and_then(|()| crate::init::atomic_write(&file, m.to_yaml().as_bytes())).map_err(
+        |e| {
+            crate::error::Error::from(Envelope::failure(Code::IoError, format!("cannot write {}: {e}", file.display())))
+        },
+    )?;
+    Ok(Envelope::ok(format!("installed plugin {} {}", m.plugin, m.version))
+        .fact(format!("manifest {}", file.display()))
+        .fact(format!("executable {} (sha256 {}{})", m.executable, m.sha256, if pin { ", pinned now" } else { "" }))
+        .fact(format!("it started and serves {}", kinds(&m.steps, &m.checks, &m.addons, &m.recipes)))
+        .data(serde_json::json!({"plugin": m.plugin, "version": m.version, "manifest": file.display().to_string(),
+            "executable": m.executable, "sha256": m.sha256.as_str(), "pinned": pin}))
+        .action("explain", format!("skiff plugin explain {}", m.plugin), false, Safety::ReadOnly, 0.5)
+        .into())
 }

@@ -191,6 +191,17 @@ pub enum PluginRequest {
         /// A plugin's name, one of its kinds, or a manifest path.
         what: String,
     },
+    /// Install a plugin from its manifest into the plugins directory, then start it once.
+    Install {
+        /// The manifest to install.
+        manifest: std::path::PathBuf,
+        /// The executable, instead of the one the manifest names.
+        executable: Option<std::path::PathBuf>,
+        /// Record the executable's sha256 as it is now (a plugin you built yourself).
+        pin: bool,
+        /// Replace an installed plugin of the same name.
+        force: bool,
+    },
     /// What a plugin offers and how a spec uses it.
     Explain {
         /// A plugin's name, one of its kinds, or a manifest path.

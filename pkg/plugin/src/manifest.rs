@@ -91,6 +91,50 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Reads a manifest whose `executable` and `sha256` are given here instead (what
+    /// `skiff plugin install --pin` records for a plugin you built yourself): the
+    /// file's own values for them, placeholders included, are replaced.
+    pub fn parse_pinned(file: &str, bytes: &[u8], executable: &str, sha256: &str) -> Result<Manifest, ManifestError> {
+        let mut v: serde_json::Value = skiff_spec::from_yaml(file, bytes)?;
+        if let Some(map) = v.as_object_mut() {
+            map.insert("executable".to_owned(), executable.into());
+            map.insert("sha256".to_owned(), sha256.into());
+        }
+        let m: Manifest = serde_json::from_value(v).map_err(|e| ManifestError::Field {
+            file: file.to_owned(),
+            field: "(manifest)".to_owned(),
+            message: e.to_string(),
+            fix: "see the manifest format in `skiff plugin --help`".to_owned(),
+        })?;
+        m.check(file)?;
+        Ok(m)
+    }
+
+    /// The manifest as YAML (what `skiff plugin install` writes).
+    pub fn to_yaml(&self) -> String {
+        let q = |s: &str| serde_json::Value::from(s).to_string();
+        let list = |l: &[String]| format!("[{}]", l.iter().map(|s| q(s)).collect::<Vec<_>>().join(", "));
+        let mut out =
+            format!("plugin: {}\nversion: {}\nprotocol: {}\n", q(&self.plugin), q(&self.version), self.protocol);
+        if let Some(d) = &self.description {
+            out.push_str(&format!("description: {}\n", q(d)));
+        }
+        out.push_str(&format!(
+            "executable: {}\nargs: {}\nsha256: {}\nsteps: {}\nchecks: {}\naddons: {}\nrecipes: {}\n",
+            q(&self.executable),
+            list(&self.args),
+            self.sha256,
+            list(&self.steps),
+            list(&self.checks),
+            list(&self.addons),
+            list(&self.recipes)
+        ));
+        if let Some(d) = self.deadline {
+            out.push_str(&format!("deadline: {d}\n"));
+        }
+        out
+    }
+
     /// The per-call deadline, in milliseconds.
     pub fn deadline_ms(&self) -> u64 {
         self.deadline.map_or(DEFAULT_DEADLINE_MS, Duration::as_millis)
@@ -167,6 +211,15 @@ mod tests {
         let m = Manifest::parse("plugin.yaml", GOOD.as_bytes()).unwrap();
         assert_eq!(m.deadline_ms(), 5_000);
         assert_eq!(m.steps, ["changelog.append"]);
+    }
+
+    #[test]
+    fn pinned_manifests_replace_placeholders_and_round_trip_as_yaml() {
+        let text = GOOD.replace("executable: bin/p", "executable: EXECUTABLE").replace(&"a".repeat(64), "SHA256");
+        assert!(Manifest::parse("p.yaml", text.as_bytes()).is_err());
+        let m = Manifest::parse_pinned("p.yaml", text.as_bytes(), "/opt/p", &"b".repeat(64)).unwrap();
+        assert_eq!(m.executable, "/opt/p");
+        assert_eq!(Manifest::parse("again.yaml", m.to_yaml().as_bytes()).unwrap(), m);
     }
 
     #[test]
