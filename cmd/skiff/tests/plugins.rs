@@ -170,6 +170,12 @@ fn a_plugin_step_runs_in_deploys_survives_sigkill_and_its_check_is_in_doctor() {
     let refused = web.run(&["deploy", "-f", &spec, "--yes", "--format", "json"]);
     assert_eq!(refused.code, 3, "SPEC_INVALID: {}", refused.stdout);
     assert!(refused.stdout.contains("addons[0].addon: changelog.env refuses the spec"), "{}", refused.stdout);
+    let own = std::fs::read_to_string(web.spec("unused", "[]")).unwrap();
+    std::fs::write(&spec, format!("{own}addons: [{{addon: changelog.env, with: {{variable: HELLO_MESSAGE}}}}]\n"))
+        .unwrap();
+    let clash = web.run(&["validate", "-f", &spec, "--format", "json"]);
+    assert_eq!(clash.code, 3, "an addon never replaces the spec's own variable: {}", clash.stdout);
+    assert!(clash.stdout.contains("which the spec sets already"), "{}", clash.stdout);
     std::fs::write(&spec, with_addon("{variable: HELLO_MESSAGE}")).unwrap();
     assert_eq!(web.run(&["validate", "-f", &spec]).code, 0);
     let added = web.run(&["deploy", "-f", &spec, "--yes", "--format", "json"]);

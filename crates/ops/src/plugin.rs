@@ -376,6 +376,11 @@ pub(crate) async fn apply_addons(ctx: &Context, shown: &str, mut spec: skiff_spe
             )
             .into()
         };
+        let taken = |k: &str| -> crate::error::Error {
+            Envelope::failure(Code::SpecInvalid, format!("{at}: {name} sets {k}, which the spec sets already"))
+                .fact("an addon adds variables; it never replaces the spec's own")
+                .into()
+        };
         for (k, v) in answer.env {
             let var: EnvName = k.parse().map_err(|_| garbage(format!("an invalid variable name `{k}`")))?;
             // Applying again (a recorded spec the addon ran on already) changes nothing.
@@ -383,12 +388,7 @@ pub(crate) async fn apply_addons(ctx: &Context, shown: &str, mut spec: skiff_spe
                 continue;
             }
             if spec.run.env.contains_key(&var) || spec.secrets.contains_key(&var) {
-                return Err(Envelope::failure(
-                    Code::SpecInvalid,
-                    format!("{at}: {name} sets {k}, which the spec sets already"),
-                )
-                .fact("an addon adds variables; it never replaces the spec's own")
-                .into());
+                return Err(taken(&k));
             }
             spec.run.env.insert(var, v);
         }
@@ -399,12 +399,7 @@ pub(crate) async fn apply_addons(ctx: &Context, shown: &str, mut spec: skiff_spe
                 continue;
             }
             if spec.run.env.contains_key(&var) || spec.secrets.contains_key(&var) {
-                return Err(Envelope::failure(
-                    Code::SpecInvalid,
-                    format!("{at}: {name} sets {k}, which the spec sets already"),
-                )
-                .fact("an addon adds variables; it never replaces the spec's own")
-                .into());
+                return Err(taken(&k));
             }
             spec.secrets.insert(var, reference);
         }
