@@ -9,6 +9,7 @@
 
 mod logs;
 mod member;
+mod mesh;
 mod prepare;
 mod supervise;
 mod task;
@@ -216,12 +217,30 @@ pub async fn run(config: Config) -> u8 {
     let prepared = prepare::prepare(&config, &member, &log).instrument(verify.clone()).await;
     verify.record("outcome", if prepared.is_ok() { "verified" } else { "refused" });
     drop(verify);
-    let prepared = match prepared {
+    let mut prepared = match prepared {
         Ok(p) => p,
         Err(code) => return code,
     };
-    match config.task {
-        Some(t) => task::run(t, prepared, &member, &log).await,
-        None => supervise::supervise(&config, prepared, &member, &log).await,
+    if let Some(t) = config.task {
+        return task::run(t, prepared, &member, &log).await;
     }
+    // Kept for as long as the program is supervised: dropping it closes the mesh.
+    let _mesh = match prepared.mesh.take() {
+        Some(settings) => match mesh::start(&config, settings, &mut prepared.env, &member, &log).await {
+            Ok(running) => Some(running),
+            Err(reason) => {
+                log.runner(&format!("mesh: cannot start: {reason}"));
+                let _ = member
+                    .set(skiff_state::docs::MemberHealth::Refused, |d| {
+                        d.phase = "refused".to_owned();
+                        d.code = Some("CONFIG_INVALID".to_owned());
+                        d.reason = Some(format!("the mesh: {reason}"));
+                    })
+                    .await;
+                return exit::SETUP;
+            }
+        },
+        None => None,
+    };
+    supervise::supervise(&config, prepared, &member, &log).await
 }

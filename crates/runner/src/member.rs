@@ -8,14 +8,15 @@ use tokio::sync::Mutex;
 
 use crate::Config;
 
-/// The runner's handle on its member document.
+/// The runner's handle on its member document (clones share it).
+#[derive(Clone)]
 pub(crate) struct Member {
     ledger: Ledger,
     key: String,
     service: String,
     instance: String,
     release: String,
-    state: Mutex<(MemberHealth, RunnerDetail)>,
+    state: std::sync::Arc<Mutex<(MemberHealth, RunnerDetail)>>,
 }
 
 impl Member {
@@ -34,7 +35,7 @@ impl Member {
             instance: config.instance.clone(),
             release: config.release.clone(),
             ledger,
-            state: Mutex::new((MemberHealth::Starting, detail)),
+            state: std::sync::Arc::new(Mutex::new((MemberHealth::Starting, detail))),
         };
         member.write().await?;
         Ok(member)

@@ -28,6 +28,8 @@ pub(crate) struct Prepared {
     pub(crate) drain_ms: u64,
     /// The release's schema migration, its programs resolved like the command's.
     pub(crate) migration: Option<skiff_ir::MigrationIr>,
+    /// The mesh, for a service with `network.mtls` (its variables taken out of `env`).
+    pub(crate) mesh: Option<crate::mesh::Settings>,
 }
 
 async fn refuse(member: &Member, log: &Log, code: &str, reason: String) {
@@ -130,6 +132,13 @@ pub(crate) async fn prepare(config: &Config, member: &Member, log: &Log) -> Resu
         }
     }
     member.note(|d| d.secrets = versions).await;
+    let mesh = match crate::mesh::take(&config.service, &mut env) {
+        Ok(m) => m,
+        Err(reason) => {
+            refuse(member, log, "CONFIG_INVALID", format!("the mesh: {reason}")).await;
+            return Err(exit::SETUP);
+        }
+    };
     env.extend([
         ("PORT".to_owned(), config.port.to_string()),
         ("HOST".to_owned(), config.host.clone()),
@@ -157,6 +166,7 @@ pub(crate) async fn prepare(config: &Config, member: &Member, log: &Log) -> Resu
         command: resolve(&ir.run.command),
         migration,
         env,
+        mesh,
         dir: config.dir.clone(),
         health: ir.network.as_ref().map(|n| n.health.clone()),
         drain_ms: ir.rollout.drain_timeout.as_millis(),

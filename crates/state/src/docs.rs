@@ -359,6 +359,28 @@ pub struct RunnerDetail {
     /// credential each consumer uses.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, String>,
+    /// Its mesh port and certificate, for a service with `network.mtls`: where its
+    /// callers find it, and what the mTLS plugin's doctor check reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshDetail>,
+}
+
+/// A member's place in the mesh (`network.mtls`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshDetail {
+    /// The mesh port's address (`host:port`): callers connect here with mutual TLS.
+    pub address: String,
+    /// Who its certificate names (`spiffe://skiff/ENV/SERVICE`).
+    pub identity: String,
+    /// The certificate's serial number, hex.
+    pub serial: String,
+    /// When the certificate was issued, ms since the epoch.
+    pub issued_at_ms: u64,
+    /// When it stops being valid, ms since the epoch.
+    pub not_after_ms: u64,
+    /// Certificates issued since the runner started (1: never renewed).
+    pub issued: u32,
 }
 
 /// `members/<svc>/<instance>.json`: a runner's heartbeat. `detail` belongs to the runner.
