@@ -211,7 +211,10 @@ mod tests {
         assert_ne!(leaf.serial, again.issue(&who, NOW, 6_000).unwrap().serial);
         let (_, pem) = x509_parser::pem::parse_x509_pem(leaf.cert_pem.as_bytes()).unwrap();
         let text = format!("{:?}", pem.parse_x509().unwrap().subject_alternative_name().unwrap().unwrap().value);
-        assert!(text.contains("ledger-api.prod.skiff.mesh") && text.contains("spiffe://skiff/prod/ledger-api"), "{text}");
+        assert!(
+            text.contains("ledger-api.prod.skiff.mesh") && text.contains("spiffe://skiff/prod/ledger-api"),
+            "{text}"
+        );
     }
 
     #[test]

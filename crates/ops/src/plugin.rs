@@ -18,9 +18,29 @@ pub(crate) fn dir(ctx: &Context) -> PathBuf {
     ctx.setting(&skiff_settings::PLUGINS).map_or_else(|| ctx.cwd.join(".skiff/plugins"), |p| ctx.cwd.join(p))
 }
 
-/// The installed plugins.
+/// The installed plugins, started with what Skiff tells them ([`plugin_env`]).
 pub(crate) fn catalog(ctx: &Context) -> Catalog {
-    Catalog::discover(&dir(ctx))
+    Catalog::discover(&dir(ctx)).with_env(plugin_env(ctx))
+}
+
+/// What a plugin is told besides its handshake: `SKIFF_STATE` (the resolved bucket)
+/// and, on the local provider, `SKIFF_SECRETS` (its encrypted secret store), so a
+/// plugin such as mTLS can keep keys there.
+fn plugin_env(ctx: &Context) -> Vec<(String, String)> {
+    let Ok((_, resolved)) = ctx.resolve() else { return Vec::new() };
+    let mut env =
+        vec![(skiff_settings::STATE.name.to_owned(), crate::factory::absolute_state(ctx, &resolved.state.value))];
+    if resolved.provider.value == skiff_sdk::config::ProviderKind::Local
+        && let Ok(local) = crate::factory::local_dir(ctx)
+    {
+        env.push((skiff_settings::SECRETS.name.to_owned(), format!("local:{}", local.secrets().display())));
+    }
+    env
+}
+
+/// A host for `p` that starts it as the catalog does.
+fn host(catalog: &Catalog, p: &skiff_plugins::Installed, clock: Arc<dyn Clock>) -> Host {
+    Host::new(p.clone(), clock).with_env(catalog.env.clone())
 }
 
 /// Every installed plugin's step kinds, for an engine's registry.
@@ -280,7 +300,7 @@ pub(crate) async fn findings(
     }
     let context = serde_json::json!({"services": services, "state": state});
     for p in catalog.plugins.iter().filter(|p| !p.manifest.checks.is_empty()) {
-        let host = Host::new(p.clone(), clock.clone());
+        let host = host(&catalog, p, clock.clone());
         for check in &p.manifest.checks {
             let validate = format!("skiff plugin validate {}", p.manifest.plugin);
             match host
@@ -340,25 +360,37 @@ fn finding(code: Code, subject: String, summary: String, facts: Vec<String>, fix
 /// variables and secret references, which may not replace the spec's own.
 pub(crate) async fn apply_addons(ctx: &Context, shown: &str, mut spec: skiff_spec::Spec) -> Result<skiff_spec::Spec> {
     use skiff_spec::values::{EnvName, SecretRef};
-    if spec.addons.is_empty() {
+    // `network.mtls` is the mTLS plugin's addon, used without naming it.
+    let mut uses: Vec<(String, skiff_spec::AddonUse)> =
+        spec.addons.iter().enumerate().map(|(i, u)| (format!("{shown}: addons[{i}].addon"), u.clone())).collect();
+    if spec.network.as_ref().is_some_and(|n| n.mtls) {
+        let addon = MESH_ADDON.parse().map_err(|_| Envelope::failure(Code::Internal, "the mesh addon's name"))?;
+        uses.push((format!("{shown}: network.mtls"), skiff_spec::AddonUse { addon, with: Default::default() }));
+    }
+    if uses.is_empty() {
         return Ok(spec);
     }
     let catalog = catalog(ctx);
     let written = serde_json::to_value(&spec).unwrap_or_default();
-    for (i, used) in spec.addons.clone().iter().enumerate() {
+    for (at, used) in &uses {
         let name = used.addon.as_str();
-        let at = format!("{shown}: addons[{i}].addon");
         let Some(p) = catalog.addon_owner(name) else {
+            let install = if name == MESH_ADDON {
+                "the mesh needs the mTLS plugin: `skiff plugin install plugins/mtls/plugin.yaml` (see its README)"
+            } else {
+                "install the plugin that serves it into the plugins directory"
+            };
             return Err(Envelope::failure(
                 Code::SpecInvalid,
                 format!("{at}: no installed plugin serves addon `{name}`"),
             )
+            .fact(install)
             .fact(format!("plugins directory: {}", catalog.dir.display()))
             .fact("nothing was built, started or recorded")
             .action("list", "skiff plugin list", false, Safety::ReadOnly, 0.8)
             .into());
         };
-        let host = Host::new(p.clone(), Arc::new(skiff_clock::SystemClock));
+        let host = host(&catalog, p, Arc::new(skiff_clock::SystemClock));
         let answer = host.addon(name, &written, &used.with).await;
         host.stop().await;
         let answer = answer.map_err(|e| failure(e, &p.manifest.plugin))?;
@@ -403,9 +435,22 @@ pub(crate) async fn apply_addons(ctx: &Context, shown: &str, mut spec: skiff_spe
             }
             spec.secrets.insert(var, reference);
         }
+        for h in answer.hooks {
+            let step = h.step.parse().map_err(|_| garbage(format!("`{}`, not a step kind", h.step)))?;
+            let point = serde_json::from_value(serde_json::Value::String(h.at.clone()))
+                .map_err(|_| garbage(format!("`{}`, not a hook point", h.at)))?;
+            let hook = skiff_spec::Hook { step, at: point, with: h.with };
+            let hooks = &mut spec.rollout.get_or_insert_with(Default::default).hooks;
+            if !hooks.contains(&hook) {
+                hooks.push(hook);
+            }
+        }
     }
     Ok(spec)
 }
+
+/// The addon `network.mtls` stands for.
+const MESH_ADDON: &str = "mtls.mesh";
 
 /// The skiff.yaml text of recipe `recipe` (`skiff init plugin RECIPE NAME`), from the
 /// plugin that serves it.
@@ -426,7 +471,7 @@ pub(crate) async fn recipe(ctx: &Context, recipe: &str, name: &str, port: u16) -
             .action("list", "skiff plugin list", false, Safety::ReadOnly, 0.8)
             .into());
     };
-    let host = Host::new(p.clone(), Arc::new(skiff_clock::SystemClock));
+    let host = host(&catalog, p, Arc::new(skiff_clock::SystemClock));
     let answer = host.recipe(recipe, name, port).await;
     host.stop().await;
     let answer = answer.map_err(|e| failure(e, &p.manifest.plugin))?;

@@ -124,9 +124,18 @@ pub struct Catalog {
     pub plugins: Vec<Installed>,
     /// Directories whose manifests did not (they are skipped, and said).
     pub broken: Vec<Broken>,
+    /// Variables every plugin of the catalog starts with ([`Host::with_env`]).
+    pub env: Vec<(String, String)>,
 }
 
 impl Catalog {
+    /// The same catalog, its plugins started with `env` added.
+    #[must_use]
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Self {
+        self.env = env;
+        self
+    }
+
     /// Reads `dir/*/plugin.yaml`. A missing directory is an empty catalog; a broken
     /// manifest is set aside in [`Catalog::broken`] rather than failing every command.
     pub fn discover(dir: &Path) -> Catalog {
@@ -175,7 +184,7 @@ impl Catalog {
     pub fn steps(&self, clock: &Arc<dyn Clock>) -> Vec<Arc<dyn Step>> {
         let mut out: Vec<Arc<dyn Step>> = Vec::new();
         for p in &self.plugins {
-            let host = Arc::new(Host::new(p.clone(), clock.clone()));
+            let host = Arc::new(Host::new(p.clone(), clock.clone()).with_env(self.env.clone()));
             for kind in &p.manifest.steps {
                 out.push(Arc::new(PluginStep::new(kind.clone(), host.clone())));
             }

@@ -35,6 +35,7 @@ pub struct Host {
     plugin: Installed,
     clock: Arc<dyn Clock>,
     running: tokio::sync::Mutex<Option<Running>>,
+    env: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -62,7 +63,15 @@ fn tail(lines: &Mutex<VecDeque<String>>) -> Vec<String> {
 impl Host {
     /// A host for `plugin`; nothing starts until the first call.
     pub fn new(plugin: Installed, clock: Arc<dyn Clock>) -> Self {
-        Host { plugin, clock, running: tokio::sync::Mutex::new(None) }
+        Host { plugin, clock, running: tokio::sync::Mutex::new(None), env: Vec::new() }
+    }
+
+    /// The same host, starting its plugin with these variables added to its environment
+    /// (what Skiff tells plugins: the local secret store).
+    #[must_use]
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Self {
+        self.env = env;
+        self
     }
 
     /// The plugin it runs.
@@ -301,6 +310,7 @@ impl Host {
         let command = |exe: &std::path::Path| {
             let mut c = Command::new(exe);
             c.args(&self.plugin.manifest.args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .env(skiff_plugin::COOKIE_VAR, skiff_plugin::COOKIE)
                 .env(skiff_plugin::SOCKET_VAR, socket)
                 .stdin(Stdio::piped())

@@ -6,6 +6,9 @@
 //! (delay on `/`), `HELLO_CRASH_AFTER_MS` (exit 1 after that long). `HELLO_CONFIG`,
 //! when set (typically from a secret reference), must be a JSON object: anything else
 //! makes hello exit 2 at start, as a service with a broken configuration does.
+//! `HELLO_UPSTREAM=NAME` makes `/` call service NAME first, at the URL the mesh gives
+//! in `SKIFF_UPSTREAM_<NAME>` (`network.upstreams`), and answer with what it said (502
+//! when it fails): the mTLS example's two services.
 #![expect(
     clippy::disallowed_methods,
     reason = "an example application, not Skiff: it really sleeps to act slow or crash late"
@@ -25,6 +28,8 @@ struct Config {
     latency: Duration,
     release: String,
     instance: String,
+    /// The upstream's name and its URL (`http://HOST:PORT`).
+    upstream: Option<(String, String)>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -47,6 +52,11 @@ fn main() {
         latency: Duration::from_millis(env("HELLO_LATENCY_MS").and_then(|v| v.parse().ok()).unwrap_or(0)),
         release: env("SKIFF_RELEASE").unwrap_or_else(|| "dev".to_owned()),
         instance: env("SKIFF_INSTANCE").unwrap_or_else(|| "local".to_owned()),
+        upstream: env("HELLO_UPSTREAM").map(|name| {
+            let var = format!("SKIFF_UPSTREAM_{}", name.to_ascii_uppercase().replace('-', "_"));
+            let url = env(&var).unwrap_or_default();
+            (name, url)
+        }),
     });
     if let Some(ms) = env("HELLO_CRASH_AFTER_MS").and_then(|v| v.parse::<u64>().ok()) {
         std::thread::spawn(move || {
@@ -141,9 +151,32 @@ fn respond(method: &str, path: &str, config: &Config, served: &AtomicU64) -> (u1
             if ((n + 1.0) * config.error_rate).floor() > (n * config.error_rate).floor() {
                 (500, "failing on purpose (HELLO_ERROR_RATE)\n".to_owned())
             } else {
-                (200, format!("{} (release {}, instance {})\n", config.message, config.release, config.instance))
+                let me = format!("{} (release {}, instance {})", config.message, config.release, config.instance);
+                match &config.upstream {
+                    None => (200, format!("{me}\n")),
+                    Some((name, url)) => match call(url) {
+                        Ok(said) => (200, format!("{me}; {name} said: {}\n", said.trim_end())),
+                        Err(e) => (502, format!("{me}; {name} at `{url}` failed: {e}\n")),
+                    },
+                }
             }
         }
         _ => (404, "not found\n".to_owned()),
+    }
+}
+
+/// One GET of `/` at `url` (`http://HOST:PORT`): its body when it answered 200.
+fn call(url: &str) -> std::io::Result<String> {
+    let addr = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer.as_str(), ""));
+    if head.split_whitespace().nth(1) == Some("200") {
+        Ok(body.to_owned())
+    } else {
+        Err(std::io::Error::other(head.lines().next().unwrap_or("no answer").to_owned()))
     }
 }

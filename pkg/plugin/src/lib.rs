@@ -26,7 +26,7 @@ mod serve;
 pub mod wire;
 
 pub use manifest::{MANIFEST_FILE, Manifest, ManifestError};
-pub use serve::{Addon, AddonAnswer, Check, CheckContext, Plugin, Recipe, RecipeAnswer};
+pub use serve::{Addon, AddonAnswer, AddonHook, Check, CheckContext, Plugin, Recipe, RecipeAnswer};
 
 /// The generated messages, client and server of `skiff.plugin.v1`.
 #[allow(missing_docs, reason = "generated code; the .proto documents it")]

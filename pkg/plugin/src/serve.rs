@@ -47,6 +47,22 @@ pub struct AddonAnswer {
     pub env: BTreeMap<String, String>,
     /// Secret references to add (`NAME: secret://name/key`).
     pub secrets: BTreeMap<String, String>,
+    /// Plugin steps every deploy of the service runs, added to its `rollout.hooks`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<AddonHook>,
+}
+
+/// A deploy hook an addon adds: a step kind, when it runs, and its parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AddonHook {
+    /// The step kind, `PLUGIN.NAME`.
+    pub step: String,
+    /// `before_start`, `before_traffic` or `after_promote`.
+    pub at: String,
+    /// Its parameters.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub with: BTreeMap<String, String>,
 }
 
 /// A recipe: the commented skiff.yaml `skiff init plugin RECIPE NAME` writes (Skiff

@@ -73,6 +73,28 @@ pub struct Spec {
     /// environment variables and secret references before it is compiled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addons: Vec<AddonUse>,
+    /// How the service talks to other services: `mtls: true` puts it in its
+    /// environment's mesh (the mTLS plugin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+}
+
+/// Service-to-service networking.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Calls between services over mutual TLS: every instance gets a short-lived
+    /// certificate from the environment's CA and a mesh port that refuses callers
+    /// without one. Needs the mTLS plugin (`skiff plugin install plugins/mtls/plugin.yaml`).
+    #[serde(default)]
+    pub mtls: bool,
+    /// Services this one calls through the mesh; each is reached at the URL in
+    /// `SKIFF_UPSTREAM_<NAME>` (`http://127.0.0.1:PORT`, mutual TLS from there on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<DnsLabel>,
+    /// How long an instance certificate lives; renewed two thirds in. Default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_ttl: Option<Duration>,
 }
 
 /// One runtime addon a spec uses.
@@ -383,7 +405,7 @@ pub struct Backups {
 }
 
 /// How a new release replaces the running one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
     /// `canary` (weighted steps with analysis) or `all_at_once`. Default `canary` for services.
@@ -412,8 +434,9 @@ pub struct Rollout {
 pub struct Hook {
     /// The step kind, served by an installed plugin, e.g. `changelog.append`.
     pub step: StepKind,
-    /// When it runs: `before_traffic` (the release is up, before any traffic moves) or
-    /// `after_promote` (the release took all traffic and is recorded).
+    /// When it runs: `before_start` (before any instance of the release starts),
+    /// `before_traffic` (the release is up, before any traffic moves) or `after_promote`
+    /// (the release took all traffic and is recorded).
     pub at: HookPoint,
     /// Parameters the plugin's step reads (text values).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -424,6 +447,8 @@ pub struct Hook {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HookPoint {
+    /// Before any instance of the release starts (what the instances need, made first).
+    BeforeStart,
     /// After the release's instances are up (and registered), before traffic moves.
     BeforeTraffic,
     /// After the release is promoted.

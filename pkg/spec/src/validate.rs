@@ -101,6 +101,7 @@ pub(crate) fn validate(spec: &Spec) -> Vec<Issue> {
     check_regions(spec, &mut out);
     check_iam(spec, &mut out);
     check_environments(spec, &mut out);
+    check_network(spec, kind, &mut out);
     if let Some(r) = spec.logs.as_ref().and_then(|l| l.retention) {
         range(
             &mut out,
@@ -603,6 +604,40 @@ fn check_secrets(spec: &Spec, out: &mut Vec<Issue>) {
                 .at_key(),
             );
         }
+    }
+}
+
+fn check_network(spec: &Spec, kind: WorkloadKind, out: &mut Vec<Issue>) {
+    let Some(n) = &spec.network else { return };
+    let path = FieldPath::root().key("network");
+    if !n.mtls && (!n.upstreams.is_empty() || n.certificate_ttl.is_some()) {
+        out.push(Issue::new(
+            path.key("mtls"),
+            "upstreams and certificate_ttl are settings of the mesh, which is off",
+            "`mtls: true` with them",
+            "add `mtls: true`, or remove the mesh's settings",
+        ));
+    }
+    if n.mtls && kind == WorkloadKind::Worker && n.upstreams.is_empty() {
+        out.push(Issue::new(
+            path.key("upstreams"),
+            "a worker in the mesh serves nothing, so it needs services to call",
+            "the services it calls, e.g. `upstreams: [ledger-api]`",
+            "list the services it calls, or remove `network`",
+        ));
+    }
+    for (i, u) in n.upstreams.iter().enumerate() {
+        if u.as_str() == spec.service.as_str() {
+            out.push(Issue::new(
+                path.key("upstreams").index(i),
+                format!("`{u}` is this service"),
+                "other services",
+                "a service reaches itself without the mesh; remove it",
+            ));
+        }
+    }
+    if let Some(ttl) = n.certificate_ttl {
+        range(out, path.key("certificate_ttl"), ttl, Duration::from_secs(5), Duration::from_secs(30 * 86_400));
     }
 }
 

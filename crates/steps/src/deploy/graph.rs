@@ -124,6 +124,9 @@ fn graph(saga: &str, r: &Rollout, canary: bool) -> Result<SagaGraph, SagaError> 
     if let Some(m) = migration.filter(|m| m.phase == skiff_spec::MigrationPhase::BeforeCanary) {
         b = migrate(b, m);
     }
+    if saga == "deploy" {
+        b = hooks(b, r, HookPoint::BeforeStart);
+    }
     let mut b = b
         .step(
             "provision",
