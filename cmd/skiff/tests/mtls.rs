@@ -51,7 +51,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
         assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
+        skiff_clock::SystemClock::block_for(Duration::from_millis(200));
     }
 }
 
@@ -68,7 +68,7 @@ fn call_without_certificate(addr: &str) -> String {
         use std::io::Write as _;
         let mut stdin = child.stdin.take().unwrap();
         let _ = stdin.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        std::thread::sleep(Duration::from_millis(500));
+        skiff_clock::SystemClock::block_for(Duration::from_millis(500));
     }
     let out = child.wait_with_output().unwrap();
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
@@ -130,7 +130,7 @@ fn two_services_talk_over_mutual_tls_and_renewals_during_traffic_fail_no_request
             Some((200, b)) if b.contains("ledger balance 42") => ok += 1,
             other => failed.push(format!("{other:?}")),
         }
-        std::thread::sleep(Duration::from_millis(50));
+        skiff_clock::SystemClock::block_for(Duration::from_millis(50));
     }
     assert!(failed.is_empty(), "{} of {} calls failed: {:?}", failed.len(), ok + failed.len(), &failed[..1]);
     assert!(ok > 50, "{ok} calls");
@@ -146,7 +146,7 @@ fn two_services_talk_over_mutual_tls_and_renewals_during_traffic_fail_no_request
     let frozen = members(s.path(), "ledger-api").remove(0);
     let pid = nix::unistd::Pid::from_raw(i32::try_from(frozen.detail.runner_pid).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    std::thread::sleep(Duration::from_millis(6_500));
+    skiff_clock::SystemClock::block_for(Duration::from_millis(6_500));
     let doctor = s.run_env(&["doctor", "--format", "json"], &env);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     assert!(

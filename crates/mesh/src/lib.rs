@@ -31,8 +31,9 @@ pub fn ca_secrets(environment: &str) -> (String, String) {
     (format!("secret://skiff-mesh-{environment}/ca-cert"), format!("secret://skiff-mesh-{environment}/ca-key"))
 }
 
-/// The variable through which a program finds an upstream's loopback port
-/// (`SKIFF_UPSTREAM_LEDGER_API` for `ledger-api`), holding `http://127.0.0.1:PORT`.
+/// The variable through which a program finds an upstream's loopback port: the
+/// prefix `SKIFF_UPSTREAM_` and the service's name upper-cased, dashes as underscores;
+/// it holds `http://127.0.0.1:PORT`.
 pub fn upstream_var(service: &str) -> String {
     format!("SKIFF_UPSTREAM_{}", service.to_ascii_uppercase().replace('-', "_"))
 }

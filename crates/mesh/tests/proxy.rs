@@ -14,7 +14,8 @@ const TTL: u64 = 3_600_000;
 
 /// Real time: the TLS stacks check validity against the system clock.
 fn now() -> u64 {
-    u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
+    use skiff_clock::Clock as _;
+    skiff_clock::SystemClock.now_ms()
 }
 
 /// A program answering every connection with one HTTP 200 naming itself.

@@ -21,11 +21,11 @@ use crate::member::Member;
 
 /// The mesh's variables (all start with this) and the ones it reads.
 const PREFIX: &str = "SKIFF_MESH";
-const ENVIRONMENT: &str = "SKIFF_MESH";
-const UPSTREAMS: &str = "SKIFF_MESH_UPSTREAMS";
-const TTL: &str = "SKIFF_MESH_TTL_SECS";
-const CA_CERT: &str = "SKIFF_MESH_CA_CERT";
-const CA_KEY: &str = "SKIFF_MESH_CA_KEY";
+const ENVIRONMENT: &str = skiff_settings::MESH.name;
+const UPSTREAMS: &str = skiff_settings::MESH_UPSTREAMS.name;
+const TTL: &str = skiff_settings::MESH_TTL_SECS.name;
+const CA_CERT: &str = skiff_settings::MESH_CA_CERT.name;
+const CA_KEY: &str = skiff_settings::MESH_CA_KEY.name;
 /// How often the members of an upstream are looked up.
 const DISCOVERY: Duration = Duration::from_secs(1);
 

@@ -272,6 +272,21 @@ settings! {
     /// Plugin cookie.
     PLUGIN_COOKIE = "SKIFF_PLUGIN_COOKIE", Plugins, [Plugin], None, false,
         "Set by Skiff when it starts a plugin; a plugin started without it explains itself and exits.";
+    /// The mesh's environment.
+    MESH = "SKIFF_MESH", Runner, [Run], Some("none: no mesh"), false,
+        "The environment whose mesh the instance joins (`network.mtls`; the mTLS plugin's addon sets it in the release).";
+    /// The mesh's upstreams.
+    MESH_UPSTREAMS = "SKIFF_MESH_UPSTREAMS", Runner, [Run], Some("none"), false,
+        "Services the program calls through the mesh, comma-separated; each gets a loopback port in `SKIFF_UPSTREAM_<NAME>`.";
+    /// Mesh certificate lifetime.
+    MESH_TTL_SECS = "SKIFF_MESH_TTL_SECS", Runner, [Run], Some("3600"), false,
+        "How long an instance's mesh certificate lives, seconds; the runner renews it two thirds in.";
+    /// The mesh CA's certificate.
+    MESH_CA_CERT = "SKIFF_MESH_CA_CERT", Runner, [Run], None, false,
+        "The environment CA's certificate (PEM), from its secret reference; the runner takes it out of the program's environment.";
+    /// The mesh CA's key.
+    MESH_CA_KEY = "SKIFF_MESH_CA_KEY", Runner, [Run], None, true,
+        "The environment CA's key (PEM), from its secret reference; the runner signs the instance's certificates with it and never passes it on.";
     /// Plugin socket.
     PLUGIN_SOCKET = "SKIFF_PLUGIN_SOCKET", Plugins, [Plugin], None, false,
         "The Unix socket a plugin serves its gRPC service on, in a private directory Skiff creates.";
@@ -323,7 +338,7 @@ settings! {
 
 /// `SKIFF_*` words in the source that are not environment variables (heredoc markers,
 /// prefixes), for the tidy test.
-pub const NOT_VARIABLES: &[&str] = &["SKIFF_UNIT", "SKIFF_", "SKIFFD_", "SKIFF_AWS_", "SKIFF_LOCAL"];
+pub const NOT_VARIABLES: &[&str] = &["SKIFF_UNIT", "SKIFF_", "SKIFFD_", "SKIFF_AWS_", "SKIFF_LOCAL", "SKIFF_UPSTREAM_"];
 
 /// The declaration of `name`, if any.
 pub fn find(name: &str) -> Option<&'static Setting> {
