@@ -24,7 +24,8 @@ Examples:
   skiff-worker --bucket file://.skiff/state --once          one pass, then exit
 
 Each line on stdout is one JSON record: an operation run, a reconcile verdict, a repair,
-a queue-scaled group resized (`autoscaled`)."
+a queue-scaled group resized (`autoscaled`), a database failed over automatically
+(`failed_over`) or not (`failover_refused`)."
 )]
 struct Args {
     /// State bucket URL (the same as skiffd's).
@@ -146,6 +147,34 @@ async fn autoscale(ctx: &Context, errors: &mut std::collections::BTreeMap<String
     }
 }
 
+/// The automatic-failover watch: records each promotion, and each refusal once.
+async fn failover_watch(
+    ctx: &Context,
+    watch: &mut skiff_ops::ha::Watch,
+    said: &mut std::collections::BTreeMap<String, String>,
+) {
+    for (service, outcome) in skiff_ops::ha::tick_all(ctx, watch).await {
+        match outcome {
+            Ok(skiff_ops::ha::Verdict::FailedOver { op, summary }) => {
+                said.remove(&service);
+                record(serde_json::json!({"event": "failed_over", "service": service, "op": op, "summary": summary}));
+            }
+            Ok(skiff_ops::ha::Verdict::Refused { reason }) => {
+                if said.get(&service) != Some(&reason) {
+                    record(serde_json::json!({"event": "failover_refused", "service": service, "summary": reason}));
+                    said.insert(service, reason);
+                }
+            }
+            Ok(_) => {
+                said.remove(&service);
+            }
+            Err(e) => record(serde_json::json!({
+                "event": "error", "service": service, "code": e.code(), "summary": e.envelope().summary,
+            })),
+        }
+    }
+}
+
 /// Reconciles each service and repairs what policy allows.
 async fn reconcile(ctx: &Context) {
     let services = match skiff_ops::worker::services(ctx).await {
@@ -227,8 +256,10 @@ fn work(args: &Args) -> std::process::ExitCode {
         let mut last_reconcile: Option<u64> = None;
         let mut last_autoscale: Option<u64> = None;
         let mut autoscale_errors = std::collections::BTreeMap::new();
+        let mut watch = (skiff_ops::ha::Watch::default(), std::collections::BTreeMap::new());
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
             run_operations(&ctx).await;
+            failover_watch(&ctx, &mut watch.0, &mut watch.1).await;
             let due = args.autoscale_ms > 0
                 && last_autoscale.is_none_or(|t| clock.now_ms().saturating_sub(t) >= args.autoscale_ms);
             if due || args.once {

@@ -1221,6 +1221,9 @@ pub enum StackKind {
     /// An HTTP API with its own PostgreSQL database.
     #[value(name = "api-db")]
     ApiDb,
+    /// An API whose PostgreSQL has a streaming replica promoted automatically when the primary fails.
+    #[value(name = "postgres-ha")]
+    PostgresHa,
 }
 
 #[derive(Debug, Args)]
@@ -1401,6 +1404,7 @@ impl InitRecipe {
             InitRecipe::Service(a) => (Recipe::Service, a),
             InitRecipe::Worker(a) => (Recipe::Worker, a),
             InitRecipe::Stack { stack: StackKind::ApiDb, args } => (Recipe::ApiDb, args),
+            InitRecipe::Stack { stack: StackKind::PostgresHa, args } => (Recipe::PostgresHa, args),
             InitRecipe::Plugin { recipe, args } => (Recipe::Plugin(recipe), args),
         };
         InitRequest { recipe, name: a.name, dir: a.dir, port: a.port, force: a.force }

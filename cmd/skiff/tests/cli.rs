@@ -43,7 +43,10 @@ fn init_recipes_write_valid_commented_specs() {
     let r = s.run(&["init", "stack", "api-db", "orders-api", "--dir", "stack", "--port", "9000", "--format", "json"]);
     assert_eq!(r.code, 0, "{}", r.stdout);
     insta::assert_snapshot!("init-stack-file", std::fs::read_to_string(s.path().join("stack/skiff.yaml")).unwrap());
-    for file in ["skiff.yaml", "worker/skiff.yaml", "stack/skiff.yaml"] {
+    let r = s.run(&["init", "stack", "postgres-ha", "orders", "--dir", "ha", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    insta::assert_snapshot!("init-postgres-ha-file", std::fs::read_to_string(s.path().join("ha/skiff.yaml")).unwrap());
+    for file in ["skiff.yaml", "worker/skiff.yaml", "stack/skiff.yaml", "ha/skiff.yaml"] {
         let v = s.run(&["validate", "-f", file]);
         assert_eq!(v.code, 0, "{file}: {}", human(&v));
     }

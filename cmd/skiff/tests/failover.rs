@@ -403,3 +403,122 @@ fn a_switchover_killed_at_every_step_boundary_resumes_to_one_promotion() {
         assert_eq!(w.run(&["state", "verify", "--format", "json"])["code"], "OK", "after {p}");
     }
 }
+
+/// The spec with `database.failover: {automatic: true, after: 2s}`.
+fn automatic_spec(s: &Sandbox, port: u16) -> String {
+    let file = spec(s, port);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let db = "database: {name: accounts-db, engine: postgres, version: \"16\"}";
+    assert!(text.contains(db));
+    let auto = "database: {name: accounts-db, engine: postgres, version: \"16\", \
+                failover: {automatic: true, after: 2s, max_lag_bytes: 1048576}}";
+    std::fs::write(&file, text.replace(db, auto)).unwrap();
+    file
+}
+
+/// A writer trying every sequence number on both servers, logging which accepted it when.
+struct BothWriter {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(usize, u64, std::time::Instant)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BothWriter {
+    fn start(urls: [String; 2]) -> BothWriter {
+        let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
+        let (stop2, acked2) = (stop.clone(), acked.clone());
+        let thread = std::thread::spawn(move || {
+            let mut seq = 0;
+            while !stop2.load(Ordering::SeqCst) {
+                seq += 1;
+                for (i, url) in urls.iter().enumerate() {
+                    if psql(url, &format!("insert into acks values ({seq})")).is_ok() {
+                        acked2.lock().unwrap().push((i, seq, std::time::Instant::now()));
+                    }
+                }
+            }
+        });
+        BothWriter { stop, acked, thread: Some(thread) }
+    }
+
+    fn on(&self, server: usize) -> usize {
+        self.acked.lock().unwrap().iter().filter(|(i, _, _)| *i == server).count()
+    }
+
+    fn finish(mut self) -> Vec<(usize, u64, std::time::Instant)> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn a_killed_primary_is_replaced_automatically_and_two_servers_never_accept_writes_at_once() {
+    let s = Sandbox::new();
+    let runner = skiff_testkit::workspace_bin("skiff-runner").display().to_string();
+    let env = vec![
+        ("SKIFF_RUNNER_BIN", runner),
+        ("SKIFF_LEASE_TTL_MS", "1500".to_owned()),
+        ("SKIFF_HA_POLL_MS", "500".to_owned()),
+    ];
+    let _stop = StopAll(&s, env.clone());
+    let w = World { s: &s, env };
+    let file = automatic_spec(&s, skiff_testkit::free_port());
+    let deployed = w.run(&["deploy", "-f", &file, "--yes", "--format", "json"]);
+    assert_eq!(deployed["code"], "OK", "{deployed}");
+    let primary_url = secret(&s, "secret://accounts-db/url");
+    psql(&primary_url, "create table acks (seq bigint primary key)").unwrap();
+    let read = |name: &str| -> serde_json::Value {
+        let path = s.path().join(format!(".skiff/local/databases/{name}.json"));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let (primary, replica) = (read("accounts-db"), read("accounts-db-us-west-2"));
+    let replica_url = primary_url.replace(&format!(":{}/", primary["port"]), &format!(":{}/", replica["port"]));
+    assert_ne!(replica_url, primary_url);
+
+    // A writer tries every row on both servers throughout.
+    let writer = BothWriter::start([primary_url.clone(), replica_url]);
+    assert!(skiff_testkit::wait_until(Duration::from_secs(10), || writer.on(0) > 20));
+    assert_eq!(writer.on(1), 0, "the replica refuses writes while it follows");
+
+    // The primary's server is killed; nobody runs a command.
+    let data = std::path::Path::new(primary["base"].as_str().unwrap()).join("data");
+    let pid: i32 =
+        std::fs::read_to_string(data.join("postmaster.pid")).unwrap().lines().next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let state_file = s.path().join(".skiff/state/v1/services/accounts/state.json");
+    let writer_region = || -> String {
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+        state["writer_region"].as_str().unwrap_or("us-east-1").to_owned()
+    };
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(90), || writer_region() == "us-west-2"),
+        "the watch promoted the replica (writer region {})",
+        writer_region()
+    );
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(30), || writer.on(1) > 20),
+        "writes go on on the new primary"
+    );
+    let acked = writer.finish();
+
+    // No row was accepted by both, and every write the old primary took came before
+    // the first the new one took: never two primaries at once.
+    let on = |server: usize| acked.iter().filter(move |(i, _, _)| *i == server);
+    let old: std::collections::BTreeSet<u64> = on(0).map(|(_, seq, _)| *seq).collect();
+    assert!(on(1).all(|(_, seq, _)| !old.contains(seq)), "a row accepted by both servers");
+    let last_old = on(0).map(|(_, _, t)| *t).max().unwrap();
+    let first_new = on(1).map(|(_, _, t)| *t).min().unwrap();
+    assert!(last_old < first_new, "the two servers accepted writes at the same time");
+    // The saga goes on to its last step, fencing the old primary.
+    assert!(
+        skiff_testkit::wait_until(Duration::from_secs(60), || read("accounts-db")["fenced"] == true),
+        "the old primary was fenced"
+    );
+    let ops = w.run(&["saga", "list", "--format", "json"]).to_string();
+    assert!(ops.contains("region-failover"), "{ops}");
+    // Started again, the old primary is a fenced standby: it refuses writes.
+    restart_and_refuse(&primary, &primary_url);
+}

@@ -108,6 +108,10 @@ pub fn compile(spec: &Spec) -> ServiceIr {
                 timeout: m.timeout.unwrap_or(Duration::from_secs(300)),
             }),
             replica_regions: replica_regions(&regions, &db.name.to_string(), &mut c),
+            automatic_failover: db.failover.as_ref().filter(|f| f.automatic).map(|f| AutoFailoverIr {
+                max_lag_bytes: f.max_lag_bytes.unwrap_or(1 << 20),
+                after: f.after.unwrap_or(Duration::from_secs(10)),
+            }),
         }
     });
 

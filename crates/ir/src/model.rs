@@ -167,6 +167,19 @@ pub struct DatabaseIr {
     /// first region writes until a failover moves it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replica_regions: Vec<String>,
+    /// Promote a replica without a person when the primary stops answering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_failover: Option<AutoFailoverIr>,
+}
+
+/// `database.failover` with `automatic: true`, its defaults filled in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoFailoverIr {
+    /// The most lag, bytes of log, a promotion may lose.
+    pub max_lag_bytes: u64,
+    /// How long the primary must not answer first.
+    pub after: Duration,
 }
 
 /// A release's schema migration with its defaults filled in.

@@ -82,12 +82,52 @@ rollout:
     analysis: {max_error_rate: 1%, max_p95_latency: 300ms}
 "#;
 
+const POSTGRES_HA: &str = r#"# skiff.yaml for {{NAME}}, an HTTP API whose PostgreSQL survives its primary.
+# The first region holds the primary, the second a streaming replica Skiff manages; which
+# one writes is recorded in the state bucket (a compare-and-swap document, no consensus
+# service to run). `skiff failover stack {{NAME}} --to us-west-2` is a planned
+# switchover (nothing lost); when the primary stops answering for `after`, Skiff
+# promotes the replica itself, but only within `max_lag_bytes` of the primary. The old
+# primary is fenced: started again, it refuses writes.
+service: {{NAME}}
+artifact:
+  build: cargo build --release -p {{NAME}}
+  path: target/release/{{NAME}}
+run:
+  command: [{{NAME}}, --port, "${PORT}"]
+  env: {RUST_LOG: info}
+port: {{PORT}}
+health: {path: /healthz, interval: 5s, healthy_threshold: 2, unhealthy_threshold: 2}
+intent:
+  availability: standard
+  cost: balanced
+secrets:
+  DATABASE_URL: secret://{{NAME}}-db/url   # follows the primary: repointed by every failover
+database:
+  name: {{NAME}}-db
+  engine: postgres
+  version: "16"
+  backups: {retention: 7d}
+  failover:
+    automatic: true           # promote the replica when the primary does not answer...
+    after: 10s                # ...for this long,
+    max_lag_bytes: 1048576    # and only if the replica was at most 1 MiB of log behind
+regions: [us-east-1, us-west-2]   # primary, replica (locally: two PostgreSQL servers)
+rollout:
+  strategy: canary
+  canary:
+    steps: [25, 100]
+    bake: 1m
+    analysis: {max_error_rate: 1%, max_p95_latency: 300ms}
+"#;
+
 /// `skiff init service|worker|stack api-db NAME`.
 pub(crate) async fn run(ctx: &Context, args: &InitRequest) -> Result<Answer> {
     let (template, kind) = match &args.recipe {
         Recipe::Service => (SERVICE, "service"),
         Recipe::Worker => (WORKER, "worker"),
         Recipe::ApiDb => (API_DB, "api-db stack"),
+        Recipe::PostgresHa => (POSTGRES_HA, "postgres-ha stack"),
         Recipe::Plugin(recipe) => {
             let text = crate::plugin::recipe(ctx, recipe, &args.name, args.port).await?;
             return write(ctx, &text, &format!("plugin {recipe}"), args);

@@ -23,6 +23,7 @@ mod events;
 mod evidence;
 pub mod factory;
 pub mod failover;
+pub mod ha;
 mod iam;
 mod import;
 mod incident;

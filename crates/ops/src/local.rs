@@ -262,13 +262,41 @@ async fn serve(ctx: &Context, dir: LocalDir, port: u16) -> Result<Answer> {
     let config = SupervisorConfig { dir, runner, runner_args, port, instances_exit_with: None };
     // Beside the instances: the queue autoscaler of every `scale.queue` service.
     let autoscaler = crate::autoscale::run(ctx, autoscale_log());
+    // And the automatic-failover watch of every `database.failover.automatic` service.
+    // Boxed: its saga's future is large, and every request's future would carry it.
+    let watch = Box::pin(crate::ha::run(ctx, ha_log()));
     let served = tokio::select! {
         served = skiff_provider_local::serve(config) => served,
         () = autoscaler => Ok(()),
+        () = watch => Ok(()),
     };
     match served {
         Ok(()) => Ok(Envelope::ok("the local supervisor stopped").into()),
         Err(e) => Err(Envelope::failure(Code::IoError, "the local supervisor failed").fact(e.to_string()).into()),
+    }
+}
+
+/// Writes what the failover watch did or refused to the supervisor's log (stderr),
+/// each refusal or error once.
+fn ha_log() -> impl FnMut(&str, &Result<crate::ha::Verdict>) {
+    use std::io::Write as _;
+    let mut said: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    move |service, outcome| {
+        let line = match outcome {
+            Ok(crate::ha::Verdict::FailedOver { op, summary }) => {
+                format!("failover {service}: {summary} (op {})", op.as_deref().unwrap_or("-"))
+            }
+            Ok(crate::ha::Verdict::Refused { reason }) => format!("failover {service}: {reason}"),
+            Ok(crate::ha::Verdict::Healthy { .. } | crate::ha::Verdict::Down { .. }) => {
+                said.remove(service);
+                return;
+            }
+            Err(e) => format!("failover {service}: {}: {}", e.code(), e.envelope().summary),
+        };
+        if said.get(service) != Some(&line) {
+            let _ = writeln!(std::io::stderr(), "{line}");
+            said.insert(service.to_owned(), line);
+        }
     }
 }
 

@@ -234,6 +234,8 @@ pub enum Recipe {
     Worker,
     /// An HTTP API with its own PostgreSQL database.
     ApiDb,
+    /// An API whose PostgreSQL has a streaming replica, failed over automatically.
+    PostgresHa,
     /// A recipe an installed plugin serves (`PLUGIN.NAME`).
     Plugin(String),
 }

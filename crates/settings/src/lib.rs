@@ -192,6 +192,9 @@ settings! {
     /// Queue autoscaling's poll.
     AUTOSCALE_POLL_MS = "SKIFF_AUTOSCALE_POLL_MS", Engine, [Skiff, Worker], Some("`5000`"), false,
         "How often the queue autoscaler (in `skiff local serve` and skiff-worker) reads each `scale.queue` backlog, in ms.";
+    /// Automatic failover's watch.
+    HA_POLL_MS = "SKIFF_HA_POLL_MS", Engine, [Skiff, Worker], Some("`2000`"), false,
+        "How often the automatic-failover watch (in `skiff local serve` and skiff-worker) measures each `database.failover.automatic` primary, in ms.";
     /// Installed plugins.
     PLUGINS = "SKIFF_PLUGINS", Engine, [Skiff, Skiffd, Worker], Some("`.skiff/plugins`"), false,
         "Directory of installed plugins, one directory each holding its `plugin.yaml` manifest (`skiff plugin list`).";

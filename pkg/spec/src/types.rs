@@ -343,6 +343,28 @@ pub struct Database {
     /// Schema migrations each deploy runs once, from the new release's artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrations: Option<Migrations>,
+    /// What happens when the primary stops answering (a service in two or more regions,
+    /// each after the first with a streaming replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<DatabaseFailover>,
+}
+
+/// Failover without a person: the replica is promoted when the primary has not
+/// answered for `after`, only when it was within `max_lag_bytes` of the primary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseFailover {
+    /// Promote the replica automatically. Default `false`: a person runs
+    /// `skiff failover stack`.
+    #[serde(default)]
+    pub automatic: bool,
+    /// The most replication lag, in bytes of log, an automatic failover may lose;
+    /// above it the database stays down for a person to decide. Default 1 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_bytes: Option<u64>,
+    /// How long the primary must not answer before the failover (1s-1h). Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Duration>,
 }
 
 /// Schema migrations: a command that ships in the release's artifact (signed and

@@ -675,6 +675,19 @@ fn check_database(spec: &Spec, out: &mut Vec<Issue>) {
             range(out, path.key("timeout"), t, Duration::from_secs(1), Duration::from_secs(3600));
         }
     }
+    if let Some(f) = &db.failover {
+        if f.automatic && spec.regions.len() < 2 {
+            out.push(Issue::new(
+                path.key("failover").key("automatic"),
+                "an automatic failover promotes a replica, and this database has none",
+                "two or more regions (each after the first holds a streaming replica)",
+                "list two regions, e.g. `regions: [us-east-1, us-west-2]`, or remove `automatic: true`",
+            ));
+        }
+        if let Some(t) = f.after {
+            range(out, path.key("failover").key("after"), t, Duration::from_secs(1), Duration::from_secs(3600));
+        }
+    }
     if let Some(r) = db.backups.as_ref().and_then(|b| b.retention) {
         range(
             out,
