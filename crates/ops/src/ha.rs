@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use skiff_ir::AutoFailoverIr;
 use skiff_sdk::{Answer, Code};
 
 use crate::context::Context;
@@ -93,22 +94,19 @@ pub async fn tick(ctx: &Context, watch: &mut Watch, service: &str) -> Result<Opt
     }
     let since = *watch.down_since.entry(service.to_owned()).or_insert(now);
     let for_ms = now.saturating_sub(since);
-    if for_ms < auto.after.as_millis() {
-        return Ok(Some(Verdict::Down { for_ms }));
-    }
-    let known = match (watch.last_lag.get(service).copied(), measured) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
-    let Some(lag) = known.filter(|l| *l <= auto.max_lag_bytes) else {
-        let shown = known.map_or_else(|| "unknown".to_owned(), |l| format!("{l} bytes"));
-        return Ok(Some(Verdict::Refused {
-            reason: format!(
-                "{primary} does not answer; {replica}'s lag ({shown}) is over the bound ({} bytes): \
+    let lag = match decide(for_ms, watch.last_lag.get(service).copied(), measured, auto) {
+        Decision::Wait => return Ok(Some(Verdict::Down { for_ms })),
+        Decision::Promote { lag } => lag,
+        Decision::Refuse { lag } => {
+            let shown = lag.map_or_else(|| "unknown".to_owned(), |l| format!("{l} bytes"));
+            return Ok(Some(Verdict::Refused {
+                reason: format!(
+                    "{primary} does not answer; {replica}'s lag ({shown}) is over the bound ({} bytes): \
                  nothing promoted — `skiff failover stack {service} --to {to} --mode failover --accept-data-loss` decides",
-                auto.max_lag_bytes
-            ),
-        }));
+                    auto.max_lag_bytes
+                ),
+            }));
+        }
     };
     let request = FailoverRequest {
         service: service.to_owned(),
@@ -138,6 +136,34 @@ pub async fn tick(ctx: &Context, watch: &mut Watch, service: &str) -> Result<Opt
         answer.envelope.summary
     );
     Ok(Some(Verdict::FailedOver { op: answer.envelope.operation_id.clone(), summary }))
+}
+
+/// What the watch does about a primary that has not answered for `down_for_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    /// Not down for `after` yet.
+    Wait,
+    /// Promote: the lag (the larger of the last measured and the one now) is within the bound.
+    Promote { lag: u64 },
+    /// The lag is over the bound, or unknown: a person decides.
+    Refuse { lag: Option<u64> },
+}
+
+/// The whole policy, pure: wait for `after`; then promote only with a known lag within
+/// `max_lag_bytes`, taking the larger of the last lag seen while the primary answered
+/// and the lower bound measured now.
+fn decide(down_for_ms: u64, last_lag: Option<u64>, now_lag: Option<u64>, auto: AutoFailoverIr) -> Decision {
+    if down_for_ms < auto.after.as_millis() {
+        return Decision::Wait;
+    }
+    let lag = match (last_lag, now_lag) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    match lag {
+        Some(l) if l <= auto.max_lag_bytes => Decision::Promote { lag: l },
+        other => Decision::Refuse { lag: other },
+    }
 }
 
 /// Approves the failover's gate: `database.failover.automatic` stands for the person.
@@ -176,5 +202,50 @@ pub async fn run(ctx: &Context, mut on: impl FnMut(&str, &Result<Verdict>)) {
             on(&service, &outcome);
         }
         clock.sleep(poll(ctx)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use skiff_spec::values::Duration as SpecDuration;
+
+    fn auto(max: u64) -> AutoFailoverIr {
+        AutoFailoverIr { max_lag_bytes: max, after: SpecDuration::from_secs(10) }
+    }
+
+    #[test]
+    fn it_waits_then_promotes_within_the_bound_and_refuses_above_it_or_unknown() {
+        assert_eq!(decide(9_999, Some(0), Some(0), auto(100)), Decision::Wait);
+        assert_eq!(decide(10_000, Some(100), Some(3), auto(100)), Decision::Promote { lag: 100 });
+        // The last lag seen while the primary answered counts, even if the bound now is lower.
+        assert_eq!(decide(10_000, Some(101), Some(3), auto(100)), Decision::Refuse { lag: Some(101) });
+        assert_eq!(decide(10_000, None, Some(3), auto(100)), Decision::Promote { lag: 3 });
+        assert_eq!(decide(10_000, None, None, auto(100)), Decision::Refuse { lag: None });
+    }
+
+    proptest! {
+        #[test]
+        fn it_never_promotes_early_over_the_bound_or_blind(
+            down in 0u64..30_000,
+            last in proptest::option::of(0u64..4_096),
+            now in proptest::option::of(0u64..4_096),
+            max in 0u64..4_096,
+        ) {
+            match decide(down, last, now, auto(max)) {
+                Decision::Wait => prop_assert!(down < 10_000),
+                Decision::Promote { lag } => {
+                    prop_assert!(down >= 10_000);
+                    prop_assert!(lag <= max);
+                    prop_assert!(last.is_none_or(|l| l <= lag) && now.is_none_or(|n| n <= lag));
+                    prop_assert!(last.is_some() || now.is_some());
+                }
+                Decision::Refuse { lag } => {
+                    prop_assert!(down >= 10_000);
+                    prop_assert!(lag.is_none_or(|l| l > max));
+                }
+            }
+        }
     }
 }
