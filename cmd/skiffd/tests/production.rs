@@ -111,7 +111,13 @@ fn a_served_deploy_is_read_back_at_once_on_every_replica() {
     let (code, status) = http(a.port, "GET", "/v1/services/web/status", &[("authorization", &auth)], None);
     assert_eq!(code, 200, "{status}");
     assert_eq!(status["release"]["current"], release.as_str(), "{status}");
-    assert_eq!(status["health"]["state"], "healthy", "{status}");
+    // Health comes from the runners' heartbeats, which may trail the load balancer's
+    // view the deploy waited on by a probe interval: read it until it settles.
+    let healthy = || {
+        let (_, status) = http(a.port, "GET", "/v1/services/web/status", &[("authorization", &auth)], None);
+        status["health"]["state"] == "healthy"
+    };
+    assert!(skiff_testkit::wait_until(Duration::from_secs(10), healthy), "the service reports healthy");
     // The operation's answer carries a consistency token; B honours it.
     let op = deployed["operation_id"].as_str().unwrap();
     let token = consistency(a.port, &format!("/v1/operations/{op}"), &auth);
