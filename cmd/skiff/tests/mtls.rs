@@ -47,14 +47,6 @@ fn members(dir: &Path, service: &str) -> Vec<skiff_state::docs::Member<RunnerDet
         .collect()
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
-        skiff_clock::SystemClock::block_for(Duration::from_millis(200));
-    }
-}
-
 /// `openssl s_client` to `addr` without a certificate, sending one GET: what came back.
 fn call_without_certificate(addr: &str) -> String {
     let mut child = Command::new("openssl")
@@ -100,9 +92,10 @@ fn two_services_talk_over_mutual_tls_and_renewals_during_traffic_fail_no_request
     }
 
     // ledger-web's `/` calls ledger-api through both runners over mutual TLS.
-    wait_until("web to reach the ledger", || {
+    let reached = skiff_testkit::wait_until(Duration::from_secs(60), || {
         http_get(web_port, "/").is_some_and(|(c, b)| c == 200 && b.contains("ledger-api said: ledger balance 42"))
     });
+    assert!(reached, "web reached the ledger through the mesh");
     let api_members = members(s.path(), "ledger-api");
     assert_eq!(api_members.len(), 2);
     let mesh = api_members[0].detail.mesh.clone().unwrap();

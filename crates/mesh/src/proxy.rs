@@ -22,6 +22,8 @@ use crate::Identity;
 const HANDSHAKE: Duration = Duration::from_secs(10);
 /// How long a connection to a member may take.
 const CONNECT: Duration = Duration::from_secs(2);
+/// The pause after a failed accept.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How long an outbound connection waits for its upstream's first member.
 const FIRST_MEMBER: Duration = Duration::from_secs(5);
 
@@ -30,7 +32,13 @@ const FIRST_MEMBER: Duration = Duration::from_secs(5);
 pub async fn inbound(listener: TcpListener, program: SocketAddr, tls: Arc<ServerConfig>) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                accept_failed(&e).await;
+                continue;
+            }
+        };
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let clock = SystemClock;
@@ -64,7 +72,13 @@ pub async fn outbound(
         return;
     };
     loop {
-        let Ok((mut plain, _)) = listener.accept().await else { continue };
+        let mut plain = match listener.accept().await {
+            Ok((plain, _)) => plain,
+            Err(e) => {
+                accept_failed(&e).await;
+                continue;
+            }
+        };
         let (connector, name, next, mut members) = (connector.clone(), name.clone(), next.clone(), members.clone());
         let upstream = upstream.clone();
         tokio::spawn(async move {
@@ -85,6 +99,13 @@ pub async fn outbound(
             tracing::warn!(%upstream, members = list.len(), "mesh: no member answered");
         });
     }
+}
+
+/// An accept that failed (out of file descriptors, most often): said, and a pause
+/// before the next, so the loop does not spin.
+async fn accept_failed(e: &std::io::Error) {
+    tracing::warn!(error = %e, "mesh: cannot accept a connection");
+    SystemClock.sleep(ACCEPT_PAUSE).await;
 }
 
 async fn connect(

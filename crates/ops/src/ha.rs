@@ -79,13 +79,17 @@ pub async fn tick(ctx: &Context, watch: &mut Watch, service: &str) -> Result<Opt
     let replica = skiff_compiler::replica_name(&db.name, &to);
     let provider = crate::factory::provider(ctx, &ledger).await?;
     let now = ledger.clock().now_ms();
-    let p = provider.database().replication(&primary).await.ok();
+    // A provider that cannot be asked says nothing about the primary: the pass fails
+    // and the primary's downtime does not advance (an API hiccup never fails over).
+    let p = provider
+        .database()
+        .replication(&primary)
+        .await
+        .map_err(|e| crate::error::provider(&format!("cannot measure {primary}"), &e))?;
+    // An unmeasurable replica leaves the lag unknown, which refuses a promotion.
     let q = provider.database().replication(&replica).await.ok();
-    let measured = match (&p, &q) {
-        (Some(p), Some(q)) => skiff_steps::failover::measure(p, q).0,
-        _ => None,
-    };
-    if p.as_ref().is_some_and(|p| p.reachable) {
+    let measured = q.as_ref().and_then(|q| skiff_steps::failover::measure(&p, q).0);
+    if p.reachable {
         watch.down_since.remove(service);
         if let Some(lag) = measured {
             watch.last_lag.insert(service.to_owned(), lag);
